@@ -1,0 +1,466 @@
+//! The command line (clap). Every flag doubles as the environment variable shown, with the
+//! AIM_* names of AMD's AIM containers so existing settings work unchanged.
+//!
+//! This layer only checks what the user typed; resolving it against the host happens in
+//! `commands`.
+
+use crate::types::{Choice, Engine, Metric, Precision};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aim-engine",
+    version,
+    about = "Runs the right vLLM/SGLang recipe on whatever AMD GPUs it finds, and keeps it serving",
+    long_about = None,
+    after_help = "A first argument that is not a subcommand means `serve`: `aim-engine Qwen/Qwen3-32B`."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Filesystem root under which /sys and /dev are read (a fixture tree stands in for a machine).
+    #[arg(
+        long,
+        env = "AIM_ROOT",
+        default_value = "/",
+        global = true,
+        value_name = "DIR"
+    )]
+    pub root: PathBuf,
+    /// Extra recipe folders, searched before the built-in one (repeatable; the env var takes a
+    /// colon-separated list).
+    #[arg(
+        long = "recipes-dir",
+        env = "AIM_RECIPES_DIR",
+        value_delimiter = ':',
+        global = true,
+        value_name = "DIR"
+    )]
+    pub recipes_dir: Vec<PathBuf>,
+    /// The built-in recipe folder (default: `recipes/` next to the binary's install prefix,
+    /// `/opt/aim-engine/recipes` in the container, or the source tree's `recipes/`).
+    #[arg(
+        long = "builtin-recipes",
+        env = "AIM_BUILTIN_RECIPES",
+        global = true,
+        value_name = "DIR",
+        hide = true
+    )]
+    pub builtin_recipes: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(
+        long = "log-format",
+        env = "AIM_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `aim_engine=debug`.
+    #[arg(
+        long = "log-level",
+        env = "AIM_LOG_LEVEL",
+        default_value = "info",
+        global = true
+    )]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Supervise one engine serving MODEL (the default command).
+    Serve(ServeArgs),
+    /// Detection + selection + the exact argv/env; nothing is started.
+    Plan(PlanArgs),
+    /// The plan in the JSON shape the AMD AIM Kubernetes operator reads.
+    #[command(name = "dry-run")]
+    DryRun(PlanArgs),
+    /// Every recipe with its verdict for this host.
+    Recipes(PlanArgs),
+    /// Detected GPUs, and why any KFD node was left out.
+    Gpus(FormatArgs),
+    /// Exit 0 when the local supervisor reports ready, 1 otherwise (Docker HEALTHCHECK).
+    Healthcheck(HealthcheckArgs),
+    /// Print the local supervisor's /status for humans.
+    Status(StatusArgs),
+    /// Host side: start a container serving MODEL on free GPUs (Docker Engine API).
+    Launch(LaunchArgs),
+    /// Host side: list aim-engine containers.
+    List(FormatArgs),
+    /// Host side: stop (and remove) aim-engine containers.
+    Stop(StopArgs),
+}
+
+impl Command {
+    /// Names a first argument may take without meaning `serve MODEL`.
+    pub const NAMES: &'static [&'static str] = &[
+        "serve",
+        "plan",
+        "dry-run",
+        "recipes",
+        "gpus",
+        "healthcheck",
+        "status",
+        "launch",
+        "list",
+        "stop",
+        "help",
+    ];
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FormatArgs {
+    #[arg(long, default_value = "text")]
+    pub format: Format,
+}
+
+/// What to serve and the user's constraints on how.
+#[derive(Debug, Clone, Args)]
+pub struct SelectArgs {
+    /// Hugging Face model id (`org/name`) or an absolute path to a local model folder.
+    #[arg(env = "AIM_MODEL_ID", value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Number of GPUs (tensor-parallel size); `auto` picks from the model's size.
+    #[arg(env = "AIM_GPU_COUNT", value_name = "GPU_COUNT", value_parser = parse_gpu_count)]
+    pub gpu_count: Option<Choice<u32>>,
+    /// Precision: auto, bf16, fp16, fp8, fp4, int8, int4.
+    #[arg(long, env = "AIM_PRECISION", default_value = "auto", value_parser = parse_choice::<Precision>)]
+    pub precision: Choice<Precision>,
+    /// Engine: auto, vllm, sglang.
+    #[arg(long, env = "AIM_ENGINE", default_value = "auto", value_parser = parse_choice::<Engine>)]
+    pub backend: Choice<Engine>,
+    /// What the recipe is tuned for: auto, latency, throughput.
+    #[arg(long, env = "AIM_METRIC", default_value = "auto", value_parser = parse_choice::<Metric>)]
+    pub metric: Choice<Metric>,
+    /// Use exactly this recipe id (skips ranking; still checked against the host).
+    #[arg(long = "recipe", env = "AIM_PROFILE_ID", value_name = "ID")]
+    pub recipe: Option<String>,
+    /// Pretend the GPUs are this product (e.g. MI300X) when matching recipes.
+    #[arg(long = "gpu-model", env = "AIM_GPU_MODEL", value_name = "PRODUCT")]
+    pub gpu_model: Option<String>,
+    /// JSON object of engine flags merged over the recipe's (`{"max-model-len": 8192}`).
+    #[arg(long = "engine-args", env = "AIM_ENGINE_ARGS", value_name = "JSON")]
+    pub engine_args: Option<String>,
+    /// Loopback port the engine listens on (default: the public port + 1).
+    #[arg(long = "engine-port", env = "AIM_ENGINE_PORT", value_name = "PORT")]
+    pub engine_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// The public port the plan is for (the engine port defaults to this + 1).
+    #[arg(long, env = "AIM_PORT", default_value_t = 8000)]
+    pub port: u16,
+    #[arg(long, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Public port (health, status, metrics and the forwarded OpenAI API).
+    #[arg(long, env = "AIM_PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Address the public port binds.
+    #[arg(long, env = "AIM_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// Require `Authorization: Bearer KEY` on /v1/* (health and metrics stay open).
+    #[arg(long = "api-key", env = "AIM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Grace for the engine to exit after SIGTERM before its process group is killed.
+    #[arg(long = "stop-timeout", env = "AIM_STOP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
+    /// Deadline for an attempt to become ready.
+    #[arg(long = "startup-timeout", env = "AIM_STARTUP_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub startup_timeout: Duration,
+    /// Interval of liveness probes once ready.
+    #[arg(long = "liveness-interval", env = "AIM_LIVENESS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub liveness_interval: Duration,
+    /// Consecutive failed liveness probes that mean "hung".
+    #[arg(
+        long = "liveness-failures",
+        env = "AIM_LIVENESS_FAILURES",
+        default_value_t = 3
+    )]
+    pub liveness_failures: u32,
+    /// Timeout of one liveness probe.
+    #[arg(long = "liveness-timeout", env = "AIM_LIVENESS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub liveness_timeout: Duration,
+    /// Restarts of the same recipe allowed within --restart-window before moving on.
+    #[arg(
+        long = "restart-budget",
+        env = "AIM_RESTART_BUDGET",
+        default_value_t = 5
+    )]
+    pub restart_budget: u32,
+    #[arg(long = "restart-window", env = "AIM_RESTART_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub restart_window: Duration,
+    /// First restart delay; doubles up to --backoff-max.
+    #[arg(long = "backoff-initial", env = "AIM_BACKOFF_INITIAL", default_value = "1s", value_parser = parse_duration)]
+    pub backoff_initial: Duration,
+    #[arg(long = "backoff-max", env = "AIM_BACKOFF_MAX", default_value = "60s", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+    /// How long to wait for VRAM to be released before a relaunch.
+    #[arg(long = "vram-wait-timeout", env = "AIM_VRAM_WAIT_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub vram_wait_timeout: Duration,
+    /// Cap on concurrent connections to the public port.
+    #[arg(
+        long = "max-connections",
+        env = "AIM_MAX_CONNECTIONS",
+        default_value_t = 4096
+    )]
+    pub max_connections: usize,
+    /// Skip the one-token test inference before declaring ready.
+    #[arg(
+        long = "skip-test-inference",
+        env = "AIM_SKIP_TEST_INFERENCE",
+        default_value_t = false
+    )]
+    pub skip_test_inference: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    #[arg(long, env = "AIM_PORT", default_value_t = 8000)]
+    pub port: u16,
+    #[arg(long = "host", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Also print the status for humans.
+    #[arg(long)]
+    pub verbose: bool,
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[arg(long, env = "AIM_PORT", default_value_t = 8000)]
+    pub port: u16,
+    #[arg(long = "host", default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value = "text")]
+    pub format: Format,
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LaunchArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Image to run.
+    #[arg(long, env = "AIM_IMAGE", default_value = "aim-engine:latest")]
+    pub image: String,
+    /// Host port to publish (default: the first free one from 8000).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Container name (default: aim-engine-<model>-<N>gpu-<precision>-<engine>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Return once the container is created and started.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the container spec without touching Docker.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    #[arg(long, default_value = "text")]
+    pub format: Format,
+    /// Host Hugging Face cache to mount (default: $HF_HOME or ~/.cache/huggingface).
+    #[arg(long = "hf-cache", env = "AIM_HOST_HF_CACHE")]
+    pub hf_cache: Option<PathBuf>,
+    /// How long to wait for the container to report ready.
+    #[arg(long = "ready-timeout", default_value = "60m", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    /// Container names.
+    pub names: Vec<String>,
+    /// Stop every aim-engine container.
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
+    /// Seconds Docker waits after SIGTERM before SIGKILL.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u32,
+    /// Keep the stopped container instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+fn parse_gpu_count(s: &str) -> Result<Choice<u32>, String> {
+    let c: Choice<u32> = match s.trim() {
+        t if t.is_empty() || t.eq_ignore_ascii_case("auto") => Choice::Auto,
+        t => Choice::Is(
+            t.parse::<u32>()
+                .map_err(|_| format!("GPU_COUNT must be a number or `auto`, not `{s}`"))?,
+        ),
+    };
+    if c == Choice::Is(0) {
+        return Err("GPU_COUNT must be at least 1".into());
+    }
+    Ok(c)
+}
+
+fn parse_choice<T: std::str::FromStr<Err = String>>(s: &str) -> Result<Choice<T>, String> {
+    s.parse()
+}
+
+/// Durations: `30`, `30s`, `500ms`, `2m`, `1h`, `0.5` (seconds when no unit).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; use e.g. 30s, 500ms, 2m"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("`{s}` is not a duration; use e.g. 30s, 500ms, 2m"));
+    }
+    Ok(Duration::from_secs_f64(v * mult))
+}
+
+/// Inserts `serve` when the first positional argument is not a subcommand, so that
+/// `aim-engine Qwen/Qwen3-32B` and `docker run aim-engine:latest Qwen/Qwen3-32B` work.
+pub fn with_default_subcommand(args: Vec<OsString>) -> Vec<OsString> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    // Global flags that take a value: skip the value when looking for the first positional.
+    let takes_value: Vec<String> = cmd
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values())
+        .flat_map(|a| {
+            let mut v = Vec::new();
+            if let Some(l) = a.get_long() {
+                v.push(format!("--{l}"));
+            }
+            if let Some(s) = a.get_short() {
+                v.push(format!("-{s}"));
+            }
+            v
+        })
+        .collect();
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        if a.starts_with('-') {
+            if a == "-h" || a == "--help" || a == "-V" || a == "--version" {
+                return args;
+            }
+            if !a.contains('=') && takes_value.iter().any(|t| *t == a) {
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        if Command::NAMES.contains(&a.as_ref()) {
+            return args;
+        }
+        let mut out = args;
+        out.insert(i, OsString::from("serve"));
+        return out;
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn model_first_means_serve() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (
+                &["aim-engine", "Qwen/Qwen3-32B"],
+                &["aim-engine", "serve", "Qwen/Qwen3-32B"],
+            ),
+            (
+                &["aim-engine", "Qwen/Qwen3-32B", "4"],
+                &["aim-engine", "serve", "Qwen/Qwen3-32B", "4"],
+            ),
+            (
+                &["aim-engine", "--root", "/x", "Qwen/Qwen3-32B"],
+                &["aim-engine", "--root", "/x", "serve", "Qwen/Qwen3-32B"],
+            ),
+            (
+                &["aim-engine", "--root=/x", "m/n"],
+                &["aim-engine", "--root=/x", "serve", "m/n"],
+            ),
+            (
+                &["aim-engine", "plan", "Qwen/Qwen3-32B"],
+                &["aim-engine", "plan", "Qwen/Qwen3-32B"],
+            ),
+            (
+                &["aim-engine", "--root", "/x", "gpus"],
+                &["aim-engine", "--root", "/x", "gpus"],
+            ),
+            (&["aim-engine", "--help"], &["aim-engine", "--help"]),
+            (&["aim-engine"], &["aim-engine"]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                with_default_subcommand(v(input)),
+                v(want),
+                "input {input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("0.25").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("soon").unwrap_err().contains("soon"));
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,40 @@
+//! The contract between planning and supervision: one fully resolved way to start the engine.
+//!
+//! `plan` produces an ordered list of `Launch`es (the chosen recipe first, then the fallback
+//! chain); `supervise` only ever starts what is in that list. Nothing here does IO.
+
+use crate::types::{Engine, Precision};
+use indexmap::IndexMap;
+use serde::Serialize;
+
+/// One GPU handed to the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SelectedGpu {
+    /// The HIP ordinal as this process sees it (what goes into HIP_VISIBLE_DEVICES).
+    pub ordinal: u32,
+    /// Marketing name, e.g. "MI300X".
+    pub product: String,
+    /// PCI address of the physical card, e.g. "0000:05:00.0".
+    pub pci: String,
+    /// N of /dev/dri/renderDN.
+    pub render_minor: u32,
+}
+
+/// Everything needed to start (and restart) one engine attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Launch {
+    /// Recipe id (file stem, or `generated/...` for generated defaults).
+    pub recipe_id: String,
+    pub engine: Engine,
+    pub precision: Precision,
+    pub gpu_count: u32,
+    pub gpus: Vec<SelectedGpu>,
+    /// The model name clients use (`--served-model-name`); validation asks for it.
+    pub served_model_name: String,
+    /// Full argv; argv[0] is the launcher (resolved through PATH at spawn time).
+    pub argv: Vec<String>,
+    /// The recipe's env plus visibility variables; the supervisor adds the pass-through set.
+    pub env: IndexMap<String, String>,
+    /// Loopback port the engine listens on.
+    pub engine_port: u16,
+}

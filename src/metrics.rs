@@ -1,0 +1,158 @@
+//! The supervisor's own Prometheus metrics (`aim_*`), one registry, no global state.
+//!
+//! `supervise` and `http` both update these; `http` renders them on `/metrics`, followed by
+//! the engine's own text.
+
+use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::status::Phase;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusClassLabel {
+    /// "2xx", "4xx", "5xx", or "error" when no response came back.
+    pub code: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// 1 for the current phase, 0 for the others.
+    pub phase: Family<PhaseLabel, Gauge>,
+    pub ready: Gauge,
+    pub restarts: Family<ClassLabel, Counter>,
+    pub engine_starts: Counter,
+    pub startup_duration_seconds: Gauge<f64, AtomicU64>,
+    pub liveness_failures: Counter,
+    pub proxied_requests: Family<StatusClassLabel, Counter>,
+    pub inflight_requests: Gauge,
+    pub request_duration_seconds: Histogram,
+    pub streamed_bytes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("aim");
+        let m = Metrics {
+            registry: Registry::default(),
+            phase: Family::default(),
+            ready: Gauge::default(),
+            restarts: Family::default(),
+            engine_starts: Counter::default(),
+            startup_duration_seconds: Gauge::default(),
+            liveness_failures: Counter::default(),
+            proxied_requests: Family::default(),
+            inflight_requests: Gauge::default(),
+            request_duration_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
+            streamed_bytes: Counter::default(),
+        };
+        registry.register(
+            "phase",
+            "Current supervisor phase (1 for the current one)",
+            m.phase.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when the engine serves and is healthy",
+            m.ready.clone(),
+        );
+        registry.register(
+            "restarts",
+            "Engine restarts by failure class",
+            m.restarts.clone(),
+        );
+        registry.register(
+            "engine_starts",
+            "Engine processes started",
+            m.engine_starts.clone(),
+        );
+        registry.register(
+            "startup_duration_seconds",
+            "Seconds from the last engine spawn to ready",
+            m.startup_duration_seconds.clone(),
+        );
+        registry.register(
+            "liveness_failures",
+            "Failed liveness probes after ready",
+            m.liveness_failures.clone(),
+        );
+        registry.register(
+            "proxied_requests",
+            "Requests forwarded to the engine, by response status class",
+            m.proxied_requests.clone(),
+        );
+        registry.register(
+            "inflight_requests",
+            "Requests being forwarded now",
+            m.inflight_requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to the end of the forwarded response",
+            m.request_duration_seconds.clone(),
+        );
+        registry.register(
+            "streamed_bytes",
+            "Response body bytes forwarded to clients",
+            m.streamed_bytes.clone(),
+        );
+        for p in Phase::ALL {
+            m.phase
+                .get_or_create(&PhaseLabel {
+                    phase: p.as_str().to_string(),
+                })
+                .set(0);
+        }
+        Metrics { registry, ..m }
+    }
+
+    /// Marks `phase` as the current one.
+    pub fn set_phase(&self, phase: Phase) {
+        for p in Phase::ALL {
+            let v = i64::from(*p == phase);
+            self.phase
+                .get_or_create(&PhaseLabel {
+                    phase: p.as_str().to_string(),
+                })
+                .set(v);
+        }
+        self.ready.set(i64::from(phase == Phase::Ready));
+    }
+
+    pub fn restart(&self, class: &str) {
+        self.restarts
+            .get_or_create(&ClassLabel {
+                class: class.to_string(),
+            })
+            .inc();
+    }
+
+    /// Prometheus text exposition of our metrics (ends with `# EOF`, which callers strip
+    /// before appending the engine's text).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,9 @@
+//! The one integration-test binary (ripgrep style): every suite is a module here, and all of
+//! them run the real `aim-engine` binary.
+
+mod support;
+
+mod gpus;
+mod http;
+mod plan;
+mod supervise;
