@@ -46,6 +46,22 @@ pub fn fake_version(mode: Mode) -> String {
     })
 }
 
+/// Parses `FAKE_START_<n>` overrides: `KEY=VALUE` pairs separated by `;` (values may hold `=`
+/// and `,`; a pair without `=` is skipped with a warning).
+pub fn parse_overrides(spec: &str) -> Vec<(String, String)> {
+    spec.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| match p.split_once('=') {
+            Some((k, v)) => Some((k.trim().to_string(), v.to_string())),
+            None => {
+                eprintln!("fake-engine: ignoring override {p:?}: expected KEY=VALUE");
+                None
+            }
+        })
+        .collect()
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     // Hidden helper modes (re-exec of this binary for workers, orphans and the VRAM releaser).
@@ -55,6 +71,7 @@ fn main() {
             "__fake-orphan-parent" => procs::orphan_parent_main(&argv[1..]),
             "__fake-orphan" => procs::orphan_main(&argv[1..]),
             "__fake-vram-release" => procs::vram_release_main(&argv[1..]),
+            "__fake-vram-watch" => procs::vram_watch_main(),
             _ => {}
         }
     }
@@ -79,6 +96,15 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Count this start and apply its FAKE_START_<n> overrides while still single-threaded
+    // (changing the environment is only sound before other threads exist).
+    let start_no = procs::count_start();
+    if let Some(spec) = env(&format!("FAKE_START_{start_no}")) {
+        for (k, v) in parse_overrides(&spec) {
+            // SAFETY: no other thread exists yet (the runtime is built below).
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -89,6 +115,23 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = rt.block_on(server::run(parsed));
+    let code = rt.block_on(server::run(parsed, start_no));
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_split_on_semicolons_and_first_equals() {
+        let got = parse_overrides("FAKE_LOAD_SECS=2; FAKE_CRASH_TEXT=a=b, c;bogus;;");
+        assert_eq!(
+            got,
+            vec![
+                ("FAKE_LOAD_SECS".to_string(), "2".to_string()),
+                ("FAKE_CRASH_TEXT".to_string(), "a=b, c".to_string()),
+            ]
+        );
+    }
 }

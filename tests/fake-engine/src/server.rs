@@ -261,6 +261,14 @@ fn host_ip(host: &str) -> Option<Ipv4Addr> {
     }
 }
 
+/// A uvicorn log line on stdout (vLLM prefixes its process tag).
+fn uvicorn(mode: Mode, msg: &str) {
+    match mode {
+        Mode::Vllm => println!("(APIServer pid={}) INFO:     {msg}", std::process::id()),
+        Mode::Sglang => println!("INFO:     {msg}"),
+    }
+}
+
 /// Prints the failure text the way Python prints an uncaught exception and returns the code.
 fn fail(text: &str, code: i32) -> i32 {
     eprintln!("Traceback (most recent call last):");
@@ -349,18 +357,25 @@ fn signal_number(s: &str) -> Option<i32> {
 }
 
 /// The whole engine run; returns the process exit code.
-pub async fn run(args: Args) -> i32 {
+pub async fn run(args: Args, start_no: u64) -> i32 {
     let version = fake_version(args.mode);
     procs::write_state("main.pid", &format!("{}\n", std::process::id()));
-    let start_no = procs::count_start();
     let ignore_term = env_flag("FAKE_IGNORE_TERM");
     if ignore_term {
         procs::ignore_term(false);
     }
+    // Handlers first, so a stop request during start-up is never lost to the default action.
+    let mut term = if ignore_term {
+        None
+    } else {
+        signal(SignalKind::terminate()).ok()
+    };
+    let mut int = signal(SignalKind::interrupt()).ok();
     log_startup(&args, &version);
     let workers = procs::spawn_workers();
-    procs::spawn_orphans();
-    procs::hold_vram(&workers);
+    let orphans = procs::spawn_orphans();
+    let holders: Vec<i32> = workers.iter().chain(orphans.iter()).copied().collect();
+    procs::hold_vram(&holders);
 
     let load = env_secs("FAKE_LOAD_SECS", 0.5);
     let st = Arc::new(State {
@@ -392,13 +407,6 @@ pub async fn run(args: Args) -> i32 {
             crash(&st2);
         });
     }
-
-    let mut term = if ignore_term {
-        None
-    } else {
-        signal(SignalKind::terminate()).ok()
-    };
-    let mut int = signal(SignalKind::interrupt()).ok();
 
     // Start failure (FAKE_FAIL_AT_START, or the first FAKE_FAIL_FIRST_N_STARTS starts).
     let fail_first: u64 = env_num("FAKE_FAIL_FIRST_N_STARTS", 0);
@@ -593,12 +601,12 @@ async fn handle(
     let resp = route(req, &st).await;
     if st.access_log {
         let status = resp.status();
-        println!(
-            "(APIServer pid={}) INFO:     {peer} - \"{method} {path} HTTP/1.1\" {} {}",
-            std::process::id(),
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
+        let reason = status.canonical_reason().unwrap_or("");
+        let line = format!(
+            "{peer} - \"{method} {path} HTTP/1.1\" {} {reason}",
+            status.as_u16()
         );
+        uvicorn(st.args.mode, &line);
     }
     Ok(resp)
 }
