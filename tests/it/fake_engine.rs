@@ -19,6 +19,18 @@ impl Drop for Running {
     }
 }
 
+/// SIGKILLs a pid (an orphan or worker the test made) when the test ends, passed or failed.
+struct KillPid(i32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+        }
+    }
+}
+
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
@@ -317,6 +329,9 @@ fn fake_engine_spawns_workers_and_orphans() {
         pid_in(dir.path(), "worker-1.pid"),
     ];
     let orphan = pid_in(dir.path(), "orphan-0.pid");
+    let _cleanup = [KillPid(orphan), KillPid(workers[0]), KillPid(workers[1])];
+    // A SIGTERM before the engine is up would be vLLM's KeyboardInterrupt path (exit 1).
+    wait_file(dir.path(), "ready", Duration::from_secs(10)).expect("ready");
     for w in workers {
         let (ppid, sid) = ppid_sid(w).expect("worker alive");
         assert_eq!(ppid, main, "worker {w} is the engine's child");
@@ -344,10 +359,6 @@ fn fake_engine_spawns_workers_and_orphans() {
         "graceful stop ends the workers"
     );
     assert!(ppid_sid(orphan).is_some(), "orphans outlive the engine");
-    // SAFETY: kill has no memory-safety preconditions; the orphan is ours to clean up.
-    unsafe {
-        libc::kill(orphan, libc::SIGKILL);
-    }
 }
 
 #[test]
@@ -423,4 +434,89 @@ fn fake_engine_hang_stops_answering_but_stays_alive() {
         engine.0.try_wait().expect("try_wait").is_none(),
         "a hung engine stays alive"
     );
+}
+
+#[test]
+fn fake_engine_external_vram_watcher_releases_after_the_tree_is_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vram = dir.path().join("mem_info_vram_used");
+    std::fs::write(&vram, "7\n").expect("write fixture");
+    let vram_s = vram.to_str().expect("utf-8 path");
+    let vram_env = [
+        ("FAKE_VRAM_FILE", vram_s),
+        ("FAKE_VRAM_BYTES", "1000"),
+        ("FAKE_VRAM_IDLE_BYTES", "7"),
+        ("FAKE_VRAM_RELEASE_SECS", "0.5"),
+        ("FAKE_VRAM_EXTERNAL", "1"),
+    ];
+    let mut watch = Command::new(fake_engine());
+    watch
+        .arg("__fake-vram-watch")
+        .env("FAKE_STATE_DIR", dir.path());
+    for (k, v) in vram_env {
+        watch.env(k, v);
+    }
+    let _watcher = Running(watch.spawn().expect("spawn the watcher"));
+    let mut engine_env = vram_env.to_vec();
+    engine_env.extend([("FAKE_WORKERS", "1"), ("FAKE_WORKERS_IGNORE_TERM", "1")]);
+    let mut engine = state_engine(dir.path(), &engine_env);
+    let worker = KillPid(pid_in(dir.path(), "worker-0.pid"));
+    wait_file(dir.path(), "ready", Duration::from_secs(10)).expect("ready");
+    let read = || {
+        std::fs::read_to_string(&vram)
+            .expect("read vram")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read(), "1000");
+    assert!(
+        !dir.path().join("vram-release.pid").exists(),
+        "no in-tree releaser when external"
+    );
+    engine.0.kill().expect("SIGKILL the engine");
+    engine.0.wait().expect("reap");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(read(), "1000", "a surviving worker still holds the VRAM");
+    drop(worker);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read() != "7" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(read(), "7", "released once every holder is gone");
+}
+
+#[test]
+fn fake_engine_sigterm_during_vllm_load_is_keyboard_interrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(fake_engine());
+    cmd.args(["serve", "m", "--host", "127.0.0.1", "--port", "0"])
+        .env("FAKE_STATE_DIR", dir.path())
+        .env("FAKE_LOAD_SECS", "30")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut engine = Running(cmd.spawn().expect("spawn fake-engine"));
+    pid_in(dir.path(), "main.pid");
+    std::thread::sleep(Duration::from_millis(200));
+    sigterm(&engine.0);
+    let st = wait_exit(&mut engine.0, Duration::from_secs(10)).expect("exits while loading");
+    assert_eq!(st.code(), Some(1));
+    let mut stderr = String::new();
+    if let Some(mut e) = engine.0.stderr.take() {
+        e.read_to_string(&mut stderr).expect("read stderr");
+    }
+    assert!(stderr.contains("KeyboardInterrupt: terminated"), "{stderr}");
+}
+
+#[test]
+fn fake_engine_version_follows_fake_version() {
+    for (env, want) in [(None, "0.11.1"), (Some("0.12.0"), "0.12.0")] {
+        let mut cmd = Command::new(fake_engine());
+        cmd.arg("--version");
+        if let Some(v) = env {
+            cmd.env("FAKE_VERSION", v);
+        }
+        let out = cmd.output().expect("run fake-engine --version");
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+    }
 }

@@ -2,6 +2,25 @@
 //! (command line, load time, endpoints, logs, exit codes, process tree) and injects faults chosen
 //! by `FAKE_*` environment variables. See README.md for every variable. Never installed.
 
+/// `eprintln!` that never panics: the supervisor may close our stderr pipe (EPIPE), and a
+/// dying log reader must not turn into a panic in the engine.
+macro_rules! elog {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+/// `println!` that never panics (see `elog!`).
+macro_rules! olog {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($t)*);
+        let _ = out.flush();
+    }};
+}
+
 mod args;
 mod procs;
 mod server;
@@ -22,7 +41,7 @@ pub fn env_num<T: std::str::FromStr + Copy>(name: &str, default: T) -> T {
         Some(v) => match v.trim().parse::<T>() {
             Ok(n) => n,
             Err(_) => {
-                eprintln!("fake-engine: ignoring {name}={v:?}: not a number");
+                elog!("fake-engine: ignoring {name}={v:?}: not a number");
                 default
             }
         },
@@ -55,7 +74,7 @@ pub fn parse_overrides(spec: &str) -> Vec<(String, String)> {
         .filter_map(|p| match p.split_once('=') {
             Some((k, v)) => Some((k.trim().to_string(), v.to_string())),
             None => {
-                eprintln!("fake-engine: ignoring override {p:?}: expected KEY=VALUE");
+                elog!("fake-engine: ignoring override {p:?}: expected KEY=VALUE");
                 None
             }
         })
@@ -77,7 +96,7 @@ fn main() {
     }
     if argv.iter().any(|a| a == "--version" || a == "-v") {
         let (mode, _) = args::detect(&argv);
-        println!("{}", fake_version(mode));
+        olog!("{}", fake_version(mode));
         std::process::exit(0);
     }
     let (mode, rest) = args::detect(&argv);
@@ -92,7 +111,7 @@ fn main() {
     let parsed = match args::parse(mode, rest, &fake_version(mode), &extra) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{}", e.0);
+            elog!("{}", e.0);
             std::process::exit(2);
         }
     };
@@ -111,7 +130,7 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("fake-engine: cannot start the tokio runtime: {e}");
+            elog!("fake-engine: cannot start the tokio runtime: {e}");
             std::process::exit(1);
         }
     };

@@ -64,7 +64,7 @@ pub fn write_state(name: &str, content: &str) {
     if let Some(dir) = state_dir() {
         let _ = std::fs::create_dir_all(&dir);
         if let Err(e) = std::fs::write(dir.join(name), content) {
-            eprintln!(
+            elog!(
                 "fake-engine: cannot write {}: {e}",
                 dir.join(name).display()
             );
@@ -102,7 +102,7 @@ fn self_exe() -> Option<PathBuf> {
     match std::env::current_exe() {
         Ok(p) => Some(p),
         Err(e) => {
-            eprintln!("fake-engine: cannot find own executable to spawn helpers: {e}");
+            elog!("fake-engine: cannot find own executable to spawn helpers: {e}");
             None
         }
     }
@@ -145,7 +145,7 @@ pub fn spawn_workers() -> Vec<i32> {
                 std::mem::forget(child);
                 pids.push(pid);
             }
-            Err(e) => eprintln!("fake-engine: cannot spawn worker {i}: {e}"),
+            Err(e) => elog!("fake-engine: cannot spawn worker {i}: {e}"),
         }
     }
     pids
@@ -204,9 +204,9 @@ pub fn spawn_orphans() -> Vec<i32> {
         {
             Ok(out) => match String::from_utf8_lossy(&out.stdout).trim().parse() {
                 Ok(pid) => pids.push(pid),
-                Err(_) => eprintln!("fake-engine: orphan {i} did not start"),
+                Err(_) => elog!("fake-engine: orphan {i} did not start"),
             },
-            Err(e) => eprintln!("fake-engine: cannot spawn orphan {i}: {e}"),
+            Err(e) => elog!("fake-engine: cannot spawn orphan {i}: {e}"),
         }
     }
     pids
@@ -225,10 +225,10 @@ pub fn orphan_parent_main(argv: &[String]) -> ! {
             .spawn()
         {
             Ok(child) => {
-                println!("{}", child.id());
+                olog!("{}", child.id());
                 std::mem::forget(child);
             }
-            Err(e) => eprintln!("fake-engine: cannot spawn orphan {idx}: {e}"),
+            Err(e) => elog!("fake-engine: cannot spawn orphan {idx}: {e}"),
         }
     }
     std::process::exit(0)
@@ -257,7 +257,7 @@ pub fn hold_vram(holders: &[i32]) {
     };
     let used: u64 = env_num("FAKE_VRAM_BYTES", 0);
     if let Err(e) = std::fs::write(&file, format!("{used}\n")) {
-        eprintln!("fake-engine: cannot write FAKE_VRAM_FILE {file}: {e}");
+        elog!("fake-engine: cannot write FAKE_VRAM_FILE {file}: {e}");
         return;
     }
     if env_flag("FAKE_VRAM_EXTERNAL") {
@@ -280,7 +280,7 @@ pub fn hold_vram(holders: &[i32]) {
             write_state("vram-release.pid", &format!("{}\n", child.id()));
             std::mem::forget(child);
         }
-        Err(e) => eprintln!("fake-engine: cannot spawn the VRAM releaser: {e}"),
+        Err(e) => elog!("fake-engine: cannot spawn the VRAM releaser: {e}"),
     }
 }
 
@@ -336,7 +336,7 @@ fn recorded_holders(dir: &std::path::Path) -> Vec<i32> {
 /// Used with FAKE_VRAM_EXTERNAL=1 on the engines. Runs until killed (or the lifetime cap).
 pub fn vram_watch_main() -> ! {
     let Some(dir) = state_dir() else {
-        eprintln!("fake-engine __fake-vram-watch needs FAKE_STATE_DIR");
+        elog!("fake-engine __fake-vram-watch needs FAKE_STATE_DIR");
         std::process::exit(2)
     };
     let release = env_secs("FAKE_VRAM_RELEASE_SECS", 0.0);

@@ -176,16 +176,16 @@ fn log_loaded(args: &Args, load: Duration) {
                     &format!("Route: {route}"),
                 );
             }
-            println!(
+            olog!(
                 "(APIServer pid={}) INFO:     Started server process [{}]",
                 std::process::id(),
                 std::process::id()
             );
-            println!(
+            olog!(
                 "(APIServer pid={}) INFO:     Waiting for application startup.",
                 std::process::id()
             );
-            println!(
+            olog!(
                 "(APIServer pid={}) INFO:     Application startup complete.",
                 std::process::id()
             );
@@ -264,18 +264,18 @@ fn host_ip(host: &str) -> Option<Ipv4Addr> {
 /// A uvicorn log line on stdout (vLLM prefixes its process tag).
 fn uvicorn(mode: Mode, msg: &str) {
     match mode {
-        Mode::Vllm => println!("(APIServer pid={}) INFO:     {msg}", std::process::id()),
-        Mode::Sglang => println!("INFO:     {msg}"),
+        Mode::Vllm => olog!("(APIServer pid={}) INFO:     {msg}", std::process::id()),
+        Mode::Sglang => olog!("INFO:     {msg}"),
     }
 }
 
 /// Prints the failure text the way Python prints an uncaught exception and returns the code.
 fn fail(text: &str, code: i32) -> i32 {
-    eprintln!("Traceback (most recent call last):");
-    eprintln!(
+    elog!("Traceback (most recent call last):");
+    elog!(
         "  File \"/usr/local/lib/python3.12/dist-packages/fake_engine/main.py\", line 1, in <module>"
     );
-    eprintln!("{text}");
+    elog!("{text}");
     code
 }
 
@@ -295,7 +295,7 @@ fn crash(st: &State) -> ! {
             "async_llm.py:480",
             "AsyncLLM output_handler failed.",
         );
-        eprintln!(
+        elog!(
             "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause."
         );
         log(
@@ -304,11 +304,11 @@ fn crash(st: &State) -> ! {
             "launcher.py:101",
             "Engine failed, terminating server.",
         );
-        println!(
+        olog!(
             "(APIServer pid={}) INFO:     Shutting down",
             std::process::id()
         );
-        println!(
+        olog!(
             "(APIServer pid={}) INFO:     Finished server process [{}]",
             std::process::id(),
             std::process::id()
@@ -319,7 +319,7 @@ fn crash(st: &State) -> ! {
         "RuntimeError: Engine core proc EngineCore_0 died unexpectedly, shutting down client."
             .to_string()
     });
-    eprintln!("{text}");
+    elog!("{text}");
     if let Some(sig) = env("FAKE_CRASH_SIGNAL") {
         let num = signal_number(&sig);
         match num {
@@ -331,7 +331,7 @@ fn crash(st: &State) -> ! {
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }
-            None => eprintln!("fake-engine: unknown FAKE_CRASH_SIGNAL={sig:?}"),
+            None => elog!("fake-engine: unknown FAKE_CRASH_SIGNAL={sig:?}"),
         }
     }
     std::process::exit(env_num("FAKE_CRASH_EXIT_CODE", 1))
@@ -452,7 +452,7 @@ pub async fn run(args: Args, start_no: u64) -> i32 {
             };
             if !loaded {
                 // vLLM's handler raises KeyboardInterrupt("terminated") during init.
-                eprintln!("KeyboardInterrupt: terminated");
+                elog!("KeyboardInterrupt: terminated");
                 procs::stop_workers(&workers, Duration::from_secs(2));
                 return 1;
             }
@@ -472,7 +472,7 @@ pub async fn run(args: Args, start_no: u64) -> i32 {
                     st2.ready.store(true, Ordering::SeqCst);
                     log_sglang("The server is fired up and ready to roll!");
                 });
-                eprintln!(
+                elog!(
                     "INFO:     Uvicorn running on http://{}:{} (Press CTRL+C to quit)",
                     st.args.host,
                     actual_port(&l, st.args.port)
@@ -500,7 +500,7 @@ pub async fn run(args: Args, start_no: u64) -> i32 {
                             .await;
                     });
                 }
-                Err(e) => eprintln!("fake-engine: accept failed: {e}"),
+                Err(e) => elog!("fake-engine: accept failed: {e}"),
             },
             _ = recv(&mut term) => break,
             _ = recv(&mut int) => break,
@@ -508,13 +508,13 @@ pub async fn run(args: Args, start_no: u64) -> i32 {
     }
     drop(listener);
     // Graceful shutdown, like uvicorn + vLLM's engine teardown.
-    println!(
+    olog!(
         "(APIServer pid={}) INFO:     Shutting down",
         std::process::id()
     );
     tokio::time::sleep(env_secs("FAKE_SHUTDOWN_SECS", 0.0)).await;
     procs::stop_workers(&workers, Duration::from_secs(2));
-    println!(
+    olog!(
         "(APIServer pid={}) INFO:     Finished server process [{}]",
         std::process::id(),
         std::process::id()
