@@ -38,8 +38,8 @@ pub fn healthcheck(a: &HealthcheckArgs) -> anyhow::Result<u8> {
 /// Prints `/status` for humans (`--format json`: the raw JSON).
 pub fn status(a: &StatusArgs) -> anyhow::Result<u8> {
     let deadline = Instant::now() + a.timeout;
-    let (code, body) = get(&a.host, a.port, "/status", deadline)
-        .map_err(|e| ExitError::new(FAILURE, e))?;
+    let (code, body) =
+        get(&a.host, a.port, "/status", deadline).map_err(|e| ExitError::new(FAILURE, e))?;
     if code != 200 {
         return Err(ExitError::new(
             FAILURE,
@@ -53,7 +53,10 @@ pub fn status(a: &StatusArgs) -> anyhow::Result<u8> {
             let s: Status = serde_json::from_str(&body).map_err(|e| {
                 ExitError::new(
                     FAILURE,
-                    format!("{}:{}/status is not an aim-engine status: {e}", a.host, a.port),
+                    format!(
+                        "{}:{}/status is not an aim-engine status: {e}",
+                        a.host, a.port
+                    ),
                 )
             })?;
             print!("{}", render(&s));
@@ -147,8 +150,9 @@ fn get(host: &str, port: u16, path: &str, deadline: Instant) -> Result<(u16, Str
     stream
         .set_write_timeout(Some(left("write")?))
         .map_err(|e| e.to_string())?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {target}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
     stream
         .write_all(request.as_bytes())
         .map_err(|e| format!("{target}{path}: {e}"))?;
@@ -190,9 +194,15 @@ mod tests {
     #[test]
     fn parses_responses() {
         let cases: &[(&[u8], Option<(u16, &str)>)] = &[
-            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", Some((200, "{}"))),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}",
+                Some((200, "{}")),
+            ),
             (b"HTTP/1.1 503 Service Unavailable\r\n\r\n", Some((503, ""))),
-            (b"HTTP/1.0 404 Not Found\r\nx: y\r\n\r\nnope", Some((404, "nope"))),
+            (
+                b"HTTP/1.0 404 Not Found\r\nx: y\r\n\r\nnope",
+                Some((404, "nope")),
+            ),
             (b"SSH-2.0-OpenSSH\r\n\r\n", None),
             (b"HTTP/1.1 200 OK\r\n", None),
             (b"", None),
@@ -249,7 +259,12 @@ mod tests {
             .map(|a| a.port())
             .expect("free port");
         let t = Instant::now();
-        let r = get("127.0.0.1", port, "/health/ready", t + Duration::from_secs(2));
+        let r = get(
+            "127.0.0.1",
+            port,
+            "/health/ready",
+            t + Duration::from_secs(2),
+        );
         assert!(r.is_err());
         assert!(t.elapsed() < Duration::from_secs(2));
     }

@@ -80,8 +80,11 @@ fn engine_up(phase: Phase) -> bool {
 
 /// The `/metrics` answer.
 pub async fn answer(ctx: &Ctx) -> Response<Body> {
-    let ours = ctx.shared.metrics.render();
     let phase = ctx.shared.phase();
+    // Keep the phase gauges in step with the status even if a writer changed the status
+    // without `Shared::set_phase` (and for the initial phase, which no `set_phase` announced).
+    ctx.shared.metrics.set_phase(phase);
+    let ours = ctx.shared.metrics.render();
     let text = if engine_up(phase) {
         match tokio::time::timeout(ctx.limits.engine_metrics_timeout, fetch_engine(ctx)).await {
             Ok(Ok(text)) => combine(&ours, Ok(&text)),
@@ -134,10 +137,19 @@ mod tests {
         let text = to_prometheus_text(&m.render());
         assert!(!text.contains("# EOF"));
         assert!(!text.contains("# UNIT"));
-        assert!(text.contains("# TYPE aim_restarts_total counter\n"), "{text}");
+        assert!(
+            text.contains("# TYPE aim_restarts_total counter\n"),
+            "{text}"
+        );
         assert!(text.contains("# HELP aim_restarts_total "), "{text}");
-        assert!(text.contains("aim_restarts_total{class=\"oom\"} 1\n"), "{text}");
-        assert!(text.contains("# TYPE aim_ready gauge\naim_ready 1\n"), "{text}");
+        assert!(
+            text.contains("aim_restarts_total{class=\"oom\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE aim_ready gauge\naim_ready 1\n"),
+            "{text}"
+        );
         // Every sample belongs to the family declared just before it.
         let mut family = String::new();
         for line in text.lines() {
@@ -153,12 +165,18 @@ mod tests {
     #[test]
     fn engine_text_follows_ours_without_eof() {
         let engine = "# HELP vllm:num_requests_running x\n# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 2.0\n# EOF\n";
-        let out = combine("# HELP aim_ready r\n# TYPE aim_ready gauge\naim_ready 1\n# EOF\n", Ok(engine));
+        let out = combine(
+            "# HELP aim_ready r\n# TYPE aim_ready gauge\naim_ready 1\n# EOF\n",
+            Ok(engine),
+        );
         assert_eq!(
             out,
             "# HELP aim_ready r\n# TYPE aim_ready gauge\naim_ready 1\n# HELP vllm:num_requests_running x\n# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 2.0\n"
         );
         let down = combine("aim_ready 0\n# EOF\n", Err("connection refused"));
-        assert_eq!(down, "aim_ready 0\n# engine metrics unavailable: connection refused\n");
+        assert_eq!(
+            down,
+            "aim_ready 0\n# engine metrics unavailable: connection refused\n"
+        );
     }
 }

@@ -101,6 +101,7 @@ pub async fn serve_public_with(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_buf_size())
+        .max_header_size(limits.max_header_bytes)
         .keep_alive(true);
 
     let finished = finished(&shared);

@@ -116,7 +116,11 @@ pub fn refusal(phase: Phase, stopping: bool) -> Option<(&'static str, &'static s
             false,
         )),
         Phase::Restarting => Some(("the engine is restarting", "engine_restarting", true)),
-        _ => Some(("the engine is still loading the model", "engine_loading", true)),
+        _ => Some((
+            "the engine is still loading the model",
+            "engine_loading",
+            true,
+        )),
     }
 }
 
@@ -279,10 +283,7 @@ mod tests {
             ("content-type", "application/json"),
             ("content-length", "12"),
         ] {
-            h.append(
-                HeaderName::from_static(k),
-                HeaderValue::from_static(v),
-            );
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         strip_hop_by_hop(&mut h);
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
@@ -315,14 +316,27 @@ mod tests {
                 Phase::Restarting => assert_eq!(r.map(|x| x.1), Some("engine_restarting")),
                 _ => assert_eq!(r.map(|x| (x.1, x.2)), Some(("engine_loading", true))),
             }
-            assert_eq!(refusal(phase, true).map(|x| x.1), Some("draining"), "{phase}");
+            assert_eq!(
+                refusal(phase, true).map(|x| x.1),
+                Some("draining"),
+                "{phase}"
+            );
         }
     }
 
     #[test]
     fn status_classes() {
-        for (code, want) in [(200, "2xx"), (201, "2xx"), (404, "4xx"), (503, "5xx"), (302, "3xx")] {
-            assert_eq!(status_class(StatusCode::from_u16(code).expect("code")), want);
+        for (code, want) in [
+            (200, "2xx"),
+            (201, "2xx"),
+            (404, "4xx"),
+            (503, "5xx"),
+            (302, "3xx"),
+        ] {
+            assert_eq!(
+                status_class(StatusCode::from_u16(code).expect("code")),
+                want
+            );
         }
     }
 }

@@ -15,7 +15,11 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// `status` with `body` and a content type.
-pub fn with_type(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+pub fn with_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut()
