@@ -1,0 +1,293 @@
+//! Engine versions: parsing, the version probe argv, flag gating per version, and
+//! rewriting the max-model-len flag (all pure).
+//!
+//! Gating table (engines.md §1.3, §6.1), vLLM only (SGLang 0.5.x has no known breaks):
+//! | flag | versions | action |
+//! |---|---|---|
+//! | `--max-seq-len-to-capture` | >= 0.11 | drop (gone in 0.11, argparse exit 2) |
+//! | `--disable-log-requests` | >= 0.12 | rename to `--no-enable-log-requests` (removed in 0.12) |
+//! | `--enable-log-requests` | < 0.11 | drop (did not exist; 0.10 logs requests by default) |
+//! | `--no-enable-log-requests` | < 0.11 | rename to `--disable-log-requests` |
+//! | `--swap-space` | >= 0.12 | drop (gone by 0.33; the exact release is unknown and the V1 engine of 0.11+ never swaps, so dropping it from 0.12 loses nothing) |
+//! | `--num-scheduler-steps` | >= 0.10 | drop (gone in 0.10) |
+//! | `--kv-cache-memory-bytes` | < 0.11 | drop (new in 0.11) |
+//! | `--attention-backend` | < 0.12 | drop (absent before 0.12: set env VLLM_ATTENTION_BACKEND instead) |
+//!
+//! Versions are compared on (major, minor, patch) only: `0.12.0rc1` gates like `0.12.0`,
+//! because a release candidate already has the next release's argument parser.
+
+use super::argv::launcher_words;
+use super::flags::normalize;
+use crate::types::Engine;
+
+/// (major, minor, patch) of an engine version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u64, pub u64, pub u64);
+
+/// Parses "0.11.1", "v0.11.1", "0.11.1rc2.dev5+g1234.rocm700", "0.5.4.post1", "0.11".
+/// Needs at least major.minor; anything after the numeric prefix is ignored.
+pub fn parse_version(text: &str) -> Option<Version> {
+    let text = text.trim();
+    let text = text.strip_prefix('v').unwrap_or(text);
+    let prefix: String = text
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let mut parts = prefix.split('.').filter(|p| !p.is_empty());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    let patch = match parts.next() {
+        Some(p) => p.parse().ok()?,
+        None => 0,
+    };
+    Some(Version(major, minor, patch))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Drop,
+    Rename(&'static str),
+}
+
+struct Rule {
+    flag: &'static str,
+    /// The rule applies when this returns true for the running version.
+    applies: fn(Version) -> bool,
+    action: Action,
+    why: &'static str,
+}
+
+const VLLM_RULES: &[Rule] = &[
+    Rule {
+        flag: "max-seq-len-to-capture",
+        applies: |v| v >= Version(0, 11, 0),
+        action: Action::Drop,
+        why: "removed in vLLM 0.11",
+    },
+    Rule {
+        flag: "disable-log-requests",
+        applies: |v| v >= Version(0, 12, 0),
+        action: Action::Rename("no-enable-log-requests"),
+        why: "removed in vLLM 0.12 in favour of --enable-log-requests",
+    },
+    Rule {
+        flag: "enable-log-requests",
+        applies: |v| v < Version(0, 11, 0),
+        action: Action::Drop,
+        why: "added in vLLM 0.11 (older versions log requests unless --disable-log-requests)",
+    },
+    Rule {
+        flag: "no-enable-log-requests",
+        applies: |v| v < Version(0, 11, 0),
+        action: Action::Rename("disable-log-requests"),
+        why: "added in vLLM 0.11; older versions spell it --disable-log-requests",
+    },
+    Rule {
+        flag: "swap-space",
+        applies: |v| v >= Version(0, 12, 0),
+        action: Action::Drop,
+        why: "unused by the V1 engine and removed in later vLLM releases",
+    },
+    Rule {
+        flag: "num-scheduler-steps",
+        applies: |v| v >= Version(0, 10, 0),
+        action: Action::Drop,
+        why: "removed in vLLM 0.10",
+    },
+    Rule {
+        flag: "kv-cache-memory-bytes",
+        applies: |v| v < Version(0, 11, 0),
+        action: Action::Drop,
+        why: "added in vLLM 0.11",
+    },
+    Rule {
+        flag: "attention-backend",
+        applies: |v| v < Version(0, 12, 0),
+        action: Action::Drop,
+        why: "no such flag before vLLM 0.12; set env VLLM_ATTENTION_BACKEND instead",
+    },
+];
+
+/// If `token` is `--flag` or `--flag=value` (any `_`/`-` spelling), the normalised flag
+/// name and the `=value` tail.
+fn flag_of(token: &str) -> Option<(String, Option<&str>)> {
+    let rest = token.strip_prefix("--")?;
+    if rest.is_empty() {
+        return None;
+    }
+    match rest.split_once('=') {
+        Some((name, value)) => Some((normalize(name), Some(value))),
+        None => Some((normalize(rest), None)),
+    }
+}
+
+/// Index one past the values of the flag at `i`: values run until the next `--` token.
+fn end_of_values(argv: &[String], i: usize, has_inline_value: bool) -> usize {
+    if has_inline_value {
+        return i + 1;
+    }
+    let mut j = i + 1;
+    while j < argv.len() && !argv[j].starts_with("--") {
+        j += 1;
+    }
+    j
+}
+
+pub fn gate(engine: Engine, version: &str, argv: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let rules: &[Rule] = match engine {
+        Engine::Vllm => VLLM_RULES,
+        Engine::Sglang => &[],
+    };
+    if rules.is_empty() {
+        return (argv, Vec::new());
+    }
+    let Some(parsed) = parse_version(version) else {
+        return (
+            argv,
+            vec![format!(
+                "could not parse {engine} version `{version}`; flags passed unchanged"
+            )],
+        );
+    };
+    let mut out = Vec::with_capacity(argv.len());
+    let mut notes = Vec::new();
+    let mut i = 0;
+    while i < argv.len() {
+        let token = &argv[i];
+        let rule = flag_of(token).and_then(|(name, inline)| {
+            rules
+                .iter()
+                .find(|r| r.flag == name && (r.applies)(parsed))
+                .map(|r| (r, inline.map(str::to_string)))
+        });
+        let Some((rule, inline)) = rule else {
+            out.push(token.clone());
+            i += 1;
+            continue;
+        };
+        match rule.action {
+            Action::Drop => {
+                let end = end_of_values(&argv, i, inline.is_some());
+                notes.push(format!(
+                    "dropped `{}` for {engine} {version}: {}",
+                    argv[i..end].join(" "),
+                    rule.why
+                ));
+                i = end;
+            }
+            Action::Rename(to) => {
+                let renamed = match &inline {
+                    Some(v) => format!("--{to}={v}"),
+                    None => format!("--{to}"),
+                };
+                notes.push(format!(
+                    "renamed `{token}` to `{renamed}` for {engine} {version}: {}",
+                    rule.why
+                ));
+                out.push(renamed);
+                i += 1;
+            }
+        }
+    }
+    (out, notes)
+}
+
+/// The flag that caps the context length.
+pub fn max_len_flag(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Vllm => "max-model-len",
+        Engine::Sglang => "context-length",
+    }
+}
+
+pub fn set_max_model_len(engine: Engine, argv: &[String], len: u64) -> Vec<String> {
+    let flag = max_len_flag(engine);
+    let mut out = Vec::with_capacity(argv.len() + 2);
+    let mut placed = false;
+    let mut i = 0;
+    while i < argv.len() {
+        match flag_of(&argv[i]) {
+            Some((name, inline)) if name == flag => {
+                // Replace the first occurrence in place; drop any later duplicates.
+                if !placed {
+                    out.push(format!("--{flag}"));
+                    out.push(len.to_string());
+                    placed = true;
+                }
+                i = end_of_values(argv, i, inline.is_some());
+            }
+            _ => {
+                out.push(argv[i].clone());
+                i += 1;
+            }
+        }
+    }
+    if !placed {
+        out.push(format!("--{flag}"));
+        out.push(len.to_string());
+    }
+    out
+}
+
+/// True for `python`, `python3`, `python3.12` (also as the last path component).
+fn is_python(word: &str) -> bool {
+    let base = basename(word);
+    base.strip_prefix("python")
+        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit() || c == '.'))
+}
+
+fn basename(word: &str) -> &str {
+    word.rsplit('/').next().unwrap_or(word)
+}
+
+/// `python3` next to the launcher executable (`/opt/venv/bin/vllm` -> `/opt/venv/bin/python3`),
+/// or plain `python3` when the launcher was found on PATH.
+fn sibling_python(word: &str) -> String {
+    match word.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/python3"),
+        None => "python3".to_string(),
+    }
+}
+
+/// The argv that prints the installed engine version, or `None` when the launcher is not
+/// the real engine. Rule: the launcher counts as the real engine when its first word is
+/// the engine's own executable (`vllm`, `sglang`, any directory) or a Python interpreter
+/// running `-m <engine package>…`; the probe then uses that interpreter (or the `python3`
+/// beside the executable). Anything else (e.g. AIM_VLLM_COMMAND pointing at a fake engine)
+/// gets no probe, and flags are not gated.
+pub fn probe(engine: Engine, launcher: Option<&str>) -> Option<Vec<String>> {
+    let words = launcher_words(engine, launcher);
+    let package = match engine {
+        Engine::Vllm => "vllm",
+        Engine::Sglang => "sglang",
+    };
+    let first = words.first()?;
+    let interpreter = if basename(first) == package {
+        sibling_python(first)
+    } else if is_python(first)
+        && words.get(1).is_some_and(|w| w == "-m")
+        && words
+            .get(2)
+            .is_some_and(|m| m == package || m.starts_with(&format!("{package}.")))
+    {
+        first.clone()
+    } else {
+        return None;
+    };
+    Some(vec![
+        interpreter,
+        "-c".to_string(),
+        format!("import importlib.metadata as m; print(m.version('{package}'))"),
+    ])
+}
+
+/// The version printed by the probe: the last word on the output that parses as one.
+pub fn parse_output(output: &str) -> Option<String> {
+    output.lines().rev().find_map(|line| {
+        line.split_whitespace().rev().find_map(|word| {
+            let word = word.trim_matches(|c: char| c == '"' || c == '\'' || c == ',');
+            let starts_with_digit = word.chars().next().is_some_and(|c| c.is_ascii_digit());
+            (starts_with_digit && parse_version(word).is_some()).then(|| word.to_string())
+        })
+    })
+}
