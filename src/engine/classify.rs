@@ -204,3 +204,204 @@ pub fn classify(exit: ExitKind, log_tail: &[String]) -> Classified {
         evidence: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FailureClass::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_string).collect()
+    }
+
+    /// Real texts from engines.md §1.6 / §3.3 (with the process prefixes the engines add).
+    #[test]
+    fn classification_table() {
+        let table: &[(ExitKind, &str, FailureClass, Option<u64>)] = &[
+            (
+                ExitKind::Code(1),
+                "(EngineCore_0 pid=77) torch.OutOfMemoryError: HIP out of memory. Tried to allocate 12.95 GiB. GPU 0 has a total capacity of 127.00 GiB of which 18.55 GiB is free.\nRuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {'EngineCore_0': 1}",
+                Oom,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "(EngineCore_0 pid=77) ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.",
+                KvCache,
+                None,
+            ),
+            (
+                ExitKind::Signal(9),
+                "RuntimeError: Not enough memory. Please try to increase --mem-fraction-static. Current value: self.server_args.mem_fraction_static=0.8\nReceived sigquit from a child process. It usually means the child failed.",
+                KvCache,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "(EngineCore_0 pid=77) ValueError: To serve at least one request with the models's max seq len (131072), (16.00 GiB KV cache is needed, which is larger than the available KV cache memory (9.87 GiB). Based on the available memory, the estimated maximum model length is 80784. Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
+                MaxModelLen,
+                Some(80784),
+            ),
+            (
+                ExitKind::Code(1),
+                "ValueError: The model's max seq len (32768) is larger than the maximum number of tokens that can be stored in KV cache (21504). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
+                MaxModelLen,
+                Some(21504),
+            ),
+            (
+                ExitKind::Code(1),
+                "ValueError: User-specified max_model_len (65536) is greater than the derived max_model_len (max_position_embeddings=40960 or model_max_length=None in model's config.json). To allow overriding this maximum, set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1.",
+                MaxModelLen,
+                Some(40960),
+            ),
+            (
+                ExitKind::Code(1),
+                "ValueError: User-specified context_length (65536) is greater than the derived context_length (40960). To allow overriding this maximum, set the env var SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1",
+                MaxModelLen,
+                Some(40960),
+            ),
+            (
+                ExitKind::Code(1),
+                "ValueError: Total number of attention heads (64) must be divisible by tensor parallel size (3).",
+                TpInvalid,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "(Worker_TP0 pid=9) ValueError: The output_size of gate's and up's weight = 192 is not divisible by weight quantization block_n = 128.",
+                TpInvalid,
+                None,
+            ),
+            (
+                ExitKind::Signal(9),
+                "Scheduler hit an exception: Traceback\nAssertionError: 7 is not divisible by 2",
+                TpInvalid,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "ValueError: awq_marlin quantization is currently not supported in rocm.",
+                DtypeOrQuant,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "ValueError: Bfloat16 is only supported on GPUs with compute capability of at least 8.0. Your Radeon GPU has compute capability 7.0.",
+                DtypeOrQuant,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "ValueError: Model architectures ['FooForCausalLM'] are not supported for now. Supported architectures: dict_keys([...])",
+                DtypeOrQuant,
+                None,
+            ),
+            (
+                ExitKind::Code(2),
+                "usage: vllm serve [model_tag] [options]\nvllm serve: error: unrecognized arguments: --max-seq-len-to-capture 32768",
+                BadArgs,
+                None,
+            ),
+            (
+                ExitKind::Code(2),
+                "launch_server.py: error: argument --kv-cache-dtype: invalid choice: 'fp8' (choose from 'auto', 'fp8_e5m2', 'fp8_e4m3')",
+                BadArgs,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "ValueError: Failed to load the model config. If the model is a custom model not yet available in the HuggingFace transformers library, consider setting `trust_remote_code=True` in LLM or using the `--trust-remote-code` flag in the CLI.",
+                BadArgs,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "(EngineCore_0 pid=5) ValueError: Free memory on device (20.1/191.5 GiB) on startup is less than desired GPU memory utilization (0.9, 172.4 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.",
+                GpuBusy,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "OSError: [Errno 98] Address already in use",
+                PortInUse,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "huggingface_hub.errors.RepositoryNotFoundError: 401 Client Error. Repository Not Found for url: https://huggingface.co/api/models/nobody/nothing\nThe above exception was the direct cause of the following exception:\nValueError: Invalid repository ID or local directory specified: 'nobody/nothing'.",
+                ModelNotFound,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "huggingface_hub.errors.GatedRepoError: 401 Client Error. Cannot access gated repo for url https://huggingface.co/meta-llama/Llama-3.1-8B/resolve/main/config.json. Access to model meta-llama/Llama-3.1-8B is restricted.\nThe above exception was the direct cause of the following exception:\nValueError: Invalid repository ID or local directory specified: 'meta-llama/Llama-3.1-8B'.",
+                Gated,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "huggingface_hub.errors.OfflineModeIsEnabled: Cannot reach https://huggingface.co/api/models/Qwen/Qwen3-8B: offline mode is enabled. To disable it, please unset the `HF_HUB_OFFLINE` environment variable.\nValueError: Invalid repository ID or local directory specified: 'Qwen/Qwen3-8B'.",
+                Offline,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "requests.exceptions.ConnectionError: (MaxRetryError(\"HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded with url: /api/models (Caused by NameResolutionError(\"Failed to resolve 'huggingface.co'\"))\"))",
+                Offline,
+                None,
+            ),
+            // Tricky rows.
+            (ExitKind::Code(0), "", Unknown, None),
+            (
+                ExitKind::Signal(9),
+                "INFO Loading weights took 12.3 seconds",
+                Unknown,
+                None,
+            ),
+            (
+                ExitKind::Code(137),
+                "Initialization failed. warmup error: Traceback",
+                Unknown,
+                None,
+            ),
+            // argparse texts without exit 2 do not make bad_args.
+            (
+                ExitKind::Code(1),
+                "error: unrecognized arguments: --foo",
+                Unknown,
+                None,
+            ),
+            // Priority: OOM beats the generic divisibility text printed later.
+            (
+                ExitKind::Code(1),
+                "HIP out of memory. Tried to allocate 2 GiB\nAssertionError: 3 is not divisible by 2",
+                Oom,
+                None,
+            ),
+        ];
+        for (exit, text, class, len) in table {
+            let got = classify(*exit, &lines(text));
+            assert_eq!(got.class, *class, "{text}");
+            assert_eq!(got.suggested_max_model_len, *len, "{text}");
+            if *class == Unknown {
+                assert_eq!(got.evidence, None);
+            } else {
+                let evidence = got.evidence.expect("evidence");
+                assert!(text.contains(&evidence), "{evidence}");
+            }
+        }
+    }
+
+    #[test]
+    fn evidence_is_the_last_matching_line() {
+        let tail = lines(
+            "(Worker_TP0) torch.OutOfMemoryError: HIP out of memory. GPU 0\n(Worker_TP1) torch.OutOfMemoryError: HIP out of memory. GPU 1\nEngine core initialization failed.",
+        );
+        let got = classify(ExitKind::Code(1), &tail);
+        assert_eq!(got.class, Oom);
+        assert_eq!(
+            got.evidence.as_deref(),
+            Some("(Worker_TP1) torch.OutOfMemoryError: HIP out of memory. GPU 1")
+        );
+    }
+}

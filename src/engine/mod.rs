@@ -163,3 +163,66 @@ pub fn version_probe(engine: Engine, launcher: Option<&str>) -> Option<Vec<Strin
 pub fn parse_version_output(output: &str) -> Option<String> {
     version::parse_output(output)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every engine_args key of the AIM profiles in peers.md §1.2.1 (vLLM 0.11.1 images).
+    #[test]
+    fn aim_profile_flags_are_known() {
+        for flag in [
+            "async-scheduling",
+            "disable-uvicorn-access-log",
+            "distributed_executor_backend",
+            "dtype",
+            "gpu-memory-utilization",
+            "max-model-len",
+            "max-num-batched-tokens",
+            "max-num-seqs",
+            "max-seq-len-to-capture",
+            "no-enable-log-requests",
+            "no-enable-prefix-caching",
+            "no-trust-remote-code",
+            "reasoning-parser",
+            "swap-space",
+            "tensor-parallel-size",
+            "no-enable-chunked-prefill",
+            "compilation-config",
+            "enable-auto-tool-choice",
+            "enable-log-requests",
+            "no-async-scheduling",
+            "tool-call-parser",
+            "disable-log-requests",
+        ] {
+            assert!(is_known_flag(Engine::Vllm, flag), "vllm {flag}");
+            assert!(
+                is_known_flag(Engine::Vllm, &flag.replace('-', "_")),
+                "vllm {flag} with underscores"
+            );
+        }
+        for flag in [
+            "mem-fraction-static",
+            "context-length",
+            "tp-size",
+            "tp",
+            "attention-backend",
+            "chunked-prefill-size",
+            "disable-radix-cache",
+            "cuda_graph_max_bs",
+            "trust-remote-code",
+            "enable-dp-attention",
+        ] {
+            assert!(is_known_flag(Engine::Sglang, flag), "sglang {flag}");
+        }
+        for (engine, flag) in [
+            (Engine::Vllm, "mem-fraction-static"),
+            (Engine::Vllm, "tensor-paralel-size"),
+            (Engine::Sglang, "gpu-memory-utilization"),
+            (Engine::Sglang, "no-enable-prefix-caching"),
+            (Engine::Vllm, ""),
+        ] {
+            assert!(!is_known_flag(engine, flag), "{engine} {flag}");
+        }
+    }
+}

@@ -291,3 +291,206 @@ pub fn parse_output(output: &str) -> Option<String> {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn version_parsing() {
+        for (text, want) in [
+            ("0.11.1", Some(Version(0, 11, 1))),
+            ("v0.11.1", Some(Version(0, 11, 1))),
+            ("0.11.1rc2.dev5+g1234.rocm700", Some(Version(0, 11, 1))),
+            ("0.5.4.post1", Some(Version(0, 5, 4))),
+            ("0.10.1.1", Some(Version(0, 10, 1))),
+            ("0.12", Some(Version(0, 12, 0))),
+            (" 0.33.0\n", Some(Version(0, 33, 0))),
+            ("0.12.0rc1", Some(Version(0, 12, 0))),
+            ("0", None),
+            ("dev", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_version(text), want, "{text:?}");
+        }
+    }
+
+    const AIM_QWEN: &str = "vllm serve Qwen/Qwen3-32B --host 127.0.0.1 --port 8001 \
+        --max-seq-len-to-capture 32768 --no-enable-log-requests --swap-space 64 --dtype float16";
+
+    #[test]
+    fn gating_table() {
+        let table: &[(&str, &str, &str, usize)] = &[
+            // 0.10: everything the AIM profile uses exists, except the 0.11 log flag.
+            (
+                "0.10.1.1",
+                AIM_QWEN,
+                "vllm serve Qwen/Qwen3-32B --host 127.0.0.1 --port 8001 \
+                 --max-seq-len-to-capture 32768 --disable-log-requests --swap-space 64 --dtype float16",
+                1,
+            ),
+            (
+                "0.11.1rc2.dev5+g1234.rocm700",
+                AIM_QWEN,
+                "vllm serve Qwen/Qwen3-32B --host 127.0.0.1 --port 8001 \
+                 --no-enable-log-requests --swap-space 64 --dtype float16",
+                1,
+            ),
+            (
+                "0.12.0",
+                AIM_QWEN,
+                "vllm serve Qwen/Qwen3-32B --host 127.0.0.1 --port 8001 \
+                 --no-enable-log-requests --dtype float16",
+                2,
+            ),
+            (
+                "0.12.0",
+                "vllm serve m --disable-log-requests --max_seq_len_to_capture=8192 --seed 1",
+                "vllm serve m --no-enable-log-requests --seed 1",
+                2,
+            ),
+            (
+                "0.11.0",
+                "vllm serve m --attention-backend ROCM_ATTN --kv-cache-memory-bytes 1000",
+                "vllm serve m --kv-cache-memory-bytes 1000",
+                1,
+            ),
+            (
+                "0.10.0",
+                "vllm serve m --enable-log-requests --num-scheduler-steps 10 --kv-cache-memory-bytes 1 --port 1",
+                "vllm serve m --port 1",
+                3,
+            ),
+            (
+                "0.16.0",
+                "vllm serve m --attention-backend ROCM_ATTN",
+                "vllm serve m --attention-backend ROCM_ATTN",
+                0,
+            ),
+        ];
+        for (version, argv, want, n_notes) in table {
+            let (got, notes) = gate(Engine::Vllm, version, words(argv));
+            assert_eq!(got, words(want), "{version}: {argv}");
+            assert_eq!(notes.len(), *n_notes, "{version}: {notes:?}");
+        }
+    }
+
+    #[test]
+    fn gating_notes_name_the_change() {
+        let (_, notes) = gate(
+            Engine::Vllm,
+            "0.11.1",
+            words("vllm serve m --max-seq-len-to-capture 32768"),
+        );
+        assert_eq!(
+            notes,
+            vec!["dropped `--max-seq-len-to-capture 32768` for vllm 0.11.1: removed in vLLM 0.11"]
+        );
+    }
+
+    #[test]
+    fn unparseable_version_changes_nothing() {
+        let argv = words("vllm serve m --swap-space 4");
+        let (got, notes) = gate(Engine::Vllm, "unknown", argv.clone());
+        assert_eq!(got, argv);
+        assert_eq!(notes.len(), 1);
+        let (got, notes) = gate(Engine::Sglang, "0.5.3", argv.clone());
+        assert_eq!((got, notes.len()), (argv, 0));
+    }
+
+    #[test]
+    fn max_model_len_rewrite() {
+        for (engine, argv, want) in [
+            (
+                Engine::Vllm,
+                "vllm serve m --port 1",
+                "vllm serve m --port 1 --max-model-len 4096",
+            ),
+            (
+                Engine::Vllm,
+                "vllm serve m --max-model-len 32k --port 1",
+                "vllm serve m --max-model-len 4096 --port 1",
+            ),
+            (
+                Engine::Vllm,
+                "vllm serve m --max_model_len=32768 --port 1 --max-model-len 9",
+                "vllm serve m --max-model-len 4096 --port 1",
+            ),
+            (
+                Engine::Sglang,
+                "python3 -m sglang.launch_server --context-length 32768 --tp-size 2",
+                "python3 -m sglang.launch_server --context-length 4096 --tp-size 2",
+            ),
+            (
+                Engine::Sglang,
+                "python3 -m sglang.launch_server --tp-size 2",
+                "python3 -m sglang.launch_server --tp-size 2 --context-length 4096",
+            ),
+        ] {
+            assert_eq!(
+                set_max_model_len(engine, &words(argv), 4096),
+                words(want),
+                "{argv}"
+            );
+        }
+    }
+
+    #[test]
+    fn probe_rule() {
+        let vllm = "import importlib.metadata as m; print(m.version('vllm'))";
+        let sgl = "import importlib.metadata as m; print(m.version('sglang'))";
+        for (engine, launcher, want) in [
+            (Engine::Vllm, None, Some(("python3", vllm))),
+            (Engine::Vllm, Some("vllm"), Some(("python3", vllm))),
+            (
+                Engine::Vllm,
+                Some("/opt/venv/bin/vllm"),
+                Some(("/opt/venv/bin/python3", vllm)),
+            ),
+            (
+                Engine::Vllm,
+                Some("python3.12 -m vllm.entrypoints.cli.main"),
+                Some(("python3.12", vllm)),
+            ),
+            (Engine::Vllm, Some("/usr/local/bin/fake-engine"), None),
+            (Engine::Vllm, Some("python3 /tests/fake_vllm.py"), None),
+            (Engine::Vllm, Some("python3 -m vllmfake"), None),
+            (Engine::Sglang, None, Some(("python3", sgl))),
+            (
+                Engine::Sglang,
+                Some("/usr/bin/python -m sglang.launch_server"),
+                Some(("/usr/bin/python", sgl)),
+            ),
+            (Engine::Sglang, Some("fake-engine --sglang"), None),
+        ] {
+            let got = probe(engine, launcher);
+            let want =
+                want.map(|(py, code)| vec![py.to_string(), "-c".to_string(), code.to_string()]);
+            assert_eq!(got, want, "{engine} {launcher:?}");
+        }
+    }
+
+    #[test]
+    fn probe_output_parsing() {
+        for (out, want) in [
+            ("0.11.1\n", Some("0.11.1")),
+            (
+                "WARNING: something 1 2\n0.11.1rc2.dev5+g1234.rocm700\n",
+                Some("0.11.1rc2.dev5+g1234.rocm700"),
+            ),
+            ("0.5.4.post1", Some("0.5.4.post1")),
+            ("vllm 0.10.1", Some("0.10.1")),
+            ("", None),
+            (
+                "Traceback ...\nPackageNotFoundError: No package metadata was found for vllm",
+                None,
+            ),
+        ] {
+            assert_eq!(parse_output(out).as_deref(), want, "{out:?}");
+        }
+    }
+}
