@@ -14,6 +14,7 @@
 //!   plan's value wins even over an explicit user value, because the plan also chose the
 //!   GPUs (`ordinals`) to match it; a planner that wants to honour a user's TP must read it
 //!   with [`requested_tensor_parallel`] before choosing the GPUs.
+//! - A blank served-model-name falls back to the model.
 //! - Env: recipe env, then HIP_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES = the ordinals.
 //!   ROCR_VISIBLE_DEVICES is never set and is removed from the recipe env: it filters GPUs
 //!   before HIP does, so combined with our HIP ordinals it would pick the wrong devices.
@@ -146,6 +147,15 @@ pub fn requested_tensor_parallel(engine: Engine, args: &IndexMap<String, Value>)
         .next_back()
 }
 
+/// The served name; a blank one falls back to the model (what the engines do by default).
+fn served_name<'a>(input: &CommandInput<'a>) -> &'a str {
+    if input.served_model_name.trim().is_empty() {
+        input.model
+    } else {
+        input.served_model_name
+    }
+}
+
 pub fn build(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError> {
     let engine = input.engine;
     if input.model.trim().is_empty() {
@@ -175,7 +185,7 @@ pub fn build(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError> {
         tp_flag(engine).to_string(),
         input.tensor_parallel.to_string(),
         "--served-model-name".to_string(),
-        input.served_model_name.to_string(),
+        served_name(input).to_string(),
     ]);
     let system = system_flags(engine);
     for (name, (logical, value)) in &merged {
@@ -211,6 +221,7 @@ pub fn build(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError> {
 mod tests {
     use super::*;
     use crate::engine::build_command;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn map(pairs: &[(&str, Value)]) -> IndexMap<String, Value> {
@@ -494,6 +505,91 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn blank_served_name_falls_back_to_model() {
+        let recipe = IndexMap::new();
+        let env = IndexMap::new();
+        let input = CommandInput {
+            engine: Engine::Vllm,
+            model: "/models/qwen",
+            served_model_name: "",
+            port: 1,
+            tensor_parallel: 1,
+            recipe_args: &recipe,
+            user_args: &recipe,
+            recipe_env: &env,
+            ordinals: &[0],
+            launcher: None,
+        };
+        let got = build_command(&input).expect("builds");
+        assert_eq!(
+            got.argv,
+            words(
+                "vllm serve /models/qwen --host 127.0.0.1 --port 1 --tensor-parallel-size 1 --served-model-name /models/qwen"
+            )
+        );
+    }
+
+    fn value_strategy() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-z0-9]([a-z0-9 _.-]{0,7})?".prop_map(Value::String),
+            proptest::collection::vec("[a-z0-9]{1,4}", 0..3).prop_map(|v| json!(v)),
+            ("[a-z]{1,4}", any::<u8>()).prop_map(|(k, v)| json!({ k: v })),
+        ]
+    }
+
+    fn key_strategy(engine: Engine) -> impl Strategy<Value = String> {
+        let known: Vec<&'static str> = match engine {
+            Engine::Vllm => flags::VLLM_FLAGS.to_vec(),
+            Engine::Sglang => flags::SGLANG_FLAGS.to_vec(),
+        };
+        (proptest::sample::select(known), any::<bool>()).prop_map(|(k, under)| {
+            if under {
+                k.replace('-', "_")
+            } else {
+                k.to_string()
+            }
+        })
+    }
+
+    proptest! {
+        /// Any known keys with any values: builds, the head is fixed, every flag after it
+        /// is known and appears once.
+        #[test]
+        fn any_known_args_build_cleanly(
+            sglang in any::<bool>(),
+            recipe in proptest::collection::vec((key_strategy(Engine::Vllm), value_strategy()), 0..8),
+            srecipe in proptest::collection::vec((key_strategy(Engine::Sglang), value_strategy()), 0..8),
+            user in proptest::collection::vec((key_strategy(Engine::Vllm), value_strategy()), 0..4),
+        ) {
+            let (engine, recipe, user) = if sglang {
+                (Engine::Sglang, srecipe, Vec::new())
+            } else {
+                (Engine::Vllm, recipe, user)
+            };
+            let mut case = Case::new(engine);
+            case.recipe = recipe.into_iter().collect();
+            case.user = user.into_iter().collect();
+            let got = case.build().expect("known flags build");
+            let head = words(if sglang { SGLANG_HEAD } else { VLLM_HEAD });
+            prop_assert_eq!(&got.argv[..head.len()], &head[..]);
+            let mut seen = std::collections::HashSet::new();
+            for token in got.argv.iter().skip(head.len()) {
+                // JSON objects and list values never start with `--`.
+                if let Some(flag) = token.strip_prefix("--") {
+                    let logical = flags::logical(engine, flag);
+                    prop_assert!(logical.is_some(), "unknown {}", flag);
+                    let name = logical.map(|l| l.name).unwrap_or_default();
+                    prop_assert!(seen.insert(name.clone()), "duplicate {}", name);
+                    prop_assert!(!system_flags(engine).contains(&name.as_str()));
+                }
+            }
+        }
     }
 
     #[test]

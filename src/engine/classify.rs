@@ -405,3 +405,22 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary log text never panics, and the evidence is always one of the lines.
+        #[test]
+        fn classify_total(code in any::<i32>(), tail in proptest::collection::vec(".{0,80}", 0..6)) {
+            let got = classify(ExitKind::Code(code), &tail);
+            if let Some(evidence) = &got.evidence {
+                prop_assert!(tail.iter().any(|l| l.trim() == evidence));
+            } else {
+                prop_assert_eq!(got.class, FailureClass::Unknown);
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@
 use crate::types::Engine;
 
 /// vLLM `serve` flags (long names, dashes).
-const VLLM_FLAGS: &[&str] = &[
+pub(super) const VLLM_FLAGS: &[&str] = &[
     // Frontend / API server.
     "host",
     "port",
@@ -214,7 +214,6 @@ const VLLM_FLAGS: &[&str] = &[
     "disable-async-output-proc",
     "use-v2-block-manager",
     "tokenizer-pool-size",
-    "enable-lora-bias",
 ];
 
 /// vLLM boolean flags that also accept a `--no-` form (argparse BooleanOptionalAction).
@@ -286,7 +285,7 @@ const VLLM_ALIASES: &[(&str, &str)] = &[
 ];
 
 /// SGLang `launch_server` flags (0.5.x).
-const SGLANG_FLAGS: &[&str] = &[
+pub(super) const SGLANG_FLAGS: &[&str] = &[
     "model-path",
     "tokenizer-path",
     "tokenizer-mode",
@@ -433,7 +432,6 @@ const SGLANG_FLAGS: &[&str] = &[
     "hicache-size",
     "enable-tokenizer-batch-encode",
     "keep-mm-feature-on-device",
-    "tool-call-parser",
     "config",
 ];
 
@@ -552,6 +550,32 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tables are consistent: no duplicates, every `no-` base and alias target is a flag.
+    #[test]
+    fn tables_are_consistent() {
+        for (name, table) in [("vllm", VLLM_FLAGS), ("sglang", SGLANG_FLAGS)] {
+            let mut seen = std::collections::HashSet::new();
+            for f in table {
+                assert!(seen.insert(*f), "{name}: duplicate {f}");
+                assert_eq!(normalize(f), *f, "{name}: {f} not normalised");
+            }
+        }
+        for f in VLLM_BOOL_FLAGS {
+            assert!(VLLM_FLAGS.contains(f), "bool flag {f} not in VLLM_FLAGS");
+        }
+        for (engine, aliases) in [
+            (Engine::Vllm, VLLM_ALIASES),
+            (Engine::Sglang, SGLANG_ALIASES),
+        ] {
+            for (short, long) in aliases {
+                assert!(
+                    flag_table(engine).contains(long),
+                    "{engine}: alias {short} -> {long}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn edit_distance_table() {

@@ -8,7 +8,7 @@
 //! | `--disable-log-requests` | >= 0.12 | rename to `--no-enable-log-requests` (removed in 0.12) |
 //! | `--enable-log-requests` | < 0.11 | drop (did not exist; 0.10 logs requests by default) |
 //! | `--no-enable-log-requests` | < 0.11 | rename to `--disable-log-requests` |
-//! | `--swap-space` | >= 0.12 | drop (gone by 0.33; the exact release is unknown and the V1 engine of 0.11+ never swaps, so dropping it from 0.12 loses nothing) |
+//! | `--swap-space` | >= 0.18 | drop (removed in 0.18: vllm-project/vllm PR #36216; `EngineArgs` has it up to 0.17.1 and not from 0.18.0 on; the V1 engine never used it) |
 //! | `--num-scheduler-steps` | >= 0.10 | drop (gone in 0.10) |
 //! | `--kv-cache-memory-bytes` | < 0.11 | drop (new in 0.11) |
 //! | `--attention-backend` | < 0.12 | drop (absent before 0.12: set env VLLM_ATTENTION_BACKEND instead) |
@@ -51,6 +51,8 @@ enum Action {
 
 struct Rule {
     flag: &'static str,
+    /// How many value tokens follow the flag (0 for boolean flags).
+    arity: usize,
     /// The rule applies when this returns true for the running version.
     applies: fn(Version) -> bool,
     action: Action,
@@ -60,48 +62,56 @@ struct Rule {
 const VLLM_RULES: &[Rule] = &[
     Rule {
         flag: "max-seq-len-to-capture",
+        arity: 1,
         applies: |v| v >= Version(0, 11, 0),
         action: Action::Drop,
         why: "removed in vLLM 0.11",
     },
     Rule {
         flag: "disable-log-requests",
+        arity: 0,
         applies: |v| v >= Version(0, 12, 0),
         action: Action::Rename("no-enable-log-requests"),
         why: "removed in vLLM 0.12 in favour of --enable-log-requests",
     },
     Rule {
         flag: "enable-log-requests",
+        arity: 0,
         applies: |v| v < Version(0, 11, 0),
         action: Action::Drop,
         why: "added in vLLM 0.11 (older versions log requests unless --disable-log-requests)",
     },
     Rule {
         flag: "no-enable-log-requests",
+        arity: 0,
         applies: |v| v < Version(0, 11, 0),
         action: Action::Rename("disable-log-requests"),
         why: "added in vLLM 0.11; older versions spell it --disable-log-requests",
     },
     Rule {
         flag: "swap-space",
-        applies: |v| v >= Version(0, 12, 0),
+        arity: 1,
+        applies: |v| v >= Version(0, 18, 0),
         action: Action::Drop,
-        why: "unused by the V1 engine and removed in later vLLM releases",
+        why: "removed in vLLM 0.18 (unused by the V1 engine)",
     },
     Rule {
         flag: "num-scheduler-steps",
+        arity: 1,
         applies: |v| v >= Version(0, 10, 0),
         action: Action::Drop,
         why: "removed in vLLM 0.10",
     },
     Rule {
         flag: "kv-cache-memory-bytes",
+        arity: 1,
         applies: |v| v < Version(0, 11, 0),
         action: Action::Drop,
         why: "added in vLLM 0.11",
     },
     Rule {
         flag: "attention-backend",
+        arity: 1,
         applies: |v| v < Version(0, 12, 0),
         action: Action::Drop,
         why: "no such flag before vLLM 0.12; set env VLLM_ATTENTION_BACKEND instead",
@@ -121,13 +131,15 @@ fn flag_of(token: &str) -> Option<(String, Option<&str>)> {
     }
 }
 
-/// Index one past the values of the flag at `i`: values run until the next `--` token.
-fn end_of_values(argv: &[String], i: usize, has_inline_value: bool) -> usize {
+/// Index one past the flag at `i` and its values: `arity` following tokens (none for the
+/// `--flag=value` form), stopping early at the next `--` token so a flag rendered bare by
+/// mistake does not swallow its neighbour.
+fn end_of_values(argv: &[String], i: usize, has_inline_value: bool, arity: usize) -> usize {
     if has_inline_value {
         return i + 1;
     }
     let mut j = i + 1;
-    while j < argv.len() && !argv[j].starts_with("--") {
+    while j < argv.len() && j <= i + arity && !argv[j].starts_with("--") {
         j += 1;
     }
     j
@@ -167,7 +179,7 @@ pub fn gate(engine: Engine, version: &str, argv: Vec<String>) -> (Vec<String>, V
         };
         match rule.action {
             Action::Drop => {
-                let end = end_of_values(&argv, i, inline.is_some());
+                let end = end_of_values(&argv, i, inline.is_some(), rule.arity);
                 notes.push(format!(
                     "dropped `{}` for {engine} {version}: {}",
                     argv[i..end].join(" "),
@@ -214,7 +226,7 @@ pub fn set_max_model_len(engine: Engine, argv: &[String], len: u64) -> Vec<Strin
                     out.push(len.to_string());
                     placed = true;
                 }
-                i = end_of_values(argv, i, inline.is_some());
+                i = end_of_values(argv, i, inline.is_some(), 1);
             }
             _ => {
                 out.push(argv[i].clone());
@@ -342,6 +354,19 @@ mod tests {
             ),
             (
                 "0.12.0",
+                AIM_QWEN,
+                "vllm serve Qwen/Qwen3-32B --host 127.0.0.1 --port 8001 \
+                 --no-enable-log-requests --swap-space 64 --dtype float16",
+                1,
+            ),
+            (
+                "0.17.1",
+                "vllm serve m --swap-space 64 --seed 1",
+                "vllm serve m --swap-space 64 --seed 1",
+                0,
+            ),
+            (
+                "0.18.0",
                 AIM_QWEN,
                 "vllm serve Qwen/Qwen3-32B --host 127.0.0.1 --port 8001 \
                  --no-enable-log-requests --dtype float16",
@@ -491,6 +516,47 @@ mod tests {
             ),
         ] {
             assert_eq!(parse_output(out).as_deref(), want, "{out:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Rewriting is idempotent and leaves exactly one length flag with the new value.
+        #[test]
+        fn max_model_len_idempotent(
+            argv in proptest::collection::vec(prop_oneof![
+                Just("--max-model-len".to_string()),
+                Just("--max_model_len=7".to_string()),
+                Just("--port".to_string()),
+                "[a-z0-9]{1,4}",
+            ], 0..10),
+            len in any::<u64>(),
+        ) {
+            let once = set_max_model_len(Engine::Vllm, &argv, len);
+            let twice = set_max_model_len(Engine::Vllm, &once, len);
+            prop_assert_eq!(&once, &twice);
+            let at: Vec<usize> = once.iter().enumerate()
+                .filter(|(_, t)| t.starts_with("--max") ).map(|(i, _)| i).collect();
+            prop_assert_eq!(at.len(), 1);
+            prop_assert_eq!(once.get(at[0] + 1), Some(&len.to_string()));
+        }
+
+        /// Gating never panics and never grows the argv.
+        #[test]
+        fn gate_total(version in "[0-9.a-z+]{0,12}", argv in proptest::collection::vec(prop_oneof![
+            Just("--swap-space".to_string()),
+            Just("--disable-log-requests".to_string()),
+            Just("--max-seq-len-to-capture=1".to_string()),
+            "[a-z0-9-]{0,6}",
+        ], 0..10)) {
+            let (out, notes) = gate(Engine::Vllm, &version, argv.clone());
+            prop_assert!(out.len() <= argv.len());
+            prop_assert!(notes.len() <= argv.len() + 1);
         }
     }
 }
