@@ -19,7 +19,13 @@
 //! - "unsupported architecture", "does not support block size" and missing
 //!   `--trust-remote-code` are recipe/model mismatches: the first two are reported as
 //!   `dtype_or_quant` (this recipe cannot serve this model; try the next), the last as
-//!   `bad_args` (the recipe's args are wrong for the model) regardless of exit code.
+//!   `bad_args` (the recipe's args are wrong for the model) regardless of exit code, like
+//!   vLLM's "max_num_batched_tokens (X) must be greater than or equal to max_num_seqs (Y)".
+//!   "Pipeline parallelism is not supported for this model" counts as `tp_invalid` (the
+//!   parallel layout cannot work; pick another).
+//! - Generic wrappers ("Engine core initialization failed", "EngineCore failed to start",
+//!   "WorkerProc failed to start", "Received sigquit from a child process", "Initialization
+//!   failed") are never evidence: the root cause is printed before them.
 
 use super::{Classified, ExitKind, FailureClass};
 
@@ -76,12 +82,16 @@ const RULES: &[Rule] = &[
             "invalid choice",
             "error: argument",
             "the following arguments are required",
+            "ambiguous option",
         ],
         needs_exit_2: true,
     },
     Rule {
         class: FailureClass::BadArgs,
-        needles: &["consider setting `trust_remote_code=True`"],
+        needles: &[
+            "consider setting `trust_remote_code=True`",
+            "must be greater than or equal to max_num_seqs",
+        ],
         needs_exit_2: false,
     },
     Rule {
@@ -124,6 +134,7 @@ const RULES: &[Rule] = &[
             "is not divisible by weight quantization block_",
             "is not divisible by",
             "invalid device ordinal",
+            "Pipeline parallelism is not supported for this model",
         ],
         needs_exit_2: false,
     },
@@ -348,6 +359,54 @@ mod tests {
                 ExitKind::Code(1),
                 "requests.exceptions.ConnectionError: (MaxRetryError(\"HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded with url: /api/models (Caused by NameResolutionError(\"Failed to resolve 'huggingface.co'\"))\"))",
                 Offline,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "ValueError: max_num_batched_tokens (256) must be greater than or equal to max_num_seqs (512).",
+                BadArgs,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "NotImplementedError: Pipeline parallelism is not supported for this model. Supported models implement the `SupportsPP` interface.",
+                TpInvalid,
+                None,
+            ),
+            (
+                ExitKind::Code(2),
+                "launch_server.py: error: ambiguous option: --tp could match --tp-size, --tp-threads",
+                BadArgs,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "huggingface_hub.errors.HfHubHTTPError: 403 Forbidden: Please enable access to public gated repositories in your fine-grained token settings to view this repository.. Make sure your token has the correct permissions.",
+                Gated,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "huggingface_hub.errors.LocalEntryNotFoundError: Cannot find the requested files in the disk cache and outgoing traffic has been disabled. To enable hf.co look-ups and downloads online, set 'local_files_only' to False.",
+                Offline,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "ValueError:  The selected backend, ROCM_AITER_MLA,does not support block size 16.(currently only supports block size 1)",
+                DtypeOrQuant,
+                None,
+            ),
+            (
+                ExitKind::Code(1),
+                "Capture cuda graph failed: HIP error\nPossible solutions:\n1. set --mem-fraction-static to a smaller value (e.g., 0.8 or 0.7)",
+                Oom,
+                None,
+            ),
+            (
+                ExitKind::Signal(9),
+                "Rank 0 scheduler is dead. Please check if there are relevant logs.\nExit code: -9\nReceived sigquit from a child process. It usually means the child failed.",
+                Unknown,
                 None,
             ),
             // Tricky rows.

@@ -3,6 +3,17 @@
 //!
 //! OWNER: engine helper. CONTRACT: the pub items below are used by `plan` and `supervise`;
 //! extend them, do not rename or remove them.
+//!
+//! Everything here is pure (no IO). Files:
+//! - `argv.rs`: [`build_command`]: argv/env rendering, recipe/user/system merge rules.
+//! - `flags.rs`: the flags each engine accepts, spelling normalisation, "did you mean".
+//! - `version.rs`: version parsing, [`version_probe`], [`gate_for_version`],
+//!   [`with_max_model_len`].
+//! - `classify.rs`: [`classify`]: failure class from exit status and log tail.
+//!
+//! Expected use by the supervisor: `build_command` -> run [`version_probe`] (if any) ->
+//! [`parse_version_output`] -> [`gate_for_version`] (log the notes) -> spawn; on exit
+//! [`classify`], and on `max_model_len` retry with [`with_max_model_len`].
 
 mod argv;
 mod classify;
