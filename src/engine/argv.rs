@@ -327,6 +327,11 @@ mod tests {
                 vec!["--no-enable-prefix-caching"],
             ),
             ("-q", json!("fp8"), vec!["--quantization", "fp8"]),
+            (
+                "compilation_config.cudagraph_mode",
+                json!("FULL"),
+                vec!["--compilation-config.cudagraph_mode", "FULL"],
+            ),
         ];
         for (key, value, tail) in table {
             let mut case = Case::new(Engine::Vllm);
