@@ -224,6 +224,7 @@ pub(super) const VLLM_FLAGS: &[&str] = &[
     "mamba-cache-mode",
     "profiler-config",
     "stream-interval",
+    "shutdown-timeout",
 ];
 
 /// vLLM flags that take one JSON object and therefore also accept dotted keys
