@@ -126,11 +126,17 @@ impl Reaper {
         self.orphans.load(Ordering::Relaxed)
     }
 
-    /// Drains on every SIGCHLD and once a second (tini's backstop), forever. Must be
-    /// registered before the first spawn so PID 1 does not drop SIGCHLD.
-    pub async fn run(self: std::sync::Arc<Self>) -> io::Result<()> {
+    /// Registers the SIGCHLD handler (call it before the first spawn, inside the runtime) and
+    /// returns the task that drains on every SIGCHLD and once a second (tini's backstop).
+    pub fn start(
+        self: std::sync::Arc<Self>,
+    ) -> io::Result<impl std::future::Future<Output = ()> + 'static> {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut chld = signal(SignalKind::child())?;
+        let chld = signal(SignalKind::child())?;
+        Ok(self.run(chld))
+    }
+
+    async fn run(self: std::sync::Arc<Self>, mut chld: tokio::signal::unix::Signal) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -45,7 +45,7 @@ const SWEEP_LIMIT: Duration = Duration::from_secs(5);
 /// How long to wait for the engine's pipes to close after its tree is gone.
 const LOG_DRAIN: Duration = Duration::from_millis(500);
 /// How long a version probe may take.
-const VERSION_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+const VERSION_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Timings and switches of the loop (from `ServeArgs`).
 #[derive(Debug, Clone)]
@@ -121,7 +121,7 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
     // Handlers first: as PID 1 an unhandled signal is dropped.
     let signals = signals::listen()?;
     let reaper = Arc::new(Reaper::new());
-    tokio::spawn(reaper.clone().run());
+    tokio::spawn(reaper.clone().start()?);
 
     let addr = format!("{}:{}", a.host, a.port);
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
@@ -637,9 +637,22 @@ impl Supervisor {
         }
     }
 
-    /// A stop while no engine runs: drain the port, then end with 0.
+    /// A stop while no engine runs: drain the port (a second stop request ends the drain),
+    /// then end with 0.
     async fn finish_idle_stop(&mut self) -> u8 {
-        let _ = tokio::time::timeout(self.cfg.stop_timeout, self.shared.inflight.wait_idle()).await;
+        let until = tokio::time::Instant::now() + self.cfg.stop_timeout;
+        loop {
+            let ev = tokio::select! {
+                _ = self.shared.inflight.wait_idle() => break,
+                _ = tokio::time::sleep_until(until) => break,
+                ev = self.signals.recv() => ev,
+            };
+            if let Some(ev) = ev
+                && let SigAction::KillNow = self.on_signal(ev, None)
+            {
+                break;
+            }
+        }
         self.event(Event::Stopped, "stopped");
         exit::OK
     }
@@ -760,6 +773,14 @@ impl Supervisor {
                 }
                 Wake::Readiness(r) => {
                     readiness = None;
+                    let line = logs::lock(&eng.ring).last_line();
+                    if line.is_some() {
+                        self.shared.status.send_if_modified(|s| {
+                            let changed = s.last_log_line != line;
+                            s.last_log_line = line;
+                            changed
+                        });
+                    }
                     match r {
                         Readiness::NotHealthy(d) => last_detail = d,
                         Readiness::Healthy(d) => {
