@@ -1,8 +1,10 @@
 //! Tearing down the engine's process tree: group kill, then a sweep of every process left.
 //!
-//! As PID 1 the tree is every other process in the namespace. As a subreaper it is every
-//! process whose parent chain (from /proc/<pid>/stat) leads to us: orphaned workers are
-//! reparented to us, and a worker that called setsid or ignores SIGTERM is still found.
+//! The tree is every process whose parent chain (from /proc/<pid>/stat) leads to us: orphaned
+//! workers are reparented to us (we are PID 1 or a subreaper), so a worker that called setsid,
+//! double-forked or ignores SIGTERM is still found. As PID 1 that is every other process in
+//! the namespace except `docker exec` sessions: their parent is outside the namespace (ppid 0),
+//! so they and their children are not the engine's and are left alone.
 //! The chain walk is pure (`descendants`) and tested on tables.
 
 use super::reaper::Reaper;
@@ -67,13 +69,9 @@ pub fn read_proc() -> Vec<ProcStat> {
     .collect()
 }
 
-/// The processes a sweep must end, from a table: as PID 1 all others, else our descendants.
+/// The processes a sweep must end, from a table: our descendants.
 pub fn targets(table: &[ProcStat], me: i32) -> Vec<ProcStat> {
-    let pick: Vec<i32> = if me == 1 {
-        table.iter().map(|p| p.pid).filter(|&p| p != 1).collect()
-    } else {
-        descendants(table, me)
-    };
+    let pick = descendants(table, me);
     table
         .iter()
         .filter(|p| pick.contains(&p.pid))
@@ -188,8 +186,10 @@ mod tests {
         assert!(descendants(&table, 21).is_empty());
         // A cycle (table read mid-change) does not hang.
         assert!(descendants(&[p(5, 6), p(6, 5)], 10).is_empty());
-        // As PID 1 every other process is a target.
-        let t: Vec<i32> = targets(&table, 1).iter().map(|p| p.pid).collect();
-        assert_eq!(t, vec![10, 11, 12, 14, 13, 20, 21]);
+        // As PID 1 every other process is a target, except a `docker exec` session (ppid 0,
+        // its parent is outside the namespace) and its children.
+        let ns = [p(1, 0), p(2, 1), p(3, 2), p(4, 1), p(30, 0), p(31, 30)];
+        let t: Vec<i32> = targets(&ns, 1).iter().map(|p| p.pid).collect();
+        assert_eq!(t, vec![2, 3, 4]);
     }
 }

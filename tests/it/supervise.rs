@@ -591,28 +591,36 @@ fn model_not_found_is_not_retried() {
 }
 
 #[test]
-fn engine_command_not_found_is_127_and_says_where_to_look() {
+fn engine_command_not_found_is_127_and_not_executable_126() {
     let dir = tempfile::tempdir().expect("tmp");
-    let out = aim_engine()
-        .arg("--root")
-        .arg(project_root().join(FIXTURE))
-        .args([
-            MODEL,
-            "--port",
-            &free_port().to_string(),
-            "--host",
-            "127.0.0.1",
-        ])
-        .args(["--engine-port", &free_port().to_string()])
-        .env("AIM_VLLM_COMMAND", "/nonexistent/vllm")
-        .env("AIM_SGLANG_COMMAND", "/nonexistent/vllm")
-        .env("HF_HOME", dir.path())
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(127), "{err}");
-    for needle in ["/nonexistent/vllm", "AIM_VLLM_COMMAND", "PATH"] {
-        assert!(err.contains(needle), "{needle} missing: {err}");
+    let not_exec = dir.path().join("vllm");
+    fs::write(&not_exec, "#!/bin/sh\nexit 0\n").expect("write");
+    fs::set_permissions(&not_exec, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let missing = "/nonexistent/vllm".to_string();
+    let not_exec = not_exec.display().to_string();
+    for (launcher, code) in [(&missing, 127), (&not_exec, 126)] {
+        let out = aim_engine()
+            .arg("--root")
+            .arg(project_root().join(FIXTURE))
+            .args([
+                MODEL,
+                "--port",
+                &free_port().to_string(),
+                "--host",
+                "127.0.0.1",
+            ])
+            .args(["--engine-port", &free_port().to_string()])
+            .env("AIM_VLLM_COMMAND", launcher)
+            .env("AIM_SGLANG_COMMAND", launcher)
+            .env("HF_HOME", dir.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{launcher}: {err}");
+        for needle in [launcher.as_str(), "AIM_VLLM_COMMAND", "PATH"] {
+            assert!(err.contains(needle), "{needle} missing: {err}");
+        }
     }
 }
 
