@@ -193,9 +193,11 @@ fn child_setup() -> io::Result<()> {
         if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) < 0 {
             return Err(io::Error::last_os_error());
         }
-        // Handlers are reset by exec anyway; ignored signals are not. 1..=31 standard signals
-        // (KILL and STOP cannot be changed; the call fails harmlessly for them).
-        for sig in 1..32 {
+        // Handlers are reset by exec anyway; ignored signals are not. Every standard and
+        // realtime signal goes back to its default (KILL and STOP cannot be changed, and
+        // glibc refuses its internal 32 and 33, which every glibc program resets itself: for
+        // those the calls fail harmlessly).
+        for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
             }

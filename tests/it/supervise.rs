@@ -717,3 +717,65 @@ fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The engine starts with an empty signal mask and no ignored signal, even when the
+/// supervisor itself was started with SIGALRM blocked and SIGALRM and SIGRTMIN+2 ignored (std
+/// children inherit the mask since Rust 1.66; ignored dispositions survive exec). glibc's
+/// internal signals 32 and 33 are the exception: glibc refuses to touch them, and a parent
+/// that used posix_spawn (cargo) may leave them ignored; every glibc program resets them.
+#[test]
+fn engine_gets_a_clean_signal_state() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let script = dir.path().join("engine.sh");
+    fs::write(
+        &script,
+        "#!/bin/sh\ngrep -E 'SigBlk|SigIgn' /proc/$$/status > \"$FAKE_DIR/sig.tmp\"\nmv \"$FAKE_DIR/sig.tmp\" \"$FAKE_DIR/sig\"\ntrap 'exit 0' TERM\nwhile :; do sleep 0.02; done\n",
+    )
+    .expect("write");
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut cmd = aim_engine();
+    cmd.arg("--root")
+        .arg(project_root().join(FIXTURE))
+        .args([
+            MODEL,
+            "--port",
+            &free_port().to_string(),
+            "--host",
+            "127.0.0.1",
+        ])
+        .args(["--engine-port", &free_port().to_string()])
+        .env("AIM_VLLM_COMMAND", &script)
+        .env("AIM_SGLANG_COMMAND", &script)
+        .env("HF_HOME", dir.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("FAKE_DIR", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: async-signal-safe calls only, in the forked child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGALRM, libc::SIG_IGN);
+            libc::signal(libc::SIGRTMIN() + 2, libc::SIG_IGN);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGALRM);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start aim-engine");
+    let sig = dir.path().join("sig");
+    let ok = wait_for(Duration::from_secs(20), || sig.exists());
+    signal(child.id() as i32, libc::SIGTERM);
+    let st = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(ok, "the engine did not start");
+    assert_eq!(st.and_then(|s| s.code()), Some(0));
+    let text = fs::read_to_string(&sig).unwrap_or_default();
+    assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
+    let ign = text
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:\t"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok());
+    assert_eq!(ign.map(|m| m & !0x1_8000_0000), Some(0), "{text}");
+}
