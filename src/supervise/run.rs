@@ -449,12 +449,19 @@ impl Supervisor {
                 s.ready_since_s = None;
             });
             delay = Duration::ZERO;
+            if matches!(
+                decision,
+                Decision::Restart { .. }
+                    | Decision::RetryMaxModelLen { .. }
+                    | Decision::NewPort
+                    | Decision::NextLaunch { .. }
+            ) {
+                // Every relaunch counts, whatever the recipe: `attempt` - 1 == `restarts`.
+                self.update(|s| s.restarts += 1);
+                self.shared.metrics.restart(failure.class_str());
+            }
             match decision {
-                Decision::Restart { delay: d } => {
-                    delay = d;
-                    self.update(|s| s.restarts += 1);
-                    self.shared.metrics.restart(failure.class_str());
-                }
+                Decision::Restart { delay: d } => delay = d,
                 Decision::RetryMaxModelLen { len } => {
                     tracing::info!("retrying {} with max model len {len}", launch.recipe_id);
                     launches[idx].argv =

@@ -779,3 +779,47 @@ fn engine_gets_a_clean_signal_state() {
         .and_then(|h| u64::from_str_radix(h.trim(), 16).ok());
     assert_eq!(ign.map(|m| m & !0x1_8000_0000), Some(0), "{text}");
 }
+
+/// The engine's environment is built on purpose: the pass-through set and the launch's own
+/// variables, never systemd's NOTIFY_SOCKET / WATCHDOG_* nor unrelated variables.
+#[test]
+fn engine_environment_is_filtered() {
+    let script = format!(
+        "{RECORD}\nenv > \"$FAKE_DIR/env.tmp\"\nmv \"$FAKE_DIR/env.tmp\" \"$FAKE_DIR/env\"\ntrap 'exit 0' TERM\nwhile :; do sleep 0.02; done"
+    );
+    let env = [
+        ("NOTIFY_SOCKET", "/nonexistent/notify".to_string()),
+        ("WATCHDOG_USEC", "30000000".to_string()),
+        ("WATCHDOG_PID", "1".to_string()),
+        ("HF_TOKEN", "hf_test".to_string()),
+        ("VLLM_LOGGING_LEVEL", "DEBUG".to_string()),
+        ("SOME_UNRELATED_SECRET", "x".to_string()),
+        ("AIM_API_KEY", "k".to_string()),
+    ];
+    let mut o = Opts::new(&script);
+    o.env = &env;
+    let mut sup = start(o);
+    assert!(sup.wait_file("env", Duration::from_secs(20)));
+    sup.stop(libc::SIGTERM);
+    assert_eq!(sup.exit_code(Duration::from_secs(10)), 0);
+    let got = sup.read("env");
+    let has = |k: &str| got.lines().any(|l| l.starts_with(&format!("{k}=")));
+    for k in [
+        "PATH",
+        "HF_TOKEN",
+        "VLLM_LOGGING_LEVEL",
+        "FAKE_DIR",
+        "PYTHONUNBUFFERED",
+    ] {
+        assert!(has(k), "{k} missing:\n{got}");
+    }
+    for k in [
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "SOME_UNRELATED_SECRET",
+        "AIM_API_KEY",
+    ] {
+        assert!(!has(k), "{k} leaked:\n{got}");
+    }
+}
