@@ -71,6 +71,8 @@ struct Sup {
     child: Child,
     /// The supervisor's pid as this test sees it (inside `unshare`, the namespace's PID 1).
     pid: i32,
+    /// The public port.
+    port: u16,
 }
 
 struct Opts<'a> {
@@ -80,6 +82,8 @@ struct Opts<'a> {
     pid1: bool,
     /// A writable copy of the fixture tree (for VRAM files) instead of the tree itself.
     copy_root: bool,
+    /// The engine's loopback port (default: a free one nobody listens on).
+    engine_port: Option<u16>,
 }
 
 impl<'a> Opts<'a> {
@@ -90,6 +94,7 @@ impl<'a> Opts<'a> {
             env: &[],
             pid1: false,
             copy_root: false,
+            engine_port: None,
         }
     }
 }
@@ -122,7 +127,7 @@ fn start(o: Opts<'_>) -> Sup {
         aim_engine()
     };
     let port = free_port();
-    let engine_port = free_port();
+    let engine_port = o.engine_port.unwrap_or_else(free_port);
     cmd.arg("--root")
         .arg(&root)
         .args([MODEL, "--port", &port.to_string()])
@@ -163,7 +168,12 @@ fn start(o: Opts<'_>) -> Sup {
         });
         pid = inner.expect("unshare started the supervisor");
     }
-    Sup { dir, child, pid }
+    Sup {
+        dir,
+        child,
+        pid,
+        port,
+    }
 }
 
 impl Sup {
@@ -822,4 +832,155 @@ fn engine_environment_is_filtered() {
     ] {
         assert!(!has(k), "{k} leaked:\n{got}");
     }
+}
+
+/// An OpenAI-ish engine API served by the test itself on the engine's loopback port, so a
+/// sleeping shell script can stand in for an engine that loads, serves and hangs.
+struct FakeApi {
+    port: u16,
+    /// 0: healthy; 1: accept connections but never answer (hung); 2: /health answers 503.
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl FakeApi {
+    fn start() -> FakeApi {
+        use std::io::{BufRead, BufReader};
+        use std::sync::atomic::{AtomicU8, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mode = std::sync::Arc::new(AtomicU8::new(0));
+        let m = mode.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    let _ = std::io::Read::read_exact(&mut reader, &mut body);
+                    let mode = m.load(Ordering::SeqCst);
+                    if mode == 1 {
+                        std::thread::sleep(Duration::from_secs(30));
+                        return;
+                    }
+                    let (code, text) = match path.as_str() {
+                        "/health" if mode == 2 => (503, String::new()),
+                        "/health" => (200, String::new()),
+                        "/v1/models" => (
+                            200,
+                            format!(r#"{{"object":"list","data":[{{"id":"{MODEL}"}}]}}"#),
+                        ),
+                        "/v1/completions" => (200, r#"{"choices":[{"text":" hi"}]}"#.into()),
+                        _ => (404, String::new()),
+                    };
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                        text.len()
+                    );
+                });
+            }
+        });
+        FakeApi { port, mode }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+const SLEEPER: &str = "trap 'exit 0' TERM\nwhile :; do sleep 0.02; done";
+
+/// Ready, then hung: liveness fails N times in a row, the engine is stopped and restarted,
+/// and the new attempt becomes ready again.
+#[test]
+fn a_hung_engine_is_restarted() {
+    let api = FakeApi::start();
+    let script = format!("{RECORD}\n{SLEEPER}");
+    let mut o = Opts::new(&script);
+    o.engine_port = Some(api.port);
+    o.args = &[
+        "--liveness-interval",
+        "0.1s",
+        "--liveness-timeout",
+        "0.2s",
+        "--liveness-failures",
+        "2",
+        "--stop-timeout",
+        "1s",
+    ];
+    let mut sup = start(o);
+    let ready = wait_for(Duration::from_secs(20), || {
+        sup.stderr().contains("engine ready")
+    });
+    assert!(ready, "never ready: {}", sup.stderr());
+    api.set(1);
+    let restarted = wait_for(Duration::from_secs(20), || sup.spawns().len() >= 2);
+    assert!(restarted, "no restart: {}", sup.stderr());
+    api.set(0);
+    let again = wait_for(Duration::from_secs(20), || {
+        sup.stderr().matches("engine ready").count() >= 2
+    });
+    assert!(again, "not ready again: {}", sup.stderr());
+    let err = sup.stderr();
+    assert!(err.contains("hung: 2 liveness checks failed"), "{err}");
+    sup.stop(libc::SIGTERM);
+    assert_eq!(sup.exit_code(Duration::from_secs(10)), 0);
+    assert_eq!(sup.spawns().len(), 2);
+}
+
+/// /health answering 503 after ready (vLLM's dead engine core, SGLang's stuck scheduler) is
+/// a failed liveness check too.
+#[test]
+fn health_503_after_ready_counts_as_hung() {
+    let api = FakeApi::start();
+    let script = format!("{RECORD}\n{SLEEPER}");
+    let mut o = Opts::new(&script);
+    o.engine_port = Some(api.port);
+    o.args = &[
+        "--liveness-interval",
+        "0.1s",
+        "--liveness-failures",
+        "3",
+        "--restart-budget",
+        "0",
+        "--startup-timeout",
+        "1s",
+        "--stop-timeout",
+        "1s",
+    ];
+    let mut sup = start(o);
+    let ready = wait_for(Duration::from_secs(20), || {
+        sup.stderr().contains("engine ready")
+    });
+    assert!(ready, "never ready: {}", sup.stderr());
+    api.set(2);
+    // No restart budget: the hang moves on to the next launch, which never gets healthy
+    // (startup deadline), until the run gives up.
+    assert_eq!(
+        sup.exit_code(Duration::from_secs(30)),
+        70,
+        "{}",
+        sup.stderr()
+    );
+    assert!(
+        sup.stderr().contains("/health answered 503"),
+        "{}",
+        sup.stderr()
+    );
 }
