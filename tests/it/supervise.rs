@@ -71,8 +71,6 @@ struct Sup {
     child: Child,
     /// The supervisor's pid as this test sees it (inside `unshare`, the namespace's PID 1).
     pid: i32,
-    /// The public port.
-    port: u16,
 }
 
 struct Opts<'a> {
@@ -168,12 +166,7 @@ fn start(o: Opts<'_>) -> Sup {
         });
         pid = inner.expect("unshare started the supervisor");
     }
-    Sup {
-        dir,
-        child,
-        pid,
-        port,
-    }
+    Sup { dir, child, pid }
 }
 
 impl Sup {
@@ -982,5 +975,27 @@ fn health_503_after_ready_counts_as_hung() {
         sup.stderr().contains("/health answered 503"),
         "{}",
         sup.stderr()
+    );
+}
+
+/// The public port is bound first; a port in use is a clear error naming the fix.
+#[test]
+fn public_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = aim_engine()
+        .arg("--root")
+        .arg(project_root().join(FIXTURE))
+        .args([MODEL, "--port", &port.to_string(), "--host", "127.0.0.1"])
+        .env("AIM_VLLM_COMMAND", "/nonexistent/vllm")
+        .env("HF_HOME", dir.path())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("--port"),
+        "{err}"
     );
 }
