@@ -733,7 +733,7 @@ fn engine_gets_a_clean_signal_state() {
     let script = dir.path().join("engine.sh");
     fs::write(
         &script,
-        "#!/bin/sh\ngrep -E 'SigBlk|SigIgn' /proc/$$/status > \"$FAKE_DIR/sig.tmp\"\nmv \"$FAKE_DIR/sig.tmp\" \"$FAKE_DIR/sig\"\ntrap 'exit 0' TERM\nwhile :; do sleep 0.02; done\n",
+        "#!/bin/sh\ngrep -E 'SigBlk|SigIgn' /proc/$$/status > \"$FAKE_DIR/sig.tmp\"\ntrap 'exit 0' TERM\nmv \"$FAKE_DIR/sig.tmp\" \"$FAKE_DIR/sig\"\nwhile :; do sleep 0.02; done\n",
     )
     .expect("write");
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -788,7 +788,7 @@ fn engine_gets_a_clean_signal_state() {
 #[test]
 fn engine_environment_is_filtered() {
     let script = format!(
-        "{RECORD}\nenv > \"$FAKE_DIR/env.tmp\"\nmv \"$FAKE_DIR/env.tmp\" \"$FAKE_DIR/env\"\ntrap 'exit 0' TERM\nwhile :; do sleep 0.02; done"
+        "{RECORD}\nenv > \"$FAKE_DIR/env.tmp\"\ntrap 'exit 0' TERM\nmv \"$FAKE_DIR/env.tmp\" \"$FAKE_DIR/env\"\nwhile :; do sleep 0.02; done"
     );
     let env = [
         ("NOTIFY_SOCKET", "/nonexistent/notify".to_string()),
@@ -897,15 +897,17 @@ impl FakeApi {
     }
 }
 
-const SLEEPER: &str = "trap 'exit 0' TERM\nwhile :; do sleep 0.02; done";
+/// An engine that records its start and sleeps until SIGTERM (trap first: a stop may come
+/// as soon as the test's API answers).
+const SLEEPER: &str = "trap 'exit 0' TERM\necho \"$$ $(date +%s%N)\" >> \"$FAKE_DIR/spawns\"\nwhile :; do sleep 0.02; done";
 
 /// Ready, then hung: liveness fails N times in a row, the engine is stopped and restarted,
 /// and the new attempt becomes ready again.
 #[test]
 fn a_hung_engine_is_restarted() {
     let api = FakeApi::start();
-    let script = format!("{RECORD}\n{SLEEPER}");
-    let mut o = Opts::new(&script);
+    let script = SLEEPER;
+    let mut o = Opts::new(script);
     o.engine_port = Some(api.port);
     o.args = &[
         "--liveness-interval",
@@ -942,8 +944,8 @@ fn a_hung_engine_is_restarted() {
 #[test]
 fn health_503_after_ready_counts_as_hung() {
     let api = FakeApi::start();
-    let script = format!("{RECORD}\n{SLEEPER}");
-    let mut o = Opts::new(&script);
+    let script = SLEEPER;
+    let mut o = Opts::new(script);
     o.engine_port = Some(api.port);
     o.args = &[
         "--liveness-interval",
