@@ -1001,3 +1001,71 @@ fn public_port_in_use_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// sd_notify: a fake $NOTIFY_SOCKET receives STATUS= lines, EXTEND_TIMEOUT_USEC while
+/// loading, READY=1 once ready, WATCHDOG=1 pings and STOPPING=1 on the stop, in that order.
+#[test]
+fn systemd_notifications_arrive_in_order() {
+    use std::os::unix::net::UnixDatagram;
+    let api = FakeApi::start();
+    let sock_dir = tempfile::tempdir().expect("tmp");
+    let path = sock_dir.path().join("notify");
+    let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let env = [
+        ("NOTIFY_SOCKET", path.display().to_string()),
+        ("WATCHDOG_USEC", "200000".to_string()),
+    ];
+    let mut o = Opts::new(SLEEPER);
+    o.engine_port = Some(api.port);
+    o.env = &env;
+    let mut sup = start(o);
+    let mut got: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut recv_until = |got: &mut Vec<String>, limit: Duration, want: &str| {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(n) = sock.recv(&mut buf) {
+                got.extend(
+                    String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .map(str::to_string),
+                );
+            }
+            if got.iter().any(|l| l == want) {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(
+        recv_until(&mut got, Duration::from_secs(20), "READY=1"),
+        "no READY=1: {got:?}"
+    );
+    // Watchdog pings at half of WATCHDOG_USEC keep coming once ready.
+    let before = got.iter().filter(|l| *l == "WATCHDOG=1").count();
+    std::thread::sleep(Duration::from_millis(350));
+    recv_until(&mut got, Duration::from_millis(100), "never");
+    let after = got.iter().filter(|l| *l == "WATCHDOG=1").count();
+    assert!(
+        after >= before + 2,
+        "watchdog pings: {before} -> {after}: {got:?}"
+    );
+    sup.stop(libc::SIGTERM);
+    assert!(
+        recv_until(&mut got, Duration::from_secs(10), "STOPPING=1"),
+        "no STOPPING=1: {got:?}"
+    );
+    assert_eq!(sup.exit_code(Duration::from_secs(10)), 0);
+    let pos = |k: &str| got.iter().position(|l| l.starts_with(k));
+    let (status, extend, ready, stopping) = (
+        pos("STATUS="),
+        pos("EXTEND_TIMEOUT_USEC="),
+        pos("READY=1"),
+        pos("STOPPING=1"),
+    );
+    assert!(status.is_some() && extend.is_some(), "{got:?}");
+    assert!(extend < ready && ready < stopping, "order: {got:?}");
+    assert!(got.iter().any(|l| l.starts_with("STATUS=ready")), "{got:?}");
+}
