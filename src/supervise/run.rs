@@ -366,6 +366,12 @@ impl Supervisor {
                 }
             }
             first = false;
+            // A stop that came while planning or pausing: no new engine.
+            while let Ok(ev) = self.signals.try_recv() {
+                if let SigAction::BeginStop | SigAction::KillNow = self.on_signal(ev, None) {
+                    return Ok(self.finish_idle_stop().await);
+                }
+            }
             let launch = launches[idx].clone();
             self.event(Event::Launching, &launch.recipe_id);
             let attempt = self.shared.status.borrow().attempt + 1;
