@@ -268,6 +268,8 @@ impl Supervisor {
         let from = self.shared.phase();
         if let Some(to) = transition(from, ev) {
             self.shared.set_phase(to);
+            // STATUS= is one line of a newline-separated datagram: first line only.
+            let detail = detail.lines().next().unwrap_or("");
             let line = if detail.is_empty() {
                 to.to_string()
             } else {
