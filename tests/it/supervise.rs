@@ -1074,3 +1074,20 @@ fn systemd_notifications_arrive_in_order() {
     assert!(extend < ready && ready < stopping, "order: {got:?}");
     assert!(got.iter().any(|l| l.starts_with("STATUS=ready")), "{got:?}");
 }
+
+/// The engine's stdout reaches ours byte for byte (our own logs go to stderr), and its
+/// stderr reaches our stderr.
+#[test]
+fn engine_output_passes_through_unchanged() {
+    let script = "trap 'exit 0' TERM\nprintf 'line one\\r\\nbytes \\001\\377 tail without newline'\nprintf 'to stderr\\n' >&2\ntouch \"$FAKE_DIR/ready\"\nwhile :; do sleep 0.02; done";
+    let mut sup = start(Opts::new(script));
+    assert!(sup.wait_file("ready", Duration::from_secs(20)));
+    sup.stop(libc::SIGTERM);
+    assert_eq!(sup.exit_code(Duration::from_secs(10)), 0);
+    let out = fs::read(sup.path("out.log")).expect("out.log");
+    assert_eq!(
+        out,
+        b"line one\r\nbytes \x01\xff tail without newline".to_vec()
+    );
+    assert!(sup.stderr().contains("to stderr\n"), "{}", sup.stderr());
+}
