@@ -12,6 +12,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 
+/// Least time the test inference may take.
+pub const INFERENCE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Largest answer body we read (a model list or a 4-token completion is far smaller).
 const MAX_BODY: usize = 1 << 20;
 
@@ -98,7 +101,8 @@ impl Prober {
     }
 
     /// One readiness round: health, then the model list, then (unless skipped) a test
-    /// inference.
+    /// inference. `timeout` bounds each check; the test inference gets at least
+    /// `INFERENCE_TIMEOUT`, since the first request after a load may compile kernels.
     pub async fn readiness(
         &self,
         port: u16,
@@ -129,7 +133,7 @@ impl Prober {
                     port,
                     "/v1/completions",
                     Some(body),
-                    timeout,
+                    timeout.max(INFERENCE_TIMEOUT),
                 )
                 .await
             {
