@@ -421,8 +421,8 @@ fn recipes_text(rows: &[RecipeVerdict], model: Option<&str>, t: &Topology) -> St
     let w = rows.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
     let _ = writeln!(
         o,
-        "{:<w$}  {:<7} {:<7} {:>4} {:<5} {:<10} {:<11} {}",
-        "ID", "ENGINE", "GPU", "N", "PREC", "METRIC", "TYPE", "VERDICT"
+        "{:<w$}  {:<7} {:<7} {:>4} {:<5} {:<10} {:<11} VERDICT",
+        "ID", "ENGINE", "GPU", "N", "PREC", "METRIC", "TYPE"
     );
     for r in rows {
         let detail = if r.detail.is_empty() {

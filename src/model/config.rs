@@ -214,7 +214,7 @@ impl ModelConfig {
     /// Whether the model can be split over `tp` GPUs (vLLM's own rules, §4.3).
     pub fn tp_check(&self, tp: u32) -> Result<(), String> {
         let t = u64::from(tp.max(1));
-        if self.num_attention_heads % t != 0 {
+        if !self.num_attention_heads.is_multiple_of(t) {
             return Err(format!(
                 "{} attention heads are not divisible by tensor-parallel size {tp}",
                 self.num_attention_heads
@@ -222,7 +222,7 @@ impl ModelConfig {
         }
         if self.kv_lora_rank.is_none()
             && t > self.num_key_value_heads
-            && t % self.num_key_value_heads != 0
+            && !t.is_multiple_of(self.num_key_value_heads)
         {
             return Err(format!(
                 "tensor-parallel size {tp} is not a multiple of the {} KV heads",
@@ -249,7 +249,7 @@ impl ModelConfig {
                 vec![("intermediate_size", self.intermediate_size)]
             };
             for (name, size) in dims {
-                if size % t != 0 || (size / t) % block != 0 {
+                if !size.is_multiple_of(t) || !(size / t).is_multiple_of(block) {
                     return Err(format!(
                         "FP8 block-quantized weights: {name} {size} / {tp} is not a multiple of the {block}-wide block"
                     ));
@@ -724,7 +724,7 @@ pub(crate) mod tests {
         assert_eq!(max_context_that_fits(&f, 1, 24 * gib, 0.9, 2), None);
         // 80 GiB GPU: weights fit, 32k tokens of KV (8 GiB) do not; a shorter context does.
         let ctx = max_context_that_fits(&f, 1, 80 * gib, 0.9, 2).unwrap();
-        assert!(ctx >= 2048 && ctx < 40960, "{ctx}");
+        assert!((2048..40960).contains(&ctx), "{ctx}");
         assert!(fit(&f, 1, 80 * gib, ctx, 0.9, 2).is_ok());
         assert!(fit(&f, 1, 80 * gib, ctx + 1024, 0.9, 2).is_err());
     }

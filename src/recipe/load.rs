@@ -341,4 +341,100 @@ mod tests {
         let fallback = builtin_dir(None, None).unwrap();
         assert!(fallback.ends_with("recipes"));
     }
+
+    /// The built-in catalogue: every file loads, is named after its metadata, sits in its
+    /// model's folder, and uses only flags its engine knows.
+    #[test]
+    fn builtin_catalogue_is_valid() {
+        use crate::recipe::canonical_stem;
+        use std::collections::HashSet;
+        let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/recipes"));
+        let sp = SearchPath {
+            extra: vec![],
+            builtin: Some(root.clone()),
+        };
+        let all = load_all(&sp).unwrap_or_else(|e| panic!("{e}"));
+        assert!(all.len() >= 40, "catalogue has {} recipes", all.len());
+        let mut ids = HashSet::new();
+        for r in &all {
+            // Ids repeat across models (the file stem), never within one folder.
+            assert!(
+                ids.insert((r.recipe.for_model().map(str::to_string), r.id.clone())),
+                "duplicate id {}",
+                r.id
+            );
+            let m = &r.recipe.metadata;
+            assert_eq!(
+                stem(&r.path),
+                canonical_stem(m),
+                "{}: file name must be <engine>-<gpu>-<precision>-tp<N>-<metric>",
+                r.path.display()
+            );
+            let rel = r.path.strip_prefix(&root).unwrap();
+            let folder = rel.parent().unwrap().to_string_lossy().into_owned();
+            match r.recipe.aim_id.as_deref() {
+                Some(aim) => assert_eq!(
+                    folder,
+                    aim,
+                    "{}: aim_id must name its folder",
+                    r.path.display()
+                ),
+                None => assert_eq!(
+                    folder,
+                    "general",
+                    "{}: only general recipes may omit aim_id",
+                    r.path.display()
+                ),
+            }
+            if let Some(tp) = r.recipe.engine_args.get("tensor-parallel-size") {
+                assert_eq!(
+                    tp.as_u64(),
+                    Some(u64::from(m.gpu_count)),
+                    "{}",
+                    r.path.display()
+                );
+            }
+            for flag in r.recipe.engine_args.keys() {
+                assert!(
+                    crate::engine::is_known_flag(m.engine, flag),
+                    "{}: `{flag}` is not a {} flag",
+                    r.path.display(),
+                    m.engine
+                );
+            }
+        }
+        // The starter set the design promises.
+        let models: HashSet<&str> = all
+            .iter()
+            .filter_map(|r| r.recipe.aim_id.as_deref())
+            .collect();
+        for want in [
+            "Qwen/Qwen3-32B",
+            "Qwen/Qwen3-8B",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "meta-llama/Llama-3.1-70B-Instruct",
+            "Qwen/Qwen3-235B-A22B",
+            "deepseek-ai/DeepSeek-R1",
+            "openai/gpt-oss-120b",
+        ] {
+            assert!(models.contains(want), "no recipe for {want}");
+        }
+        for gpu in ["MI300X", "MI325X", "MI355X"] {
+            for n in [1, 2, 4, 8] {
+                let id = format!(
+                    "general/vllm-{}-bf16-tp{n}-latency",
+                    gpu.to_ascii_lowercase()
+                );
+                assert!(ids.contains(&(None, id.clone())), "missing {id}");
+            }
+        }
+        assert!(ids.contains(&(
+            Some("Qwen/Qwen3-32B".into()),
+            "vllm-mi300x-bf16-tp4-latency".into()
+        )));
+        assert!(
+            all.iter()
+                .any(|r| r.recipe.metadata.engine == crate::types::Engine::Sglang)
+        );
+    }
 }

@@ -303,7 +303,8 @@ metadata: {engine: sglang, gpu: MI355X, gpu_count: 8, precision: fp8, metric: th
     /// Each malformed file: (text, line, column, words the message must contain).
     #[test]
     fn errors_name_line_and_column() {
-        let cases: &[(&str, Option<u64>, Option<u64>, &[&str])] = &[
+        type Row<'a> = (&'a str, Option<u64>, Option<u64>, &'a [&'a str]);
+        let cases: &[Row] = &[
             // Unknown top-level key.
             (
                 "model_id: a/b\nmetadata: {engine: vllm, gpu: MI300X, gpu_count: 1, precision: bf16, metric: latency, type: optimized}\nengine_argz: {}\n",

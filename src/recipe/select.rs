@@ -3,9 +3,9 @@
 //!
 //! Filter: shadowed id, model, engine, metric, precision, GPU product/gfx, GPU count (a recipe
 //! may use fewer GPUs than usable, never more; an explicit GPU_COUNT must match), manual-only.
-//! Rank: closeness to the preferred GPU count, search-path priority, type (optimized > preview
-//! > unoptimized > general), preferred precision, then latency before throughput and vLLM
-//! before SGLang when the user left those open, then the id (so the order is total).
+//! Rank: closeness to the preferred GPU count, search-path priority, type (optimized, then
+//! preview, unoptimized, general), preferred precision, then latency before throughput and
+//! vLLM before SGLang when the user left those open, then the id (so the order is total).
 
 use super::LoadedRecipe;
 use crate::types::{Engine, Metric, Precision, RecipeType};
@@ -451,7 +451,14 @@ mod tests {
     #[test]
     fn selection_table() {
         // (what, request edit, host, expected winner, expected (id, verdict) pairs)
-        let cases: Vec<(&str, Request, Host, Option<&str>, Vec<(&str, Verdict)>)> = vec![
+        type Row = (
+            &'static str,
+            Request,
+            Host,
+            Option<&'static str>,
+            Vec<(&'static str, Verdict)>,
+        );
+        let cases: Vec<Row> = vec![
             (
                 "auto on 8 MI300X prefers 4 GPUs bf16 vllm latency",
                 req(None, 4),
