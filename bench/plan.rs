@@ -34,7 +34,11 @@ fn catalogue(root: &Path, models: usize) {
                     let text = format!(
                         "aim_id: {id}\nmodel_id: {id}\nmetadata:\n  engine: vllm\n  gpu: MI300X\n  gpu_count: {tp}\n  precision: {prec}\n  metric: {metric}\n  type: optimized\n  manual_selection_only: false\nengine_args:\n  tensor-parallel-size: {tp}\n  max-model-len: 32768\n  gpu-memory-utilization: 0.9\n  no-enable-prefix-caching: null\nenv_vars:\n  VLLM_ROCM_USE_AITER: '1'\n"
                     );
-                    std::fs::write(dir.join(format!("vllm-mi300x-{prec}-tp{tp}-{metric}.yaml")), text).expect("write");
+                    std::fs::write(
+                        dir.join(format!("vllm-mi300x-{prec}-tp{tp}-{metric}.yaml")),
+                        text,
+                    )
+                    .expect("write");
                 }
             }
         }
@@ -62,7 +66,10 @@ fn topology() -> Topology {
             unique_id: u64::from(i),
         })
         .collect();
-    Topology { gpus, ..Default::default() }
+    Topology {
+        gpus,
+        ..Default::default()
+    }
 }
 
 fn once(sp: &SearchPath, topo: &Topology) -> usize {
@@ -103,7 +110,10 @@ fn main() {
     let big = tempfile::tempdir().expect("tempdir");
     catalogue(small.path(), 1);
     catalogue(big.path(), 1000);
-    let sp = |p: &Path| SearchPath { extra: vec![], builtin: Some(p.to_path_buf()) };
+    let sp = |p: &Path| SearchPath {
+        extra: vec![],
+        builtin: Some(p.to_path_buf()),
+    };
     let (sp_small, sp_big) = (sp(small.path()), sp(big.path()));
     let topo = topology();
     assert_eq!(once(&sp_small, &topo), 10);

@@ -215,14 +215,17 @@ fn context_for(args: &IndexMap<String, Value>, facts: &ModelFacts) -> u64 {
     })
 }
 
-/// Tensor-parallel validity and memory fit of a model-agnostic recipe, when config.json is known.
+/// Tensor-parallel validity (needs config.json) and memory fit (weights from the index,
+/// config.json or the name; the KV cache only with config.json) of a model-agnostic recipe.
 fn general_check(facts: &ModelFacts, r: &Recipe, vram: Option<u64>) -> Option<(Verdict, String)> {
-    let cfg = facts.config.as_ref()?;
     let tp = r.metadata.gpu_count;
-    if let Err(e) = cfg.tp_check(tp) {
+    if let Some(cfg) = facts.config.as_ref()
+        && let Err(e) = cfg.tp_check(tp)
+    {
         return Some((Verdict::TpInvalid, e));
     }
     let vram = vram?;
+    facts.weight_bytes?;
     let util = arg_f64(
         &r.engine_args,
         &["gpu-memory-utilization", "mem-fraction-static"],
@@ -393,7 +396,12 @@ fn generate(
     };
     let util = 0.9;
     let kvb = 2;
-    if let (Some(vram), Some(_)) = (vram, cfg) {
+    if let (Some(vram), Some(_)) = (vram, facts.weight_bytes) {
+        if cfg.is_none() {
+            reasons.push(
+                "no config.json in the Hugging Face cache: memory checked for the weights only (size from the name), tensor-parallel validity not checked".into(),
+            );
+        }
         let ctx = context_for(&args, facts);
         loop {
             match config::fit(facts, tp, vram, ctx, util, kvb) {
@@ -457,7 +465,10 @@ fn generate(
             }
         }
     } else {
-        reasons.push("no config.json in the Hugging Face cache: tensor-parallel validity and memory fit were not checked".into());
+        reasons.push(
+            "the model's size is unknown: tensor-parallel validity and memory fit were not checked"
+                .into(),
+        );
     }
     if let Some(c) = cfg
         && valid(tp).is_ok()

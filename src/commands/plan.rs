@@ -89,47 +89,13 @@ fn env_nonempty(k: &str) -> Option<String> {
 
 /// GPU detection under `--root` with our own visibility variables.
 pub fn detect(g: &GlobalArgs) -> anyhow::Result<Topology> {
-    match gpu::detect(&g.root, &VisibilityEnv::from_process_env()) {
-        Ok(t) => Ok(t),
-        // TEMPORARY until the gpu helper's detection is merged: the stub's error.
-        Err(e) if e.to_string() == "not implemented yet" => Ok(interim_topology()),
-        Err(e) => Err(ExitError::new(
-            exit::NO_FIT,
-            format!("cannot read the GPUs under {}: {e}", g.root.display()),
+    gpu::detect(&g.root, &VisibilityEnv::from_process_env()).map_err(|e| {
+        ExitError::new(
+            e.exit_code(),
+            format!("cannot use the GPUs under {}: {e}", g.root.display()),
         )
-        .into()),
-    }
-}
-
-/// TEMPORARY stand-in for 8x MI300X until real detection is merged into main.
-fn interim_topology() -> Topology {
-    let gpus = (0..8u32)
-        .map(|i| gpu::Gpu {
-            index: i,
-            kfd_node: i + 2,
-            gpu_id: i,
-            pci: format!(
-                "0000:{:02x}:00.0",
-                [5u32, 0x27, 0x47, 0x65, 0x85, 0xa7, 0xc7, 0xe5][i as usize]
-            ),
-            render_minor: 128 + 8 * i,
-            gfx: "gfx942".into(),
-            device_id: 0x74a1,
-            product: "MI300X".into(),
-            vram_bytes: 206_141_652_992,
-            vram_used_bytes: None,
-            compute_units: 304,
-            numa_node: Some(i32::from(i >= 4)),
-            physical_index: i,
-            partition: None,
-            hive_id: 0,
-            unique_id: 0,
-        })
-        .collect();
-    Topology {
-        gpus,
-        ..Default::default()
-    }
+        .into()
+    })
 }
 
 fn validated_model(text: &str) -> anyhow::Result<ModelRef> {

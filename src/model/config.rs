@@ -512,6 +512,8 @@ pub struct Fit {
     pub budget_per_gpu: u64,
     /// The context length the estimate used.
     pub context: u64,
+    /// Whether the KV cache was estimated (needs config.json).
+    pub kv_known: bool,
 }
 
 /// Fixed per-GPU allowance for activations, graphs and the runtime (engines.md §4.3).
@@ -539,6 +541,7 @@ pub fn fit(
         kv_per_gpu,
         budget_per_gpu,
         context,
+        kv_known: facts.config.is_some(),
     };
     if weights_per_gpu + OVERHEAD_BYTES + kv_per_gpu <= budget_per_gpu {
         Ok(f)
@@ -566,11 +569,18 @@ pub fn max_context_that_fits(
 
 impl Fit {
     pub fn describe(&self) -> String {
+        let kv = if self.kv_known {
+            format!(
+                "{:.1} GiB KV cache for {} tokens",
+                self.kv_per_gpu as f64 / GIB,
+                self.context
+            )
+        } else {
+            "KV cache (not estimated without config.json)".to_string()
+        };
         format!(
-            "{:.1} GiB weights + {:.1} GiB KV cache for {} tokens + {:.0} GiB overhead per GPU vs {:.1} GiB usable",
+            "{:.1} GiB weights + {kv} + {:.0} GiB overhead per GPU vs {:.1} GiB usable",
             self.weights_per_gpu as f64 / GIB,
-            self.kv_per_gpu as f64 / GIB,
-            self.context,
             OVERHEAD_BYTES as f64 / GIB,
             self.budget_per_gpu as f64 / GIB
         )

@@ -450,3 +450,37 @@ fn sizes_from_config_json_in_the_hf_cache() {
         "{all}"
     );
 }
+
+#[test]
+fn radeon_host_gets_generated_defaults_or_a_clear_no_fit() {
+    const RX: &str = "tests/fixtures/sysfs/rx7900xtx-raphael-igpu";
+    let hf = tempfile::tempdir().unwrap();
+    // No recipe is tuned for an RX 7900 XTX: generated defaults on its one usable GPU.
+    let v = json(&run(
+        &mut cmd(RX, hf.path()),
+        &["plan", "Qwen/Qwen3-8B", "--format", "json"],
+    ));
+    assert_eq!(v["gpus"]["usable"], 1, "the iGPU is not usable");
+    assert_eq!(v["gpus"]["gfx"], "gfx1100");
+    assert_eq!(v["recipe"]["id"], "generated/vllm-rx7900-fp16-tp1-latency");
+    assert_eq!(v["fallbacks"], serde_json::json!([]));
+    // 32B parameters in bf16 (~60 GiB) cannot fit in 24 GiB: NO_FIT, saying what it needs.
+    let o = run(&mut cmd(RX, hf.path()), &["plan", "Qwen/Qwen3-32B"]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("does not fit on 1 RX7900 GPU(s)") && e.contains("needs at least 4"),
+        "{e}"
+    );
+}
+
+#[test]
+fn no_gpu_driver_is_no_fit() {
+    let hf = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let mut c = cmd(MI300X, hf.path());
+    c.env("AIM_ROOT", empty.path());
+    let o = run(&mut c, &["plan", "Qwen/Qwen3-32B"]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(stderr(&o).contains("amdgpu"), "{}", stderr(&o));
+}
