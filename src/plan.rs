@@ -688,6 +688,12 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
         vram.map(|v| format!(", {:.0} GiB each", v as f64 / (1u64 << 30) as f64))
             .unwrap_or_default()
     )];
+    let others = input.topology.gpus.len() - usable.len();
+    if others > 0 {
+        reasons.push(format!(
+            "{others} other GPU(s) of a different product are left out: one engine spans GPUs of one kind"
+        ));
+    }
     if let Some(gm) = &want.gpu_model {
         reasons.push(format!(
             "recipes matched as if the GPUs were {gm} (--gpu-model)"

@@ -191,6 +191,7 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    /// AMD AIM's profiles/Qwen/Qwen3-32B/vllm-mi300x-fp16-tp1-latency.yaml, verbatim.
     const AIM_QWEN: &str = "aim_id: Qwen/Qwen3-32B
 model_id: Qwen/Qwen3-32B
 metadata:
@@ -203,17 +204,26 @@ metadata:
   type: optimized
 engine_args:
   async-scheduling: null
+  disable-uvicorn-access-log: null
   distributed_executor_backend: mp
   dtype: float16
   gpu-memory-utilization: 0.9
   max-model-len: 32768
+  max-num-batched-tokens: 1024
+  max-num-seqs: 512
+  max-seq-len-to-capture: 32768
+  no-enable-log-requests: null
+  no-enable-prefix-caching: null
   no-trust-remote-code: null
   reasoning-parser: qwen3
+  swap-space: 64
   tensor-parallel-size: 1
 env_vars:
   GPU_ARCHS: gfx942
   HSA_NO_SCRATCH_RECLAIM: '1'
   VLLM_ROCM_USE_AITER: '1'
+  VLLM_ROCM_USE_AITER_RMSNORM: '1'
+  VLLM_USE_AITER_TRITON_ROPE: '1'
 ";
 
     const AIM_GPT_OSS: &str = "aim_id: openai/gpt-oss-120b

@@ -484,3 +484,68 @@ fn no_gpu_driver_is_no_fit() {
     assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
     assert!(stderr(&o).contains("amdgpu"), "{}", stderr(&o));
 }
+
+#[test]
+fn catalogue_choices_on_8_mi300x() {
+    let hf = tempfile::tempdir().unwrap();
+    // (args, chosen recipe, GPUs used)
+    let cases: &[(&[&str], &str, usize)] = &[
+        (
+            &["deepseek-ai/DeepSeek-R1"],
+            "vllm-mi300x-fp8-tp8-latency",
+            8,
+        ),
+        (
+            &["deepseek-ai/DeepSeek-R1", "--backend", "sglang"],
+            "sglang-mi300x-fp8-tp8-throughput",
+            8,
+        ),
+        (
+            &["openai/gpt-oss-120b", "1"],
+            "vllm-mi300x-fp4-tp1-latency",
+            1,
+        ),
+        (
+            &["Qwen/Qwen3-235B-A22B"],
+            "vllm-mi300x-bf16-tp8-throughput",
+            8,
+        ),
+        (
+            &["Qwen/Qwen3-235B-A22B", "4", "--precision", "fp8"],
+            "vllm-mi300x-fp8-tp4-latency",
+            4,
+        ),
+        (
+            &["meta-llama/Llama-3.1-8B-Instruct"],
+            "vllm-mi300x-fp16-tp1-latency",
+            1,
+        ),
+        (&["Qwen/Qwen3-8B"], "vllm-mi300x-bf16-tp1-latency", 1),
+        (
+            &["Qwen/Qwen3-32B", "--metric", "throughput"],
+            "vllm-mi300x-bf16-tp4-throughput",
+            4,
+        ),
+        (
+            &[
+                "Qwen/Qwen3-32B",
+                "--recipe",
+                "general/vllm-mi300x-bf16-tp2-latency",
+            ],
+            "general/vllm-mi300x-bf16-tp2-latency",
+            2,
+        ),
+    ];
+    for (args, id, n) in cases {
+        let mut a = vec!["plan"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--format", "json"]);
+        let v = json(&run(&mut cmd(MI300X, hf.path()), &a));
+        assert_eq!(v["recipe"]["id"], *id, "{args:?}: {:?}", v["reasons"]);
+        assert_eq!(
+            v["gpus"]["selected"].as_array().unwrap().len(),
+            *n,
+            "{args:?}"
+        );
+    }
+}
