@@ -561,20 +561,12 @@ fn build_launch(
         ordinals: &ordinals,
         launcher,
     };
-    let cmd = engine::build_command(&ci)
-        .or_else(|e| {
-            if e.to_string() == "not implemented yet" {
-                Ok(interim_command(&ci))
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(|e| {
-            PlanError::Command(format!(
-                "recipe {}: cannot build the engine command: {e}",
-                src.id
-            ))
-        })?;
+    let cmd = engine::build_command(&ci).map_err(|e| {
+        PlanError::Command(format!(
+            "recipe {}: cannot build the engine command: {e}",
+            src.id
+        ))
+    })?;
     Ok(Launch {
         recipe_id: src.id.clone(),
         engine: m.engine,
@@ -594,48 +586,6 @@ fn build_launch(
         env: cmd.env,
         engine_port: input.engine_port,
     })
-}
-
-/// TEMPORARY until the engine helper's `build_command` is merged into main.
-fn interim_command(ci: &CommandInput<'_>) -> engine::EngineCommand {
-    let mut argv: Vec<String> = match (ci.launcher, ci.engine) {
-        (Some(l), _) => l.split_whitespace().map(str::to_string).collect(),
-        (None, Engine::Vllm) => vec!["vllm".into(), "serve".into()],
-        (None, Engine::Sglang) => {
-            vec!["python3".into(), "-m".into(), "sglang.launch_server".into()]
-        }
-    };
-    match ci.engine {
-        Engine::Vllm => argv.push(ci.model.to_string()),
-        Engine::Sglang => argv.extend(["--model-path".to_string(), ci.model.to_string()]),
-    }
-    let mut args = ci.recipe_args.clone();
-    for (k, v) in ci.user_args {
-        args.insert(k.clone(), v.clone());
-    }
-    args.insert(
-        "tensor-parallel-size".into(),
-        Value::from(ci.tensor_parallel),
-    );
-    args.insert(
-        "served-model-name".into(),
-        Value::from(ci.served_model_name),
-    );
-    args.insert("host".into(), Value::from("127.0.0.1"));
-    args.insert("port".into(), Value::from(ci.port));
-    for (k, v) in &args {
-        let flag = format!("--{}", k.trim_start_matches('-'));
-        match v {
-            Value::Bool(false) => {}
-            Value::Null | Value::Bool(true) => argv.push(flag),
-            Value::String(s) => argv.extend([flag, s.clone()]),
-            other => argv.extend([flag, other.to_string()]),
-        }
-    }
-    let mut env = ci.recipe_env.clone();
-    let ords: Vec<String> = ci.ordinals.iter().map(u32::to_string).collect();
-    env.insert("HIP_VISIBLE_DEVICES".into(), ords.join(","));
-    engine::EngineCommand { argv, env }
 }
 
 fn count_verdicts(rows: &[RecipeVerdict]) -> String {
