@@ -465,6 +465,9 @@ fn vllm_has(name: &str, version: (u32, u32)) -> bool {
     }
 }
 
+type Aliases = &'static [(&'static str, &'static str)];
+type Names = &'static [&'static str];
+
 /// Looks a (normalised) flag up; returns its canonical name and arity.
 fn lookup(
     mode: Mode,
@@ -478,7 +481,7 @@ fn lookup(
     if extra.iter().any(|e| e.strip_suffix('!') == Some(flag)) {
         return Some((flag.to_string(), Arity::Bare));
     }
-    let (short, value, many, bare): (&[(&str, &str)], &[&str], &[&str], &[&str]) = match mode {
+    let (short, value, many, bare): (Aliases, Names, Names, Names) = match mode {
         Mode::Vllm => (VLLM_SHORT, VLLM_VALUE, VLLM_MANY, VLLM_BARE),
         Mode::Sglang => (SGLANG_SHORT, SGLANG_VALUE, SGLANG_MANY, SGLANG_BARE),
     };
