@@ -284,6 +284,16 @@ mod tests {
         OsString::from(s)
     }
 
+    /// (NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID, want addr, want watchdog µs, want a problem)
+    type EnvCase = (
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<NotifyAddr>,
+        Option<u64>,
+        bool,
+    );
+
     #[test]
     fn parse_env_table() {
         let us = 4242;
@@ -291,15 +301,7 @@ mod tests {
         let abs = Some(NotifyAddr::Abstract(
             b"/org/freedesktop/systemd1/notify/123".to_vec(),
         ));
-        // (NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID) -> (addr, watchdog, problems?)
-        let cases: Vec<(
-            Option<&str>,
-            Option<&str>,
-            Option<&str>,
-            Option<NotifyAddr>,
-            Option<u64>,
-            bool,
-        )> = vec![
+        let cases: Vec<EnvCase> = vec![
             (None, None, None, None, None, false),
             (None, Some("30000000"), None, None, None, false),
             (
