@@ -1,0 +1,608 @@
+//! The IO shell of GPU detection: walks KFD topology nodes and the DRM card behind each
+//! node's render minor through a [`SysReader`], and hands the text to `parse`.
+//!
+//! Reads are kept to what is needed (a few files per node, a few per physical card) and go
+//! straight to `sys/class/drm/renderD<minor>` instead of scanning `card*`: detection runs on
+//! every start and for every `plan`.
+
+use super::parse::{self, DrmMemory, NodeProps, Visibility};
+use super::reader::SysReader;
+use super::{Excluded, Gpu, GpuError, Partition, Topology, VisibilityEnv, products};
+use std::collections::HashMap;
+use std::io;
+
+/// The real location of the topology (`sys/class/kfd/kfd` is a symlink to it).
+pub const KFD_TOPOLOGY: &str = "sys/devices/virtual/kfd/kfd/topology";
+const KFD_TOPOLOGY_CLASS: &str = "sys/class/kfd/kfd/topology";
+const AMDGPU_MODULE: &str = "sys/module/amdgpu";
+const DEV_KFD: &str = "dev/kfd";
+
+fn is_eperm(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EPERM) || e.kind() == io::ErrorKind::PermissionDenied
+}
+
+const NOT_ASSIGNED: &str = "not assigned to this container: its KFD files are unreadable \
+                            (EPERM from the GPU device cgroup)";
+
+/// A KFD GPU node that ROCr would enumerate (readable, render node present).
+struct Candidate {
+    node: u32,
+    gpu_id: u32,
+    props: NodeProps,
+    vram_kfd: u64,
+    render_minor: u32,
+    /// Index into `cards`.
+    card: usize,
+}
+
+/// DRM/PCI facts of one physical card, read once per card.
+#[derive(Debug, Clone, Default)]
+struct Card {
+    pci: String,
+    mode: Option<String>,
+    numa: Option<i32>,
+    vram_used: Option<u64>,
+    mem: DrmMemory,
+}
+
+/// Where the PCI device directory of the card behind a render node is, and its address.
+fn locate_card(r: &dyn SysReader, minor: u32, p: &NodeProps) -> (String, String) {
+    let link = format!("sys/class/drm/renderD{minor}");
+    if let Ok(target) = r.read_link(&link) {
+        // `../../devices/pci0000:42/0000:42:01.1/0000:47:00.0/drm/renderD144`: the device is
+        // the component before `drm`. Normalise lexically instead of canonicalize().
+        let target = target.to_string_lossy();
+        let mut parts: Vec<&str> = vec!["sys", "class", "drm"];
+        for c in target.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                c => parts.push(c),
+            }
+        }
+        if parts.len() >= 3 && parts[parts.len() - 2] == "drm" {
+            let dev = parts[parts.len() - 3];
+            if parse::is_pci_address(dev) {
+                return (dev.to_string(), parts[..parts.len() - 2].join("/"));
+            }
+        }
+        // A partition's platform device (`amdgpu_xcp.N`): the card is the PCI function 0 of
+        // the node's location.
+        let pci = parse::pci_address(p.domain, p.location_id & !7);
+        let dir = format!("sys/bus/pci/devices/{pci}");
+        return (pci, dir);
+    }
+    let pci = parse::pci_address(p.domain, p.location_id);
+    let dir = format!("sys/bus/pci/devices/{pci}");
+    if p.location_id & 7 != 0 && !r.exists(&dir) {
+        let pci0 = parse::pci_address(p.domain, p.location_id & !7);
+        let dir0 = format!("sys/bus/pci/devices/{pci0}");
+        return (pci0, dir0);
+    }
+    (pci, dir)
+}
+
+fn read_u64(r: &dyn SysReader, path: &str) -> Option<u64> {
+    r.read(path).ok().as_deref().and_then(parse::sysfs_u64)
+}
+
+fn read_card(r: &dyn SysReader, pci: String, dir: &str) -> Card {
+    let f = |name: &str| format!("{dir}/{name}");
+    Card {
+        mode: r
+            .read(&f("current_compute_partition"))
+            .ok()
+            .as_deref()
+            .and_then(parse::compute_partition_mode),
+        numa: r
+            .read(&f("numa_node"))
+            .ok()
+            .as_deref()
+            .and_then(parse::numa_node),
+        vram_used: read_u64(r, &f("mem_info_vram_used")),
+        mem: DrmMemory {
+            vram_total: read_u64(r, &f("mem_info_vram_total")),
+            gtt_total: read_u64(r, &f("mem_info_gtt_total")),
+            discrete_marker: r.exists(&f("mem_info_vram_vendor")) || r.exists(&f("board_info")),
+        },
+        pci,
+    }
+}
+
+/// Node directory names, numeric ones only, sorted numerically.
+fn node_ids(names: Vec<String>) -> Vec<u32> {
+    let mut ids: Vec<u32> = names.iter().filter_map(|n| n.parse().ok()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// What reading one node gave.
+enum NodeRead {
+    Gpu(Box<Candidate>),
+    Excluded(String),
+}
+
+fn read_node(
+    r: &dyn SysReader,
+    topo: &str,
+    node: u32,
+    cards: &mut Vec<Card>,
+    card_index: &mut HashMap<(u32, u32), usize>,
+) -> NodeRead {
+    let dir = format!("{topo}/nodes/{node}");
+    let gpu_id = match r.read(&format!("{dir}/gpu_id")) {
+        Ok(t) => t.trim().parse::<u32>().ok(),
+        Err(e) if is_eperm(&e) => return NodeRead::Excluded(NOT_ASSIGNED.into()),
+        Err(_) => None,
+    };
+    let text = match r.read(&format!("{dir}/properties")) {
+        Ok(t) => t,
+        Err(e) if is_eperm(&e) => return NodeRead::Excluded(NOT_ASSIGNED.into()),
+        Err(e) => {
+            return NodeRead::Excluded(format!(
+                "its KFD properties file could not be read ({e}); the topology may have \
+                 changed during detection"
+            ));
+        }
+    };
+    let props = NodeProps::parse(&text);
+    if props.is_cpu(gpu_id) {
+        return NodeRead::Excluded(format!(
+            "CPU node ({} cores), not a GPU",
+            props.cpu_cores_count
+        ));
+    }
+    let Some(gpu_id) = gpu_id else {
+        return NodeRead::Excluded("its KFD gpu_id file is missing or unreadable".into());
+    };
+    let Some(render_minor) = props.drm_render_minor else {
+        return NodeRead::Excluded(
+            "its KFD properties have no drm_render_minor, so it has no render node".into(),
+        );
+    };
+    let dev = format!("dev/dri/renderD{render_minor}");
+    if !r.exists(&dev) {
+        return NodeRead::Excluded(format!(
+            "not assigned to this container: /{dev} does not exist (pass --device /dev/dri or \
+             --device /{dev})"
+        ));
+    }
+    if let Err(e) = r.access_rw(&dev) {
+        return NodeRead::Excluded(format!(
+            "/{dev} cannot be opened read-write ({e}): add the user to the render and video \
+             groups (docker: --group-add video --group-add render)"
+        ));
+    }
+    // VRAM: the node's own banks (per partition in partition modes).
+    let banks_dir = format!("{dir}/mem_banks");
+    let mut vram_kfd = 0u64;
+    match r.read_dir(&banks_dir) {
+        Ok(banks) => {
+            for b in banks {
+                match r.read(&format!("{banks_dir}/{b}/properties")) {
+                    Ok(t) => vram_kfd += parse::mem_bank_vram(&t),
+                    Err(e) if is_eperm(&e) => return NodeRead::Excluded(NOT_ASSIGNED.into()),
+                    Err(_) => {}
+                }
+            }
+        }
+        Err(e) if is_eperm(&e) => return NodeRead::Excluded(NOT_ASSIGNED.into()),
+        Err(_) => {}
+    }
+    if vram_kfd == 0 {
+        // Kernels before ~2019 printed the VRAM size in local_mem_size.
+        vram_kfd = props.local_mem_size;
+    }
+    let key = props.card_key();
+    let card = match card_index.get(&key) {
+        Some(&i) => i,
+        None => {
+            let (pci, card_dir) = locate_card(r, render_minor, &props);
+            cards.push(read_card(r, pci, &card_dir));
+            card_index.insert(key, cards.len() - 1);
+            cards.len() - 1
+        }
+    };
+    NodeRead::Gpu(Box::new(Candidate {
+        node,
+        gpu_id,
+        props,
+        vram_kfd,
+        render_minor,
+        card,
+    }))
+}
+
+/// Detection over a reader (see [`super::detect`]).
+pub fn detect_with(r: &dyn SysReader, vis: &VisibilityEnv) -> Result<Topology, GpuError> {
+    let (topo, names) = match r.read_dir(&format!("{KFD_TOPOLOGY}/nodes")) {
+        Ok(n) => (KFD_TOPOLOGY, n),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match r.read_dir(&format!("{KFD_TOPOLOGY_CLASS}/nodes")) {
+                Ok(n) => (KFD_TOPOLOGY_CLASS, n),
+                Err(_) if !r.exists(AMDGPU_MODULE) => return Err(GpuError::NoDriver),
+                Err(_) => return Err(GpuError::NoTopology),
+            }
+        }
+        Err(e) => {
+            return Err(GpuError::Io {
+                path: format!("/{KFD_TOPOLOGY}/nodes"),
+                source: e,
+            });
+        }
+    };
+    if !r.exists(DEV_KFD) {
+        return Err(GpuError::NoKfdDevice);
+    }
+    if let Err(e) = r.access_rw(DEV_KFD) {
+        return Err(GpuError::KfdPermission { source: e });
+    }
+
+    let mut cards: Vec<Card> = Vec::new();
+    let mut card_index: HashMap<(u32, u32), usize> = HashMap::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut excluded: Vec<Excluded> = Vec::new();
+    for node in node_ids(names) {
+        match read_node(r, topo, node, &mut cards, &mut card_index) {
+            NodeRead::Gpu(c) => candidates.push(*c),
+            NodeRead::Excluded(reason) => excluded.push(Excluded {
+                kfd_node: node,
+                reason,
+            }),
+        }
+    }
+
+    // Candidates are what ROCr enumerates, in KFD order: ROCr device i = candidates[i]
+    // (iGPUs included: the runtime sees them even though we do not serve on them).
+    let uuids: Vec<u64> = candidates.iter().map(|c| c.props.unique_id).collect();
+    let visibility = parse::apply_visibility(
+        &uuids,
+        vis.rocr.as_deref(),
+        vis.hip.as_deref(),
+        vis.cuda.as_deref(),
+    )
+    .map_err(GpuError::Visibility)?;
+
+    let mut gpus: Vec<Gpu> = Vec::new();
+    let mut gpu_cards: Vec<usize> = Vec::new();
+    for (c, v) in candidates.iter().zip(&visibility) {
+        let card = &cards[c.card];
+        let gfx = parse::gfx_name(c.props.gfx_target_version);
+        if parse::is_integrated(&card.mem) {
+            excluded.push(Excluded {
+                kfd_node: c.node,
+                reason: format!(
+                    "integrated GPU ({gfx}, {} VRAM carve-out, {} GTT): not used for serving",
+                    human_bytes(card.mem.vram_total.unwrap_or(0)),
+                    human_bytes(card.mem.gtt_total.unwrap_or(0)),
+                ),
+            });
+            continue;
+        }
+        let index = match v {
+            Visibility::Visible { index } => *index,
+            Visibility::HiddenByRocr => {
+                excluded.push(Excluded {
+                    kfd_node: c.node,
+                    reason: format!(
+                        "hidden by ROCR_VISIBLE_DEVICES={:?}",
+                        vis.rocr.as_deref().unwrap_or("")
+                    ),
+                });
+                continue;
+            }
+            Visibility::HiddenByHip { index, var } => {
+                let value = if *var == "CUDA_VISIBLE_DEVICES" {
+                    vis.cuda.as_deref()
+                } else {
+                    vis.hip.as_deref()
+                };
+                excluded.push(Excluded {
+                    kfd_node: c.node,
+                    reason: format!(
+                        "hidden by {var}={:?} (its HIP ordinal would be {index})",
+                        value.unwrap_or("")
+                    ),
+                });
+                continue;
+            }
+        };
+        let partition = match card.mode.as_deref() {
+            None | Some("SPX") => None,
+            Some(mode) => Some(Partition {
+                mode: mode.to_string(),
+                index: c.props.location_id & 7,
+            }),
+        };
+        let vram_bytes = if c.vram_kfd > 0 {
+            c.vram_kfd
+        } else if partition.is_none() {
+            card.mem.vram_total.unwrap_or(0)
+        } else {
+            0
+        };
+        gpus.push(Gpu {
+            index,
+            kfd_node: c.node,
+            gpu_id: c.gpu_id,
+            pci: card.pci.clone(),
+            render_minor: c.render_minor,
+            gfx,
+            device_id: c.props.device_id,
+            product: products::product_or_unknown(c.props.device_id),
+            vram_bytes,
+            vram_used_bytes: card.vram_used,
+            compute_units: c.props.compute_units(),
+            numa_node: card.numa,
+            physical_index: 0,
+            partition,
+            hive_id: c.props.hive_id,
+            unique_id: c.props.unique_id,
+        });
+        gpu_cards.push(c.card);
+    }
+    // HIP order; physical cards numbered by first appearance in it.
+    let mut order: Vec<usize> = (0..gpus.len()).collect();
+    order.sort_by_key(|&i| gpus[i].index);
+    let mut physical: HashMap<usize, u32> = HashMap::new();
+    let mut sorted = Vec::with_capacity(gpus.len());
+    let mut slots: Vec<Option<Gpu>> = gpus.into_iter().map(Some).collect();
+    for i in order {
+        let next = physical.len() as u32;
+        let phys = *physical.entry(gpu_cards[i]).or_insert(next);
+        if let Some(mut g) = slots[i].take() {
+            g.physical_index = phys;
+            sorted.push(g);
+        }
+    }
+    let gpus = sorted;
+    excluded.sort_by_key(|e| e.kfd_node);
+
+    let xgmi = xgmi_pairs(r, topo, &gpus);
+    Ok(Topology {
+        gpus,
+        excluded,
+        xgmi,
+    })
+}
+
+/// Pairs of GPU indices joined by a direct xGMI io_link (type 11). Links to CPU nodes
+/// (xGMI-attached CPUs) and to GPUs not in the list are ignored.
+fn xgmi_pairs(r: &dyn SysReader, topo: &str, gpus: &[Gpu]) -> Vec<(u32, u32)> {
+    let by_node: HashMap<u32, u32> = gpus.iter().map(|g| (g.kfd_node, g.index)).collect();
+    let mut pairs = Vec::new();
+    for g in gpus {
+        let dir = format!("{topo}/nodes/{}/io_links", g.kfd_node);
+        let Ok(links) = r.read_dir(&dir) else {
+            continue;
+        };
+        for l in links {
+            let Ok(text) = r.read(&format!("{dir}/{l}/properties")) else {
+                continue;
+            };
+            if let Some(&other) = parse::xgmi_link_target(&text).and_then(|to| by_node.get(&to))
+                && other != g.index
+            {
+                pairs.push((g.index.min(other), g.index.max(other)));
+            }
+        }
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+}
+
+/// `123.4 GiB` style sizes for messages and the text table.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// See [`super::read_vram_used`].
+pub fn read_vram_used_with(r: &dyn SysReader, render_minors: &[u32]) -> Vec<Option<u64>> {
+    render_minors
+        .iter()
+        .map(|&m| {
+            let direct = read_u64(
+                r,
+                &format!("sys/class/drm/renderD{m}/device/mem_info_vram_used"),
+            );
+            if direct.is_some() {
+                return direct;
+            }
+            // A partition's render node sits on a platform device without mem_info files:
+            // find its KFD node to get the card's PCI address.
+            let props = find_node_by_minor(r, m)?;
+            let (_, dir) = locate_card(r, m, &props);
+            read_u64(r, &format!("{dir}/mem_info_vram_used"))
+        })
+        .collect()
+}
+
+fn find_node_by_minor(r: &dyn SysReader, minor: u32) -> Option<NodeProps> {
+    let names = r.read_dir(&format!("{KFD_TOPOLOGY}/nodes")).ok()?;
+    node_ids(names).into_iter().find_map(|n| {
+        let text = r
+            .read(&format!("{KFD_TOPOLOGY}/nodes/{n}/properties"))
+            .ok()?;
+        let p = NodeProps::parse(&text);
+        (p.drm_render_minor == Some(minor)).then_some(p)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{FsReader, ScenarioReader};
+    use std::path::PathBuf;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/sysfs")
+            .join(name)
+    }
+
+    fn json(path: PathBuf) -> serde_json::Value {
+        let text = std::fs::read_to_string(&path).expect("fixture json");
+        serde_json::from_str(&text).expect("valid json")
+    }
+
+    /// Every fact the fixture's expected.json states about its GPUs.
+    fn assert_matches_expected(name: &str, topo: &Topology) {
+        let exp = json(fixture(name).join("expected.json"));
+        let want: Vec<&serde_json::Value> = exp["gpus"]
+            .as_array()
+            .expect("gpus")
+            .iter()
+            .filter(|g| g["integrated"] != serde_json::Value::Bool(true))
+            .collect();
+        assert_eq!(topo.gpus.len(), want.len(), "{name}: {topo:#?}");
+        for (g, w) in topo.gpus.iter().zip(want) {
+            assert_eq!(
+                u64::from(g.kfd_node),
+                w["kfd_node"].as_u64().expect("kfd_node")
+            );
+            assert_eq!(g.pci, w["bdf"].as_str().expect("bdf"));
+            assert_eq!(
+                u64::from(g.render_minor),
+                w["render_minor"].as_u64().expect("minor")
+            );
+            assert_eq!(g.gfx, w["gfx"].as_str().expect("gfx"));
+            assert_eq!(
+                format!("0x{:04x}", g.device_id),
+                w["device_id"].as_str().expect("id")
+            );
+            assert_eq!(g.vram_bytes, w["vram_bytes"].as_u64().expect("vram"));
+            assert_eq!(u64::from(g.compute_units), w["cu"].as_u64().expect("cu"));
+            if let Some(numa) = w["numa"].as_i64() {
+                assert_eq!(g.numa_node.map(i64::from), Some(numa));
+            }
+        }
+        let cpus: Vec<u32> = exp["cpu_nodes"]
+            .as_array()
+            .expect("cpu_nodes")
+            .iter()
+            .map(|v| v.as_u64().expect("node") as u32)
+            .collect();
+        for c in &cpus {
+            let e = topo
+                .excluded
+                .iter()
+                .find(|e| e.kfd_node == *c)
+                .expect("cpu excluded");
+            assert!(e.reason.contains("CPU node"), "{}", e.reason);
+        }
+        let physical = topo
+            .gpus
+            .iter()
+            .map(|g| g.physical_index)
+            .max()
+            .map_or(0, |m| m + 1);
+        let integrated = exp["gpus"]
+            .as_array()
+            .expect("gpus")
+            .iter()
+            .filter(|g| g["integrated"] == serde_json::Value::Bool(true))
+            .count() as u32;
+        assert_eq!(
+            u64::from(physical + integrated),
+            exp["physical_gpus"].as_u64().expect("n")
+        );
+        assert_eq!(
+            !topo.xgmi.is_empty(),
+            exp["xgmi_hive"].as_bool().expect("xgmi_hive")
+        );
+    }
+
+    #[test]
+    fn mi300x_spx_fixture_matches_expected() {
+        let root = fixture("mi300x-8gpu-spx");
+        let topo = detect_with(&FsReader::new(&root), &VisibilityEnv::default()).expect("detect");
+        assert_matches_expected("mi300x-8gpu-spx", &topo);
+        let idx: Vec<u32> = topo.gpus.iter().map(|g| g.index).collect();
+        assert_eq!(
+            idx,
+            (0..8).collect::<Vec<_>>(),
+            "HIP ordinal i = KFD node i+2"
+        );
+        assert!(
+            topo.gpus
+                .iter()
+                .all(|g| g.product == "MI300X" && g.partition.is_none())
+        );
+        assert_eq!(topo.gpus[0].gpu_id, 28851);
+        assert_eq!(topo.gpus[0].vram_used_bytes, Some(297771008));
+        // One hive of 8 fully connected GPUs: 28 pairs.
+        assert_eq!(topo.xgmi.len(), 28);
+        assert_eq!(topo.excluded.len(), 2);
+    }
+
+    #[test]
+    fn rx7900_fixture_excludes_the_igpu() {
+        let root = fixture("rx7900xtx-raphael-igpu");
+        let topo = detect_with(&FsReader::new(&root), &VisibilityEnv::default()).expect("detect");
+        assert_matches_expected("rx7900xtx-raphael-igpu", &topo);
+        assert_eq!(topo.gpus[0].index, 0);
+        let igpu = topo
+            .excluded
+            .iter()
+            .find(|e| e.kfd_node == 2)
+            .expect("igpu listed");
+        assert!(
+            igpu.reason.contains("integrated GPU (gfx1036"),
+            "{}",
+            igpu.reason
+        );
+    }
+
+    #[test]
+    fn container_one_gpu_scenario() {
+        let root = fixture("mi300x-8gpu-spx");
+        let sc = json(root.join("scenarios/container-one-gpu.json"));
+        let list = |k: &str| -> std::collections::HashSet<String> {
+            sc[k]
+                .as_array()
+                .expect(k)
+                .iter()
+                .map(|v| v.as_str().expect("str").trim_start_matches('/').to_string())
+                .collect()
+        };
+        let mut r = ScenarioReader::new(FsReader::new(&root));
+        r.eperm = list("eperm_on_read");
+        r.dev_present = Some(list("dev_present"));
+        let topo = detect_with(&r, &VisibilityEnv::default()).expect("detect");
+        let exp = &sc["expected"];
+        assert_eq!(
+            topo.gpus.len() as u64,
+            exp["visible_gpus"].as_u64().expect("n")
+        );
+        let g = &topo.gpus[0];
+        assert_eq!(g.index, 0);
+        assert_eq!(
+            u64::from(g.kfd_node),
+            exp["hip_ordinal_0_kfd_node"].as_u64().expect("k")
+        );
+        assert_eq!(g.pci, exp["bdf"].as_str().expect("bdf"));
+        assert_eq!(g.vram_bytes, exp["vram_bytes"].as_u64().expect("vram"));
+        let not_assigned: Vec<u32> = topo
+            .excluded
+            .iter()
+            .filter(|e| e.reason.contains("EPERM"))
+            .map(|e| e.kfd_node)
+            .collect();
+        assert_eq!(not_assigned, vec![2, 3, 5, 6, 7, 8, 9]);
+        assert!(topo.xgmi.is_empty());
+    }
+}

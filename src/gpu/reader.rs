@@ -1,0 +1,136 @@
+//! The file-access seam of GPU detection. `detect` reads everything through [`SysReader`]
+//! with paths relative to the filesystem root (`sys/...`, `dev/...`), so tests can stand a
+//! fixture tree in for a machine and inject errors a root-run test cannot produce with
+//! chmod (EPERM from the KFD device cgroup check, EACCES on a device node).
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// Read-only access to `/sys` and `/dev` under some root. Paths are relative (no leading
+/// `/`).
+pub trait SysReader {
+    /// The whole content of a (small) file.
+    fn read(&self, rel: &str) -> io::Result<String>;
+    /// The entry names of a directory, in no particular order.
+    fn read_dir(&self, rel: &str) -> io::Result<Vec<String>>;
+    /// The target of a symlink, as stored (not resolved).
+    fn read_link(&self, rel: &str) -> io::Result<PathBuf>;
+    /// Whether the path exists (following symlinks).
+    fn exists(&self, rel: &str) -> bool;
+    /// Whether this process may open the path for reading and writing (`access(2)`; opens
+    /// nothing, so no KFD process context is created).
+    fn access_rw(&self, rel: &str) -> io::Result<()>;
+}
+
+/// The real filesystem below `root`.
+#[derive(Debug, Clone)]
+pub struct FsReader {
+    root: PathBuf,
+}
+
+impl FsReader {
+    pub fn new(root: &Path) -> Self {
+        FsReader {
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+impl SysReader for FsReader {
+    fn read(&self, rel: &str) -> io::Result<String> {
+        // One open + read (sysfs files are < 4 KiB); skips read_to_string's metadata call.
+        let mut file = std::fs::File::open(self.path(rel))?;
+        let mut buf = Vec::with_capacity(1024);
+        file.read_to_end(&mut buf)?;
+        String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    fn read_dir(&self, rel: &str) -> io::Result<Vec<String>> {
+        std::fs::read_dir(self.path(rel))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect()
+    }
+
+    fn read_link(&self, rel: &str) -> io::Result<PathBuf> {
+        std::fs::read_link(self.path(rel))
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        self.path(rel).exists()
+    }
+
+    fn access_rw(&self, rel: &str) -> io::Result<()> {
+        use nix::unistd::{AccessFlags, access};
+        access(&self.path(rel), AccessFlags::R_OK | AccessFlags::W_OK)
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))
+    }
+}
+
+/// A reader that plays a container scenario over another reader: reads of the listed paths
+/// fail with EPERM (the KFD cgroup check), listed device nodes fail `access_rw` with EACCES,
+/// and, when `dev_present` is given, only those `dev/...` paths exist.
+#[derive(Debug, Clone, Default)]
+pub struct ScenarioReader<R> {
+    pub inner: R,
+    pub eperm: HashSet<String>,
+    pub eacces: HashSet<String>,
+    pub dev_present: Option<HashSet<String>>,
+}
+
+impl<R: SysReader> ScenarioReader<R> {
+    pub fn new(inner: R) -> Self {
+        ScenarioReader {
+            inner,
+            eperm: HashSet::new(),
+            eacces: HashSet::new(),
+            dev_present: None,
+        }
+    }
+
+    fn check(&self, rel: &str) -> io::Result<()> {
+        if self.eperm.contains(rel) {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        if let Some(present) = &self.dev_present
+            && rel.starts_with("dev/")
+            && !present.contains(rel)
+        {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        Ok(())
+    }
+}
+
+impl<R: SysReader> SysReader for ScenarioReader<R> {
+    fn read(&self, rel: &str) -> io::Result<String> {
+        self.check(rel)?;
+        self.inner.read(rel)
+    }
+
+    fn read_dir(&self, rel: &str) -> io::Result<Vec<String>> {
+        self.check(rel)?;
+        self.inner.read_dir(rel)
+    }
+
+    fn read_link(&self, rel: &str) -> io::Result<PathBuf> {
+        self.check(rel)?;
+        self.inner.read_link(rel)
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        self.check(rel).is_ok() && self.inner.exists(rel)
+    }
+
+    fn access_rw(&self, rel: &str) -> io::Result<()> {
+        self.check(rel)?;
+        if self.eacces.contains(rel) {
+            return Err(io::Error::from_raw_os_error(libc::EACCES));
+        }
+        self.inner.access_rw(rel)
+    }
+}
