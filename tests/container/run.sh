@@ -256,9 +256,14 @@ build_images() {
 # Helpers for the checks.
 
 # The fake engine's behaviour in every container of the suite (see tests/fake-engine/README.md).
-ENGINE_ENV=(-e "FAKE_LOAD_SECONDS=$ENGINE_LOAD_S" -e "FAKE_SHUTDOWN_SECONDS=$ENGINE_STOP_S")
+ENGINE_ENV=(-e "FAKE_LOAD_SECS=$ENGINE_LOAD_S" -e "FAKE_SHUTDOWN_SECS=$ENGINE_STOP_S" -e FAKE_WORKERS=2 -e FAKE_ORPHANS=3)
 # The options every serving container gets: the fixture GPUs, the fake engine, a loopback port.
-SERVE_OPTS=(--label "$LABEL" -v "$FIXTURE:/fixture:ro" -e AIM_ROOT=/fixture "${ENGINE_ENV[@]}"
+# The fixture is mounted read-only except its dev/ (plain files standing in for the device nodes,
+# which aim-engine opens read-write like the real ones): a scratch copy is mounted over it.
+FIXTURE_DEV=$WORK/fixture-dev
+cp -a "$FIXTURE/dev" "$FIXTURE_DEV"
+FIXTURE_OPTS=(-v "$FIXTURE:/fixture:ro" -v "$FIXTURE_DEV:/fixture/dev" -e AIM_ROOT=/fixture)
+SERVE_OPTS=(--label "$LABEL" "${FIXTURE_OPTS[@]}" "${ENGINE_ENV[@]}"
     -p 127.0.0.1::8000 --stop-timeout 30)
 
 health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$1" 2>/dev/null; }
@@ -300,7 +305,7 @@ check_binary_portable() {
 
 check_image_metadata() {
     local name=image-metadata fmt got want
-    fmt='{{json .Config.Entrypoint}} {{.Config.StopSignal}} {{range $p, $_ := .Config.ExposedPorts}}{{$p}}{{end}} {{json .Config.Healthcheck.Test}} {{.Config.Healthcheck.StartPeriod}} {{index .Config.Labels "org.opencontainers.image.title"}}'
+    fmt='{{json .Config.Entrypoint}} {{.Config.StopSignal}} {{range $p, $_ := .Config.ExposedPorts}}{{$p}}{{end}} {{json .Config.Healthcheck.Test}} {{json .Config.Healthcheck.StartPeriod}} {{index .Config.Labels "org.opencontainers.image.title"}}'
     got=$(docker image inspect -f "$fmt" "$IMAGE")
     want='["/entrypoint"] SIGTERM 8000/tcp ["CMD","/healthcheck"] 1800000000000 aim-engine'
     [ "$got" = "$want" ] || {
@@ -334,7 +339,7 @@ check_entrypoint_usage() {
     else
         fail entrypoint-usage "exit $rc, output: $out"
     fi
-    out=$(docker run --rm --label "$LABEL" -v "$FIXTURE:/fixture:ro" -e AIM_ROOT=/fixture "$IMAGE" gpus 2>&1)
+    out=$(docker run --rm --label "$LABEL" "${FIXTURE_OPTS[@]}" "$IMAGE" gpus 2>&1)
     rc=$?
     if [ "$rc" = 0 ] && grep -q 'MI300X' <<<"$out"; then
         pass "entrypoint passes arguments (aim-engine gpus sees the fixture's MI300X)"
@@ -497,7 +502,7 @@ figure_image_size() {
 }
 
 check_compose() {
-    export AIM_IMAGE=$IMAGE AIM_TEST_FIXTURE=$FIXTURE AIM_MODEL_ID=$MODEL
+    export AIM_IMAGE=$IMAGE AIM_TEST_FIXTURE=$FIXTURE AIM_TEST_FIXTURE_DEV=$FIXTURE_DEV AIM_MODEL_ID=$MODEL
     export AIM_HF_CACHE=$WORK/hf-cache AIM_PUBLISH_PORT=18000
     mkdir -p "$AIM_HF_CACHE"
     # A free port near 18000 for the published API.
