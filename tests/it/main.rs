@@ -6,5 +6,6 @@ mod support;
 mod fake_engine;
 mod gpus;
 mod http;
+mod notify;
 mod plan;
 mod supervise;
