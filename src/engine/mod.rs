@@ -3,6 +3,26 @@
 //!
 //! OWNER: engine helper. CONTRACT: the pub items below are used by `plan` and `supervise`;
 //! extend them, do not rename or remove them.
+//!
+//! Everything here is pure (no IO). Files:
+//! - `argv.rs`: [`build_command`]: argv/env rendering, recipe/user/system merge rules.
+//! - `flags.rs`: the flags each engine accepts, spelling normalisation, "did you mean".
+//! - `version.rs`: version parsing, [`version_probe`], [`gate_for_version`],
+//!   [`with_max_model_len`].
+//! - `classify.rs`: [`classify`]: failure class from exit status and log tail.
+//!
+//! Expected use by the supervisor: `build_command` -> run [`version_probe`] (if any) ->
+//! [`parse_version_output`] -> [`gate_for_version`] (log the notes) -> spawn; on exit
+//! [`classify`], and on `max_model_len` retry with [`with_max_model_len`].
+
+mod argv;
+mod classify;
+mod flags;
+mod version;
+
+pub use argv::{default_launcher, launcher_words, requested_tensor_parallel};
+pub use flags::{edit_distance, suggest as suggest_flag};
+pub use version::{Version, max_len_flag, parse_version};
 
 use crate::types::Engine;
 use indexmap::IndexMap;
@@ -34,14 +54,29 @@ pub struct EngineCommand {
     pub env: IndexMap<String, String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    #[error("not implemented yet")]
-    NotImplemented,
+    /// A recipe or user arg names a flag the engine does not accept in any supported version.
+    #[error(
+        "unknown {engine} flag `{flag}` in the {origin} engine args{}; fix or remove it (flags are written without leading dashes, e.g. `max-model-len: 8192`)",
+        suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+    )]
+    UnknownFlag {
+        engine: Engine,
+        flag: String,
+        /// `"recipe"` or `"user"` (`--engine-args` / AIM_ENGINE_ARGS).
+        origin: &'static str,
+        suggestion: Option<String>,
+    },
+    #[error("no model to serve: the model id/path is empty")]
+    EmptyModel,
+    #[error("tensor parallel size 0 is invalid; it must be at least 1")]
+    ZeroTensorParallel,
 }
 
-pub fn build_command(_input: &CommandInput<'_>) -> Result<EngineCommand, CommandError> {
-    Err(CommandError::NotImplemented)
+/// The argv and env for one engine attempt; see `argv.rs` for the rendering and merge rules.
+pub fn build_command(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError> {
+    argv::build(input)
 }
 
 /// Why an engine attempt ended, from its exit and its log tail.
@@ -97,31 +132,108 @@ pub struct Classified {
     pub evidence: Option<String>,
 }
 
-pub fn classify(_exit: ExitKind, _log_tail: &[String]) -> Classified {
-    Classified {
-        class: FailureClass::Unknown,
-        suggested_max_model_len: None,
-        evidence: None,
-    }
+/// Classifies a finished attempt; precedence and rules are documented in `classify.rs`.
+pub fn classify(exit: ExitKind, log_tail: &[String]) -> Classified {
+    classify::classify(exit, log_tail)
 }
 
 /// Drops or renames flags the given engine version no longer accepts. Returns the new argv
 /// and one note per change.
+/// The table of rules is in `version.rs`; an unparseable version changes nothing (one note).
 pub fn gate_for_version(
-    _engine: Engine,
-    _version: &str,
+    engine: Engine,
+    version: &str,
     argv: Vec<String>,
 ) -> (Vec<String>, Vec<String>) {
-    (argv, Vec::new())
+    version::gate(engine, version, argv)
 }
 
 /// The argv with `--max-model-len` (vLLM) / `--context-length` (SGLang) set to `len`.
-pub fn with_max_model_len(_engine: Engine, argv: &[String], _len: u64) -> Vec<String> {
-    argv.to_vec()
+/// Replaces the first occurrence in place (any spelling, `--flag=v` too), drops later
+/// duplicates, or appends the flag when absent.
+pub fn with_max_model_len(engine: Engine, argv: &[String], len: u64) -> Vec<String> {
+    version::set_max_model_len(engine, argv, len)
 }
 
 /// Whether `flag` (without leading dashes, e.g. `tensor-parallel-size`) is a flag `engine`
 /// accepts in the versions we support. Used to check every recipe in the catalogue.
-pub fn is_known_flag(_engine: Engine, _flag: &str) -> bool {
-    true
+/// Underscores/dashes and leading dashes are normalised; short aliases (`tp`) and vLLM
+/// `no-` forms of boolean flags count.
+pub fn is_known_flag(engine: Engine, flag: &str) -> bool {
+    flags::is_known(engine, flag)
+}
+
+/// The argv the supervisor runs to learn the installed engine version, or `None` when the
+/// launcher is overridden to something that is not the real engine (then flags are not
+/// gated). See `version.rs` for the rule.
+pub fn version_probe(engine: Engine, launcher: Option<&str>) -> Option<Vec<String>> {
+    version::probe(engine, launcher)
+}
+
+/// The version string in the probe's output (`"0.11.1rc2.dev5+g1234.rocm700"`), if any.
+pub fn parse_version_output(output: &str) -> Option<String> {
+    version::parse_output(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every engine_args key of the AIM profiles in peers.md §1.2.1 (vLLM 0.11.1 images).
+    #[test]
+    fn aim_profile_flags_are_known() {
+        for flag in [
+            "async-scheduling",
+            "disable-uvicorn-access-log",
+            "distributed_executor_backend",
+            "dtype",
+            "gpu-memory-utilization",
+            "max-model-len",
+            "max-num-batched-tokens",
+            "max-num-seqs",
+            "max-seq-len-to-capture",
+            "no-enable-log-requests",
+            "no-enable-prefix-caching",
+            "no-trust-remote-code",
+            "reasoning-parser",
+            "swap-space",
+            "tensor-parallel-size",
+            "no-enable-chunked-prefill",
+            "compilation-config",
+            "enable-auto-tool-choice",
+            "enable-log-requests",
+            "no-async-scheduling",
+            "tool-call-parser",
+            "disable-log-requests",
+        ] {
+            assert!(is_known_flag(Engine::Vllm, flag), "vllm {flag}");
+            assert!(
+                is_known_flag(Engine::Vllm, &flag.replace('-', "_")),
+                "vllm {flag} with underscores"
+            );
+        }
+        for flag in [
+            "mem-fraction-static",
+            "context-length",
+            "tp-size",
+            "tp",
+            "attention-backend",
+            "chunked-prefill-size",
+            "disable-radix-cache",
+            "cuda_graph_max_bs",
+            "trust-remote-code",
+            "enable-dp-attention",
+        ] {
+            assert!(is_known_flag(Engine::Sglang, flag), "sglang {flag}");
+        }
+        for (engine, flag) in [
+            (Engine::Vllm, "mem-fraction-static"),
+            (Engine::Vllm, "tensor-paralel-size"),
+            (Engine::Sglang, "gpu-memory-utilization"),
+            (Engine::Sglang, "no-enable-prefix-caching"),
+            (Engine::Vllm, ""),
+        ] {
+            assert!(!is_known_flag(engine, flag), "{engine} {flag}");
+        }
+    }
 }

@@ -606,3 +606,302 @@ mod tests {
         assert!(topo.xgmi.is_empty());
     }
 }
+
+/// Detection over trees from the fixture builder: layouts the committed fixtures lack.
+#[cfg(test)]
+mod built {
+    use super::*;
+    use crate::gpu::builder::{self, Card, Host, Xgmi};
+    use crate::gpu::{FsReader, ScenarioReader};
+    use std::path::Path;
+
+    fn tree(h: &Host) -> (tempfile::TempDir, Vec<builder::Node>) {
+        let dir = builder::scratch_dir().expect("tempdir");
+        let nodes = builder::build(dir.path(), h).expect("build tree");
+        (dir, nodes)
+    }
+
+    fn run(root: &Path) -> Topology {
+        detect_with(&FsReader::new(root), &VisibilityEnv::default()).expect("detect")
+    }
+
+    #[test]
+    fn mi300x_cpx_64_partitions_grouped_by_card() {
+        let (dir, nodes) = tree(&Host::mi300x_8(true));
+        assert_eq!(nodes.len(), 64);
+        let t = run(dir.path());
+        assert_eq!(t.gpus.len(), 64);
+        let buses = ["05", "27", "47", "65", "85", "a7", "c7", "e5"];
+        for (i, g) in t.gpus.iter().enumerate() {
+            let (card, part) = (i / 8, (i % 8) as u32);
+            assert_eq!(g.index, i as u32);
+            assert_eq!(g.kfd_node, 2 + i as u32);
+            assert_eq!(g.physical_index, card as u32);
+            assert_eq!(
+                g.pci,
+                format!("0000:{}:00.0", buses[card]),
+                "all partitions: the card"
+            );
+            assert_eq!(g.render_minor, 128 + 8 * card as u32 + part);
+            assert_eq!(
+                g.partition,
+                Some(Partition {
+                    mode: "CPX".into(),
+                    index: part
+                })
+            );
+            assert_eq!(g.vram_bytes, 206141652992 / 8, "per-partition KFD bank");
+            assert_eq!(g.compute_units, 38);
+            assert_eq!(g.vram_used_bytes, Some(297771008), "card-wide DRM value");
+        }
+        assert_eq!(t.xgmi.len(), 64 * 63 / 2);
+    }
+
+    #[test]
+    fn mi300x_cpx_63_nodes_counts_nodes_not_cards_times_partitions() {
+        let (dir, nodes) = tree(&Host::mi300x_cpx_63());
+        assert_eq!(nodes.len(), 63);
+        let t = run(dir.path());
+        assert_eq!(t.gpus.len(), 63);
+        let last_card: Vec<u32> = t
+            .gpus
+            .iter()
+            .filter(|g| g.physical_index == 7)
+            .map(|g| g.partition.as_ref().map_or(99, |p| p.index))
+            .collect();
+        assert_eq!(last_card, (0..7).collect::<Vec<_>>());
+        assert_eq!(t.gpus.last().map(|g| g.kfd_node), Some(64));
+    }
+
+    #[test]
+    fn mi250x_gcds_are_separate_gpus_in_kfd_order() {
+        let h = Host::mi250x_4();
+        let (dir, _) = tree(&h);
+        let t = run(dir.path());
+        assert_eq!(t.gpus.len(), 8);
+        let pcis: Vec<&str> = t.gpus.iter().map(|g| g.pci.as_str()).collect();
+        // HIP order = KFD order (probe order), not PCI bus order.
+        assert_eq!(
+            pcis,
+            [
+                "0000:d1:00.0",
+                "0000:d6:00.0",
+                "0000:c9:00.0",
+                "0000:cc:00.0",
+                "0000:d9:00.0",
+                "0000:dc:00.0",
+                "0000:c1:00.0",
+                "0000:c6:00.0"
+            ]
+        );
+        let numa: Vec<Option<i32>> = t.gpus.iter().map(|g| g.numa_node).collect();
+        assert_eq!(numa, [0, 0, 1, 1, 2, 2, 3, 3].map(Some));
+        for (i, g) in t.gpus.iter().enumerate() {
+            assert_eq!(g.index, i as u32);
+            assert_eq!(g.physical_index, i as u32, "each GCD is its own PCI device");
+            assert_eq!(g.gfx, "gfx90a");
+            assert_eq!(g.product, "MI250X");
+            assert_eq!(g.compute_units, 110);
+            assert_eq!(g.vram_bytes, 68702699520);
+            assert!(g.partition.is_none());
+        }
+        // xGMI edges were given between cards (PCI order); translate to HIP indices.
+        let hip_of_card = |c: usize| {
+            t.gpus
+                .iter()
+                .position(|g| g.pci == h.cards[c].pci())
+                .expect("card present") as u32
+        };
+        let Xgmi::Cards(pairs) = &h.xgmi else {
+            unreachable!("mi250x_4 has card edges")
+        };
+        let mut want: Vec<(u32, u32)> = pairs
+            .iter()
+            .map(|&(a, b)| {
+                let (x, y) = (hip_of_card(a), hip_of_card(b));
+                (x.min(y), x.max(y))
+            })
+            .collect();
+        want.sort_unstable();
+        assert_eq!(t.xgmi, want);
+    }
+
+    #[test]
+    fn missing_extra_and_reordered_keys_and_missing_files() {
+        let mut h = Host::new(vec![
+            Card::mi300x(0x05, false, 0),
+            Card::mi300x(0x27, false, 1),
+        ]);
+        h.xgmi = Xgmi::None;
+        let (dir, nodes) = tree(&h);
+        let root = dir.path();
+        // Node 2: keys reversed, unknown keys added, optional keys dropped.
+        let p2 = root.join(format!("{}/nodes/2/properties", builder::KFD));
+        let text = builder::gpu_properties(&h.cards[0], 0, nodes[0].render_minor, 1);
+        let mut lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                ![
+                    "num_xcc",
+                    "hive_id",
+                    "local_mem_size",
+                    "simd_per_cu",
+                    "unique_id",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+            })
+            .collect();
+        lines.reverse();
+        lines.insert(3, "capability2 1");
+        lines.insert(5, "sibling_map 1,0,0");
+        std::fs::write(&p2, lines.join("\n")).expect("rewrite");
+        // Node 3: no mem_banks, no io_links; its card lost numa_node and the partition file.
+        let n3 = root.join(format!("{}/nodes/3", builder::KFD));
+        std::fs::remove_dir_all(n3.join("mem_banks")).expect("rm");
+        std::fs::remove_dir_all(n3.join("io_links")).expect("rm");
+        let card = root.join("sys/devices/pci0000:27/0000:27:00.0");
+        std::fs::remove_file(card.join("numa_node")).expect("rm");
+        std::fs::remove_file(card.join("current_compute_partition")).expect("rm");
+        // An extra non-numeric entry in nodes/ is ignored.
+        std::fs::create_dir_all(root.join(format!("{}/nodes/README", builder::KFD))).expect("mk");
+
+        let t = run(root);
+        assert_eq!(t.gpus.len(), 2, "{t:#?}");
+        let (a, b) = (&t.gpus[0], &t.gpus[1]);
+        assert_eq!(
+            (a.kfd_node, a.gfx.as_str(), a.compute_units),
+            (2, "gfx942", 304)
+        );
+        assert_eq!(a.vram_bytes, 206141652992);
+        assert_eq!(
+            b.vram_bytes, 206141652992,
+            "no KFD bank: the card's DRM total"
+        );
+        assert_eq!(b.numa_node, None);
+        assert!(b.partition.is_none());
+        assert!(t.xgmi.is_empty());
+    }
+
+    #[test]
+    fn nodes_are_sorted_numerically_not_by_name() {
+        // 12 GPU nodes: "10" and "11" sort before "2" as strings.
+        let cards: Vec<Card> = (0..12)
+            .map(|i| Card::mi300x(0x10 + i, false, i.into()))
+            .collect();
+        let mut h = Host::new(cards);
+        h.xgmi = Xgmi::None;
+        let (dir, _) = tree(&h);
+        let t = run(dir.path());
+        let nodes: Vec<u32> = t.gpus.iter().map(|g| g.kfd_node).collect();
+        assert_eq!(nodes, (2..14).collect::<Vec<_>>());
+        let idx: Vec<u32> = t.gpus.iter().map(|g| g.index).collect();
+        assert_eq!(idx, (0..12).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn container_given_one_cpx_partition_finds_its_card() {
+        let (dir, _) = tree(&Host::mi300x_8(true));
+        let mut r = ScenarioReader::new(FsReader::new(dir.path()));
+        // Partition 3 of card 2 (0000:47:00.0): renderD147 on an amdgpu_xcp platform device.
+        r.dev_present = Some(["dev/kfd", "dev/dri/renderD147"].map(String::from).into());
+        let t = detect_with(&r, &VisibilityEnv::default()).expect("detect");
+        assert_eq!(t.gpus.len(), 1);
+        let g = &t.gpus[0];
+        assert_eq!((g.index, g.kfd_node, g.render_minor), (0, 2 + 19, 147));
+        assert_eq!(g.pci, "0000:47:00.0");
+        assert_eq!(g.partition.as_ref().map(|p| p.index), Some(3));
+        assert_eq!(g.vram_used_bytes, Some(297771008));
+        assert_eq!(t.excluded.len(), 2 + 63);
+    }
+
+    #[test]
+    fn errors_for_missing_kfd_device_driver_and_topology() {
+        let mut h = Host::mi300x_8(false);
+        h.dev_kfd = false;
+        let (dir, _) = tree(&h);
+        let err = detect_with(&FsReader::new(dir.path()), &VisibilityEnv::default())
+            .expect_err("no /dev/kfd");
+        assert!(matches!(err, GpuError::NoKfdDevice));
+        let msg = err.to_string();
+        assert!(msg.contains("--device /dev/kfd --device /dev/dri"), "{msg}");
+        assert!(
+            msg.contains("--group-add video --group-add render"),
+            "{msg}"
+        );
+        assert_eq!(err.exit_code(), crate::exit::NO_FIT);
+
+        h.dev_kfd = true;
+        h.kfd_topology = false;
+        let (dir, _) = tree(&h);
+        let err = detect_with(&FsReader::new(dir.path()), &VisibilityEnv::default())
+            .expect_err("no topology");
+        assert!(matches!(err, GpuError::NoTopology), "{err}");
+        h.amdgpu_module = false;
+        let (dir, _) = tree(&h);
+        let err = detect_with(&FsReader::new(dir.path()), &VisibilityEnv::default())
+            .expect_err("no driver");
+        assert!(matches!(err, GpuError::NoDriver), "{err}");
+        assert_eq!(err.exit_code(), crate::exit::NO_FIT);
+    }
+
+    #[test]
+    fn permission_denied_on_device_nodes() {
+        let (dir, _) = tree(&Host::mi300x_8(false));
+        let mut r = ScenarioReader::new(FsReader::new(dir.path()));
+        r.eacces.insert("dev/kfd".into());
+        let err = detect_with(&r, &VisibilityEnv::default()).expect_err("EACCES");
+        assert!(err.to_string().contains("render group"), "{err}");
+        r.eacces = ["dev/dri/renderD136".to_string()].into();
+        let t = detect_with(&r, &VisibilityEnv::default()).expect("detect");
+        assert_eq!(t.gpus.len(), 7);
+        let e = t
+            .excluded
+            .iter()
+            .find(|e| e.kfd_node == 3)
+            .expect("node 3 excluded");
+        assert!(e.reason.contains("--group-add render"), "{}", e.reason);
+        // The node is not one ROCr can open, so the next GPU takes ordinal 1.
+        assert_eq!(t.gpus[1].kfd_node, 4);
+        assert_eq!(t.gpus[1].index, 1);
+    }
+
+    #[test]
+    fn visibility_env_filters_and_keeps_rocr_ordinals() {
+        let (dir, _) = tree(&Host::mi300x_8(false));
+        let r = FsReader::new(dir.path());
+        let env = |rocr: Option<&str>, hip: Option<&str>, cuda: Option<&str>| VisibilityEnv {
+            rocr: rocr.map(String::from),
+            hip: hip.map(String::from),
+            cuda: cuda.map(String::from),
+        };
+        let t = detect_with(&r, &env(None, Some("2,5"), None)).expect("hip");
+        let got: Vec<(u32, u32)> = t.gpus.iter().map(|g| (g.index, g.kfd_node)).collect();
+        assert_eq!(got, [(2, 4), (5, 7)]);
+        assert!(
+            t.excluded
+                .iter()
+                .any(|e| e.reason.contains("HIP_VISIBLE_DEVICES"))
+        );
+
+        // ROCR by UUID of card 6 (unique_id = base + 6), then HIP index 0 into that.
+        let uuid = format!("GPU-{:016x}", 0x1000_0000_0000_0006u64);
+        let t = detect_with(&r, &env(Some(&uuid), Some("0"), Some("0"))).expect("rocr");
+        let got: Vec<(u32, u32)> = t.gpus.iter().map(|g| (g.index, g.kfd_node)).collect();
+        assert_eq!(got, [(0, 8)]);
+
+        let err = detect_with(&r, &env(None, Some("0,1"), Some("0"))).expect_err("mismatch");
+        assert!(err.to_string().contains("Inconsistent"), "{err}");
+        assert_eq!(err.exit_code(), crate::exit::USAGE);
+    }
+
+    #[test]
+    fn read_vram_used_for_pci_and_partition_render_nodes() {
+        let mut h = Host::mi300x_8(true);
+        h.xgmi = Xgmi::None;
+        h.cards[1].drm_vram_used = 777;
+        let (dir, _) = tree(&h);
+        let got = crate::gpu::read_vram_used(dir.path(), &[128, 137, 250]);
+        assert_eq!(got, vec![Some(297771008), Some(777), None]);
+    }
+}

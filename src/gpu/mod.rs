@@ -15,6 +15,11 @@ pub mod parse;
 pub mod products;
 pub mod reader;
 
+/// The fixture-tree builder shared with the integration tests and the bench.
+#[cfg(test)]
+#[path = "../../tests/fixtures/builder/mod.rs"]
+mod builder;
+
 pub use detect::detect_with;
 pub use reader::{FsReader, ScenarioReader, SysReader};
 

@@ -279,7 +279,11 @@ pub fn apply_visibility(
             let mut kept = Vec::new();
             for r in parse_visible_list("ROCR_VISIBLE_DEVICES", value)? {
                 match r {
-                    DeviceRef::Index(i) if i < uuids.len() => kept.push(i),
+                    DeviceRef::Index(i) if i < uuids.len() => {
+                        if !kept.contains(&i) {
+                            kept.push(i);
+                        }
+                    }
                     DeviceRef::Index(i) => {
                         return Err(format!(
                             "ROCR_VISIBLE_DEVICES={value:?}: index {i} is out of range: this \

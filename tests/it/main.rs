@@ -3,6 +3,7 @@
 
 mod support;
 
+mod fake_engine;
 mod gpus;
 mod http;
 mod plan;
