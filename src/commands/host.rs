@@ -465,11 +465,11 @@ async fn wait_ready(
             let status = docker::get_status(host, p.port, Duration::from_millis(500))
                 .await
                 .and_then(|b| view::parse_status(&b));
-            let class = match m.exit_code {
-                Some(code) if m.state != "restarting" => {
-                    format!("container exited with status {code}")
-                }
-                _ => "container is restarting (it exited)".to_string(),
+            let code = m.exit_code.map_or("unknown".to_string(), |c| c.to_string());
+            let class = if m.state == "restarting" {
+                format!("the container exited with status {code} and Docker is restarting it")
+            } else {
+                format!("the container exited with status {code}")
             };
             return fail_launch(client, name, class, status).await;
         }
