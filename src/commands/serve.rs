@@ -1,6 +1,7 @@
-//! `aim-engine serve`. OWNER: supervise helper.
+//! `aim-engine serve MODEL [GPU_COUNT]`: plan as `plan` does, then supervise the engine until
+//! told to stop. OWNER: supervise helper. The work is in `supervise::run`.
 use crate::cli::{GlobalArgs, ServeArgs};
 
-pub fn run(_g: &GlobalArgs, _a: ServeArgs) -> anyhow::Result<u8> {
-    super::not_yet("serve")
+pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
+    crate::supervise::run::serve(g, a)
 }

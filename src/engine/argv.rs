@@ -13,7 +13,8 @@
 //!   win: the same keys from recipe or user args are dropped, never duplicated. For TP the
 //!   plan's value wins even over an explicit user value, because the plan also chose the
 //!   GPUs (`ordinals`) to match it; a planner that wants to honour a user's TP must read it
-//!   with [`requested_tensor_parallel`] before choosing the GPUs.
+//!   with [`requested_tensor_parallel`] before choosing the GPUs. [`build_with_notes`]
+//!   reports every replaced value so `plan` can say so.
 //! - A blank served-model-name falls back to the model.
 //! - Env: recipe env, then HIP_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES = the ordinals.
 //!   ROCR_VISIBLE_DEVICES is never set and is removed from the recipe env: it filters GPUs
@@ -154,6 +155,50 @@ fn served_name<'a>(input: &CommandInput<'a>) -> &'a str {
     } else {
         input.served_model_name
     }
+}
+
+/// The value the system uses for a system flag, for notes.
+fn system_value(name: &str, input: &CommandInput<'_>) -> String {
+    match name {
+        "host" => "127.0.0.1".to_string(),
+        "port" => input.port.to_string(),
+        "served-model-name" => served_name(input).to_string(),
+        "tensor-parallel-size" => input.tensor_parallel.to_string(),
+        // model / model-path
+        _ => input.model.to_string(),
+    }
+}
+
+/// Like [`build`], plus one note per recipe/user arg replaced by a system value
+/// (e.g. a user `tensor-parallel-size: 4` when the plan runs TP 2), for `plan` to show.
+pub fn build_with_notes(
+    input: &CommandInput<'_>,
+) -> Result<(EngineCommand, Vec<String>), CommandError> {
+    let command = build(input)?;
+    let engine = input.engine;
+    let system = system_flags(engine);
+    let mut notes = Vec::new();
+    for (origin, args) in [("recipe", input.recipe_args), ("user", input.user_args)] {
+        for (key, value) in args {
+            let Some(logical) = flags::logical(engine, key) else {
+                continue;
+            };
+            if !system.contains(&logical.name.as_str()) {
+                continue;
+            }
+            let given = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let used = system_value(&logical.name, input);
+            if given != used {
+                notes.push(format!(
+                    "{origin} arg `{key}: {given}` replaced by the system value `{used}`"
+                ));
+            }
+        }
+    }
+    Ok((command, notes))
 }
 
 pub fn build(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError> {
@@ -327,6 +372,11 @@ mod tests {
                 vec!["--no-enable-prefix-caching"],
             ),
             ("-q", json!("fp8"), vec!["--quantization", "fp8"]),
+            (
+                "compilation_config.cudagraph_mode",
+                json!("FULL"),
+                vec!["--compilation-config.cudagraph_mode", "FULL"],
+            ),
         ];
         for (key, value, tail) in table {
             let mut case = Case::new(Engine::Vllm);
@@ -394,6 +444,34 @@ mod tests {
             want.extend(words("--dtype bfloat16"));
             assert_eq!(got.argv, want, "{engine}");
         }
+    }
+
+    #[test]
+    fn notes_name_replaced_system_args() {
+        let mut case = Case::new(Engine::Vllm);
+        case.recipe = map(&[("port", json!(8000)), ("tensor-parallel-size", json!(2))]);
+        case.user = map(&[("tp", json!(4))]);
+        let (command, notes) = build_with_notes(&CommandInput {
+            engine: Engine::Vllm,
+            model: "m",
+            served_model_name: "m",
+            port: 8001,
+            tensor_parallel: 2,
+            recipe_args: &case.recipe,
+            user_args: &case.user,
+            recipe_env: &case.env,
+            ordinals: &[0, 1],
+            launcher: None,
+        })
+        .expect("builds");
+        assert!(command.argv.contains(&"8001".to_string()));
+        assert_eq!(
+            notes,
+            vec![
+                "recipe arg `port: 8000` replaced by the system value `8001`",
+                "user arg `tp: 4` replaced by the system value `2`",
+            ]
+        );
     }
 
     #[test]

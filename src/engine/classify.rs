@@ -4,11 +4,15 @@
 //!
 //! Precedence: a fixed priority over classes (the order of [`RULES`]), not line order,
 //! because the engines print the root cause first and generic wrappers after it, and one
-//! failure often prints several matching texts (vLLM wraps a gated-repo error in "Invalid
-//! repository ID …", so `gated` must beat `model_not_found`). Within the winning class
-//! the last matching line is the evidence (the most recent attempt in the tail).
-//! Priority, highest first: gated, offline, model_not_found, port_in_use, bad_args,
-//! gpu_busy, max_model_len, kv_cache, oom, tp_invalid, dtype_or_quant, unknown.
+//! failure often prints several matching texts. Within the winning class the last
+//! matching line is the evidence (the most recent attempt in the tail).
+//! Priority, highest first: port_in_use, bad_args, gpu_busy, max_model_len, kv_cache,
+//! oom, tp_invalid, dtype_or_quant, gated, offline, model_not_found, unknown.
+//! The Hugging Face classes come last because a real hub failure stops the start before
+//! any GPU work (so nothing else matches), while hub *warnings* ("Failed to resolve
+//! 'huggingface.co'" before falling back to the local cache) can precede a different real
+//! failure. Among them gated beats offline beats model_not_found, because vLLM wraps both
+//! in "Invalid repository ID or local directory specified".
 //!
 //! Other decisions:
 //! - bad_args needs exit code 2 (argparse) as well as its text.
@@ -37,39 +41,6 @@ struct Rule {
 }
 
 const RULES: &[Rule] = &[
-    Rule {
-        class: FailureClass::Gated,
-        needles: &[
-            "Cannot access gated repo",
-            "GatedRepoError",
-            "Make sure your token has the correct permissions",
-        ],
-        needs_exit_2: false,
-    },
-    Rule {
-        class: FailureClass::Offline,
-        needles: &[
-            "offline mode is enabled",
-            "OfflineModeIsEnabled",
-            "outgoing traffic has been disabled",
-            "LocalEntryNotFoundError",
-            "Failed to resolve",
-            "NameResolutionError",
-            "Max retries exceeded",
-            "Please check your connection",
-        ],
-        needs_exit_2: false,
-    },
-    Rule {
-        class: FailureClass::ModelNotFound,
-        needles: &[
-            "Repository Not Found",
-            "RepositoryNotFoundError",
-            "Invalid repository ID or local directory specified",
-            "Could not detect config format",
-        ],
-        needs_exit_2: false,
-    },
     Rule {
         class: FailureClass::PortInUse,
         needles: &["Address already in use"],
@@ -151,6 +122,39 @@ const RULES: &[Rule] = &[
             "quantization is supported only on AMD Instinct",
             "are not supported for now. Supported architectures",
             "does not support block size",
+        ],
+        needs_exit_2: false,
+    },
+    Rule {
+        class: FailureClass::Gated,
+        needles: &[
+            "Cannot access gated repo",
+            "GatedRepoError",
+            "Make sure your token has the correct permissions",
+        ],
+        needs_exit_2: false,
+    },
+    Rule {
+        class: FailureClass::Offline,
+        needles: &[
+            "offline mode is enabled",
+            "OfflineModeIsEnabled",
+            "outgoing traffic has been disabled",
+            "LocalEntryNotFoundError",
+            "Failed to resolve",
+            "NameResolutionError",
+            "Max retries exceeded",
+            "Please check your connection",
+        ],
+        needs_exit_2: false,
+    },
+    Rule {
+        class: FailureClass::ModelNotFound,
+        needles: &[
+            "Repository Not Found",
+            "RepositoryNotFoundError",
+            "Invalid repository ID or local directory specified",
+            "Could not detect config format",
         ],
         needs_exit_2: false,
     },
@@ -407,6 +411,13 @@ mod tests {
                 ExitKind::Signal(9),
                 "Rank 0 scheduler is dead. Please check if there are relevant logs.\nExit code: -9\nReceived sigquit from a child process. It usually means the child failed.",
                 Unknown,
+                None,
+            ),
+            // A hub warning before the real failure does not hide it.
+            (
+                ExitKind::Code(1),
+                "WARNING Couldn't connect to the Hub: Failed to resolve 'huggingface.co'. Will try to load from local cache.\n(EngineCore_0 pid=7) torch.OutOfMemoryError: HIP out of memory. Tried to allocate 1 GiB",
+                Oom,
                 None,
             ),
             // Tricky rows.

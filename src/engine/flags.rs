@@ -214,6 +214,32 @@ pub(super) const VLLM_FLAGS: &[&str] = &[
     "disable-async-output-proc",
     "use-v2-block-manager",
     "tokenizer-pool-size",
+    // Newer releases (0.12+), seen in published launch scripts.
+    "attention-config",
+    "max-cudagraph-capture-size",
+    "cudagraph-capture-sizes",
+    "kv-offloading-size",
+    "kv-offloading-backend",
+    "moe-backend",
+    "mamba-cache-mode",
+    "profiler-config",
+    "stream-interval",
+    "shutdown-timeout",
+];
+
+/// vLLM flags that take one JSON object and therefore also accept dotted keys
+/// (`--compilation-config.cudagraph_mode FULL`, `-O.level 3`).
+const VLLM_JSON_FLAGS: &[&str] = &[
+    "compilation-config",
+    "speculative-config",
+    "attention-config",
+    "kv-transfer-config",
+    "kv-events-config",
+    "structured-outputs-config",
+    "eplb-config",
+    "profiler-config",
+    "additional-config",
+    "hf-overrides",
 ];
 
 /// vLLM boolean flags that also accept a `--no-` form (argparse BooleanOptionalAction).
@@ -433,6 +459,36 @@ pub(super) const SGLANG_FLAGS: &[&str] = &[
     "enable-tokenizer-batch-encode",
     "keep-mm-feature-on-device",
     "config",
+    "moe-dense-tp-size",
+    "deepep-mode",
+    "enable-deepep-moe",
+    "ep-dispatch-algorithm",
+    "init-expert-location",
+    "enable-priority-scheduling",
+    "disable-tokenizer-batch-decode",
+    "num-reserved-decode-tokens",
+    "hicache-storage-backend",
+    "hicache-write-policy",
+    "hicache-io-backend",
+    "hicache-mem-layout",
+    "enable-lmcache",
+    "mamba-ssm-dtype",
+    "max-mamba-cache-size",
+    "speculative-draft-model-revision",
+    "speculative-accept-threshold-single",
+    "speculative-token-map",
+    "enable-flashinfer-allreduce-fusion",
+    "enable-single-batch-overlap",
+    "enable-fp32-lm-head",
+    "cpu-offload-gb",
+    "offload-group-size",
+    "offload-num-in-group",
+    "offload-prefetch-step",
+    "offload-mode",
+    "enable-trace",
+    "otlp-traces-endpoint",
+    "sampling-defaults",
+    "enable-cudagraph-gc",
 ];
 
 /// SGLang alternative spellings -> the long name in `SGLANG_FLAGS`. `tp`/`dp` work in
@@ -483,6 +539,21 @@ pub struct Logical {
 /// know the flag. `no-enable-prefix-caching` and `enable-prefix-caching` are one setting
 /// (vLLM BooleanOptionalAction), so a user value for either replaces the recipe's.
 pub fn logical(engine: Engine, flag: &str) -> Option<Logical> {
+    if engine == Engine::Vllm
+        && let Some((prefix, field)) = flag.trim().split_once('.')
+    {
+        // Dotted key into a JSON-valued flag: the field keeps its own spelling (JSON field
+        // names use underscores), only the flag part is normalised.
+        let long = resolve_alias(engine, &normalize(prefix));
+        let ok = VLLM_JSON_FLAGS.contains(&long.as_str())
+            && !field.is_empty()
+            && !field.starts_with('.')
+            && !field.contains(char::is_whitespace);
+        return ok.then(|| Logical {
+            name: format!("{long}.{field}"),
+            negated: false,
+        });
+    }
     let norm = normalize(flag);
     // Short aliases are case-sensitive (`-O`), so resolve before anything else.
     let long = resolve_alias(engine, &norm);
@@ -561,8 +632,8 @@ mod tests {
                 assert_eq!(normalize(f), *f, "{name}: {f} not normalised");
             }
         }
-        for f in VLLM_BOOL_FLAGS {
-            assert!(VLLM_FLAGS.contains(f), "bool flag {f} not in VLLM_FLAGS");
+        for f in VLLM_BOOL_FLAGS.iter().chain(VLLM_JSON_FLAGS) {
+            assert!(VLLM_FLAGS.contains(f), "{f} not in VLLM_FLAGS");
         }
         for (engine, aliases) in [
             (Engine::Vllm, VLLM_ALIASES),
@@ -639,6 +710,10 @@ mod tests {
         assert!(!is_known(Engine::Vllm, "no-port"));
         assert!(!is_known(Engine::Vllm, "no-max-model-len"));
         assert!(!is_known(Engine::Sglang, "no-trust-remote-code"));
+        // Dotted keys only into JSON-valued vLLM flags.
+        assert!(!is_known(Engine::Vllm, "max-model-len.x"));
+        assert!(!is_known(Engine::Vllm, "compilation-config."));
+        assert!(!is_known(Engine::Sglang, "compilation-config.level"));
     }
 
     #[test]

@@ -20,7 +20,10 @@ mod classify;
 mod flags;
 mod version;
 
-pub use argv::{default_launcher, launcher_words, requested_tensor_parallel};
+pub use argv::{
+    build_with_notes as build_command_with_notes, default_launcher, launcher_words,
+    requested_tensor_parallel,
+};
 pub use flags::{edit_distance, suggest as suggest_flag};
 pub use version::{Version, max_len_flag, parse_version};
 

@@ -11,6 +11,7 @@
 //! | `--swap-space` | >= 0.18 | drop (removed in 0.18: vllm-project/vllm PR #36216; `EngineArgs` has it up to 0.17.1 and not from 0.18.0 on; the V1 engine never used it) |
 //! | `--num-scheduler-steps` | >= 0.10 | drop (gone in 0.10) |
 //! | `--kv-cache-memory-bytes` | < 0.11 | drop (new in 0.11) |
+//! | `--shutdown-timeout` | < 0.18 | drop (added in 0.18, PRs #34730/#36666; pid1.md) |
 //! | `--attention-backend` | < 0.12 | drop (absent before 0.12: set env VLLM_ATTENTION_BACKEND instead) |
 //!
 //! Versions are compared on (major, minor, patch) only: `0.12.0rc1` gates like `0.12.0`,
@@ -108,6 +109,13 @@ const VLLM_RULES: &[Rule] = &[
         applies: |v| v < Version(0, 11, 0),
         action: Action::Drop,
         why: "added in vLLM 0.11",
+    },
+    Rule {
+        flag: "shutdown-timeout",
+        arity: 1,
+        applies: |v| v < Version(0, 18, 0),
+        action: Action::Drop,
+        why: "added in vLLM 0.18 (older versions abort in-flight requests on SIGTERM)",
     },
     Rule {
         flag: "attention-backend",
@@ -394,6 +402,18 @@ mod tests {
                 "0.16.0",
                 "vllm serve m --attention-backend ROCM_ATTN",
                 "vllm serve m --attention-backend ROCM_ATTN",
+                0,
+            ),
+            (
+                "0.17.1",
+                "vllm serve m --shutdown-timeout 30 --port 1",
+                "vllm serve m --port 1",
+                1,
+            ),
+            (
+                "0.18.0",
+                "vllm serve m --shutdown-timeout 30 --port 1",
+                "vllm serve m --shutdown-timeout 30 --port 1",
                 0,
             ),
         ];

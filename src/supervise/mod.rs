@@ -1,3 +1,25 @@
 //! The supervisor: PID 1 duties, the engine's life as a state machine, restarts and fallbacks.
 //!
 //! OWNER: supervise helper.
+//!
+//! - `reaper`: the only `waitpid` caller; statuses go to whoever spawned the pid.
+//! - `spawn`: the engine's environment (pure), session and signal state.
+//! - `signals`: handlers for every signal we act on (PID 1 drops the others).
+//! - `machine`: phases and the restart/fallback policy, pure and table-tested.
+//! - `backoff`: exponential backoff and the restart budget (pure).
+//! - `tree`: group kill and the sweep of every process left of the engine's tree.
+//! - `vram`: waiting for VRAM to come back before a relaunch.
+//! - `logs`: the engine's output copied through unchanged, and its tail kept.
+//! - `probe`: health, model list and test inference over loopback HTTP.
+//! - `run`: the loop that ties them together.
+
+pub mod backoff;
+pub mod logs;
+pub mod machine;
+pub mod probe;
+pub mod reaper;
+pub mod run;
+pub mod signals;
+pub mod spawn;
+pub mod tree;
+pub mod vram;

@@ -1,0 +1,482 @@
+//! The engine's life as a closed state machine, and the restart/fallback policy (both pure).
+//!
+//! `transition` says which phase an event leads to (None: the event does not apply in that
+//! phase and is ignored). `Policy::on_failure` says what to do after an attempt failed. Neither
+//! does IO; `run` feeds them events and carries out the decisions.
+
+use super::backoff::{Backoff, RestartBudget};
+use crate::engine::FailureClass;
+use crate::status::Phase;
+use std::time::Duration;
+
+/// What happened, as far as the phase is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// About to start an attempt (version probe, spawn).
+    Launching,
+    /// The engine process exists.
+    Spawned,
+    /// GET /health answered 200.
+    Healthy,
+    /// /v1/models lists the served name and the test inference answered.
+    Validated,
+    /// The attempt is over without our asking (exit, hang, startup deadline).
+    AttemptFailed,
+    /// SIGTERM/SIGINT/SIGQUIT.
+    StopRequested,
+    /// The engine and its tree are gone after a requested stop.
+    Stopped,
+    /// The policy gave up (or the model is unavailable).
+    GaveUp,
+}
+
+/// The phase `event` leads to from `from`, or None when it does not apply.
+pub fn transition(from: Phase, event: Event) -> Option<Phase> {
+    use Event as E;
+    use Phase as P;
+    match (from, event) {
+        // Terminal phases are never left.
+        (P::Failed | P::Stopped, _) => None,
+        (P::Detecting | P::Restarting, E::Launching) => Some(P::Starting),
+        (P::Starting, E::Spawned) => Some(P::Loading),
+        (P::Loading, E::Healthy) => Some(P::Validating),
+        (P::Validating, E::Validated) => Some(P::Ready),
+        (P::Starting | P::Loading | P::Validating | P::Ready, E::AttemptFailed) => {
+            Some(P::Restarting)
+        }
+        (P::Draining, E::StopRequested) => None,
+        (_, E::StopRequested) => Some(P::Draining),
+        (P::Draining, E::Stopped) => Some(P::Stopped),
+        (_, E::GaveUp) => Some(P::Failed),
+        _ => None,
+    }
+}
+
+/// How an attempt ended, as the policy needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The engine exited (any status, 0 included) and `engine::classify` said why.
+    Exited {
+        class: FailureClass,
+        suggested_max_model_len: Option<u64>,
+    },
+    /// Liveness probes failed `liveness_failures` times in a row after ready.
+    Hung,
+    /// Not ready within `startup_timeout`.
+    StartupTimeout,
+    /// The launcher could not be executed (not found or not executable).
+    LauncherMissing,
+}
+
+impl Failure {
+    /// The `class` recorded in `/status`.
+    pub fn class_str(&self) -> &'static str {
+        match self {
+            Failure::Exited { class, .. } => class.as_str(),
+            Failure::Hung => "hung",
+            Failure::StartupTimeout => "startup_timeout",
+            Failure::LauncherMissing => "launcher_missing",
+        }
+    }
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Same launch again after `delay`.
+    Restart { delay: Duration },
+    /// Same launch with `--max-model-len`/`--context-length` set to `len`.
+    RetryMaxModelLen { len: u64 },
+    /// Same launch on another free loopback port.
+    NewPort,
+    /// Move to `launches[index]`.
+    NextLaunch { index: usize },
+    /// Model not found, gated or offline: no launch can help; end with MODEL_UNAVAILABLE.
+    ModelUnavailable,
+    /// No launch left whose launcher exists: end with ENGINE_NOT_FOUND / NOT_EXECUTABLE.
+    LauncherMissing,
+    /// Every restart and every fallback is used up: end with GAVE_UP.
+    GiveUp,
+}
+
+impl Decision {
+    /// The `action` recorded in `/status`.
+    pub fn action_str(&self) -> &'static str {
+        match self {
+            Decision::Restart { .. } => "restart",
+            Decision::RetryMaxModelLen { .. } => "retry_max_model_len",
+            Decision::NewPort => "new_port",
+            Decision::NextLaunch { .. } => "next_recipe",
+            Decision::ModelUnavailable => "model_unavailable",
+            Decision::LauncherMissing => "launcher_missing",
+            Decision::GiveUp => "give_up",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyConfig {
+    pub backoff: Backoff,
+    pub restart_budget: u32,
+    pub restart_window: Duration,
+    /// New loopback ports tried per launch before moving on.
+    pub max_port_retries: u32,
+}
+
+/// The policy and its memory of the current launch.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    cfg: PolicyConfig,
+    /// argv[0] of every launch, to skip launches whose launcher is missing.
+    launchers: Vec<String>,
+    index: usize,
+    max_len_retried: bool,
+    port_retries: u32,
+    budget: RestartBudget,
+}
+
+impl Policy {
+    pub fn new(cfg: PolicyConfig, launchers: Vec<String>) -> Self {
+        Policy {
+            cfg,
+            launchers,
+            index: 0,
+            max_len_retried: false,
+            port_retries: 0,
+            budget: RestartBudget::new(cfg.restart_budget, cfg.restart_window),
+        }
+    }
+
+    /// Index of the launch being tried.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Decides after a failed attempt. `was_ready`: the attempt had become ready (a crash
+    /// after ready is a runtime failure: the recipe is known to work, so restart it).
+    /// `now`: time since the supervisor started.
+    pub fn on_failure(&mut self, failure: Failure, was_ready: bool, now: Duration) -> Decision {
+        use FailureClass as C;
+        match failure {
+            Failure::LauncherMissing => {
+                let missing = self.launchers.get(self.index).cloned();
+                let next = (self.index + 1..self.launchers.len())
+                    .find(|&i| Some(&self.launchers[i]) != missing.as_ref());
+                return match next {
+                    Some(i) => self.move_to(i),
+                    None => Decision::LauncherMissing,
+                };
+            }
+            Failure::Exited {
+                class: C::ModelNotFound | C::Gated | C::Offline,
+                ..
+            } => return Decision::ModelUnavailable,
+            _ => {}
+        }
+        if was_ready {
+            return self.restart_or_next(now);
+        }
+        match failure {
+            Failure::Exited {
+                class: C::MaxModelLen,
+                suggested_max_model_len,
+            } => match suggested_max_model_len {
+                Some(len) if !self.max_len_retried => {
+                    self.max_len_retried = true;
+                    Decision::RetryMaxModelLen { len }
+                }
+                _ => self.next(),
+            },
+            Failure::Exited {
+                class: C::PortInUse,
+                ..
+            } => {
+                if self.port_retries < self.cfg.max_port_retries {
+                    self.port_retries += 1;
+                    Decision::NewPort
+                } else {
+                    self.next()
+                }
+            }
+            Failure::Exited {
+                class: C::Oom | C::KvCache | C::TpInvalid | C::DtypeOrQuant | C::BadArgs,
+                ..
+            }
+            | Failure::StartupTimeout => self.next(),
+            // Unknown crashes, hangs and a busy GPU (often our own orphans, already swept)
+            // are worth a restart of the same recipe.
+            Failure::Exited { .. } | Failure::Hung => self.restart_or_next(now),
+            Failure::LauncherMissing => self.next(),
+        }
+    }
+
+    fn restart_or_next(&mut self, now: Duration) -> Decision {
+        match self.budget.take(now) {
+            Some(n) => Decision::Restart {
+                delay: self.cfg.backoff.delay(n),
+            },
+            None => self.next(),
+        }
+    }
+
+    fn next(&mut self) -> Decision {
+        if self.index + 1 < self.launchers.len() {
+            self.move_to(self.index + 1)
+        } else {
+            Decision::GiveUp
+        }
+    }
+
+    fn move_to(&mut self, index: usize) -> Decision {
+        self.index = index;
+        self.max_len_retried = false;
+        self.port_retries = 0;
+        self.budget.reset();
+        Decision::NextLaunch { index }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Event as E;
+    use Phase as P;
+
+    #[test]
+    fn transitions_table() {
+        let cases: &[(Phase, Event, Option<Phase>)] = &[
+            (P::Detecting, E::Launching, Some(P::Starting)),
+            (P::Restarting, E::Launching, Some(P::Starting)),
+            (P::Starting, E::Spawned, Some(P::Loading)),
+            (P::Loading, E::Healthy, Some(P::Validating)),
+            (P::Validating, E::Validated, Some(P::Ready)),
+            (P::Loading, E::Validated, None),
+            (P::Starting, E::Healthy, None),
+            (P::Ready, E::Launching, None),
+            (P::Starting, E::AttemptFailed, Some(P::Restarting)),
+            (P::Loading, E::AttemptFailed, Some(P::Restarting)),
+            (P::Validating, E::AttemptFailed, Some(P::Restarting)),
+            (P::Ready, E::AttemptFailed, Some(P::Restarting)),
+            (P::Restarting, E::AttemptFailed, None),
+            (P::Detecting, E::StopRequested, Some(P::Draining)),
+            (P::Loading, E::StopRequested, Some(P::Draining)),
+            (P::Ready, E::StopRequested, Some(P::Draining)),
+            (P::Restarting, E::StopRequested, Some(P::Draining)),
+            (P::Draining, E::StopRequested, None),
+            (P::Draining, E::Stopped, Some(P::Stopped)),
+            (P::Ready, E::Stopped, None),
+            (P::Draining, E::Launching, None),
+            (P::Restarting, E::GaveUp, Some(P::Failed)),
+            (P::Detecting, E::GaveUp, Some(P::Failed)),
+            (P::Failed, E::Launching, None),
+            (P::Failed, E::StopRequested, None),
+            (P::Stopped, E::GaveUp, None),
+        ];
+        for (from, ev, want) in cases {
+            assert_eq!(transition(*from, *ev), *want, "{from:?} + {ev:?}");
+        }
+        // Closed: every phase/event pair has an answer and terminal phases have none.
+        for p in P::ALL {
+            for ev in [
+                E::Launching,
+                E::Spawned,
+                E::Healthy,
+                E::Validated,
+                E::AttemptFailed,
+                E::StopRequested,
+                E::Stopped,
+                E::GaveUp,
+            ] {
+                if matches!(p, P::Failed | P::Stopped) {
+                    assert_eq!(transition(*p, ev), None);
+                }
+            }
+        }
+    }
+
+    fn cfg() -> PolicyConfig {
+        PolicyConfig {
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_millis(300),
+            },
+            restart_budget: 2,
+            restart_window: Duration::from_secs(60),
+            max_port_retries: 1,
+        }
+    }
+
+    fn exited(class: FailureClass) -> Failure {
+        Failure::Exited {
+            class,
+            suggested_max_model_len: None,
+        }
+    }
+
+    fn ms(v: u64) -> Decision {
+        Decision::Restart {
+            delay: Duration::from_millis(v),
+        }
+    }
+
+    /// Each row: a fresh policy over `launches` launchers, a series of (failure, was_ready)
+    /// and the decisions expected in order.
+    #[test]
+    fn policy_table() {
+        use FailureClass as C;
+        let two = ["vllm", "vllm"];
+        type Case<'a> = (&'a str, Vec<&'a str>, Vec<(Failure, bool)>, Vec<Decision>);
+        let cases: Vec<Case> = vec![
+            (
+                "model not found ends the run, never retried",
+                two.to_vec(),
+                vec![(exited(C::ModelNotFound), false)],
+                vec![Decision::ModelUnavailable],
+            ),
+            (
+                "gated and offline too, even after ready",
+                two.to_vec(),
+                vec![(exited(C::Gated), false), (exited(C::Offline), true)],
+                vec![Decision::ModelUnavailable, Decision::ModelUnavailable],
+            ),
+            (
+                "oom moves to the next recipe, then gives up",
+                two.to_vec(),
+                vec![(exited(C::Oom), false), (exited(C::Oom), false)],
+                vec![Decision::NextLaunch { index: 1 }, Decision::GiveUp],
+            ),
+            (
+                "fallback classes",
+                vec!["a", "a", "a", "a", "a", "a"],
+                vec![
+                    (exited(C::KvCache), false),
+                    (exited(C::TpInvalid), false),
+                    (exited(C::DtypeOrQuant), false),
+                    (exited(C::BadArgs), false),
+                    (Failure::StartupTimeout, false),
+                ],
+                vec![
+                    Decision::NextLaunch { index: 1 },
+                    Decision::NextLaunch { index: 2 },
+                    Decision::NextLaunch { index: 3 },
+                    Decision::NextLaunch { index: 4 },
+                    Decision::NextLaunch { index: 5 },
+                ],
+            ),
+            (
+                "unknown restarts with backoff within the budget, then moves on, budget renewed",
+                two.to_vec(),
+                vec![
+                    (exited(C::Unknown), false),
+                    (exited(C::Unknown), false),
+                    (exited(C::Unknown), false),
+                    (exited(C::Unknown), false),
+                    (Failure::Hung, true),
+                    (exited(C::Unknown), true),
+                ],
+                vec![
+                    ms(100),
+                    ms(200),
+                    Decision::NextLaunch { index: 1 },
+                    ms(100),
+                    ms(200),
+                    Decision::GiveUp,
+                ],
+            ),
+            (
+                "a crash after ready restarts the same recipe whatever its class",
+                two.to_vec(),
+                vec![(exited(C::Oom), true)],
+                vec![ms(100)],
+            ),
+            (
+                "max_model_len retries once with the suggested length",
+                two.to_vec(),
+                vec![
+                    (
+                        Failure::Exited {
+                            class: C::MaxModelLen,
+                            suggested_max_model_len: Some(8192),
+                        },
+                        false,
+                    ),
+                    (
+                        Failure::Exited {
+                            class: C::MaxModelLen,
+                            suggested_max_model_len: Some(4096),
+                        },
+                        false,
+                    ),
+                    (
+                        Failure::Exited {
+                            class: C::MaxModelLen,
+                            suggested_max_model_len: Some(4096),
+                        },
+                        false,
+                    ),
+                ],
+                vec![
+                    Decision::RetryMaxModelLen { len: 8192 },
+                    Decision::NextLaunch { index: 1 },
+                    Decision::RetryMaxModelLen { len: 4096 },
+                ],
+            ),
+            (
+                "max_model_len without a suggestion moves on",
+                two.to_vec(),
+                vec![(exited(C::MaxModelLen), false)],
+                vec![Decision::NextLaunch { index: 1 }],
+            ),
+            (
+                "port in use: a new port, then the next recipe",
+                two.to_vec(),
+                vec![(exited(C::PortInUse), false), (exited(C::PortInUse), false)],
+                vec![Decision::NewPort, Decision::NextLaunch { index: 1 }],
+            ),
+            (
+                "gpu busy restarts",
+                two.to_vec(),
+                vec![(exited(C::GpuBusy), false)],
+                vec![ms(100)],
+            ),
+            (
+                "missing launcher skips launches with the same launcher",
+                vec!["vllm", "vllm", "python3", "python3"],
+                vec![
+                    (Failure::LauncherMissing, false),
+                    (Failure::LauncherMissing, false),
+                ],
+                vec![Decision::NextLaunch { index: 2 }, Decision::LauncherMissing],
+            ),
+            (
+                "single launch: gives up after the budget",
+                vec!["vllm"],
+                vec![
+                    (Failure::Hung, true),
+                    (Failure::Hung, true),
+                    (Failure::Hung, true),
+                ],
+                vec![ms(100), ms(200), Decision::GiveUp],
+            ),
+        ];
+        for (name, launchers, events, want) in cases {
+            let mut p = Policy::new(cfg(), launchers.iter().map(|s| s.to_string()).collect());
+            let got: Vec<Decision> = events
+                .iter()
+                .enumerate()
+                .map(|(i, (f, r))| p.on_failure(*f, *r, Duration::from_secs(i as u64)))
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn budget_renews_after_the_window() {
+        let mut p = Policy::new(cfg(), vec!["vllm".into()]);
+        let s = Duration::from_secs;
+        assert_eq!(p.on_failure(Failure::Hung, true, s(0)), ms(100));
+        assert_eq!(p.on_failure(Failure::Hung, true, s(1)), ms(200));
+        // Both restarts leave the 60 s window: a fresh series with the initial delay.
+        assert_eq!(p.on_failure(Failure::Hung, true, s(62)), ms(100));
+    }
+}

@@ -1,0 +1,195 @@
+//! Tearing down the engine's process tree: group kill, then a sweep of every process left.
+//!
+//! The tree is every process whose parent chain (from /proc/<pid>/stat) leads to us: orphaned
+//! workers are reparented to us (we are PID 1 or a subreaper), so a worker that called setsid,
+//! double-forked or ignores SIGTERM is still found. As PID 1 that is every other process in
+//! the namespace except `docker exec` sessions: their parent is outside the namespace (ppid 0),
+//! so they and their children are not the engine's and are left alone.
+//! The chain walk is pure (`descendants`) and tested on tables.
+
+use super::reaper::Reaper;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// One /proc/<pid>/stat line, the fields we need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: i32,
+    pub state: char,
+    pub ppid: i32,
+}
+
+/// Parses `/proc/<pid>/stat` ("pid (comm) S ppid ..."); comm may contain spaces and ')'.
+pub fn parse_stat(line: &str) -> Option<ProcStat> {
+    let open = line.find('(')?;
+    let close = line.rfind(')')?;
+    let pid = line[..open].trim().parse().ok()?;
+    let mut rest = line.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some(ProcStat { pid, state, ppid })
+}
+
+/// Every process in `table` whose parent chain reaches `root` (root excluded).
+pub fn descendants(table: &[ProcStat], root: i32) -> Vec<i32> {
+    let parent: HashMap<i32, i32> = table.iter().map(|p| (p.pid, p.ppid)).collect();
+    let mut out = Vec::new();
+    for p in table {
+        if p.pid == root {
+            continue;
+        }
+        let mut cur = p.ppid;
+        // Bounded walk: a pid table read while processes change may contain a cycle.
+        for _ in 0..table.len() + 1 {
+            if cur == root {
+                out.push(p.pid);
+                break;
+            }
+            match parent.get(&cur) {
+                Some(&pp) if cur > 1 => cur = pp,
+                _ => break,
+            }
+        }
+    }
+    out
+}
+
+/// Reads every /proc/<pid>/stat (processes that vanish meanwhile are skipped).
+pub fn read_proc() -> Vec<ProcStat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let name = e.file_name();
+        let pid: i32 = name.to_str()?.parse().ok()?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        parse_stat(&text)
+    })
+    .collect()
+}
+
+/// The processes a sweep must end, from a table: our descendants.
+pub fn targets(table: &[ProcStat], me: i32) -> Vec<ProcStat> {
+    let pick = descendants(table, me);
+    table
+        .iter()
+        .filter(|p| pick.contains(&p.pid))
+        .copied()
+        .collect()
+}
+
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: plain syscall; ESRCH (already gone) is fine.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// SIGKILLs the group `pgid` (the engine's session leader pid), then sweeps and reaps until
+/// nothing of ours is left or `limit` passes. Returns how many processes the sweep killed
+/// beyond the group.
+pub async fn kill_tree(reaper: &Reaper, pgid: Option<i32>, limit: Duration) -> usize {
+    if let Some(g) = pgid.filter(|&g| g > 1) {
+        kill(-g, libc::SIGKILL);
+    }
+    let me = std::process::id() as i32;
+    let start = Instant::now();
+    let mut swept = 0;
+    loop {
+        reaper.reap_all();
+        let left = targets(&read_proc(), me);
+        let alive: Vec<i32> = left
+            .iter()
+            .filter(|p| p.state != 'Z')
+            .map(|p| p.pid)
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        for &p in &alive {
+            kill(p, libc::SIGKILL);
+            swept += 1;
+        }
+        if start.elapsed() >= limit {
+            tracing::warn!(
+                left = left.len(),
+                "processes of the engine's tree are still there after {limit:?}"
+            );
+            break;
+        }
+        // Zombies whose parent is alive go away once that parent dies and is reaped.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    reaper.reap_all();
+    swept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pid: i32, ppid: i32) -> ProcStat {
+        ProcStat {
+            pid,
+            state: 'S',
+            ppid,
+        }
+    }
+
+    #[test]
+    fn stat_lines() {
+        let cases = [
+            ("42 (sleep) S 7 42 42 0 -1", Some(p(42, 7))),
+            (
+                "43 (VLLM::Worker_TP0 (x)) R 1 43 43 0",
+                Some(ProcStat {
+                    pid: 43,
+                    state: 'R',
+                    ppid: 1,
+                }),
+            ),
+            (
+                "44 (a b) c) Z 9 1 1",
+                Some(ProcStat {
+                    pid: 44,
+                    state: 'Z',
+                    ppid: 9,
+                }),
+            ),
+            ("garbage", None),
+            ("45 (x)", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse_stat(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn descendants_follow_parent_chains() {
+        // 1 init; 10 us; 11 engine; 12 worker (setsid'ed, still our descendant); 13 adopted
+        // orphan (reparented to us); 20 unrelated with its own child 21.
+        let table = [
+            p(1, 0),
+            p(10, 1),
+            p(11, 10),
+            p(12, 11),
+            p(14, 12),
+            p(13, 10),
+            p(20, 1),
+            p(21, 20),
+        ];
+        let mut d = descendants(&table, 10);
+        d.sort();
+        assert_eq!(d, vec![11, 12, 13, 14]);
+        assert_eq!(descendants(&table, 11), vec![12, 14]);
+        assert!(descendants(&table, 21).is_empty());
+        // A cycle (table read mid-change) does not hang.
+        assert!(descendants(&[p(5, 6), p(6, 5)], 10).is_empty());
+        // As PID 1 every other process is a target, except a `docker exec` session (ppid 0,
+        // its parent is outside the namespace) and its children.
+        let ns = [p(1, 0), p(2, 1), p(3, 2), p(4, 1), p(30, 0), p(31, 30)];
+        let t: Vec<i32> = targets(&ns, 1).iter().map(|p| p.pid).collect();
+        assert_eq!(t, vec![2, 3, 4]);
+    }
+}
