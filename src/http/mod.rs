@@ -2,11 +2,55 @@
 //! unbuffered.
 //!
 //! OWNER: http helper. CONTRACT: `serve_public` is called by `supervise`.
+//!
+//! Layout: `router` picks the answer for a path; `health` answers from the supervisor's status
+//! (never from the engine); `metrics` assembles our text and the engine's; `proxy` forwards the
+//! rest; `auth` checks the optional API key; `limits` holds the protection knobs; `reply` builds
+//! the small JSON answers (OpenAI error shape).
+//!
+//! # Shutdown handshake (for the supervisor)
+//!
+//! 1. The supervisor cancels `shared.stopping` (first SIGTERM/SIGINT/SIGQUIT). From then on new
+//!    API requests get 503 (`draining`, with Retry-After) and `/health`, `/health/ready` say 503;
+//!    requests already forwarded run on (each holds a `shared.inflight` guard until its response
+//!    body has ended or the client went away). Health, `/status` and `/metrics` keep answering.
+//! 2. The supervisor waits for `shared.inflight.wait_idle()` (bounded by its grace), stops the
+//!    engine, and then sets the phase to `Stopped` (or `Failed`).
+//! 3. `serve_public` sees "stopping cancelled AND phase Stopped/Failed", stops accepting, lets
+//!    open connections finish their current exchange (idle keep-alive ones are closed at once),
+//!    waits at most `PublicConfig::drain_grace` for that, and returns `Ok(())`.
+//!
+//! A supervisor that gives up (`Failed`) without a stop request keeps the port serving: `/status`
+//! explains the failure and `/health/live` says 503 until the supervisor cancels `stopping`.
+
+pub mod auth;
+pub mod health;
+pub mod limits;
+pub mod metrics;
+pub mod proxy;
+pub mod reply;
+pub mod router;
 
 use crate::shared::Shared;
+use crate::status::Phase;
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use limits::Limits;
+
+/// Errors a body may carry on its way through us.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every answer we give (and of every request we forward).
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 #[derive(Debug, Clone)]
 pub struct PublicConfig {
@@ -16,12 +60,103 @@ pub struct PublicConfig {
     pub drain_grace: Duration,
 }
 
+/// Everything a request handler needs; one per `serve_public`, shared by all connections.
+pub struct Ctx {
+    pub shared: Arc<Shared>,
+    pub api_key: Option<auth::ApiKey>,
+    pub client: proxy::Client,
+    pub limits: Limits,
+}
+
 /// Serves the public port on `listener` until `shared.stopping` is cancelled and the drain is
 /// over. Returns when every connection is closed.
+///
+/// See the module docs for the exact handshake: it returns once `shared.stopping` is cancelled
+/// and the phase is `Stopped` or `Failed`.
 pub async fn serve_public(
-    _listener: TcpListener,
-    _shared: Arc<Shared>,
-    _cfg: PublicConfig,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cfg: PublicConfig,
 ) -> std::io::Result<()> {
+    serve_public_with(listener, shared, cfg, Limits::default()).await
+}
+
+/// `serve_public` with explicit protection limits (tests shorten the timeouts).
+pub async fn serve_public_with(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cfg: PublicConfig,
+    limits: Limits,
+) -> std::io::Result<()> {
+    let ctx = Arc::new(Ctx {
+        shared: shared.clone(),
+        api_key: cfg.api_key.as_deref().and_then(auth::ApiKey::new),
+        client: proxy::client(),
+        limits: limits.clone(),
+    });
+    let permits = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_buf_size())
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(true);
+
+    let finished = finished(&shared);
+    tokio::pin!(finished);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut finished => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // EMFILE and friends: back off briefly instead of spinning; the cap on
+                    // connections normally keeps us far from the fd limit.
+                    tracing::warn!(error = %err, "public port: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Token streams are many small writes: Nagle would add up to 40 ms per chunk.
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Over the cap: answer 503 at once and close, rather than leave the client hanging
+            // in the backlog (it can retry elsewhere or later).
+            tokio::spawn(limits::refuse_over_capacity(stream));
+            continue;
+        };
+        let ctx = ctx.clone();
+        let service = service_fn(move |req| {
+            let ctx = ctx.clone();
+            async move { Ok::<_, Infallible>(router::handle(ctx, req, peer).await) }
+        });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, %peer, "public port: connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(cfg.drain_grace) => {
+            tracing::warn!(grace = ?cfg.drain_grace, "public port: connections still open after the grace; closing");
+        }
+    }
     Ok(())
+}
+
+/// Resolves when the supervisor is done: a stop was asked and the phase is terminal.
+async fn finished(shared: &Shared) {
+    shared.stopping.cancelled().await;
+    let mut rx = shared.status.subscribe();
+    // The sender lives in `shared`, which we hold: `wait_for` cannot fail while we wait.
+    let _ = rx
+        .wait_for(|s| matches!(s.phase, Phase::Stopped | Phase::Failed))
+        .await;
 }

@@ -1,1 +1,767 @@
-//! Integration tests: http.
+//! Integration tests: the public port (`http::serve_public`), in process against a small
+//! controllable upstream that plays the engine, plus `healthcheck`/`status` through the real
+//! binary.
+
+use aim_engine::http::{Limits, PublicConfig, serve_public_with};
+use aim_engine::shared::Shared;
+use aim_engine::status::Phase;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+// ---------------------------------------------------------------- the fake upstream
+
+/// What the upstream saw and how it behaves.
+#[derive(Default)]
+struct Upstream {
+    /// A stream ended because the reader went away.
+    cancelled: AtomicBool,
+    /// Streams that ran to their end.
+    completed: AtomicUsize,
+    /// `/metrics` takes 3 s when set.
+    slow_metrics: AtomicBool,
+}
+
+/// A response body fed by a channel (the upstream writes tokens into it).
+struct ChanBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChanBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+type UpBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+fn full(s: impl Into<Bytes>) -> UpBody {
+    Full::new(s.into()).boxed_unsync()
+}
+
+/// `/stream?n=N&ms=M`: N SSE events M ms apart.
+fn sse(up: Arc<Upstream>, n: usize, gap: Duration) -> Response<UpBody> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        for i in 0..n {
+            let event = format!("data: {{\"token\":{i}}}\n\n");
+            if tx.send(Bytes::from(event)).await.is_err() {
+                up.cancelled.store(true, Ordering::SeqCst);
+                return;
+            }
+            tokio::time::sleep(gap).await;
+        }
+        if tx
+            .send(Bytes::from_static(b"data: [DONE]\n\n"))
+            .await
+            .is_err()
+        {
+            up.cancelled.store(true, Ordering::SeqCst);
+            return;
+        }
+        up.completed.fetch_add(1, Ordering::SeqCst);
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(ChanBody(rx).boxed_unsync())
+        .expect("response")
+}
+
+fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.parse().ok())?
+    })
+}
+
+async fn upstream_handle(up: Arc<Upstream>, req: Request<Incoming>) -> Response<UpBody> {
+    match req.uri().path() {
+        "/v1/models" => Response::new(full(r#"{"object":"list","data":[{"id":"m"}]}"#)),
+        "/version" => Response::new(full(r#"{"version":"0.11.0"}"#)),
+        "/metrics" => {
+            if up.slow_metrics.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            Response::new(full(
+                "# HELP vllm:num_requests_running Running.\n# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 0.0\n",
+            ))
+        }
+        "/stream" => {
+            let n = query(&req, "n").unwrap_or(5) as usize;
+            let ms = query(&req, "ms").unwrap_or(100);
+            sse(up, n, Duration::from_millis(ms))
+        }
+        "/echo" => {
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").into()))
+                .collect();
+            let target = req.uri().to_string();
+            let method = req.method().to_string();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let v = serde_json::json!({
+                "headers": headers, "target": target, "method": method,
+                "body": String::from_utf8_lossy(&body),
+            });
+            Response::new(full(v.to_string()))
+        }
+        _ => Response::builder()
+            .status(404)
+            .body(full("not found"))
+            .expect("response"),
+    }
+}
+
+async fn start_upstream() -> (u16, Arc<Upstream>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let port = listener.local_addr().expect("addr").port();
+    let up = Arc::new(Upstream::default());
+    let state = up.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(upstream_handle(state, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (port, up)
+}
+
+// ---------------------------------------------------------------- the port under test
+
+struct Harness {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    up: Arc<Upstream>,
+    engine_port: u16,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+fn test_limits() -> Limits {
+    Limits {
+        header_read_timeout: Duration::from_millis(300),
+        engine_metrics_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    }
+}
+
+async fn start(phase: Phase, api_key: Option<&str>) -> Harness {
+    start_with(phase, api_key, 64).await
+}
+
+async fn start_with(phase: Phase, api_key: Option<&str>, max_connections: usize) -> Harness {
+    let (engine_port, up) = start_upstream().await;
+    let shared = Arc::new(Shared::new("test/model", engine_port));
+    shared.set_phase(phase);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
+    let addr = listener.local_addr().expect("addr");
+    let cfg = PublicConfig {
+        api_key: api_key.map(str::to_string),
+        max_connections,
+        drain_grace: Duration::from_secs(2),
+    };
+    let served = tokio::spawn(serve_public_with(
+        listener,
+        shared.clone(),
+        cfg,
+        test_limits(),
+    ));
+    Harness {
+        addr,
+        shared,
+        up,
+        engine_port,
+        served,
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = client().request(req).await.expect("answer");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Answer {
+    send(addr, "GET", path, &[], "").await
+}
+
+fn assert_openai_error(a: &Answer, code: &str) {
+    let v = a.json();
+    assert_eq!(v["error"]["code"], code, "{}", a.body);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    assert!(v["error"]["type"].is_string());
+    assert!(v["error"].get("param").is_some());
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn each_endpoint_in_each_phase() {
+    for &phase in Phase::ALL {
+        let h = start(phase, None).await;
+        let ready = phase == Phase::Ready;
+        let live = phase != Phase::Failed;
+        let code = |ok: bool| {
+            if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        for path in ["/health", "/health/ready", "/v1/health/ready"] {
+            assert_eq!(
+                get(h.addr, path).await.status,
+                code(ready),
+                "{phase} {path}"
+            );
+        }
+        for path in ["/health/live", "/v1/health/live"] {
+            assert_eq!(get(h.addr, path).await.status, code(live), "{phase} {path}");
+        }
+        let status = get(h.addr, "/status").await;
+        assert_eq!(status.status, StatusCode::OK);
+        assert_eq!(status.json()["phase"], phase.as_str());
+        assert_eq!(status.json()["model"], "test/model");
+        let metrics = get(h.addr, "/metrics").await;
+        assert_eq!(metrics.status, StatusCode::OK);
+        assert!(
+            metrics
+                .body
+                .contains(&format!("aim_phase{{phase=\"{phase}\"}} 1")),
+            "{phase}: {}",
+            metrics.body
+        );
+        let api = get(h.addr, "/v1/models").await;
+        if ready {
+            assert_eq!(api.status, StatusCode::OK, "{phase}");
+            assert_eq!(api.json()["data"][0]["id"], "m");
+        } else {
+            assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE, "{phase}");
+            let want_retry = phase != Phase::Failed;
+            assert_eq!(
+                api.headers.contains_key("retry-after"),
+                want_retry,
+                "{phase}"
+            );
+            let code = match phase {
+                Phase::Failed => "engine_failed",
+                Phase::Restarting => "engine_restarting",
+                Phase::Draining | Phase::Stopped => "draining",
+                _ => "engine_loading",
+            };
+            assert_openai_error(&api, code);
+        }
+    }
+}
+
+#[tokio::test]
+async fn fatal_is_never_cleared_and_restart_answers_503() {
+    let h = start(Phase::Ready, None).await;
+    assert_eq!(get(h.addr, "/health").await.status, StatusCode::OK);
+    h.shared.set_phase(Phase::Restarting);
+    let a = get(h.addr, "/v1/completions").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.headers["retry-after"], "5");
+    assert_eq!(get(h.addr, "/health/live").await.status, StatusCode::OK);
+    // Given up: a later "ready" from a stray probe must not make us healthy again.
+    h.shared
+        .status
+        .send_modify(|s| s.fatal = Some("gave up".into()));
+    h.shared.set_phase(Phase::Failed);
+    h.shared.set_phase(Phase::Ready);
+    assert_eq!(
+        get(h.addr, "/health").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(h.addr, "/health/live").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(get(h.addr, "/status").await.json()["fatal"], "gave up");
+}
+
+/// Reads the stream at `url` and returns when (since the request) each chunk arrived.
+async fn chunk_times(url: String) -> Vec<(Duration, Bytes)> {
+    let t = Instant::now();
+    let req = Request::post(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = client().request(req).await.expect("answer");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("frame").into_data() {
+            out.push((t.elapsed(), data));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn streamed_completion_arrives_in_pieces_at_the_direct_pace() {
+    let h = start(Phase::Ready, None).await;
+    let path = "/stream?n=5&ms=120";
+    let (direct, proxied) = tokio::join!(
+        chunk_times(format!("http://127.0.0.1:{}{path}", h.engine_port)),
+        chunk_times(format!("http://{}{path}", h.addr)),
+    );
+    assert_eq!(proxied.len(), 6, "5 events and [DONE] as separate chunks");
+    let text: Vec<u8> = proxied.iter().flat_map(|(_, b)| b.to_vec()).collect();
+    let direct_text: Vec<u8> = direct.iter().flat_map(|(_, b)| b.to_vec()).collect();
+    assert_eq!(text, direct_text);
+    // Not buffered: the first token arrives long before the last one is written.
+    assert!(
+        proxied[0].0 < Duration::from_millis(200),
+        "first chunk at {:?}",
+        proxied[0].0
+    );
+    assert!(proxied[5].0 >= Duration::from_millis(5 * 120));
+    for ((td, _), (tp, _)) in direct.iter().zip(&proxied) {
+        let gap = tp.abs_diff(*td);
+        assert!(
+            gap < Duration::from_millis(60),
+            "direct {td:?} vs proxied {tp:?}"
+        );
+    }
+    assert_eq!(h.shared.inflight.count(), 0);
+    let m = get(h.addr, "/metrics").await.body;
+    assert!(
+        m.contains("aim_proxied_requests_total{code=\"2xx\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains("aim_streamed_bytes_total 0\n"), "{m}");
+}
+
+#[tokio::test]
+async fn client_disconnect_mid_stream_cancels_upstream() {
+    let h = start(Phase::Ready, None).await;
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(b"GET /stream?n=50&ms=50 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).await.expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert_eq!(h.shared.inflight.count(), 1);
+    drop(s);
+    let t = Instant::now();
+    while !h.up.cancelled.load(Ordering::SeqCst) {
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "upstream never saw the disconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(2), h.shared.inflight.wait_idle())
+        .await
+        .expect("in-flight count back to zero");
+    assert_eq!(h.up.completed.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn api_key_accepted_and_refused() {
+    let h = start(Phase::Ready, Some("s3cret")).await;
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer nope")],
+        vec![("authorization", "s3cret")],
+    ] {
+        let a = send(h.addr, "GET", "/v1/models", &headers, "").await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert_openai_error(&a, "invalid_api_key");
+    }
+    let ok = send(
+        h.addr,
+        "POST",
+        "/v1/echo",
+        &[("authorization", "Bearer s3cret")],
+        "",
+    )
+    .await;
+    // The upstream has no /v1/echo: 404 from it proves we forwarded.
+    assert_eq!(ok.status, StatusCode::NOT_FOUND);
+    let models = send(
+        h.addr,
+        "GET",
+        "/v1/models",
+        &[("authorization", "Bearer s3cret")],
+        "",
+    )
+    .await;
+    assert_eq!(models.status, StatusCode::OK);
+    // Open without a key.
+    for path in [
+        "/health",
+        "/health/live",
+        "/v1/health/live",
+        "/v1/health/ready",
+        "/metrics",
+        "/status",
+        "/version",
+    ] {
+        assert_eq!(get(h.addr, path).await.status, StatusCode::OK, "{path}");
+    }
+    // The header reaches the engine unchanged.
+    let echo = send(
+        h.addr,
+        "GET",
+        "/echo",
+        &[("authorization", "Bearer s3cret")],
+        "",
+    )
+    .await;
+    assert_eq!(echo.json()["headers"]["authorization"], "Bearer s3cret");
+}
+
+#[tokio::test]
+async fn request_is_forwarded_with_sensible_headers() {
+    let h = start(Phase::Ready, None).await;
+    let a = send(
+        h.addr,
+        "POST",
+        "/echo?a=1&b=two",
+        &[
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("proxy-authorization", "Basic x"),
+            ("x-custom", "kept"),
+            ("content-type", "application/json"),
+        ],
+        r#"{"prompt":"hi"}"#,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let v = a.json();
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["target"], "/echo?a=1&b=two");
+    assert_eq!(v["body"], r#"{"prompt":"hi"}"#);
+    let hd = &v["headers"];
+    assert_eq!(hd["x-custom"], "kept");
+    assert_eq!(hd["content-type"], "application/json");
+    assert!(hd.get("x-hop").is_none(), "{hd}");
+    assert!(hd.get("proxy-authorization").is_none(), "{hd}");
+    assert_eq!(hd["host"], format!("127.0.0.1:{}", h.engine_port));
+    assert_eq!(hd["x-forwarded-host"], h.addr.to_string());
+    assert_eq!(hd["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(hd["x-forwarded-proto"], "http");
+}
+
+#[tokio::test]
+async fn drain_completes_inflight_streams_refuses_new_ones_then_returns() {
+    let h = start(Phase::Ready, None).await;
+    let url = format!("http://{}/stream?n=6&ms=100", h.addr);
+    let stream = tokio::spawn(chunk_times(url));
+    // Wait until the stream is in flight, then ask for a stop.
+    let t = Instant::now();
+    while h.shared.inflight.count() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.shared.stopping.cancel();
+    let refused = get(h.addr, "/v1/models").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers.contains_key("retry-after"));
+    assert_openai_error(&refused, "draining");
+    assert_eq!(
+        get(h.addr, "/health").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(get(h.addr, "/health/live").await.status, StatusCode::OK);
+    // The supervisor's side of the handshake.
+    h.shared.set_phase(Phase::Draining);
+    tokio::time::timeout(Duration::from_secs(3), h.shared.inflight.wait_idle())
+        .await
+        .expect("drained");
+    let chunks = stream.await.expect("stream task");
+    assert_eq!(chunks.len(), 7, "the in-flight stream ran to its end");
+    assert_eq!(h.up.completed.load(Ordering::SeqCst), 1);
+    assert_eq!(get(h.addr, "/status").await.json()["phase"], "draining");
+    assert!(
+        !h.served.is_finished(),
+        "still serving health until the phase is terminal"
+    );
+    h.shared.set_phase(Phase::Stopped);
+    let done = tokio::time::timeout(Duration::from_secs(2), h.served)
+        .await
+        .expect("serve_public returned");
+    assert!(done.expect("task").is_ok());
+    assert!(TcpStream::connect(h.addr).await.is_err(), "listener closed");
+}
+
+async fn health_latency(addr: SocketAddr) -> Duration {
+    let t = Instant::now();
+    let a = get(addr, "/health").await;
+    assert_eq!(a.status, StatusCode::OK);
+    t.elapsed()
+}
+
+#[tokio::test]
+async fn slowloris_and_oversized_headers_refused_while_health_stays_fast() {
+    let h = start(Phase::Ready, None).await;
+    // Ten clients that never finish their request head.
+    let mut slow = Vec::new();
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(h.addr).await.expect("connect");
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .expect("write");
+        slow.push(s);
+    }
+    assert!(health_latency(h.addr).await < Duration::from_millis(100));
+    // Cut off after the header read timeout (300 ms here): EOF or a 408, never a hang.
+    for mut s in slow {
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+        assert!(r.is_ok(), "slow client still connected after 2 s");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    // A 100 KiB header: refused with 431, and health is still fast.
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    let big = format!(
+        "GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let _ = s.write_all(big.as_bytes()).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert!(health_latency(h.addr).await < Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn over_the_connection_cap_gets_503_at_once() {
+    let h = start_with(Phase::Ready, None, 2).await;
+    // Two idle keep-alive connections hold both permits.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(h.addr).await.expect("connect");
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf))
+        .await
+        .expect("answered at once")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("over_capacity"), "{text}");
+    drop(held);
+    // Permits come back when those connections close.
+    let t = Instant::now();
+    loop {
+        let mut s = TcpStream::connect(h.addr).await.expect("connect");
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        if buf.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "permits never returned"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_include_ours_and_the_engines_and_never_hang() {
+    let h = start(Phase::Ready, None).await;
+    let m = get(h.addr, "/metrics").await;
+    assert_eq!(
+        m.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(m.body.contains("aim_ready 1\n"), "{}", m.body);
+    assert!(
+        m.body.contains("# TYPE aim_engine_starts_total counter"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body.contains("vllm:num_requests_running 0.0\n"),
+        "{}",
+        m.body
+    );
+    assert!(m.body.find("aim_ready").expect("ours") < m.body.find("vllm:").expect("engine's"));
+    assert!(!m.body.contains("# EOF"));
+    // A stuck engine costs a scrape at most the short timeout (300 ms in tests).
+    h.up.slow_metrics.store(true, Ordering::SeqCst);
+    let t = Instant::now();
+    let m = get(h.addr, "/metrics").await;
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(m.body.contains("aim_ready 1\n"));
+    assert!(
+        m.body.contains("# engine metrics unavailable"),
+        "{}",
+        m.body
+    );
+    assert!(!m.body.contains("vllm:"));
+}
+
+#[tokio::test]
+async fn engine_gone_while_ready_is_a_502_in_openai_shape() {
+    let h = start(Phase::Ready, None).await;
+    // Point at a port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    h.shared.engine_port.store(dead, Ordering::SeqCst);
+    let a = get(h.addr, "/v1/models").await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_openai_error(&a, "engine_unreachable");
+    assert_eq!(h.shared.inflight.count(), 0);
+    let m = get(h.addr, "/metrics").await.body;
+    assert!(
+        m.contains("aim_proxied_requests_total{code=\"error\"} 1"),
+        "{m}"
+    );
+}
+
+// ---------------------------------------------------------------- the real binary
+
+async fn run_bin(args: &[String]) -> (i32, String) {
+    let args = args.to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::support::aim_engine()
+            .args(&args)
+            .env_remove("AIM_PORT")
+            .output()
+            .expect("run aim-engine")
+    })
+    .await
+    .expect("join");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_and_status_commands() {
+    let h = start(Phase::Loading, None).await;
+    let port = h.addr.port().to_string();
+    let hc = |extra: &[&str]| {
+        let mut v = vec!["healthcheck".to_string(), "--port".into(), port.clone()];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    assert_eq!(run_bin(&hc(&[])).await.0, 1, "loading is not ready");
+    h.shared.set_phase(Phase::Ready);
+    assert_eq!(run_bin(&hc(&[])).await.0, 0);
+    let (code, out) = run_bin(&hc(&["--verbose"])).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("phase:     ready"), "{out}");
+    let (code, out) = run_bin(&[
+        "status".into(),
+        "--port".into(),
+        port.clone(),
+        "--format".into(),
+        "json".into(),
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["phase"], "ready");
+    assert_eq!(v["model"], "test/model");
+    let (code, out) = run_bin(&["status".into(), "--port".into(), port]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("model:     test/model"), "{out}");
+    // Nobody listening: exit 1, quickly.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let t = Instant::now();
+    let (code, _) = run_bin(&["healthcheck".into(), "--port".into(), dead.to_string()]).await;
+    assert_eq!(code, 1);
+    assert!(t.elapsed() < Duration::from_secs(3));
+}

@@ -1,1 +1,551 @@
-//! Integration tests: plan.
+//! Integration tests: `plan`, `dry-run` and `recipes` run as the real binary on the fixture
+//! sysfs trees, with the source tree's catalogue and an empty Hugging Face cache.
+
+use crate::support::{aim_engine, project_root};
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const MI300X: &str = "tests/fixtures/sysfs/mi300x-8gpu-spx";
+
+/// The binary with a fixture root, the built-in catalogue of this tree, an empty HF cache
+/// (so nothing on the test machine changes the result) and no inherited AIM_* settings.
+fn cmd(root: &str, hf_cache: &Path) -> Command {
+    let mut c = aim_engine();
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AIM_") || k.ends_with("_VISIBLE_DEVICES") || k.starts_with("HF_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("AIM_ROOT", project_root().join(root))
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("HF_HUB_CACHE", hf_cache)
+        .env("AIM_LOG_LEVEL", "warn");
+    c
+}
+
+fn run(c: &mut Command, args: &[&str]) -> Output {
+    c.args(args).output().expect("run aim-engine")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstderr: {}",
+        o.status,
+        stderr(o)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+#[test]
+fn plan_json_qwen3_32b_on_8_mi300x() {
+    let hf = tempfile::tempdir().unwrap();
+    let o = run(
+        &mut cmd(MI300X, hf.path()),
+        &["plan", "Qwen/Qwen3-32B", "--format", "json"],
+    );
+    let v = json(&o);
+    // Exactly the documented names, nothing else.
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["model", "gpus", "recipe", "reasons", "fallbacks", "command"]
+    );
+    assert_eq!(v["model"], "Qwen/Qwen3-32B");
+    assert_eq!(v["gpus"]["usable"], 8);
+    assert_eq!(v["gpus"]["selected"], serde_json::json!([0, 1, 2, 3]));
+    assert_eq!(v["gpus"]["gfx"], "gfx942");
+    let r = &v["recipe"];
+    assert_eq!(r["id"], "vllm-mi300x-bf16-tp4-latency");
+    assert_eq!(r["engine"], "vllm");
+    assert_eq!(r["gpu_count"], 4);
+    assert_eq!(r["precision"], "bf16");
+    assert_eq!(r["metric"], "latency");
+    assert!(
+        r["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("recipes/Qwen/Qwen3-32B/vllm-mi300x-bf16-tp4-latency.yaml")
+    );
+    for k in [
+        "id",
+        "path",
+        "engine",
+        "gpu_count",
+        "precision",
+        "metric",
+        "type",
+    ] {
+        assert!(r.get(k).is_some(), "recipe.{k}");
+    }
+    let fallbacks: Vec<&str> = v["fallbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        fallbacks.contains(&"vllm-mi300x-bf16-tp1-latency"),
+        "{fallbacks:?}"
+    );
+    assert!(!fallbacks.contains(&"vllm-mi300x-bf16-tp4-latency"));
+    assert!(
+        !fallbacks.iter().any(|f| f.contains("mi355x")),
+        "other GPUs never fall back: {fallbacks:?}"
+    );
+    let argv: Vec<&str> = v["command"]["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(argv.contains(&"Qwen/Qwen3-32B"), "{argv:?}");
+    assert!(
+        argv.contains(&"8001"),
+        "engine port = public port + 1: {argv:?}"
+    );
+    assert_eq!(v["command"]["env"]["VLLM_ROCM_USE_AITER"], "1");
+    let reasons = v["reasons"].as_array().unwrap();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("preferred 4 GPU(s) in bf16")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn plan_text_explains_the_choice() {
+    let hf = tempfile::tempdir().unwrap();
+    let o = run(&mut cmd(MI300X, hf.path()), &["plan", "Qwen/Qwen3-32B"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stdout(&o);
+    for words in [
+        "Plan for Qwen/Qwen3-32B",
+        "Recipe:  vllm-mi300x-bf16-tp4-latency",
+        "its GPU count is the preferred 4",
+        "Fallbacks, in order",
+        "Command (engine on 127.0.0.1:8001)",
+    ] {
+        assert!(t.contains(words), "missing `{words}` in:\n{t}");
+    }
+}
+
+#[test]
+fn explicit_count_precision_and_ports() {
+    let hf = tempfile::tempdir().unwrap();
+    let o = run(
+        cmd(MI300X, hf.path()).env("AIM_VLLM_COMMAND", "/opt/fake/vllm serve"),
+        &[
+            "plan",
+            "meta-llama/Llama-3.1-70B-Instruct",
+            "8",
+            "--precision",
+            "fp8",
+            "--port",
+            "9000",
+            "--format",
+            "json",
+        ],
+    );
+    let v = json(&o);
+    assert_eq!(v["recipe"]["id"], "vllm-mi300x-fp8-tp8-throughput");
+    assert_eq!(v["gpus"]["selected"].as_array().unwrap().len(), 8);
+    let argv: Vec<&str> = v["command"]["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        argv[0], "/opt/fake/vllm",
+        "launcher words from AIM_VLLM_COMMAND: {argv:?}"
+    );
+    // The recipe swaps in AMD's FP8 checkpoint; clients still use the asked name.
+    assert!(
+        argv.contains(&"amd/Llama-3.1-70B-Instruct-FP8-KV"),
+        "{argv:?}"
+    );
+    assert!(
+        argv.contains(&"meta-llama/Llama-3.1-70B-Instruct"),
+        "{argv:?}"
+    );
+    assert!(argv.contains(&"9001"), "{argv:?}");
+}
+
+#[test]
+fn no_fit_exit_code_and_message() {
+    let hf = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["plan", "Qwen/Qwen3-32B", "16"],
+            &[
+                "16 GPUs were asked for",
+                "8 MI300X",
+                "what would fit",
+                "vllm-mi300x-bf16-tp4-latency",
+            ],
+        ),
+        (
+            &["plan", "Qwen/Qwen3-32B", "--precision", "int4"],
+            &["int4 cannot be generated", "what would fit"],
+        ),
+        (
+            &[
+                "plan",
+                "Qwen/Qwen3-32B",
+                "--recipe",
+                "vllm-mi355x-bf16-tp4-latency",
+            ],
+            &["cannot run here", "gpu_mismatch", "what would fit"],
+        ),
+    ];
+    for (args, words) in cases {
+        let o = run(&mut cmd(MI300X, hf.path()), args);
+        assert_eq!(o.status.code(), Some(69), "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        for w in *words {
+            assert!(e.contains(w), "{args:?}: `{w}` missing in: {e}");
+        }
+        assert!(
+            o.stdout.is_empty(),
+            "{args:?}: nothing on stdout when nothing fits"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    let hf = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["plan", "../etc/passwd"], "invalid model"),
+        (&["plan", "Qwen/Qwen3-32B;reboot"], "not allowed"),
+        (&["plan", "/no/such/model/dir"], "no such local folder"),
+        (
+            &["plan", "Qwen/Qwen3-32B", "--engine-args", "[1]"],
+            "must be a JSON object",
+        ),
+        (
+            &[
+                "plan",
+                "Qwen/Qwen3-32B",
+                "--recipe",
+                "vllm-mi300x-bf16-tp4-latncy",
+            ],
+            "did you mean: vllm-mi300x-bf16-tp4-latency",
+        ),
+        (&["plan"], "no model given"),
+    ];
+    for (args, words) in cases {
+        let o = run(&mut cmd(MI300X, hf.path()), args);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(words), "{args:?}: {}", stderr(&o));
+    }
+}
+
+fn write(root: &Path, rel: &str, text: &str) -> PathBuf {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn recipes_dir_overrides_and_bad_files_name_line_and_column() {
+    let hf = tempfile::tempdir().unwrap();
+    let mine = tempfile::tempdir().unwrap();
+    // Same id as the built-in one: the user's copy wins (and its own args show).
+    write(
+        mine.path(),
+        "Qwen/Qwen3-32B/vllm-mi300x-bf16-tp4-latency.yaml",
+        "aim_id: Qwen/Qwen3-32B\nmodel_id: Qwen/Qwen3-32B\nmetadata:\n  engine: vllm\n  gpu: MI300X\n  gpu_count: 4\n  precision: bf16\n  metric: latency\n  type: optimized\nengine_args:\n  max-model-len: 4096\n",
+    );
+    let o = run(
+        &mut cmd(MI300X, hf.path()),
+        &[
+            "--recipes-dir",
+            mine.path().to_str().unwrap(),
+            "plan",
+            "Qwen/Qwen3-32B",
+            "--format",
+            "json",
+        ],
+    );
+    let v = json(&o);
+    assert!(
+        v["recipe"]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with(mine.path().to_str().unwrap())
+    );
+    assert_eq!(v["recipe"]["type"], "optimized");
+    assert!(
+        v["command"]["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "4096")
+    );
+
+    // A typo in a key: exit 64 with file:line:column.
+    let bad = write(
+        mine.path(),
+        "Qwen/Qwen3-32B/vllm-mi300x-bf16-tp2-latency.yaml",
+        "aim_id: Qwen/Qwen3-32B\nmetadata:\n  engine: vllm\n  gpu: MI300X\n  gpu_count: 2\n  precision: bf16\n  metric: latency\n  type: optimized\nenv_var:\n  A: '1'\n",
+    );
+    let o = run(
+        cmd(MI300X, hf.path()).env("AIM_RECIPES_DIR", mine.path()),
+        &["plan", "Qwen/Qwen3-32B"],
+    );
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains(&format!("{}:9:1", bad.display())), "{e}");
+    assert!(e.contains("env_var"), "{e}");
+}
+
+#[test]
+fn dry_run_has_the_aim_operator_shape() {
+    let hf = tempfile::tempdir().unwrap();
+    let o = run(
+        &mut cmd(MI300X, hf.path()),
+        &[
+            "dry-run",
+            "Qwen/Qwen3-32B",
+            "--format",
+            "json",
+            "--engine-args",
+            r#"{"max-model-len": 8192}"#,
+        ],
+    );
+    let v = json(&o);
+    let items = v.as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    let it = &items[0];
+    assert_eq!(it["filename"], "vllm-mi300x-bf16-tp4-latency.yaml");
+    let keys: Vec<&str> = it["profile"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["model", "metadata", "engine_args", "env_vars"]);
+    assert_eq!(it["profile"]["model"], "Qwen/Qwen3-32B");
+    assert_eq!(it["profile"]["metadata"]["gpu_count"], 4);
+    assert_eq!(it["profile"]["metadata"]["type"], "unoptimized");
+    assert_eq!(
+        it["profile"]["engine_args"]["max-model-len"], 8192,
+        "user args merged over the recipe"
+    );
+    let m = &it["models"][0];
+    assert_eq!(m["name"], "Qwen/Qwen3-32B");
+    assert_eq!(m["source"], "hf://Qwen/Qwen3-32B");
+    assert!(m["size_gb"].as_f64().unwrap() > 60.0);
+}
+
+#[test]
+fn recipes_lists_every_recipe_with_a_verdict() {
+    let hf = tempfile::tempdir().unwrap();
+    let o = run(
+        &mut cmd(MI300X, hf.path()),
+        &["recipes", "Qwen/Qwen3-32B", "--format", "json"],
+    );
+    let rows = json(&o);
+    let rows = rows.as_array().unwrap();
+    let verdict = |id: &str| {
+        rows.iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed"))["verdict"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(verdict("vllm-mi300x-bf16-tp4-latency"), "compatible");
+    assert_eq!(verdict("vllm-mi355x-bf16-tp4-latency"), "gpu_mismatch");
+    assert_eq!(
+        verdict("general/vllm-mi300x-bf16-tp8-latency"),
+        "compatible"
+    );
+    // Only this model's recipes and general ones.
+    assert!(
+        rows.iter()
+            .all(|r| r["model"].is_null() || r["model"] == "Qwen/Qwen3-32B")
+    );
+
+    // Constraints show up as verdicts.
+    let o = run(
+        &mut cmd(MI300X, hf.path()),
+        &[
+            "recipes",
+            "Qwen/Qwen3-32B",
+            "--backend",
+            "sglang",
+            "--format",
+            "json",
+        ],
+    );
+    let rows = json(&o);
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["verdict"] == "engine_mismatch")
+    );
+
+    // Without a model: the whole catalogue, as text.
+    let o = run(&mut cmd(MI300X, hf.path()), &["recipes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stdout(&o);
+    assert!(
+        t.contains("deepseek") || t.contains("sglang-mi300x-fp8-tp8-throughput"),
+        "{t}"
+    );
+    assert!(t.contains("VERDICT"));
+}
+
+#[test]
+fn sizes_from_config_json_in_the_hf_cache() {
+    // An unknown model whose config.json (Qwen3-32B's shape) is in the cache, on a GPU
+    // product no recipe is tuned for: generated defaults, checked against the model.
+    let hf = tempfile::tempdir().unwrap();
+    let rev = "0123456789abcdef0123456789abcdef01234567";
+    let repo = hf.path().join("models--acme--Custom");
+    write(&repo, "refs/main", rev);
+    let config = r#"{"model_type":"qwen3","hidden_size":5120,"intermediate_size":25600,"num_hidden_layers":64,"num_attention_heads":64,"num_key_value_heads":8,"head_dim":128,"vocab_size":151936,"max_position_embeddings":40960,"torch_dtype":"bfloat16"}"#;
+    write(&repo, &format!("snapshots/{rev}/config.json"), config);
+    let o = run(
+        &mut cmd(MI300X, hf.path()),
+        &[
+            "plan",
+            "acme/Custom",
+            "--gpu-model",
+            "MI999X",
+            "--format",
+            "json",
+        ],
+    );
+    let v = json(&o);
+    assert_eq!(v["recipe"]["id"], "generated/vllm-mi300x-bf16-tp4-latency");
+    assert!(v["recipe"]["path"].is_null());
+    let reasons: Vec<&str> = v["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    let all = reasons.join("\n");
+    assert!(all.contains("from config.json"), "{all}");
+    assert!(all.contains("memory check on 4 GPU(s): fits"), "{all}");
+    assert!(
+        all.contains("divides the model's 64 attention heads"),
+        "{all}"
+    );
+}
+
+#[test]
+fn radeon_host_gets_generated_defaults_or_a_clear_no_fit() {
+    const RX: &str = "tests/fixtures/sysfs/rx7900xtx-raphael-igpu";
+    let hf = tempfile::tempdir().unwrap();
+    // No recipe is tuned for an RX 7900 XTX: generated defaults on its one usable GPU.
+    let v = json(&run(
+        &mut cmd(RX, hf.path()),
+        &["plan", "Qwen/Qwen3-8B", "--format", "json"],
+    ));
+    assert_eq!(v["gpus"]["usable"], 1, "the iGPU is not usable");
+    assert_eq!(v["gpus"]["gfx"], "gfx1100");
+    assert_eq!(v["recipe"]["id"], "generated/vllm-rx7900-fp16-tp1-latency");
+    assert_eq!(v["fallbacks"], serde_json::json!([]));
+    // 32B parameters in bf16 (~60 GiB) cannot fit in 24 GiB: NO_FIT, saying what it needs.
+    let o = run(&mut cmd(RX, hf.path()), &["plan", "Qwen/Qwen3-32B"]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("does not fit on 1 RX7900 GPU(s)") && e.contains("needs at least 4"),
+        "{e}"
+    );
+}
+
+#[test]
+fn no_gpu_driver_is_no_fit() {
+    let hf = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let mut c = cmd(MI300X, hf.path());
+    c.env("AIM_ROOT", empty.path());
+    let o = run(&mut c, &["plan", "Qwen/Qwen3-32B"]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(stderr(&o).contains("amdgpu"), "{}", stderr(&o));
+}
+
+#[test]
+fn catalogue_choices_on_8_mi300x() {
+    let hf = tempfile::tempdir().unwrap();
+    // (args, chosen recipe, GPUs used)
+    let cases: &[(&[&str], &str, usize)] = &[
+        (
+            &["deepseek-ai/DeepSeek-R1"],
+            "vllm-mi300x-fp8-tp8-latency",
+            8,
+        ),
+        (
+            &["deepseek-ai/DeepSeek-R1", "--backend", "sglang"],
+            "sglang-mi300x-fp8-tp8-throughput",
+            8,
+        ),
+        (
+            &["openai/gpt-oss-120b", "1"],
+            "vllm-mi300x-fp4-tp1-latency",
+            1,
+        ),
+        (
+            &["Qwen/Qwen3-235B-A22B"],
+            "vllm-mi300x-bf16-tp8-throughput",
+            8,
+        ),
+        (
+            &["Qwen/Qwen3-235B-A22B", "4", "--precision", "fp8"],
+            "vllm-mi300x-fp8-tp4-latency",
+            4,
+        ),
+        (
+            &["meta-llama/Llama-3.1-8B-Instruct"],
+            "vllm-mi300x-fp16-tp1-latency",
+            1,
+        ),
+        (&["Qwen/Qwen3-8B"], "vllm-mi300x-bf16-tp1-latency", 1),
+        (
+            &["Qwen/Qwen3-32B", "--metric", "throughput"],
+            "vllm-mi300x-bf16-tp4-throughput",
+            4,
+        ),
+        (
+            &[
+                "Qwen/Qwen3-32B",
+                "--recipe",
+                "general/vllm-mi300x-bf16-tp2-latency",
+            ],
+            "general/vllm-mi300x-bf16-tp2-latency",
+            2,
+        ),
+    ];
+    for (args, id, n) in cases {
+        let mut a = vec!["plan"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--format", "json"]);
+        let v = json(&run(&mut cmd(MI300X, hf.path()), &a));
+        assert_eq!(v["recipe"]["id"], *id, "{args:?}: {:?}", v["reasons"]);
+        assert_eq!(
+            v["gpus"]["selected"].as_array().unwrap().len(),
+            *n,
+            "{args:?}"
+        );
+    }
+}

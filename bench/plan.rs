@@ -1,0 +1,136 @@
+//! Planning cost vs catalogue size: load + select + argv for one model with a catalogue of 10
+//! recipes (1 model x 10) and of 10,000 (1,000 models x 10), generated into a temp dir.
+//! A launch reads only its model's folder and general/, so the two must be about equal.
+//!
+//! Run: `cargo bench --bench plan`. Besides criterion's report it prints the median of each
+//! case and their ratio (target: under 2 ms, ratio under 1.5).
+
+use aim_engine::gpu::{Gpu, Topology};
+use aim_engine::model::config::facts;
+use aim_engine::plan::{Launchers, PlanInput, Want, plan};
+use aim_engine::recipe::load::{SearchPath, load_for_model};
+use criterion::Criterion;
+use indexmap::IndexMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const TARGET: &str = "org0/model-0";
+
+/// `models` models with 10 recipes each (TP 1/2/4/8 x latency/throughput, plus 2 fp8).
+fn catalogue(root: &Path, models: usize) {
+    for m in 0..models {
+        let id = format!("org{}/model-{}", m % 37, m);
+        let dir = root.join(&id);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let mut n = 0;
+        for (prec, tps) in [("bf16", &[1u32, 2, 4, 8][..]), ("fp8", &[4, 8][..])] {
+            for &tp in tps {
+                for metric in ["latency", "throughput"] {
+                    if n == 10 {
+                        break;
+                    }
+                    n += 1;
+                    let text = format!(
+                        "aim_id: {id}\nmodel_id: {id}\nmetadata:\n  engine: vllm\n  gpu: MI300X\n  gpu_count: {tp}\n  precision: {prec}\n  metric: {metric}\n  type: optimized\n  manual_selection_only: false\nengine_args:\n  tensor-parallel-size: {tp}\n  max-model-len: 32768\n  gpu-memory-utilization: 0.9\n  no-enable-prefix-caching: null\nenv_vars:\n  VLLM_ROCM_USE_AITER: '1'\n"
+                    );
+                    std::fs::write(
+                        dir.join(format!("vllm-mi300x-{prec}-tp{tp}-{metric}.yaml")),
+                        text,
+                    )
+                    .expect("write");
+                }
+            }
+        }
+    }
+}
+
+fn topology() -> Topology {
+    let gpus = (0..8u32)
+        .map(|i| Gpu {
+            index: i,
+            kfd_node: i + 2,
+            gpu_id: i,
+            pci: format!("0000:{:02x}:00.0", i + 5),
+            render_minor: 128 + 8 * i,
+            gfx: "gfx942".into(),
+            device_id: 0x74a1,
+            product: "MI300X".into(),
+            vram_bytes: 192 << 30,
+            vram_used_bytes: None,
+            compute_units: 304,
+            numa_node: Some(0),
+            physical_index: i,
+            partition: None,
+            hive_id: 1,
+            unique_id: u64::from(i),
+        })
+        .collect();
+    Topology {
+        gpus,
+        ..Default::default()
+    }
+}
+
+fn once(sp: &SearchPath, topo: &Topology) -> usize {
+    let recipes = load_for_model(sp, Some(TARGET)).expect("load");
+    let f = facts("org0/model-0-32B", None, None);
+    let want = Want::default();
+    let args = IndexMap::new();
+    let launchers = Launchers::default();
+    let p = plan(&PlanInput {
+        topology: topo,
+        model: TARGET,
+        checkpoint: TARGET,
+        facts: &f,
+        recipes: &recipes,
+        want: &want,
+        user_args: &args,
+        launchers: &launchers,
+        engine_port: 8001,
+    })
+    .expect("plan");
+    p.plan.launches.len()
+}
+
+fn median(sp: &SearchPath, topo: &Topology) -> Duration {
+    let mut v: Vec<Duration> = (0..301)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(once(sp, topo));
+            t.elapsed()
+        })
+        .collect();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let small = tempfile::tempdir().expect("tempdir");
+    let big = tempfile::tempdir().expect("tempdir");
+    catalogue(small.path(), 1);
+    catalogue(big.path(), 1000);
+    let sp = |p: &Path| SearchPath {
+        extra: vec![],
+        builtin: Some(p.to_path_buf()),
+    };
+    let (sp_small, sp_big) = (sp(small.path()), sp(big.path()));
+    let topo = topology();
+    assert_eq!(once(&sp_small, &topo), 10);
+    assert_eq!(once(&sp_big, &topo), 10);
+
+    let mut c = Criterion::default().configure_from_args();
+    let mut g = c.benchmark_group("plan_load_select");
+    g.bench_function("catalogue_10", |b| b.iter(|| once(&sp_small, &topo)));
+    g.bench_function("catalogue_10000", |b| b.iter(|| once(&sp_big, &topo)));
+    g.finish();
+    c.final_summary();
+
+    let (a, b) = (median(&sp_small, &topo), median(&sp_big, &topo));
+    println!(
+        "plan load+select median: 10 recipes {:.3} ms, 10,000 recipes {:.3} ms, ratio {:.2}",
+        a.as_secs_f64() * 1e3,
+        b.as_secs_f64() * 1e3,
+        b.as_secs_f64() / a.as_secs_f64()
+    );
+}

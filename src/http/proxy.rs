@@ -1,0 +1,342 @@
+//! Forwards everything that is not ours to the engine on its loopback port, streaming both
+//! ways: request and response bodies are passed frame by frame (never collected), so SSE token
+//! streams reach the client as the engine writes them. When the client goes away hyper drops
+//! our response body, which drops the upstream response, which closes the upstream connection:
+//! the engine sees the disconnect and aborts the generation.
+//!
+//! Headers: hop-by-hop ones (RFC 9110 §7.6.1: Connection and every header it names,
+//! Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-Authenticate,
+//! Proxy-Authorization) are removed both ways; Host becomes the engine's address, the client's
+//! Host goes to X-Forwarded-Host, its address is appended to X-Forwarded-For, and
+//! X-Forwarded-Proto is `http`. Protocol upgrades (WebSocket) are not forwarded.
+
+use super::{Body, BoxError, Ctx, reply};
+use crate::shared::{InFlightGuard, Shared};
+use crate::status::Phase;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// The pooled client to the engine (one per `serve_public`).
+pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
+
+pub fn client() -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(1024)
+        .build(connector)
+}
+
+/// Hop-by-hop headers that are never forwarded (besides those named in Connection).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Removes hop-by-hop headers, including every header named in Connection.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Sets Host and the X-Forwarded-* headers for a request coming from `peer`.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, engine_port: u16) {
+    if let Some(host) = headers.remove(header::HOST) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let ip = peer.ip().to_string();
+    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(xff, v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("127.0.0.1:{engine_port}")) {
+        headers.insert(header::HOST, v);
+    }
+}
+
+/// The status class label of `proxied_requests`.
+pub fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Why a request is not forwarded now, as (message, code, retry?), or None to forward.
+pub fn refusal(phase: Phase, stopping: bool) -> Option<(&'static str, &'static str, bool)> {
+    if stopping || phase == Phase::Draining || phase == Phase::Stopped {
+        return Some(("the server is shutting down", "draining", true));
+    }
+    match phase {
+        Phase::Ready => None,
+        Phase::Failed => Some((
+            "the engine failed and the supervisor gave up; see /status",
+            "engine_failed",
+            false,
+        )),
+        Phase::Restarting => Some(("the engine is restarting", "engine_restarting", true)),
+        _ => Some((
+            "the engine is still loading the model",
+            "engine_loading",
+            true,
+        )),
+    }
+}
+
+fn count(shared: &Shared, class: &str) {
+    shared
+        .metrics
+        .proxied_requests
+        .get_or_create(&crate::metrics::StatusClassLabel {
+            code: class.to_string(),
+        })
+        .inc();
+}
+
+/// Forwards `req` to the engine, or answers 503/502 itself.
+pub async fn forward(ctx: &Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let shared = &ctx.shared;
+    let refused = {
+        let status = shared.status.borrow();
+        let phase = if status.fatal.is_some() {
+            Phase::Failed
+        } else {
+            status.phase
+        };
+        refusal(phase, shared.stopping.is_cancelled())
+    };
+    if let Some((message, code, retry)) = refused {
+        return reply::unavailable(message, code, retry.then_some(ctx.limits.retry_after_s));
+    }
+
+    let tracker = Tracker::start(shared.clone());
+    let port = shared.engine_port();
+    let (mut parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = match Uri::try_from(format!("http://127.0.0.1:{port}{path}")) {
+        Ok(u) => u,
+        Err(e) => {
+            return reply::error(
+                StatusCode::BAD_REQUEST,
+                &format!("bad request target: {e}"),
+                "invalid_request_error",
+                "bad_target",
+            );
+        }
+    };
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    set_forwarded(&mut parts.headers, peer, port);
+    let upstream = Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+
+    match ctx.client.request(upstream).await {
+        Ok(resp) => {
+            count(shared, status_class(resp.status()));
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let body = Tracked {
+                inner: body,
+                tracker,
+            };
+            Response::from_parts(parts, body.boxed_unsync())
+        }
+        Err(e) => {
+            count(shared, "error");
+            tracing::warn!(error = %e, port, "proxy: engine did not answer");
+            reply::error(
+                StatusCode::BAD_GATEWAY,
+                &format!("the engine did not answer: {e}"),
+                "bad_gateway",
+                "engine_unreachable",
+            )
+        }
+    }
+}
+
+/// Holds the in-flight guard and the gauge for one forwarded request; dropping it (body ended,
+/// client gone, or upstream error) records the duration.
+struct Tracker {
+    shared: Arc<Shared>,
+    started: Instant,
+    _guard: InFlightGuard,
+}
+
+impl Tracker {
+    fn start(shared: Arc<Shared>) -> Tracker {
+        let guard = shared.inflight.enter();
+        shared.metrics.inflight_requests.inc();
+        Tracker {
+            shared,
+            started: Instant::now(),
+            _guard: guard,
+        }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let m = &self.shared.metrics;
+        m.inflight_requests.dec();
+        m.request_duration_seconds
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// The engine's response body, passed through frame by frame while counting bytes.
+struct Tracked {
+    inner: Incoming,
+    tracker: Tracker,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.tracker
+                        .shared
+                        .metrics
+                        .streamed_bytes
+                        .inc_by(data.len() as u64);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("authorization", "Bearer k"),
+            ("content-type", "application/json"),
+            ("content-length", "12"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["authorization", "content-length", "content-type"]);
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("api.example:8000"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        set_forwarded(&mut h, "192.0.2.7:5555".parse().expect("addr"), 41234);
+        assert_eq!(h[header::HOST], "127.0.0.1:41234");
+        assert_eq!(h["x-forwarded-host"], "api.example:8000");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn refusal_table() {
+        for &phase in Phase::ALL {
+            let r = refusal(phase, false);
+            match phase {
+                Phase::Ready => assert!(r.is_none()),
+                Phase::Failed => assert_eq!(r.map(|x| (x.1, x.2)), Some(("engine_failed", false))),
+                Phase::Draining | Phase::Stopped => {
+                    assert_eq!(r.map(|x| x.1), Some("draining"))
+                }
+                Phase::Restarting => assert_eq!(r.map(|x| x.1), Some("engine_restarting")),
+                _ => assert_eq!(r.map(|x| (x.1, x.2)), Some(("engine_loading", true))),
+            }
+            assert_eq!(
+                refusal(phase, true).map(|x| x.1),
+                Some("draining"),
+                "{phase}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_classes() {
+        for (code, want) in [
+            (200, "2xx"),
+            (201, "2xx"),
+            (404, "4xx"),
+            (503, "5xx"),
+            (302, "3xx"),
+        ] {
+            assert_eq!(
+                status_class(StatusCode::from_u16(code).expect("code")),
+                want
+            );
+        }
+    }
+}

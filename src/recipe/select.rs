@@ -1,0 +1,673 @@
+//! Recipe selection (pure): every recipe gets a verdict for this request on this host; the
+//! compatible ones are ranked, the first wins and the rest form the fallback chain.
+//!
+//! Filter: shadowed id, model, engine, metric, precision, GPU product/gfx, GPU count (a recipe
+//! may use fewer GPUs than usable, never more; an explicit GPU_COUNT must match), manual-only.
+//! Rank: closeness to the preferred GPU count, search-path priority, type (optimized, then
+//! preview, unoptimized, general), preferred precision, then latency before throughput and
+//! vLLM before SGLang when the user left those open, then the id (so the order is total).
+
+use super::LoadedRecipe;
+use crate::types::{Engine, Metric, Precision, RecipeType};
+use serde::Serialize;
+use std::collections::HashSet;
+
+/// What the user asked for, with `auto` already turned into `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Request {
+    /// The model (`org/name` or a local path); None lists recipes of every model.
+    pub model: Option<String>,
+    pub gpu_count: Option<u32>,
+    pub precision: Option<Precision>,
+    pub engine: Option<Engine>,
+    pub metric: Option<Metric>,
+    /// `--recipe ID`: this recipe and no other (manual-only allowed).
+    pub recipe: Option<String>,
+    /// GPU count to aim for when the user gave none (from the model's size).
+    pub preferred_gpu_count: u32,
+    /// Precision to prefer when the user gave none.
+    pub preferred_precision: Option<Precision>,
+}
+
+/// The host as selection sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Host {
+    pub usable_gpus: u32,
+    /// Marketing name used to match `metadata.gpu` (or the `--gpu-model` override).
+    pub product: Option<String>,
+    pub gfx: Option<String>,
+}
+
+/// Why a recipe is (not) usable here. The text forms are the ones `recipes` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Compatible,
+    /// A recipe with the same id earlier on the search path wins.
+    Shadowed,
+    ModelMismatch,
+    EngineMismatch,
+    MetricMismatch,
+    PrecisionMismatch,
+    GpuMismatch,
+    TooManyGpus,
+    GpuCountMismatch,
+    ManualOnly,
+    /// General or generated: the tensor-parallel size does not divide the model.
+    TpInvalid,
+    /// General or generated: the weights and KV cache do not fit in the GPUs' memory.
+    DoesNotFit,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Compatible => "compatible",
+            Verdict::Shadowed => "shadowed",
+            Verdict::ModelMismatch => "model_mismatch",
+            Verdict::EngineMismatch => "engine_mismatch",
+            Verdict::MetricMismatch => "metric_mismatch",
+            Verdict::PrecisionMismatch => "precision_mismatch",
+            Verdict::GpuMismatch => "gpu_mismatch",
+            Verdict::TooManyGpus => "too_many_gpus",
+            Verdict::GpuCountMismatch => "gpu_count_mismatch",
+            Verdict::ManualOnly => "manual_only",
+            Verdict::TpInvalid => "tp_invalid",
+            Verdict::DoesNotFit => "does_not_fit",
+        }
+    }
+}
+
+/// One recipe's verdict, with the detail in plain words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Assessed {
+    /// Index into the recipe slice given to `select`.
+    pub index: usize,
+    pub verdict: Verdict,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Indices of compatible recipes, best first.
+    pub ranked: Vec<usize>,
+    /// One entry per recipe, in input order.
+    pub assessed: Vec<Assessed>,
+}
+
+/// A check the caller adds for model-agnostic recipes (tensor-parallel validity, memory fit).
+pub type ExtraCheck<'a> = &'a dyn Fn(&LoadedRecipe) -> Option<(Verdict, String)>;
+
+/// Normalises a GPU name for comparison: "AMD Instinct MI300X" -> "MI300X".
+pub fn normalize_gpu(name: &str) -> String {
+    let mut words: Vec<String> = name
+        .split(|c: char| c.is_whitespace() || c == '_' || c == '-')
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect::<String>()
+                .to_ascii_uppercase()
+        })
+        .collect();
+    words.retain(|w| {
+        !matches!(
+            w.as_str(),
+            "AMD" | "INSTINCT" | "RADEON" | "GRAPHICS" | "OAM"
+        )
+    });
+    words.concat()
+}
+
+/// Whether a recipe tuned for `recipe_gpu` suits a host of `product` / `gfx`.
+pub fn gpu_matches(recipe_gpu: &str, product: Option<&str>, gfx: Option<&str>) -> bool {
+    let want = normalize_gpu(recipe_gpu);
+    if want.is_empty() {
+        return false;
+    }
+    if let Some(g) = gfx
+        && want.eq_ignore_ascii_case(&normalize_gpu(g))
+    {
+        return true;
+    }
+    match product {
+        Some(p) => {
+            let have = normalize_gpu(p);
+            // "RX7900" (AIM's family name) covers "RX7900XTX"; Instinct names must be exact.
+            have == want
+                || (want.starts_with("RX")
+                    && want.ends_with(|c: char| c.is_ascii_digit())
+                    && have.starts_with(&want))
+        }
+        None => false,
+    }
+}
+
+fn same_model(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
+fn assess(
+    r: &LoadedRecipe,
+    req: &Request,
+    host: &Host,
+    seen: &mut HashSet<String>,
+    extra: Option<ExtraCheck<'_>>,
+) -> (Verdict, String) {
+    let m = &r.recipe.metadata;
+    if !seen.insert(r.id.clone()) {
+        return (
+            Verdict::Shadowed,
+            "a recipe with the same id earlier on the search path wins".into(),
+        );
+    }
+    if let (Some(model), Some(for_model)) = (req.model.as_deref(), r.recipe.for_model())
+        && !r.is_general()
+        && !same_model(model, for_model)
+    {
+        return (
+            Verdict::ModelMismatch,
+            format!("for {for_model}, not {model}"),
+        );
+    }
+    if let Some(e) = req.engine
+        && e != m.engine
+    {
+        return (
+            Verdict::EngineMismatch,
+            format!("runs {}, {e} was asked for", m.engine),
+        );
+    }
+    if let Some(x) = req.metric
+        && x != m.metric
+    {
+        return (
+            Verdict::MetricMismatch,
+            format!("tuned for {}, {x} was asked for", m.metric),
+        );
+    }
+    if let Some(p) = req.precision
+        && p != m.precision
+    {
+        return (
+            Verdict::PrecisionMismatch,
+            format!("{}, {p} was asked for", m.precision),
+        );
+    }
+    if !gpu_matches(&m.gpu, host.product.as_deref(), host.gfx.as_deref()) {
+        let have = host
+            .product
+            .as_deref()
+            .or(host.gfx.as_deref())
+            .unwrap_or("no GPU");
+        return (
+            Verdict::GpuMismatch,
+            format!("tuned for {}, this host has {have}", m.gpu),
+        );
+    }
+    if m.gpu_count > host.usable_gpus {
+        return (
+            Verdict::TooManyGpus,
+            format!("needs {} GPUs, {} usable", m.gpu_count, host.usable_gpus),
+        );
+    }
+    if let Some(n) = req.gpu_count
+        && n != m.gpu_count
+    {
+        return (
+            Verdict::GpuCountMismatch,
+            format!("uses {} GPUs, {n} were asked for", m.gpu_count),
+        );
+    }
+    let picked = req.recipe.as_deref() == Some(r.id.as_str());
+    if m.manual_selection_only && !picked {
+        return (
+            Verdict::ManualOnly,
+            "only used when asked for by --recipe".into(),
+        );
+    }
+    if r.is_general()
+        && let Some(check) = extra
+        && let Some(v) = check(r)
+    {
+        return v;
+    }
+    (Verdict::Compatible, String::new())
+}
+
+fn type_rank(t: RecipeType) -> u8 {
+    match t {
+        RecipeType::Optimized => 0,
+        RecipeType::Preview => 1,
+        RecipeType::Unoptimized => 2,
+        RecipeType::General => 3,
+    }
+}
+
+/// How close a precision is to the preferred one (0 best). Without a preference, 16-bit
+/// first, then the smaller formats, fp32 last.
+pub fn precision_rank(p: Precision, preferred: Option<Precision>) -> u8 {
+    if Some(p) == preferred {
+        return 0;
+    }
+    match p {
+        Precision::Bf16 | Precision::Fp16 => 1,
+        Precision::Fp8 => 2,
+        Precision::Fp4 | Precision::Int8 | Precision::Int4 => 3,
+        Precision::Fp32 => 4,
+    }
+}
+
+/// Assesses every recipe and ranks the compatible ones.
+pub fn select(
+    recipes: &[LoadedRecipe],
+    req: &Request,
+    host: &Host,
+    extra: Option<ExtraCheck<'_>>,
+) -> Selection {
+    let mut seen = HashSet::new();
+    let assessed: Vec<Assessed> = recipes
+        .iter()
+        .enumerate()
+        .map(|(index, r)| {
+            let (verdict, detail) = assess(r, req, host, &mut seen, extra);
+            Assessed {
+                index,
+                verdict,
+                detail,
+            }
+        })
+        .collect();
+    let mut ranked: Vec<usize> = assessed
+        .iter()
+        .filter(|a| a.verdict == Verdict::Compatible)
+        .map(|a| a.index)
+        .collect();
+    let preferred = req.gpu_count.unwrap_or(req.preferred_gpu_count);
+    ranked.sort_by_key(|&i| {
+        let r = &recipes[i];
+        let m = &r.recipe.metadata;
+        (
+            m.gpu_count.abs_diff(preferred),
+            // On a tie in distance, more GPUs (more memory headroom) first.
+            std::cmp::Reverse(m.gpu_count),
+            r.origin.priority,
+            type_rank(m.kind),
+            precision_rank(m.precision, req.precision.or(req.preferred_precision)),
+            m.metric != Metric::Latency,
+            m.engine != Engine::Vllm,
+            r.id.clone(),
+        )
+    });
+    Selection { ranked, assessed }
+}
+
+/// Recipe ids similar to `wanted`, for "unknown recipe" errors: shared prefix or substring,
+/// or a small edit distance.
+pub fn close_ids<'a>(wanted: &str, ids: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let w = wanted.to_ascii_lowercase();
+    let mut scored: Vec<(usize, String)> = ids
+        .map(|id| {
+            let l = id.to_ascii_lowercase();
+            let d = if l.contains(&w) || w.contains(&l) {
+                0
+            } else {
+                edit_distance(&w, &l)
+            };
+            (d, id.to_string())
+        })
+        .filter(|(d, _)| *d <= w.len().max(4) / 3 + 2)
+        .collect();
+    scored.sort();
+    scored.dedup_by(|a, b| a.1 == b.1);
+    scored.into_iter().take(5).map(|(_, id)| id).collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::{Metadata, Origin, Recipe};
+    use std::path::PathBuf;
+
+    /// A recipe from a compact spec: "id model engine gpu count precision metric type [manual]".
+    fn r(spec: &str, priority: usize) -> LoadedRecipe {
+        let f: Vec<&str> = spec.split_whitespace().collect();
+        let model = (f[1] != "-").then(|| f[1].to_string());
+        LoadedRecipe {
+            id: f[0].to_string(),
+            path: PathBuf::from(format!("{}.yaml", f[0])),
+            origin: Origin {
+                priority,
+                builtin: priority > 0,
+            },
+            recipe: Recipe {
+                aim_id: model.clone(),
+                model_id: model,
+                metadata: Metadata {
+                    engine: f[2].parse().unwrap(),
+                    gpu: f[3].to_string(),
+                    gpu_count: f[4].parse().unwrap(),
+                    precision: f[5].parse().unwrap(),
+                    metric: f[6].parse().unwrap(),
+                    kind: f[7].parse().unwrap(),
+                    manual_selection_only: f.get(8) == Some(&"manual"),
+                },
+                engine_args: Default::default(),
+                env_vars: Default::default(),
+            },
+        }
+    }
+
+    fn catalogue() -> Vec<LoadedRecipe> {
+        let q = "Qwen/Qwen3-32B";
+        vec![
+            r(
+                &format!("vllm-mi300x-fp16-tp1-latency {q} vllm MI300X 1 fp16 latency optimized"),
+                1,
+            ),
+            r(
+                &format!("vllm-mi300x-bf16-tp1-latency {q} vllm MI300X 1 bf16 latency optimized"),
+                1,
+            ),
+            r(
+                &format!("vllm-mi300x-bf16-tp2-latency {q} vllm MI300X 2 bf16 latency optimized"),
+                1,
+            ),
+            r(
+                &format!("vllm-mi300x-bf16-tp4-latency {q} vllm MI300X 4 bf16 latency optimized"),
+                1,
+            ),
+            r(
+                &format!(
+                    "vllm-mi300x-bf16-tp4-throughput {q} vllm MI300X 4 bf16 throughput optimized"
+                ),
+                1,
+            ),
+            r(
+                &format!("sglang-mi300x-bf16-tp4-latency {q} sglang MI300X 4 bf16 latency preview"),
+                1,
+            ),
+            r(
+                &format!("vllm-mi300x-bf16-tp8-latency {q} vllm MI300X 8 bf16 latency unoptimized"),
+                1,
+            ),
+            r(
+                &format!("vllm-mi355x-bf16-tp4-latency {q} vllm MI355X 4 bf16 latency optimized"),
+                1,
+            ),
+            r(
+                &format!(
+                    "vllm-mi300x-fp8-tp2-latency {q} vllm MI300X 2 fp8 latency optimized manual"
+                ),
+                1,
+            ),
+            r(
+                "general/vllm-mi300x-bf16-tp4-latency - vllm MI300X 4 bf16 latency general",
+                1,
+            ),
+        ]
+    }
+
+    fn host(n: u32, product: &str) -> Host {
+        Host {
+            usable_gpus: n,
+            product: Some(product.into()),
+            gfx: Some(
+                if product.starts_with("MI355") {
+                    "gfx950"
+                } else {
+                    "gfx942"
+                }
+                .into(),
+            ),
+        }
+    }
+
+    fn req(gpus: Option<u32>, pref: u32) -> Request {
+        Request {
+            model: Some("Qwen/Qwen3-32B".into()),
+            gpu_count: gpus,
+            preferred_gpu_count: pref,
+            preferred_precision: Some(Precision::Bf16),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn selection_table() {
+        // (what, request edit, host, expected winner, expected (id, verdict) pairs)
+        type Row = (
+            &'static str,
+            Request,
+            Host,
+            Option<&'static str>,
+            Vec<(&'static str, Verdict)>,
+        );
+        let cases: Vec<Row> = vec![
+            (
+                "auto on 8 MI300X prefers 4 GPUs bf16 vllm latency",
+                req(None, 4),
+                host(8, "MI300X"),
+                Some("vllm-mi300x-bf16-tp4-latency"),
+                vec![
+                    ("vllm-mi355x-bf16-tp4-latency", Verdict::GpuMismatch),
+                    ("vllm-mi300x-fp8-tp2-latency", Verdict::ManualOnly),
+                    ("vllm-mi300x-bf16-tp8-latency", Verdict::Compatible),
+                ],
+            ),
+            (
+                "one GPU",
+                req(None, 1),
+                host(1, "AMD Instinct MI300X"),
+                Some("vllm-mi300x-bf16-tp1-latency"),
+                vec![
+                    ("vllm-mi300x-bf16-tp4-latency", Verdict::TooManyGpus),
+                    ("vllm-mi300x-bf16-tp2-latency", Verdict::TooManyGpus),
+                ],
+            ),
+            (
+                "explicit count 2",
+                req(Some(2), 4),
+                host(8, "MI300X"),
+                Some("vllm-mi300x-bf16-tp2-latency"),
+                vec![("vllm-mi300x-bf16-tp4-latency", Verdict::GpuCountMismatch)],
+            ),
+            (
+                "throughput",
+                {
+                    let mut q = req(None, 4);
+                    q.metric = Some(Metric::Throughput);
+                    q
+                },
+                host(8, "MI300X"),
+                Some("vllm-mi300x-bf16-tp4-throughput"),
+                vec![("vllm-mi300x-bf16-tp4-latency", Verdict::MetricMismatch)],
+            ),
+            (
+                "sglang",
+                {
+                    let mut q = req(None, 4);
+                    q.engine = Some(Engine::Sglang);
+                    q
+                },
+                host(8, "MI300X"),
+                Some("sglang-mi300x-bf16-tp4-latency"),
+                vec![("vllm-mi300x-bf16-tp4-latency", Verdict::EngineMismatch)],
+            ),
+            (
+                "fp16 asked",
+                {
+                    let mut q = req(None, 4);
+                    q.precision = Some(Precision::Fp16);
+                    q
+                },
+                host(8, "MI300X"),
+                Some("vllm-mi300x-fp16-tp1-latency"),
+                vec![("vllm-mi300x-bf16-tp4-latency", Verdict::PrecisionMismatch)],
+            ),
+            (
+                "manual recipe by id",
+                {
+                    let mut q = req(None, 4);
+                    q.recipe = Some("vllm-mi300x-fp8-tp2-latency".into());
+                    q
+                },
+                host(8, "MI300X"),
+                Some("vllm-mi300x-bf16-tp4-latency"),
+                vec![("vllm-mi300x-fp8-tp2-latency", Verdict::Compatible)],
+            ),
+            (
+                "MI355X host",
+                req(None, 4),
+                host(8, "MI355X"),
+                Some("vllm-mi355x-bf16-tp4-latency"),
+                vec![("vllm-mi300x-bf16-tp4-latency", Verdict::GpuMismatch)],
+            ),
+            (
+                "no GPU",
+                req(None, 1),
+                Host::default(),
+                None,
+                vec![("vllm-mi300x-bf16-tp1-latency", Verdict::GpuMismatch)],
+            ),
+            (
+                "other model: only general",
+                {
+                    let mut q = req(None, 4);
+                    q.model = Some("meta-llama/Llama-3.1-8B-Instruct".into());
+                    q
+                },
+                host(8, "MI300X"),
+                Some("general/vllm-mi300x-bf16-tp4-latency"),
+                vec![("vllm-mi300x-bf16-tp4-latency", Verdict::ModelMismatch)],
+            ),
+        ];
+        let cat = catalogue();
+        for (what, q, h, winner, verdicts) in cases {
+            let s = select(&cat, &q, &h, None);
+            let got = s.ranked.first().map(|&i| cat[i].id.as_str());
+            assert_eq!(got, winner, "{what}");
+            for (id, v) in verdicts {
+                let i = cat.iter().position(|r| r.id == id).unwrap();
+                assert_eq!(
+                    s.assessed[i].verdict, v,
+                    "{what}: {id}: {}",
+                    s.assessed[i].detail
+                );
+            }
+            // Every recipe has exactly one verdict, ranked == the compatible ones.
+            assert_eq!(s.assessed.len(), cat.len());
+            let compatible = s
+                .assessed
+                .iter()
+                .filter(|a| a.verdict == Verdict::Compatible)
+                .count();
+            assert_eq!(s.ranked.len(), compatible, "{what}");
+        }
+    }
+
+    #[test]
+    fn fallback_order_follows_rank_rules() {
+        let cat = catalogue();
+        let s = select(&cat, &req(None, 4), &host(8, "MI300X"), None);
+        let ids: Vec<&str> = s.ranked.iter().map(|&i| cat[i].id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec![
+                // distance 0: optimized latency, optimized throughput, preview (sglang), general
+                "vllm-mi300x-bf16-tp4-latency",
+                "vllm-mi300x-bf16-tp4-throughput",
+                "sglang-mi300x-bf16-tp4-latency",
+                "general/vllm-mi300x-bf16-tp4-latency",
+                // then by distance from 4: 2 GPUs (2 away), 1 GPU (3 away), 8 GPUs (4 away)
+                "vllm-mi300x-bf16-tp2-latency",
+                "vllm-mi300x-bf16-tp1-latency",
+                "vllm-mi300x-fp16-tp1-latency",
+                "vllm-mi300x-bf16-tp8-latency",
+            ]
+        );
+    }
+
+    #[test]
+    fn search_priority_and_shadowing() {
+        let mut cat = vec![r(
+            "vllm-mi300x-bf16-tp4-latency Qwen/Qwen3-32B vllm MI300X 4 bf16 latency unoptimized",
+            0,
+        )];
+        cat.extend(catalogue());
+        let s = select(&cat, &req(None, 4), &host(8, "MI300X"), None);
+        // The user's copy wins, the built-in one with the same id is shadowed.
+        assert_eq!(s.ranked[0], 0);
+        assert_eq!(s.assessed[4].verdict, Verdict::Shadowed);
+    }
+
+    #[test]
+    fn extra_check_applies_to_general_only() {
+        let cat = catalogue();
+        let check = |r: &LoadedRecipe| Some((Verdict::DoesNotFit, format!("{} too small", r.id)));
+        let mut q = req(None, 4);
+        q.model = Some("x/Big-405B".into());
+        let s = select(&cat, &q, &host(8, "MI300X"), Some(&check));
+        let g = cat
+            .iter()
+            .position(|r| r.id.starts_with("general/"))
+            .unwrap();
+        assert_eq!(s.assessed[g].verdict, Verdict::DoesNotFit);
+        assert!(s.ranked.is_empty());
+    }
+
+    #[test]
+    fn gpu_names() {
+        let cases = [
+            ("MI300X", Some("MI300X"), None, true),
+            ("MI300X", Some("AMD Instinct MI300X"), None, true),
+            ("mi300x", Some("MI300X OAM"), None, true),
+            ("MI300X", Some("MI325X"), Some("gfx942"), false),
+            ("gfx942", Some("MI325X"), Some("gfx942"), true),
+            ("RX7900", Some("Radeon RX 7900 XTX"), Some("gfx1100"), true),
+            ("MI300X", None, None, false),
+            ("MI300", Some("MI300X"), None, false),
+        ];
+        for (want, product, gfx, ok) in cases {
+            assert_eq!(
+                gpu_matches(want, product, gfx),
+                ok,
+                "{want} vs {product:?}/{gfx:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn close_ids_suggest() {
+        let ids = [
+            "vllm-mi300x-bf16-tp4-latency",
+            "vllm-mi300x-bf16-tp8-latency",
+            "general/x",
+        ];
+        let c = close_ids("vllm-mi300x-bf16-tp4-latncy", ids.iter().copied());
+        assert_eq!(
+            c.first().map(String::as_str),
+            Some("vllm-mi300x-bf16-tp4-latency")
+        );
+        assert!(!c.contains(&"general/x".to_string()));
+        assert!(
+            close_ids("tp4", ids.iter().copied())
+                .contains(&"vllm-mi300x-bf16-tp4-latency".to_string())
+        );
+    }
+}
