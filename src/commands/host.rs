@@ -33,10 +33,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Plans on an already-detected (here: already filtered to the free GPUs) topology.
+/// Plans on an already-detected topology (here: filtered to the free GPUs), with the same
+/// selection as `plan`; the container's own public port is what the plan is for.
 fn plan_on(g: &GlobalArgs, a: &LaunchArgs, topo: &Topology) -> anyhow::Result<Plan> {
-    let _ = topo;
-    crate::commands::plan::resolve(g, &a.select, CONTAINER_PORT)
+    Ok(crate::commands::plan::plan_on(topo, g, &a.select, CONTAINER_PORT)?.plan)
 }
 
 pub fn launch(g: &GlobalArgs, a: LaunchArgs) -> anyhow::Result<u8> {
@@ -72,7 +72,42 @@ pub fn launch(g: &GlobalArgs, a: LaunchArgs) -> anyhow::Result<u8> {
         return Ok(OK);
     }
 
-    runtime()?.block_on(launch_async(g, a, model, root, topo))
+    // Two launches at once would both see the same GPUs free: hold a host-wide lock from
+    // reading the holders until the new container exists (and so holds its GPUs).
+    let lock = launch_lock();
+    runtime()?.block_on(launch_async(g, a, model, root, topo, lock))
+}
+
+/// Where concurrent launches on this machine serialise.
+const LOCK_PATH: &str = "/tmp/aim-engine-launch.lock";
+
+/// An exclusive lock on [`LOCK_PATH`], released when the file is dropped. None (and a
+/// warning) when the file cannot be used: launching must not fail for want of a lock.
+fn launch_lock() -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // flock works on a read-only descriptor too, so a lock file another user created
+    // (mode 0644) still serves.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o666)
+        .open(LOCK_PATH)
+        .or_else(|_| std::fs::File::open(LOCK_PATH));
+    match file {
+        Ok(f) => match f.lock() {
+            Ok(()) => Some(f),
+            Err(e) => {
+                tracing::warn!("cannot lock {LOCK_PATH} ({e}); concurrent launches may race");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!("cannot open {LOCK_PATH} ({e}); concurrent launches may race");
+            None
+        }
+    }
 }
 
 async fn launch_async(
@@ -81,6 +116,7 @@ async fn launch_async(
     model: String,
     root: PathBuf,
     topo: Topology,
+    lock: Option<std::fs::File>,
 ) -> anyhow::Result<u8> {
     let client = Client::connect(Duration::from_secs(120)).await?;
     let managed = client.list_managed().await?;
@@ -134,6 +170,7 @@ async fn launch_async(
     }
 
     client.create_and_start(&spec).await?;
+    drop(lock);
     let host = docker::published_host();
     eprintln!(
         "Started {} ({} on GPU {}, recipe {}) on port {}.",
