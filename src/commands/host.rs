@@ -119,6 +119,17 @@ async fn launch_async(
     lock: Option<std::fs::File>,
 ) -> anyhow::Result<u8> {
     let client = Client::connect(Duration::from_secs(120)).await?;
+    if !client.image_exists(&a.image).await? {
+        return Err(ExitError::new(
+            FAILURE,
+            format!(
+                "image {img} not found. Build it from the aim-engine source tree: `docker build \
+                 -f Dockerfile.unified -t {img} .` (or pass --image / AIM_IMAGE)",
+                img = a.image
+            ),
+        )
+        .into());
+    }
     let managed = client.list_managed().await?;
     let holders: Vec<Holder> = managed
         .iter()
@@ -141,17 +152,6 @@ async fn launch_async(
     let prepared = prepare(g, &a, &model, &root, &topo, &holders, &names, &pick_port)?;
     let spec = prepared.spec.clone();
 
-    if !client.image_exists(&spec.image).await? {
-        return Err(ExitError::new(
-            FAILURE,
-            format!(
-                "image {img} not found. Build it from the aim-engine source tree: `docker build \
-                 -f Dockerfile.unified -t {img} .` (or pass --image / AIM_IMAGE)",
-                img = spec.image
-            ),
-        )
-        .into());
-    }
     if let Some(hf) = spec
         .mounts
         .iter()
@@ -482,6 +482,7 @@ async fn wait_ready(
     let mut tick = 0usize;
     let mut last_printed: Option<(String, u64)> = None;
     let mut last_print_at = Instant::now();
+    let mut last_status: Option<view::StatusView> = None;
     let clear = |tty: bool| {
         if tty {
             eprint!("\r\x1b[2K");
@@ -499,20 +500,20 @@ async fn wait_ready(
         };
         if matches!(m.state.as_str(), "exited" | "dead" | "restarting") {
             clear(tty);
-            let status = docker::get_status(host, p.port, Duration::from_millis(500))
-                .await
-                .and_then(|b| view::parse_status(&b));
-            let code = m.exit_code.map_or("unknown".to_string(), |c| c.to_string());
-            let class = if m.state == "restarting" {
-                format!("the container exited with status {code} and Docker is restarting it")
-            } else {
-                format!("the container exited with status {code}")
+            let summary = match m.exit_code {
+                Some(code) => format!("the container ended with {}", view::describe_exit(code)),
+                None => "the container ended".to_string(),
             };
-            return fail_launch(client, name, class, status).await;
+            let since = m.started_at.as_deref().and_then(view::parse_rfc3339);
+            return fail_launch(client, name, summary, last_status, since).await;
         }
         let status = docker::get_status(host, p.port, Duration::from_secs(2))
             .await
             .and_then(|b| view::parse_status(&b));
+        if status.is_some() {
+            // Kept: a supervisor that gives up exits at once, taking /status with it.
+            last_status.clone_from(&status);
+        }
         let (phase, attempt, last_log) = match &status {
             Some(s) => (s.phase.clone(), s.attempt, s.last_log_line.clone()),
             None => ("starting container".to_string(), 0, None),
@@ -531,7 +532,7 @@ async fn wait_ready(
                 .as_ref()
                 .and_then(|s| s.fatal.clone())
                 .unwrap_or_else(|| "the supervisor gave up".into());
-            return fail_launch(client, name, class, status).await;
+            return fail_launch(client, name, class, status, None).await;
         }
         let line = view::progress_line(name, &phase, attempt, elapsed, last_log.as_deref());
         if tty {
@@ -566,29 +567,34 @@ async fn wait_ready(
     }
 }
 
-/// Shows why the container failed (class and the engine's log tail), stops it (kept for
-/// `docker logs`) so it does not restart forever, and returns the error.
+/// Shows why the container failed (the failure class and the engine's log tail, from
+/// /status or else from the container's log since its last start), stops it (kept for
+/// `docker logs`) so Docker does not restart it forever, and returns the error.
 async fn fail_launch(
     client: &Client,
     name: &str,
-    class: String,
+    summary: String,
     status: Option<view::StatusView>,
+    since_unix: Option<i64>,
 ) -> anyhow::Result<u8> {
-    let (failure_class, mut tail) = status
+    let (mut class, mut tail) = status
         .as_ref()
         .and_then(|s| s.last_failure.clone())
         .unwrap_or_else(|| (String::new(), Vec::new()));
     if tail.is_empty() {
-        tail = client.logs_tail(name, 30).await;
+        tail = client
+            .logs_tail(name, 30, since_unix)
+            .await
+            .iter()
+            .map(|l| view::strip_ansi(l))
+            .collect();
     }
-    let class = if failure_class.is_empty() {
-        class
-    } else {
-        format!("{class}; last failure class: {failure_class}")
-    };
-    eprintln!("{name} failed: {class}");
+    if class.is_empty() {
+        class = view::class_from_logs(&tail).unwrap_or_else(|| "unknown".into());
+    }
+    eprintln!("{name} failed: {summary} (failure class: {class})");
     if !tail.is_empty() {
-        eprintln!("Last log lines:");
+        eprintln!("Engine log (last lines):");
         for l in &tail {
             eprintln!("  {l}");
         }
@@ -597,8 +603,8 @@ async fn fail_launch(
     Err(ExitError::new(
         GAVE_UP,
         format!(
-            "{name} failed ({class}); it is stopped and kept for `docker logs {name}`; remove \
-             it with `aim-engine stop {name}`"
+            "{name} failed (failure class {class}; {summary}); it is stopped and kept for \
+             `docker logs {name}`; remove it with `aim-engine stop {name}`"
         ),
     )
     .into())

@@ -250,8 +250,9 @@ impl Client {
         }))
     }
 
-    /// The last `n` lines the container printed (stdout and stderr).
-    pub async fn logs_tail(&self, name: &str, n: usize) -> Vec<String> {
+    /// The last `n` lines the container printed (stdout and stderr), since `since_unix` when
+    /// given (a restarted container's earlier runs are not this failure).
+    pub async fn logs_tail(&self, name: &str, n: usize, since_unix: Option<i64>) -> Vec<String> {
         use bollard::query_parameters::LogsOptions;
         let mut stream = self.docker.logs(
             name,
@@ -259,6 +260,7 @@ impl Client {
                 stdout: true,
                 stderr: true,
                 tail: n.to_string(),
+                since: since_unix.and_then(|t| i32::try_from(t).ok()).unwrap_or(0),
                 ..Default::default()
             }),
         );

@@ -293,6 +293,57 @@ pub fn ready_message(
     )
 }
 
+/// What an aim-engine container's exit status means (the supervisor's exit table).
+pub fn describe_exit(code: i64) -> String {
+    let what = match code {
+        0 => "stopped cleanly",
+        64 => "usage error: bad command line, environment or recipe",
+        66 => "model unavailable: not found, gated without HF_TOKEN, or offline without a cache",
+        69 => "no usable GPU or no recipe fits",
+        70 => "the engine kept failing: every restart and fallback recipe was used up",
+        126 => "the engine's launcher cannot be executed",
+        127 => "the engine's launcher was not found",
+        137 => "killed (SIGKILL; out of host memory?)",
+        c if c > 128 && c < 160 => "killed by a signal",
+        _ => "failed",
+    };
+    format!("exit status {code}: {what}")
+}
+
+/// Removes terminal colour sequences (ESC [ ... letter) from a log line.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The failure class the supervisor logged last (`class="oom"` in its log lines), for when
+/// the container is gone before its /status could say.
+pub fn class_from_logs(lines: &[String]) -> Option<String> {
+    lines.iter().rev().find_map(|l| {
+        let l = strip_ansi(l);
+        let rest = l.split("class=").nth(1)?;
+        let class: String = rest
+            .trim_start_matches('"')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect();
+        (!class.is_empty()).then_some(class)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,5 +487,24 @@ mod tests {
         );
         assert!(m.contains(r#""model":"Qwen/Qwen3-8B""#), "{m}");
         assert!(m.contains("GPU 2,3"), "{m}");
+    }
+    #[test]
+    fn exit_statuses_logs_and_classes() {
+        assert!(describe_exit(70).contains("every restart and fallback"));
+        assert!(describe_exit(69).contains("no recipe fits"));
+        assert!(describe_exit(139).contains("signal"));
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m engine failed"),
+            "2026  WARN engine failed"
+        );
+        let lines: Vec<String> = [
+            "\u{1b}[33m WARN\u{1b}[0m attempt failed \u{1b}[3mclass\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"kv_cache\"",
+            "\u{1b}[33m WARN\u{1b}[0m attempt failed \u{1b}[3mclass\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"oom\"",
+            "aim-engine: error: gave up",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(class_from_logs(&lines).as_deref(), Some("oom"));
+        assert_eq!(class_from_logs(&["no class here".to_string()]), None);
     }
 }

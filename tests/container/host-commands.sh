@@ -44,7 +44,11 @@ failed=0
 pass() { echo "PASS $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL $1${2:+: $2}"; failed=$((failed + 1)); }
 # check NAME CMD...: PASS when CMD succeeds.
-check() { local n="$1"; shift; if "$@"; then pass "$n"; else fail "$n"; fi; }
+# On failure the last command's stderr tail is shown.
+check() {
+    local n="$1"; shift
+    if "$@"; then pass "$n"; else fail "$n" "exit ${rc:-?}"; tail -n 5 "$work/err" 2>/dev/null | sed 's/^/    /'; fi
+}
 
 work="$(mktemp -d)"
 hf="$work/hf-cache"
@@ -158,7 +162,7 @@ docker create --name aimtest-not-ours "$image" >/dev/null 2>&1
 ae stop aimtest-not-ours
 check "stop refuses a container aim-engine did not launch" \
     bash -c '[ "$1" = 64 ] && [[ "$2" == *"not an aim-engine container"* ]]' _ "$rc" "$err"
-check "that container is left alone" docker inspect aimtest-not-ours
+check "that container is left alone" bash -c 'docker inspect aimtest-not-ours >/dev/null 2>&1'
 ae stop aimtest-no-such-container
 check "stop of an unknown name says so" bash -c '[ "$1" = 64 ] && [[ "$2" == *"no container named"* ]]' _ "$rc" "$err"
 ae launch Qwen/Qwen3-8B 1 --image aim-engine:no-such-tag --detach
@@ -173,6 +177,24 @@ ae stop --all --timeout 20
 check "stop --all succeeds" [ "$rc" = 0 ]
 ae list --format json
 check "nothing is left after stop --all" bash -c '[ "$1" = 0 ] && [ "$(tr -d " \n" <<<"$2")" = "[]" ]' _ "$rc" "$out"
+
+# --- a failing engine: class and log tail shown, container stopped -------------------------
+# A derived image whose fake engine dies at start with an OOM text; one attempt, no fallback.
+failing="aim-engine:host-commands-failing"
+printf 'FROM %s\nENV FAKE_FAIL_AT_START="torch.OutOfMemoryError: HIP out of memory. Tried to allocate 2.00 GiB" AIM_RESTART_BUDGET=1 AIM_BACKOFF_INITIAL=100ms AIM_BACKOFF_MAX=200ms\n' "$image" \
+    | docker build -q -t "$failing" - >/dev/null 2>&1
+ae launch Qwen/Qwen3-8B 1 --image "$failing" --ready-timeout "$ready_timeout"
+f="$(started_name)"
+[ -n "$f" ] && launched+=("$f")
+check "a failing launch exits 70 with the failure class" \
+    bash -c '[ "$1" = 70 ] && [[ "$2" == *"failure class oom"* ]]' _ "$rc" "$err"
+check "a failing launch shows the engine's log tail" \
+    bash -c '[[ "$1" == *"HIP out of memory"* ]]' _ "$err"
+check "the failed container is stopped, not restarting" \
+    bash -c '[ "$(docker inspect -f "{{.State.Status}}" "$1" 2>/dev/null)" = exited ]' _ "$f"
+ae stop "$f"
+check "stop removes the failed container" bash -c '[ "$1" = 0 ] && ! docker inspect "$2" >/dev/null 2>&1' _ "$rc" "$f"
+docker rmi "$failing" >/dev/null 2>&1 || true
 
 echo "host commands: $passed passed, $failed failed"
 [ "$failed" = 0 ]
