@@ -71,6 +71,8 @@ struct Sup {
     child: Child,
     /// The supervisor's pid as this test sees it (inside `unshare`, the namespace's PID 1).
     pid: i32,
+    /// The public port.
+    port: u16,
 }
 
 struct Opts<'a> {
@@ -166,7 +168,12 @@ fn start(o: Opts<'_>) -> Sup {
         });
         pid = inner.expect("unshare started the supervisor");
     }
-    Sup { dir, child, pid }
+    Sup {
+        dir,
+        child,
+        pid,
+        port,
+    }
 }
 
 impl Sup {
@@ -1116,6 +1123,35 @@ fn start_fake(env: &[(&str, String)], args: &'static [&'static str]) -> Sup {
     start(o)
 }
 
+/// GET on the supervisor's public port: (status, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|b| b.1.to_string())?;
+    Some((code, body))
+}
+
+/// The supervisor's /status as JSON.
+fn status(sup: &Sup) -> serde_json::Value {
+    let (code, body) = http_get(sup.port, "/status").expect("GET /status");
+    assert_eq!(code, 200, "{body}");
+    // A chunked body starts with its size line.
+    let json = body
+        .find('{')
+        .and_then(|a| body.rfind('}').map(|b| &body[a..=b]))
+        .unwrap_or("");
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
+}
+
 fn ready_count(sup: &Sup) -> usize {
     sup.stderr().matches("engine ready").count()
 }
@@ -1142,6 +1178,27 @@ fn fake_engine_full_life() {
     );
     let tree = descendants(sup.pid);
     assert!(tree.len() >= 6, "engine + 2 workers + 3 orphans: {tree:?}");
+    // The status and health on the public port tell the same story.
+    let st = status(&sup);
+    assert_eq!(st["phase"], "ready", "{st}");
+    assert_eq!(st["attempt"], 1, "{st}");
+    assert_eq!(st["restarts"], 0, "{st}");
+    assert!(
+        st["engine_pid"]
+            .as_i64()
+            .is_some_and(|p| tree.contains(&(p as i32))),
+        "{st}"
+    );
+    assert!(
+        st["recipe"]["id"].as_str().is_some_and(|r| !r.is_empty()),
+        "{st}"
+    );
+    assert!(st["ready_since_s"].as_f64().is_some(), "{st}");
+    assert!(
+        st["failures"].as_array().is_some_and(|f| f.is_empty()),
+        "{st}"
+    );
+    assert_eq!(http_get(sup.port, "/health").map(|r| r.0), Some(200));
     sup.stop(libc::SIGTERM);
     assert_eq!(
         sup.exit_code(Duration::from_secs(20)),
@@ -1180,6 +1237,15 @@ fn fake_engine_crash_after_ready_restarts_even_with_exit_0() {
     let err = sup.stderr();
     assert!(err.contains("exited unexpectedly (exit 0)"), "{err}");
     assert!(err.contains("next: restart"), "{err}");
+    let st = status(&sup);
+    let f = &st["failures"][0];
+    assert_eq!(f["exit"], "exit 0", "{st}");
+    assert_eq!(f["action"], "restart", "{st}");
+    assert!(
+        f["log_tail"].as_array().is_some_and(|t| !t.is_empty()),
+        "{st}"
+    );
+    assert!(st["restarts"].as_u64().is_some_and(|r| r >= 1), "{st}");
     sup.stop(libc::SIGTERM);
     assert_eq!(sup.exit_code(Duration::from_secs(20)), 0);
 }
@@ -1206,6 +1272,17 @@ fn fake_engine_oom_falls_back_until_a_recipe_works() {
     let err = sup.stderr();
     assert_eq!(err.matches("falling back to recipe").count(), 2, "{err}");
     assert!(!err.contains("next: restart"), "{err}");
+    let st = status(&sup);
+    assert_eq!(st["phase"], "ready", "{st}");
+    assert_eq!(st["attempt"], 3, "{st}");
+    let failures = st["failures"].as_array().cloned().unwrap_or_default();
+    assert_eq!(failures.len(), 2, "{st}");
+    for f in &failures {
+        assert_eq!(f["class"], "oom", "{st}");
+        assert_eq!(f["action"], "next_recipe", "{st}");
+    }
+    assert_ne!(failures[0]["recipe_id"], failures[1]["recipe_id"], "{st}");
+    assert_ne!(st["recipe"]["id"], failures[1]["recipe_id"], "{st}");
     sup.stop(libc::SIGTERM);
     assert_eq!(sup.exit_code(Duration::from_secs(20)), 0);
 }
