@@ -204,12 +204,7 @@ async fn start_limited(
         max_connections,
         drain_grace: Duration::from_secs(2),
     };
-    let served = tokio::spawn(serve_public_with(
-        listener,
-        shared.clone(),
-        cfg,
-        test_limits(),
-    ));
+    let served = tokio::spawn(serve_public_with(listener, shared.clone(), cfg, limits));
     Harness {
         addr,
         shared,
