@@ -5,6 +5,8 @@ mod support;
 
 mod fake_engine;
 mod gpus;
+mod host;
 mod http;
+mod notify;
 mod plan;
 mod supervise;
