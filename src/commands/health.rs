@@ -193,7 +193,8 @@ mod tests {
 
     #[test]
     fn parses_responses() {
-        let cases: &[(&[u8], Option<(u16, &str)>)] = &[
+        type Case<'a> = (&'a [u8], Option<(u16, &'a str)>);
+        let cases: &[Case] = &[
             (
                 b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}",
                 Some((200, "{}")),

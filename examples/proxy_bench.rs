@@ -1,0 +1,140 @@
+//! Benchmark harness for the public port (bench/http/run.sh), usable before the supervisor
+//! exists:
+//!
+//! - `proxy_bench proxy --listen P --engine-port E`: `http::serve_public` with the phase set to
+//!   Ready, forwarding to `127.0.0.1:E`, until SIGINT/SIGTERM.
+//! - `proxy_bench upstream --listen E [--tokens N] [--gap-ms M]`: a minimal engine stand-in
+//!   (`/v1/models`, `/health`, `/metrics`, `/v1/completions` with `"stream": true` as SSE of N
+//!   events M ms apart) for when the fake engine is not at hand.
+
+use aim_engine::http::{PublicConfig, serve_public};
+use aim_engine::shared::Shared;
+use aim_engine::status::Phase;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+type B = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map(String::as_str).unwrap_or("");
+    let listen = arg(&args, "--listen", 0) as u16;
+    let listener = TcpListener::bind(("127.0.0.1", listen)).await?;
+    match mode {
+        "proxy" => {
+            let engine_port = arg(&args, "--engine-port", 8001) as u16;
+            let shared = Arc::new(Shared::new("bench/model", engine_port));
+            shared.set_phase(Phase::Ready);
+            let cfg = PublicConfig {
+                api_key: None,
+                max_connections: 4096,
+                drain_grace: Duration::from_secs(1),
+            };
+            let stop = shared.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                stop.stopping.cancel();
+                stop.set_phase(Phase::Stopped);
+            });
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let s2 = shared.clone();
+            tokio::spawn(async move {
+                term.recv().await;
+                s2.stopping.cancel();
+                s2.set_phase(Phase::Stopped);
+            });
+            serve_public(listener, shared, cfg).await?;
+        }
+        "upstream" => {
+            let tokens = arg(&args, "--tokens", 16) as usize;
+            let gap = Duration::from_millis(arg(&args, "--gap-ms", 0));
+            loop {
+                let (stream, _) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| async move {
+                        Ok::<_, Infallible>(upstream(req, tokens, gap).await)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }
+        _ => {
+            eprintln!(
+                "usage: proxy_bench proxy --listen P --engine-port E | upstream --listen E [--tokens N] [--gap-ms M]"
+            );
+            std::process::exit(64);
+        }
+    }
+    Ok(())
+}
+
+fn full(s: &'static str) -> B {
+    Full::new(Bytes::from_static(s.as_bytes())).boxed_unsync()
+}
+
+async fn upstream(req: Request<Incoming>, tokens: usize, gap: Duration) -> Response<B> {
+    match req.uri().path() {
+        "/health" => Response::new(full("")),
+        "/metrics" => Response::new(full(
+            "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 0.0\n",
+        )),
+        "/v1/completions" | "/v1/chat/completions" => {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let stream = body
+                .windows(14)
+                .any(|w| w == b"\"stream\": true" || w.starts_with(b"\"stream\":true"));
+            if !stream {
+                return Response::new(full(
+                    r#"{"id":"cmpl-1","object":"text_completion","choices":[{"index":0,"text":" Paris","finish_reason":"length"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#,
+                ));
+            }
+            let events = futures_util::stream::unfold(0usize, move |i| async move {
+                if i > tokens {
+                    return None;
+                }
+                if i > 0 && !gap.is_zero() {
+                    tokio::time::sleep(gap).await;
+                }
+                let data = if i == tokens {
+                    Bytes::from_static(b"data: [DONE]\n\n")
+                } else {
+                    Bytes::from(format!(
+                        "data: {{\"choices\":[{{\"index\":0,\"text\":\"t{i}\"}}]}}\n\n"
+                    ))
+                };
+                Some((Ok::<_, Infallible>(Frame::data(data)), i + 1))
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(StreamBody::new(events).boxed_unsync())
+                .unwrap_or_else(|_| Response::new(full("")))
+        }
+        _ => Response::new(full(
+            r#"{"object":"list","data":[{"id":"bench/model","object":"model"}]}"#,
+        )),
+    }
+}
