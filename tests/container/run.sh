@@ -391,14 +391,14 @@ check_serve() {
 check_reaping() {
     local c=aimtest-serve main zombies orphans
     main=$(docker inspect -f '{{.State.Pid}}' $c)
-    # In one `docker exec`: 20 orphans that live 2 s and 20 that exit at once (zombies until
+    # In one `docker exec`: 20 orphans that live 4 s and 20 that exit at once (zombies until
     # their new parent reaps them), all reparented to PID 1 when their subshell exits.
-    docker exec $c sh -c 'for i in $(seq 1 20); do (sleep 2 &); (true &); done' || true
+    docker exec $c sh -c 'for i in $(seq 1 20); do (sleep 4 &); (true &); done' || true
     orphans=$(docker top $c -eo pid,ppid,comm | awk -v p="$main" '$2 == p && $3 == "sleep"' | wc -l)
-    sleep 3
+    sleep 5
     zombies=$(docker top $c -eo pid,ppid,stat,comm | awk 'NR > 1 && $3 ~ /Z/')
     if [ "$orphans" -ge 1 ] && [ -z "$zombies" ]; then
-        pass "orphans reparented to aim-engine are reaped ($orphans seen with PPID=aim-engine, no zombie after 3 s)"
+        pass "orphans reparented to aim-engine are reaped ($orphans seen with PPID=aim-engine, no zombie after 5 s)"
     elif [ -n "$zombies" ]; then
         fail reaping "zombies in docker top: $zombies"
     else
