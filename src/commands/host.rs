@@ -1,12 +1,713 @@
-//! `aim-engine launch`, `list`, `stop`. OWNER: host helper.
-use crate::cli::{FormatArgs, GlobalArgs, LaunchArgs, StopArgs};
+//! `aim-engine launch`, `list`, `stop`: the host side, on the Docker Engine API. OWNER: host
+//! helper.
+//!
+//! `launch` plans on this host's own topology (same detection and selection as `plan`) minus
+//! the GPUs running aim-engine containers hold (read from their labels), takes a set of free
+//! GPUs that shares an xGMI hive, and creates a container that sees only those GPUs with the
+//! chosen recipe pinned (AIM_PROFILE_ID). Then it waits for the container's `/status` to say
+//! ready, showing the phase, and prints the endpoint and a curl example.
 
-pub fn launch(_g: &GlobalArgs, _a: LaunchArgs) -> anyhow::Result<u8> {
-    super::not_yet("launch")
+use crate::cli::{Format, FormatArgs, GlobalArgs, LaunchArgs, StopArgs};
+use crate::exit::{ExitError, FAILURE, GAVE_UP, NO_FIT, OK, USAGE};
+use crate::gpu::{self, Gpu, Topology, VisibilityEnv};
+use crate::host::alloc::{self, Holder, format_list};
+use crate::host::docker::{self, Client};
+use crate::host::spec::{self, CONTAINER_PORT, ChosenGpu, ContainerSpec, SpecInput, label};
+use crate::host::{naming, view};
+use crate::plan::Plan;
+use crate::types::Choice;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The first host port `launch` tries.
+const FIRST_PORT: u16 = 8000;
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    ExitError::new(USAGE, msg).into()
 }
-pub fn list(_g: &GlobalArgs, _a: &FormatArgs) -> anyhow::Result<u8> {
-    super::not_yet("list")
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
-pub fn stop(_g: &GlobalArgs, _a: &StopArgs) -> anyhow::Result<u8> {
-    super::not_yet("stop")
+
+/// Plans on an already-detected topology (here: filtered to the free GPUs), with the same
+/// selection as `plan`; the container's own public port is what the plan is for.
+fn plan_on(g: &GlobalArgs, a: &LaunchArgs, topo: &Topology) -> anyhow::Result<Plan> {
+    Ok(crate::commands::plan::plan_on(topo, g, &a.select, CONTAINER_PORT)?.plan)
+}
+
+pub fn launch(g: &GlobalArgs, a: LaunchArgs) -> anyhow::Result<u8> {
+    let Some(model) = a.select.model.clone().filter(|m| !m.trim().is_empty()) else {
+        return Err(usage(
+            "launch needs a MODEL: `aim-engine launch Qwen/Qwen3-32B [GPU_COUNT]`",
+        ));
+    };
+    if let Some(n) = &a.name
+        && !naming::is_valid_name(n)
+    {
+        return Err(usage(format!(
+            "--name {n:?} is no valid container name: use letters, digits, `_`, `.` and `-`, \
+             starting with a letter or digit"
+        )));
+    }
+    let root = absolute(&g.root)?;
+    let topo = gpu::detect(&root, &VisibilityEnv::from_process_env())
+        .map_err(|e| ExitError::new(e.exit_code(), e.to_string()))?;
+
+    if a.dry_run {
+        // Without touching Docker: nothing counts as held, the name gets no suffix and the
+        // port is --port or the first one tried.
+        let port = a.port.unwrap_or(FIRST_PORT);
+        let spec = prepare(g, &a, &model, &root, &topo, &[], &[], &|| Some(port))?.spec;
+        match a.format {
+            Format::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&spec.to_redacted_json())?
+            ),
+            Format::Text => print!("{}", describe(&spec)),
+        }
+        return Ok(OK);
+    }
+
+    // Two launches at once would both see the same GPUs free: hold a host-wide lock from
+    // reading the holders until the new container exists (and so holds its GPUs).
+    let lock = launch_lock();
+    runtime()?.block_on(launch_async(g, a, model, root, topo, lock))
+}
+
+/// Where concurrent launches on this machine serialise.
+const LOCK_PATH: &str = "/tmp/aim-engine-launch.lock";
+
+/// An exclusive lock on [`LOCK_PATH`], released when the file is dropped. None (and a
+/// warning) when the file cannot be used: launching must not fail for want of a lock.
+fn launch_lock() -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // flock works on a read-only descriptor too, so a lock file another user created
+    // (mode 0644) still serves.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o666)
+        .open(LOCK_PATH)
+        .or_else(|_| std::fs::File::open(LOCK_PATH));
+    match file {
+        Ok(f) => match f.lock() {
+            Ok(()) => Some(f),
+            Err(e) => {
+                tracing::warn!("cannot lock {LOCK_PATH} ({e}); concurrent launches may race");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!("cannot open {LOCK_PATH} ({e}); concurrent launches may race");
+            None
+        }
+    }
+}
+
+async fn launch_async(
+    g: &GlobalArgs,
+    a: LaunchArgs,
+    model: String,
+    root: PathBuf,
+    topo: Topology,
+    lock: Option<std::fs::File>,
+) -> anyhow::Result<u8> {
+    let client = Client::connect(Duration::from_secs(120)).await?;
+    if !client.image_exists(&a.image).await? {
+        return Err(ExitError::new(
+            FAILURE,
+            format!(
+                "image {img} not found. Build it from the aim-engine source tree: `docker build \
+                 -f Dockerfile.unified -t {img} .` (or pass --image / AIM_IMAGE)",
+                img = a.image
+            ),
+        )
+        .into());
+    }
+    let managed = client.list_managed().await?;
+    let holders: Vec<Holder> = managed
+        .iter()
+        .filter(|m| m.holds_gpus())
+        .map(view::Managed::holder)
+        .collect();
+    let (names, used_ports) = client.names_and_ports().await?;
+    if let Some(n) = &a.name
+        && names.iter().any(|t| t == n)
+    {
+        return Err(usage(format!(
+            "a container named {n} exists already; choose another --name or stop it \
+             (`aim-engine stop {n}`)"
+        )));
+    }
+    let pick_port = || match a.port {
+        Some(p) => Some(p),
+        None => spec::first_free_port(FIRST_PORT, &used_ports, &docker::port_bindable),
+    };
+    let prepared = prepare(g, &a, &model, &root, &topo, &holders, &names, &pick_port)?;
+    let spec = prepared.spec.clone();
+
+    if let Some(hf) = spec
+        .mounts
+        .iter()
+        .find(|m| m.target == spec::CONTAINER_HF_HOME)
+    {
+        // Docker refuses a bind mount of a missing folder; an empty cache is fine.
+        std::fs::create_dir_all(&hf.source).map_err(|e| {
+            ExitError::new(
+                FAILURE,
+                format!(
+                    "cannot create the Hugging Face cache folder {}: {e}; pass --hf-cache DIR",
+                    hf.source
+                ),
+            )
+        })?;
+    }
+
+    client.create_and_start(&spec).await?;
+    drop(lock);
+    let host = docker::published_host();
+    eprintln!(
+        "Started {} ({} on GPU {}, recipe {}) on port {}.",
+        spec.name,
+        model,
+        format_list(&prepared.ordinals),
+        prepared.recipe_id,
+        prepared.port
+    );
+    if a.detach {
+        println!(
+            "{}",
+            view::ready_message(
+                &spec.name,
+                &host,
+                prepared.port,
+                &prepared.served_model,
+                &prepared.ordinals
+            )
+            .replacen(" is ready on ", " is starting on ", 1)
+        );
+        println!(
+            "Follow it with `aim-engine list` or http://{host}:{}/status.",
+            prepared.port
+        );
+        return Ok(OK);
+    }
+    wait_ready(&client, &spec.name, &host, &prepared, a.ready_timeout).await
+}
+
+/// What `prepare` decided, besides the spec.
+struct Prepared {
+    spec: ContainerSpec,
+    ordinals: Vec<u32>,
+    port: u16,
+    recipe_id: String,
+    served_model: String,
+}
+
+/// Plan, allocation, naming and the spec, from what was read from the host and Docker.
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    g: &GlobalArgs,
+    a: &LaunchArgs,
+    model: &str,
+    root: &Path,
+    topo: &Topology,
+    holders: &[Holder],
+    taken_names: &[String],
+    pick_port: &dyn Fn() -> Option<u16>,
+) -> anyhow::Result<Prepared> {
+    let free = alloc::free_topology(topo, holders);
+    let wanted = match a.select.gpu_count {
+        Some(Choice::Is(n)) => n,
+        _ => 1,
+    };
+    if free.gpus.is_empty() || (wanted as usize) > free.gpus.len() {
+        return Err(
+            ExitError::new(NO_FIT, alloc::not_enough(topo, holders, wanted).to_string()).into(),
+        );
+    }
+    let plan = plan_on(g, a, &free).map_err(|e| {
+        let held = alloc::holders_on(topo, holders);
+        if held.is_empty() {
+            return e;
+        }
+        let who: Vec<String> = held
+            .iter()
+            .map(|(n, gpus)| format!("{n} holds GPU {}", format_list(gpus)))
+            .collect();
+        let code = crate::exit::code_of(&e);
+        ExitError::new(
+            code,
+            format!(
+                "{e:#} (planned on the {} free GPU(s) only: {})",
+                free.gpus.len(),
+                who.join(", ")
+            ),
+        )
+        .into()
+    })?;
+    let Some(chosen_launch) = plan.launches.first() else {
+        return Err(ExitError::new(NO_FIT, "the plan has no launch").into());
+    };
+    let ordinals = alloc::allocate(topo, holders, chosen_launch.gpu_count)
+        .map_err(|e| ExitError::new(NO_FIT, e.to_string()))?;
+    let chosen: Vec<&Gpu> = ordinals
+        .iter()
+        .filter_map(|o| topo.gpus.iter().find(|g| g.index == *o))
+        .collect();
+    let gpus: Vec<ChosenGpu> = chosen
+        .iter()
+        .map(|g| ChosenGpu {
+            ordinal: g.index,
+            render_minor: g.render_minor,
+            card: card_node(root, g.render_minor),
+            pci: g.pci.clone(),
+        })
+        .collect();
+
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => naming::unique_name(
+            &naming::container_name(
+                model,
+                chosen_launch.gpu_count,
+                chosen_launch.precision,
+                chosen_launch.engine,
+            ),
+            taken_names,
+        ),
+    };
+    let Some(port) = pick_port() else {
+        return Err(ExitError::new(FAILURE, "no free host port from 8000 up; pass --port").into());
+    };
+    let device_gids = if spec::is_real_root(root) {
+        device_gids(&gpus)
+    } else {
+        Vec::new()
+    };
+    let host_groups = std::fs::read_to_string("/etc/group")
+        .map(|t| spec::parse_etc_group(&t))
+        .unwrap_or_default();
+    let pass_through: Vec<(String, String)> = spec::PASS_THROUGH
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    let mut extra_env = Vec::new();
+    if let Some(m) = a.select.metric.get() {
+        extra_env.push(("AIM_METRIC".to_string(), m.as_str().to_string()));
+    }
+    if let Some(m) = &a.select.gpu_model {
+        extra_env.push(("AIM_GPU_MODEL".to_string(), m.clone()));
+    }
+    if let Some(j) = &a.select.engine_args {
+        extra_env.push(("AIM_ENGINE_ARGS".to_string(), j.clone()));
+    }
+    if let Some(p) = a.select.engine_port {
+        extra_env.push(("AIM_ENGINE_PORT".to_string(), p.to_string()));
+    }
+    let recipes_dirs: Vec<PathBuf> = g
+        .recipes_dir
+        .iter()
+        .filter(|d| d.is_dir())
+        .filter_map(|d| absolute(d).ok())
+        .collect();
+    let local_model = local_model_dir(model);
+    let input = SpecInput {
+        name,
+        image: a.image.clone(),
+        model: model.to_string(),
+        launch: chosen_launch,
+        gpus,
+        host_port: port,
+        root: root.to_path_buf(),
+        hf_cache: hf_cache(a)?,
+        groups: spec::groups(&host_groups, &device_gids),
+        pass_through,
+        extra_env,
+        recipes_dirs,
+        local_model,
+    };
+    Ok(Prepared {
+        spec: spec::build(&input),
+        ordinals,
+        port,
+        recipe_id: chosen_launch.recipe_id.clone(),
+        served_model: chosen_launch.served_model_name.clone(),
+    })
+}
+
+/// `root` as an absolute path (Docker bind sources must be absolute).
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::canonicalize(p).map_err(|e| usage(format!("cannot use {}: {e}", p.display())))
+}
+
+/// The DRM card node of the device behind a render node (`card17`), from sysfs.
+fn card_node(root: &Path, render_minor: u32) -> Option<String> {
+    let dir = root.join(format!("sys/class/drm/renderD{render_minor}/device/drm"));
+    let mut cards: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.starts_with("card") && n[4..].chars().all(|c| c.is_ascii_digit()) && n.len() > 4
+        })
+        .collect();
+    cards.sort();
+    cards.into_iter().next()
+}
+
+/// Host group ids owning /dev/kfd and the chosen nodes.
+fn device_gids(gpus: &[ChosenGpu]) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let mut paths = vec!["/dev/kfd".to_string()];
+    for g in gpus {
+        paths.push(format!("/dev/dri/renderD{}", g.render_minor));
+        if let Some(c) = &g.card {
+            paths.push(format!("/dev/dri/{c}"));
+        }
+    }
+    paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok().map(|m| m.gid()))
+        .collect()
+}
+
+/// The host's Hugging Face cache: --hf-cache / AIM_HOST_HF_CACHE, else $HF_HOME, else
+/// $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface (huggingface_hub's own order).
+fn hf_cache(a: &LaunchArgs) -> anyhow::Result<PathBuf> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let p = if let Some(p) = &a.hf_cache {
+        p.clone()
+    } else if let Some(h) = env("HF_HOME") {
+        PathBuf::from(h)
+    } else if let Some(x) = env("XDG_CACHE_HOME") {
+        PathBuf::from(x).join("huggingface")
+    } else if let Some(home) = env("HOME") {
+        PathBuf::from(home).join(".cache/huggingface")
+    } else {
+        return Err(usage(
+            "cannot find the Hugging Face cache: HOME is not set; pass --hf-cache DIR",
+        ));
+    };
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Ok(std::env::current_dir()?.join(p))
+    }
+}
+
+/// MODEL as a local folder on the host (absolute), when it names one.
+fn local_model_dir(model: &str) -> Option<PathBuf> {
+    let looks_local = model.starts_with('/') || model.starts_with("./") || model.starts_with("../");
+    if !looks_local {
+        return None;
+    }
+    std::fs::canonicalize(model).ok().filter(|p| p.is_dir())
+}
+
+/// The dry run for humans: the spec as an equivalent `docker run` line plus the GPUs.
+fn describe(s: &ContainerSpec) -> String {
+    let json = s.to_redacted_json();
+    let mut out = format!("Container {} (image {})\n", s.name, s.image);
+    out.push_str(&format!(
+        "  GPUs (host ordinals): {}   render minors: {}\n",
+        s.labels.get(label::GPUS).cloned().unwrap_or_default(),
+        s.labels
+            .get(label::RENDER_MINORS)
+            .cloned()
+            .unwrap_or_default()
+    ));
+    out.push_str(&format!(
+        "  recipe: {}\n",
+        s.labels.get(label::RECIPE).cloned().unwrap_or_default()
+    ));
+    let mut args = vec![
+        "docker run -d".to_string(),
+        format!("--name {}", s.name),
+        format!("--restart {}", s.restart),
+        format!("--ipc={}", s.ipc),
+    ];
+    for d in &s.devices {
+        args.push(format!("--device {}", d.host));
+    }
+    for g in &s.groups {
+        args.push(format!("--group-add {g}"));
+    }
+    for c in &s.cap_add {
+        args.push(format!("--cap-add {c}"));
+    }
+    for o in &s.security_opt {
+        args.push(format!("--security-opt {o}"));
+    }
+    for p in &s.ports {
+        args.push(format!("-p {}:{}", p.host, p.container));
+    }
+    for m in &s.mounts {
+        let ro = if m.read_only { ":ro" } else { "" };
+        args.push(format!("-v {}:{}{ro}", m.source, m.target));
+    }
+    if let Some(env) = json["env"].as_object() {
+        for (k, v) in env {
+            args.push(format!("-e {k}={}", v.as_str().unwrap_or_default()));
+        }
+    }
+    for (k, v) in &s.labels {
+        args.push(format!("--label {k}={v}"));
+    }
+    args.push(s.image.clone());
+    args.extend(s.command.iter().cloned());
+    out.push_str("  equivalent to:\n    ");
+    out.push_str(&args.join(" \\\n      "));
+    out.push('\n');
+    out
+}
+
+/// Waits until the container's /status says ready (or it fails, or the timeout passes).
+async fn wait_ready(
+    client: &Client,
+    name: &str,
+    host: &str,
+    p: &Prepared,
+    timeout: Duration,
+) -> anyhow::Result<u8> {
+    let start = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    let mut tick = 0usize;
+    let mut last_printed: Option<(String, u64)> = None;
+    let mut last_print_at = Instant::now();
+    let mut last_status: Option<view::StatusView> = None;
+    let clear = |tty: bool| {
+        if tty {
+            eprint!("\r\x1b[2K");
+        }
+    };
+    loop {
+        let elapsed = start.elapsed().as_secs();
+        let Some(m) = client.inspect(name).await? else {
+            clear(tty);
+            return Err(ExitError::new(
+                FAILURE,
+                format!("{name} disappeared while starting (removed by someone else?)"),
+            )
+            .into());
+        };
+        if matches!(m.state.as_str(), "exited" | "dead" | "restarting") {
+            clear(tty);
+            let summary = match m.exit_code {
+                Some(code) => format!("the container ended with {}", view::describe_exit(code)),
+                None => "the container ended".to_string(),
+            };
+            let since = m.started_at.as_deref().and_then(view::parse_rfc3339);
+            return fail_launch(client, name, summary, last_status, since).await;
+        }
+        let status = docker::get_status(host, p.port, Duration::from_secs(2))
+            .await
+            .and_then(|b| view::parse_status(&b));
+        if status.is_some() {
+            // Kept: a supervisor that gives up exits at once, taking /status with it.
+            last_status.clone_from(&status);
+        }
+        let (phase, attempt, last_log) = match &status {
+            Some(s) => (s.phase.clone(), s.attempt, s.last_log_line.clone()),
+            None => ("starting container".to_string(), 0, None),
+        };
+        if phase == "ready" {
+            clear(tty);
+            println!(
+                "{}",
+                view::ready_message(name, host, p.port, &p.served_model, &p.ordinals)
+            );
+            return Ok(OK);
+        }
+        if phase == "failed" {
+            clear(tty);
+            let class = status
+                .as_ref()
+                .and_then(|s| s.fatal.clone())
+                .unwrap_or_else(|| "the supervisor gave up".into());
+            return fail_launch(client, name, class, status, None).await;
+        }
+        let line = view::progress_line(name, &phase, attempt, elapsed, last_log.as_deref());
+        if tty {
+            tick += 1;
+            let width = 110;
+            let short: String = line.chars().take(width).collect();
+            eprint!("\r\x1b[2K{} {short}", frames[tick % frames.len()]);
+            let _ = std::io::stderr().flush();
+        } else {
+            let changed = last_printed.as_ref() != Some(&(phase.clone(), attempt));
+            if changed || last_print_at.elapsed() >= Duration::from_secs(30) {
+                eprintln!("{line}");
+                last_printed = Some((phase.clone(), attempt));
+                last_print_at = Instant::now();
+            }
+        }
+        if start.elapsed() >= timeout {
+            clear(tty);
+            return Err(ExitError::new(
+                FAILURE,
+                format!(
+                    "{name} is not ready after {} (phase {phase}); it keeps running. Follow it \
+                     with `aim-engine list`, http://{host}:{}/status or `docker logs -f {name}`; \
+                     stop it with `aim-engine stop {name}`",
+                    view::human_duration(start.elapsed().as_secs()),
+                    p.port
+                ),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Shows why the container failed (the failure class and the engine's log tail, from
+/// /status or else from the container's log since its last start), stops it (kept for
+/// `docker logs`) so Docker does not restart it forever, and returns the error.
+async fn fail_launch(
+    client: &Client,
+    name: &str,
+    summary: String,
+    status: Option<view::StatusView>,
+    since_unix: Option<i64>,
+) -> anyhow::Result<u8> {
+    let (mut class, mut tail) = status
+        .as_ref()
+        .and_then(|s| s.last_failure.clone())
+        .unwrap_or_else(|| (String::new(), Vec::new()));
+    if tail.is_empty() {
+        tail = client
+            .logs_tail(name, 30, since_unix)
+            .await
+            .iter()
+            .map(|l| view::strip_ansi(l))
+            .collect();
+    }
+    if class.is_empty() {
+        class = view::class_from_logs(&tail).unwrap_or_else(|| "unknown".into());
+    }
+    eprintln!("{name} failed: {summary} (failure class: {class})");
+    if !tail.is_empty() {
+        eprintln!("Engine log (last lines):");
+        for l in &tail {
+            eprintln!("  {l}");
+        }
+    }
+    let _ = client.stop(name, 10).await;
+    Err(ExitError::new(
+        GAVE_UP,
+        format!(
+            "{name} failed (failure class {class}; {summary}); it is stopped and kept for \
+             `docker logs {name}`; remove it with `aim-engine stop {name}`"
+        ),
+    )
+    .into())
+}
+
+pub fn list(_g: &GlobalArgs, a: &FormatArgs) -> anyhow::Result<u8> {
+    runtime()?.block_on(async {
+        let client = Client::connect(Duration::from_secs(60)).await?;
+        let managed = client.list_managed().await?;
+        let host = docker::published_host();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut rows = Vec::new();
+        for m in &managed {
+            let phase = match (m.state.as_str(), m.port()) {
+                ("running", Some(port)) => {
+                    docker::get_status(&host, port, Duration::from_millis(700))
+                        .await
+                        .and_then(|b| view::parse_status(&b))
+                        .map(|s| s.phase)
+                }
+                _ => None,
+            };
+            rows.push(view::row(m, phase, now));
+        }
+        match a.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+            Format::Text => print!("{}", view::render_table(&rows)),
+        }
+        Ok(OK)
+    })
+}
+
+pub fn stop(_g: &GlobalArgs, a: &StopArgs) -> anyhow::Result<u8> {
+    if !a.all && a.names.is_empty() {
+        return Err(usage(
+            "stop needs container names or --all (`aim-engine list` shows them)",
+        ));
+    }
+    runtime()?.block_on(async {
+        let grace = Duration::from_secs(u64::from(a.timeout));
+        let client =
+            Client::connect((grace + Duration::from_secs(60)).max(Duration::from_secs(120)))
+                .await?;
+        let names: Vec<String> = if a.all {
+            client
+                .list_managed()
+                .await?
+                .into_iter()
+                .map(|m| m.name)
+                .collect()
+        } else {
+            a.names.clone()
+        };
+        if names.is_empty() {
+            println!("No aim-engine containers.");
+            return Ok(OK);
+        }
+        let mut errors: Vec<(u8, String)> = Vec::new();
+        for name in &names {
+            match stop_one(&client, name, a).await {
+                Ok(msg) => println!("{msg}"),
+                Err(e) => {
+                    let code = crate::exit::code_of(&e);
+                    eprintln!("aim-engine: error: {e:#}");
+                    errors.push((code, format!("{e:#}")));
+                }
+            }
+        }
+        match errors.as_slice() {
+            [] => Ok(OK),
+            [(code, msg)] if names.len() == 1 => Err(ExitError::new(*code, msg.clone()).into()),
+            _ => Ok(errors.iter().map(|(c, _)| *c).max().unwrap_or(FAILURE)),
+        }
+    })
+}
+
+async fn stop_one(client: &Client, name: &str, a: &StopArgs) -> anyhow::Result<String> {
+    let Some(m) = client.inspect(name).await? else {
+        return Err(usage(format!(
+            "there is no container named {name}; `aim-engine list` shows the aim-engine containers"
+        )));
+    };
+    if m.labels.get(label::MANAGED).map(String::as_str) != Some("true") {
+        return Err(usage(format!(
+            "{name} is not an aim-engine container (it has no label {}=true); aim-engine \
+             stops only containers it launched",
+            label::MANAGED
+        )));
+    }
+    let gpus = m.labels.get(label::GPUS).cloned().unwrap_or_default();
+    client.stop(&m.id, a.timeout).await?;
+    let freed = if gpus.is_empty() {
+        String::new()
+    } else {
+        format!("; GPU {gpus} free again")
+    };
+    if a.keep {
+        Ok(format!("Stopped {} (kept{freed})", m.name))
+    } else {
+        client.remove(&m.id).await?;
+        Ok(format!("Stopped and removed {}{freed}", m.name))
+    }
 }

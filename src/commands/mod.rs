@@ -24,11 +24,3 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Stop(a) => host::stop(g, &a),
     }
 }
-
-pub(crate) fn not_yet(what: &str) -> anyhow::Result<u8> {
-    Err(crate::exit::ExitError::new(
-        crate::exit::FAILURE,
-        format!("`{what}` is not implemented yet"),
-    )
-    .into())
-}

@@ -5,6 +5,7 @@ mod support;
 
 mod fake_engine;
 mod gpus;
+mod host;
 mod http;
 mod notify;
 mod plan;
