@@ -391,15 +391,14 @@ check_serve() {
 check_reaping() {
     local c=aimtest-serve main zombies orphans
     main=$(docker inspect -f '{{.State.Pid}}' $c)
-    # Each `sh -c '(sleep 1 &)'` leaves an orphaned sleep behind, reparented to PID 1.
-    for _ in $(seq 1 20); do
-        docker exec $c sh -c '(sleep 1 &) ; (sh -c "exit 3" &) ; exit 0' || true
-    done
+    # In one `docker exec`: 20 orphans that live 4 s and 20 that exit at once (zombies until
+    # their new parent reaps them), all reparented to PID 1 when their subshell exits.
+    docker exec $c sh -c 'for i in $(seq 1 20); do (sleep 4 &); (true &); done' || true
     orphans=$(docker top $c -eo pid,ppid,comm | awk -v p="$main" '$2 == p && $3 == "sleep"' | wc -l)
-    sleep 2.5
+    sleep 5
     zombies=$(docker top $c -eo pid,ppid,stat,comm | awk 'NR > 1 && $3 ~ /Z/')
     if [ "$orphans" -ge 1 ] && [ -z "$zombies" ]; then
-        pass "orphans reparented to aim-engine are reaped ($orphans seen with PPID=aim-engine, no zombie after 2.5 s)"
+        pass "orphans reparented to aim-engine are reaped ($orphans seen with PPID=aim-engine, no zombie after 5 s)"
     elif [ -n "$zombies" ]; then
         fail reaping "zombies in docker top: $zombies"
     else
