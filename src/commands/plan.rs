@@ -62,10 +62,11 @@ pub fn plan_on(
         )
         .into());
     }
+    // `hf://org/name` (AIM's spelling) is served, matched and loaded as `org/name`.
     let checkpoint = model_ref.name();
     let input = PlanInput {
         topology,
-        model: model_text.trim(),
+        model: &checkpoint,
         checkpoint: &checkpoint,
         facts: &facts,
         recipes: &recipes,
@@ -350,9 +351,10 @@ pub fn recipes(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
             let recipes = load::load_for_model(&sp, m.hub_id())
                 .map_err(|e| ExitError::new(exit::USAGE, format!("bad recipe: {e}")))?;
             let (facts, _) = cache::read_facts(&m, &cache::process_env);
+            let name = m.name();
             (
-                plan::assess_all(&topology, Some(text.trim()), Some(&facts), &recipes, &want),
-                Some(text.trim().to_string()),
+                plan::assess_all(&topology, Some(&name), Some(&facts), &recipes, &want),
+                Some(name),
             )
         }
         None => {
@@ -443,5 +445,77 @@ mod tests {
         assert_eq!(shell_quote(r#"{"a": 1}"#), r#"'{"a": 1}'"#);
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    fn global() -> GlobalArgs {
+        GlobalArgs {
+            root: "/nonexistent".into(),
+            recipes_dir: vec![],
+            builtin_recipes: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/recipes").into()),
+            log_format: crate::cli::LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+
+    fn select(model: &str) -> SelectArgs {
+        SelectArgs {
+            model: Some(model.into()),
+            gpu_count: None,
+            precision: crate::types::Choice::Auto,
+            backend: crate::types::Choice::Auto,
+            metric: crate::types::Choice::Auto,
+            recipe: None,
+            gpu_model: None,
+            engine_args: None,
+            engine_port: None,
+        }
+    }
+
+    /// The host side plans on the GPUs no other container holds: a subset of the host's.
+    #[test]
+    fn plan_on_a_subset_of_gpus() {
+        let gpus: Vec<gpu::Gpu> = [5u32, 6]
+            .iter()
+            .map(|&i| gpu::Gpu {
+                index: i,
+                kfd_node: i + 2,
+                gpu_id: i,
+                pci: format!("0000:{:02x}:00.0", i),
+                render_minor: 128 + 8 * i,
+                gfx: "gfx942".into(),
+                device_id: 0x74a1,
+                product: "MI300X".into(),
+                vram_bytes: 192 << 30,
+                vram_used_bytes: None,
+                compute_units: 304,
+                numa_node: Some(1),
+                physical_index: i,
+                partition: None,
+                hive_id: 0,
+                unique_id: 0,
+            })
+            .collect();
+        let t = Topology {
+            gpus,
+            ..Default::default()
+        };
+        let p = plan_on(&t, &global(), &select("Qwen/Qwen3-32B"), 8100).unwrap();
+        let l = &p.plan.launches[0];
+        assert_eq!(l.recipe_id, "vllm-mi300x-bf16-tp2-latency");
+        assert_eq!(
+            l.gpus.iter().map(|g| g.ordinal).collect::<Vec<_>>(),
+            vec![5, 6]
+        );
+        assert_eq!(l.engine_port, 8101);
+        assert!(p.plan.launches.iter().all(|l| l.gpu_count <= 2));
+        // Usage errors carry exit::USAGE, nothing-fits carries exit::NO_FIT.
+        let e = plan_on(&t, &global(), &select("bad id"), 8100).unwrap_err();
+        assert_eq!(exit::code_of(&e), exit::USAGE);
+        let mut four = select("Qwen/Qwen3-32B");
+        four.gpu_count = Some(crate::types::Choice::Is(4));
+        let e = plan_on(&t, &global(), &four, 8100).unwrap_err();
+        assert_eq!(exit::code_of(&e), exit::NO_FIT);
+        let e = plan_on(&t, &global(), &select("Qwen/Qwen3-32B"), 65535).unwrap_err();
+        assert_eq!(exit::code_of(&e), exit::USAGE);
     }
 }

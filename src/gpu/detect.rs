@@ -16,6 +16,8 @@ pub const KFD_TOPOLOGY: &str = "sys/devices/virtual/kfd/kfd/topology";
 const KFD_TOPOLOGY_CLASS: &str = "sys/class/kfd/kfd/topology";
 const AMDGPU_MODULE: &str = "sys/module/amdgpu";
 const DEV_KFD: &str = "dev/kfd";
+/// Upper bound on mem_banks / io_links probed per node (a CPX host has 64 io_links).
+const MAX_SUBOBJECTS: u32 = 1024;
 
 fn is_eperm(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EPERM) || e.kind() == io::ErrorKind::PermissionDenied
@@ -39,6 +41,8 @@ struct Candidate {
 #[derive(Debug, Clone, Default)]
 struct Card {
     pci: String,
+    /// The card's PCI device directory (relative).
+    dir: String,
     mode: Option<String>,
     numa: Option<i32>,
     vram_used: Option<u64>,
@@ -90,6 +94,16 @@ fn read_u64(r: &dyn SysReader, path: &str) -> Option<u64> {
 
 fn read_card(r: &dyn SysReader, pci: String, dir: &str) -> Card {
     let f = |name: &str| format!("{dir}/{name}");
+    // Only discrete boards have these; then the iGPU rule needs no memory totals.
+    let discrete_marker = r.exists(&f("mem_info_vram_vendor")) || r.exists(&f("board_info"));
+    let (vram_total, gtt_total) = if discrete_marker {
+        (None, None)
+    } else {
+        (
+            read_u64(r, &f("mem_info_vram_total")),
+            read_u64(r, &f("mem_info_gtt_total")),
+        )
+    };
     Card {
         mode: r
             .read(&f("current_compute_partition"))
@@ -103,10 +117,11 @@ fn read_card(r: &dyn SysReader, pci: String, dir: &str) -> Card {
             .and_then(parse::numa_node),
         vram_used: read_u64(r, &f("mem_info_vram_used")),
         mem: DrmMemory {
-            vram_total: read_u64(r, &f("mem_info_vram_total")),
-            gtt_total: read_u64(r, &f("mem_info_gtt_total")),
-            discrete_marker: r.exists(&f("mem_info_vram_vendor")) || r.exists(&f("board_info")),
+            vram_total,
+            gtt_total,
+            discrete_marker,
         },
+        dir: dir.to_string(),
         pci,
     }
 }
@@ -162,34 +177,32 @@ fn read_node(
             "its KFD properties have no drm_render_minor, so it has no render node".into(),
         );
     };
+    // One access(2) tells both "absent" (ENOENT) and "not allowed" (EACCES).
     let dev = format!("dev/dri/renderD{render_minor}");
-    if !r.exists(&dev) {
-        return NodeRead::Excluded(format!(
-            "not assigned to this container: /{dev} does not exist (pass --device /dev/dri or \
-             --device /{dev})"
-        ));
-    }
-    if let Err(e) = r.access_rw(&dev) {
-        return NodeRead::Excluded(format!(
-            "/{dev} cannot be opened read-write ({e}): add the user to the render and video \
-             groups (docker: --group-add video --group-add render)"
-        ));
-    }
-    // VRAM: the node's own banks (per partition in partition modes).
-    let banks_dir = format!("{dir}/mem_banks");
-    let mut vram_kfd = 0u64;
-    match r.read_dir(&banks_dir) {
-        Ok(banks) => {
-            for b in banks {
-                match r.read(&format!("{banks_dir}/{b}/properties")) {
-                    Ok(t) => vram_kfd += parse::mem_bank_vram(&t),
-                    Err(e) if is_eperm(&e) => return NodeRead::Excluded(NOT_ASSIGNED.into()),
-                    Err(_) => {}
-                }
-            }
+    match r.access_rw(&dev) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return NodeRead::Excluded(format!(
+                "not assigned to this container: /{dev} does not exist (pass --device \
+                 /dev/dri or --device /{dev})"
+            ));
         }
-        Err(e) if is_eperm(&e) => return NodeRead::Excluded(NOT_ASSIGNED.into()),
-        Err(_) => {}
+        Err(e) => {
+            return NodeRead::Excluded(format!(
+                "/{dev} cannot be opened read-write ({e}): add the user to the render and \
+                 video groups (docker: --group-add video --group-add render)"
+            ));
+        }
+    }
+    // VRAM: the node's own banks (per partition in partition modes). Banks are numbered
+    // 0..; probing until the first missing one is cheaper than listing the directory.
+    let mut vram_kfd = 0u64;
+    for b in 0..MAX_SUBOBJECTS {
+        match r.read(&format!("{dir}/mem_banks/{b}/properties")) {
+            Ok(t) => vram_kfd += parse::mem_bank_vram(&t),
+            Err(e) if is_eperm(&e) => return NodeRead::Excluded(NOT_ASSIGNED.into()),
+            Err(_) => break,
+        }
     }
     if vram_kfd == 0 {
         // Kernels before ~2019 printed the VRAM size in local_mem_size.
@@ -319,7 +332,11 @@ pub fn detect_with(r: &dyn SysReader, vis: &VisibilityEnv) -> Result<Topology, G
         let vram_bytes = if c.vram_kfd > 0 {
             c.vram_kfd
         } else if partition.is_none() {
-            card.mem.vram_total.unwrap_or(0)
+            // No KFD bank (odd kernel): the card's DRM total, which is per card.
+            card.mem
+                .vram_total
+                .or_else(|| read_u64(r, &format!("{}/mem_info_vram_total", card.dir)))
+                .unwrap_or(0)
         } else {
             0
         };
@@ -374,13 +391,10 @@ fn xgmi_pairs(r: &dyn SysReader, topo: &str, gpus: &[Gpu]) -> Vec<(u32, u32)> {
     let by_node: HashMap<u32, u32> = gpus.iter().map(|g| (g.kfd_node, g.index)).collect();
     let mut pairs = Vec::new();
     for g in gpus {
-        let dir = format!("{topo}/nodes/{}/io_links", g.kfd_node);
-        let Ok(links) = r.read_dir(&dir) else {
-            continue;
-        };
-        for l in links {
-            let Ok(text) = r.read(&format!("{dir}/{l}/properties")) else {
-                continue;
+        for l in 0..MAX_SUBOBJECTS {
+            let path = format!("{topo}/nodes/{}/io_links/{l}/properties", g.kfd_node);
+            let Ok(text) = r.read(&path) else {
+                break;
             };
             if let Some(&other) = parse::xgmi_link_target(&text).and_then(|to| by_node.get(&to))
                 && other != g.index

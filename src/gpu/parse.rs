@@ -554,4 +554,20 @@ mod tests {
             }
         );
     }
+
+    proptest::proptest! {
+        /// Whatever a sysfs file or an env var holds, parsing returns instead of panicking.
+        #[test]
+        fn parsers_never_panic(s in ".{0,200}") {
+            let n = NodeProps::parse(&s);
+            let _ = n.compute_units();
+            let _ = gfx_name(n.gfx_target_version);
+            let _ = mem_bank_vram(&s);
+            let _ = xgmi_link_target(&s);
+            let _ = sysfs_u64(&s);
+            let _ = is_pci_address(&s);
+            let _ = parse_visible_list("X", &s);
+            let _ = apply_visibility(&[1, 2, 3], Some(&s), Some(&s), None);
+        }
+    }
 }

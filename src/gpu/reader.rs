@@ -19,7 +19,7 @@ pub trait SysReader {
     /// Whether the path exists (following symlinks).
     fn exists(&self, rel: &str) -> bool;
     /// Whether this process may open the path for reading and writing (`access(2)`; opens
-    /// nothing, so no KFD process context is created).
+    /// nothing, so no KFD process context is created). NotFound when it does not exist.
     fn access_rw(&self, rel: &str) -> io::Result<()>;
 }
 
@@ -43,11 +43,23 @@ impl FsReader {
 
 impl SysReader for FsReader {
     fn read(&self, rel: &str) -> io::Result<String> {
-        // One open + read (sysfs files are < 4 KiB); skips read_to_string's metadata call.
+        // open + read + close: sysfs attributes fit one page and come in one read, so a short
+        // read is the end; read_to_string would add statx/lseek calls to every file.
         let mut file = std::fs::File::open(self.path(rel))?;
-        let mut buf = Vec::with_capacity(1024);
-        file.read_to_end(&mut buf)?;
-        String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        let mut buf = [0u8; 4096];
+        let mut out = Vec::new();
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            out.extend_from_slice(&buf[..n]);
+            if n < buf.len() {
+                break;
+            }
+        }
+        String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
     fn read_dir(&self, rel: &str) -> io::Result<Vec<String>> {

@@ -594,11 +594,7 @@ impl Supervisor {
         let text =
             String::from_utf8_lossy(&out.lock().unwrap_or_else(|p| p.into_inner())).to_string();
         match status {
-            Ok(Ok(ExitKind::Code(0))) => text
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .map(str::to_string),
+            Ok(Ok(ExitKind::Code(0))) => engine::parse_version_output(&text),
             _ => None,
         }
     }
@@ -1001,9 +997,15 @@ impl Supervisor {
     }
 }
 
-/// The version probe for a launch. Returns None (no probe) until the engine module offers one.
-fn version_probe_argv(_launch: &Launch) -> Option<Vec<String>> {
-    None
+/// The version probe for a launch: the engine module decides from the launcher override
+/// (none for a launcher that is not the real engine, e.g. the test double).
+fn version_probe_argv(launch: &Launch) -> Option<Vec<String>> {
+    let var = match launch.engine {
+        crate::types::Engine::Vllm => "AIM_VLLM_COMMAND",
+        crate::types::Engine::Sglang => "AIM_SGLANG_COMMAND",
+    };
+    let launcher = std::env::var(var).ok().filter(|s| !s.trim().is_empty());
+    engine::version_probe(launch.engine, launcher.as_deref())
 }
 
 fn last_n(mut v: Vec<String>, n: usize) -> Vec<String> {

@@ -54,19 +54,69 @@ pub fn descendants(table: &[ProcStat], root: i32) -> Vec<i32> {
     out
 }
 
+/// Reads one /proc/<pid>/stat with a single read (no metadata calls: a sweep reads many).
+fn read_stat(pid: i32) -> Option<ProcStat> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 1024];
+    let n = f.read(&mut buf).ok()?;
+    parse_stat(std::str::from_utf8(&buf[..n]).ok()?)
+}
+
 /// Reads every /proc/<pid>/stat (processes that vanish meanwhile are skipped).
 pub fn read_proc() -> Vec<ProcStat> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| {
-        let e = e.ok()?;
-        let name = e.file_name();
-        let pid: i32 = name.to_str()?.parse().ok()?;
-        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        parse_stat(&text)
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        read_stat(pid)
     })
     .collect()
+}
+
+/// Pids listed in /proc/<pid>/task/*/children (children hang off the thread that forked
+/// them). None when the kernel has no such files (CONFIG_PROC_CHILDREN off).
+fn children_of(pid: i32) -> Option<Vec<i32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    let mut any = false;
+    for t in tasks.flatten() {
+        let path = t.path().join("children");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                any = true;
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => any = true, // the task ended meanwhile
+        }
+    }
+    any.then_some(out)
+}
+
+/// Our descendants with their state, walking the children files (cost grows with our tree,
+/// not with the host's process count); the full /proc scan where those files are missing.
+pub fn our_tree(me: i32) -> Vec<ProcStat> {
+    let Some(first) = children_of(me) else {
+        return targets(&read_proc(), me);
+    };
+    let mut out = Vec::new();
+    let mut frontier = first;
+    while let Some(pid) = frontier.pop() {
+        if out.iter().any(|p: &ProcStat| p.pid == pid) {
+            continue;
+        }
+        let Some(st) = read_stat(pid) else { continue };
+        out.push(st);
+        if let Some(c) = children_of(pid) {
+            frontier.extend(c);
+        }
+    }
+    out
 }
 
 /// The processes a sweep must end, from a table: our descendants.
@@ -98,7 +148,7 @@ pub async fn kill_tree(reaper: &Reaper, pgid: Option<i32>, limit: Duration) -> u
     let mut swept = 0;
     loop {
         reaper.reap_all();
-        let left = targets(&read_proc(), me);
+        let left = our_tree(me);
         let alive: Vec<i32> = left
             .iter()
             .filter(|p| p.state != 'Z')
@@ -162,6 +212,33 @@ mod tests {
         ];
         for (line, want) in cases {
             assert_eq!(parse_stat(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn our_tree_finds_a_real_grandchild() {
+        // A shell that starts a sleep: both are our descendants, found through the children
+        // files (or the /proc scan).
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let grandchild: i32 = line.trim().parse().unwrap();
+        let me = std::process::id() as i32;
+        let tree: Vec<i32> = our_tree(me).iter().map(|p| p.pid).collect();
+        let full: Vec<i32> = targets(&read_proc(), me).iter().map(|p| p.pid).collect();
+        kill(grandchild, libc::SIGKILL);
+        let _ = child.wait();
+        for pid in [child.id() as i32, grandchild] {
+            assert!(tree.contains(&pid), "{pid} not in {tree:?}");
+            assert!(full.contains(&pid), "{pid} not in {full:?}");
         }
     }
 

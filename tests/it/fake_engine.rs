@@ -19,6 +19,18 @@ impl Drop for Running {
     }
 }
 
+/// SIGKILLs a pid (an orphan or worker the test made) when the test ends, passed or failed.
+struct KillPid(i32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+        }
+    }
+}
+
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
@@ -217,4 +229,294 @@ fn fake_engine_crashes_after_n_requests() {
     assert_eq!(second.0, 200, "the Nth request is still answered");
     let status = wait_exit(&mut engine.0, Duration::from_secs(5)).expect("did not crash");
     assert_eq!(status.code(), Some(3));
+}
+
+/// Waits for `<dir>/<name>` to exist and returns its trimmed content.
+fn wait_file(dir: &std::path::Path, name: &str, within: Duration) -> Option<String> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(s) = std::fs::read_to_string(dir.join(name))
+            && !s.trim().is_empty()
+        {
+            return Some(s.trim().to_string());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn pid_in(dir: &std::path::Path, name: &str) -> i32 {
+    wait_file(dir, name, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{name} never written"))
+        .parse()
+        .expect("pid file holds a pid")
+}
+
+/// Fields 4 (ppid) and 6 (session) of /proc/PID/stat, or None once the process is gone or a
+/// zombie.
+fn ppid_sid(pid: i32) -> Option<(i32, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    if f[0] == "Z" || f[0] == "X" {
+        return None;
+    }
+    Some((f[1].parse().ok()?, f[3].parse().ok()?))
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+}
+
+fn state_engine(dir: &std::path::Path, envs: &[(&str, &str)]) -> Running {
+    let mut cmd = Command::new(fake_engine());
+    cmd.args(["serve", "m", "--host", "127.0.0.1", "--port", "0"])
+        .env("FAKE_STATE_DIR", dir)
+        .env("FAKE_LOAD_SECS", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    Running(cmd.spawn().expect("spawn fake-engine"))
+}
+
+#[test]
+fn fake_engine_fails_first_starts_then_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let envs = [
+        ("FAKE_FAIL_FIRST_N_STARTS", "1"),
+        ("FAKE_EXIT_CODE_ON_TERM", "5"),
+    ];
+    let mut first = state_engine(dir.path(), &envs);
+    let st = wait_exit(&mut first.0, Duration::from_secs(10)).expect("first start must fail");
+    assert_eq!(st.code(), Some(1));
+    let mut second = state_engine(dir.path(), &envs);
+    let port: u16 = wait_file(dir.path(), "port", Duration::from_secs(10))
+        .expect("second start listens")
+        .parse()
+        .expect("port");
+    assert!(wait_status(port, "/health", 200, Duration::from_secs(10)));
+    sigterm(&second.0);
+    let st = wait_exit(&mut second.0, Duration::from_secs(10)).expect("exits on SIGTERM");
+    assert_eq!(st.code(), Some(5));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("starts"))
+            .expect("starts")
+            .trim(),
+        "2"
+    );
+}
+
+#[test]
+fn fake_engine_spawns_workers_and_orphans() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = state_engine(
+        dir.path(),
+        &[
+            ("FAKE_WORKERS", "2"),
+            ("FAKE_WORKERS_SETSID", "1"),
+            ("FAKE_ORPHANS", "1"),
+            ("FAKE_ORPHAN_LINGER_SECS", "30"),
+        ],
+    );
+    let main = pid_in(dir.path(), "main.pid");
+    let workers = [
+        pid_in(dir.path(), "worker-0.pid"),
+        pid_in(dir.path(), "worker-1.pid"),
+    ];
+    let orphan = pid_in(dir.path(), "orphan-0.pid");
+    let _cleanup = [KillPid(orphan), KillPid(workers[0]), KillPid(workers[1])];
+    // A SIGTERM before the engine is up would be vLLM's KeyboardInterrupt path (exit 1).
+    wait_file(dir.path(), "ready", Duration::from_secs(10)).expect("ready");
+    for w in workers {
+        let (ppid, sid) = ppid_sid(w).expect("worker alive");
+        assert_eq!(ppid, main, "worker {w} is the engine's child");
+        assert_eq!(
+            sid, w,
+            "FAKE_WORKERS_SETSID puts worker {w} in its own session"
+        );
+    }
+    let (orphan_ppid, _) = ppid_sid(orphan).expect("orphan alive");
+    assert_ne!(
+        orphan_ppid, main,
+        "the orphan was reparented away from the engine"
+    );
+    sigterm(&engine.0);
+    assert_eq!(
+        wait_exit(&mut engine.0, Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while workers.iter().any(|&w| ppid_sid(w).is_some()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        workers.iter().all(|&w| ppid_sid(w).is_none()),
+        "graceful stop ends the workers"
+    );
+    assert!(ppid_sid(orphan).is_some(), "orphans outlive the engine");
+}
+
+#[test]
+fn fake_engine_holds_vram_until_after_exit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vram = dir.path().join("mem_info_vram_used");
+    std::fs::write(&vram, "7\n").expect("write fixture");
+    let vram_s = vram.to_str().expect("utf-8 path");
+    let mut engine = state_engine(
+        dir.path(),
+        &[
+            ("FAKE_VRAM_FILE", vram_s),
+            ("FAKE_VRAM_BYTES", "1000"),
+            ("FAKE_VRAM_IDLE_BYTES", "7"),
+            ("FAKE_VRAM_RELEASE_SECS", "1"),
+        ],
+    );
+    wait_file(dir.path(), "ready", Duration::from_secs(10)).expect("ready");
+    let read = || {
+        std::fs::read_to_string(&vram)
+            .expect("read vram")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read(), "1000");
+    engine.0.kill().expect("SIGKILL the engine");
+    engine.0.wait().expect("reap");
+    assert_eq!(read(), "1000", "VRAM is released lazily, not at once");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read() != "7" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(read(), "7", "VRAM comes back after the release delay");
+}
+
+#[test]
+fn fake_engine_engine_death_exits_zero() {
+    let out = Command::new(fake_engine())
+        .args(["serve", "m", "--host", "127.0.0.1", "--port", "0"])
+        .env("FAKE_LOAD_SECS", "0")
+        .env("FAKE_CRASH_AFTER_SECS", "0.3")
+        .env("FAKE_EXIT0_ENGINE_DEATH", "1")
+        .output()
+        .expect("run fake-engine");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("EngineDeadError"));
+}
+
+#[test]
+fn fake_engine_hang_stops_answering_but_stays_alive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spawned = Instant::now();
+    let mut engine = state_engine(dir.path(), &[("FAKE_HANG_AFTER_SECS", "2")]);
+    let port: u16 = wait_file(dir.path(), "port", Duration::from_secs(10))
+        .expect("listens")
+        .parse()
+        .expect("port");
+    assert!(
+        wait_status(port, "/health", 200, Duration::from_millis(1500)),
+        "healthy before the hang"
+    );
+    std::thread::sleep(
+        (spawned + Duration::from_millis(2200)).saturating_duration_since(Instant::now()),
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("still accepts connections");
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut buf = [0u8; 64];
+    assert!(s.read(&mut buf).is_err(), "a hung engine must not answer");
+    assert!(
+        engine.0.try_wait().expect("try_wait").is_none(),
+        "a hung engine stays alive"
+    );
+}
+
+#[test]
+fn fake_engine_external_vram_watcher_releases_after_the_tree_is_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vram = dir.path().join("mem_info_vram_used");
+    std::fs::write(&vram, "7\n").expect("write fixture");
+    let vram_s = vram.to_str().expect("utf-8 path");
+    let vram_env = [
+        ("FAKE_VRAM_FILE", vram_s),
+        ("FAKE_VRAM_BYTES", "1000"),
+        ("FAKE_VRAM_IDLE_BYTES", "7"),
+        ("FAKE_VRAM_RELEASE_SECS", "0.5"),
+        ("FAKE_VRAM_EXTERNAL", "1"),
+    ];
+    let mut watch = Command::new(fake_engine());
+    watch
+        .arg("__fake-vram-watch")
+        .env("FAKE_STATE_DIR", dir.path());
+    for (k, v) in vram_env {
+        watch.env(k, v);
+    }
+    let _watcher = Running(watch.spawn().expect("spawn the watcher"));
+    let mut engine_env = vram_env.to_vec();
+    engine_env.extend([("FAKE_WORKERS", "1"), ("FAKE_WORKERS_IGNORE_TERM", "1")]);
+    let mut engine = state_engine(dir.path(), &engine_env);
+    let worker = KillPid(pid_in(dir.path(), "worker-0.pid"));
+    wait_file(dir.path(), "ready", Duration::from_secs(10)).expect("ready");
+    let read = || {
+        std::fs::read_to_string(&vram)
+            .expect("read vram")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read(), "1000");
+    assert!(
+        !dir.path().join("vram-release.pid").exists(),
+        "no in-tree releaser when external"
+    );
+    engine.0.kill().expect("SIGKILL the engine");
+    engine.0.wait().expect("reap");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(read(), "1000", "a surviving worker still holds the VRAM");
+    drop(worker);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read() != "7" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(read(), "7", "released once every holder is gone");
+}
+
+#[test]
+fn fake_engine_sigterm_during_vllm_load_is_keyboard_interrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(fake_engine());
+    cmd.args(["serve", "m", "--host", "127.0.0.1", "--port", "0"])
+        .env("FAKE_STATE_DIR", dir.path())
+        .env("FAKE_LOAD_SECS", "30")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut engine = Running(cmd.spawn().expect("spawn fake-engine"));
+    pid_in(dir.path(), "main.pid");
+    std::thread::sleep(Duration::from_millis(200));
+    sigterm(&engine.0);
+    let st = wait_exit(&mut engine.0, Duration::from_secs(10)).expect("exits while loading");
+    assert_eq!(st.code(), Some(1));
+    let mut stderr = String::new();
+    if let Some(mut e) = engine.0.stderr.take() {
+        e.read_to_string(&mut stderr).expect("read stderr");
+    }
+    assert!(stderr.contains("KeyboardInterrupt: terminated"), "{stderr}");
+}
+
+#[test]
+fn fake_engine_version_follows_fake_version() {
+    for (env, want) in [(None, "0.11.1"), (Some("0.12.0"), "0.12.0")] {
+        let mut cmd = Command::new(fake_engine());
+        cmd.arg("--version");
+        if let Some(v) = env {
+            cmd.env("FAKE_VERSION", v);
+        }
+        let out = cmd.output().expect("run fake-engine --version");
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+    }
 }

@@ -7,5 +7,6 @@ mod fake_engine;
 mod gpus;
 mod host;
 mod http;
+mod notify;
 mod plan;
 mod supervise;

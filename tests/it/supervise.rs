@@ -738,7 +738,7 @@ fn engine_gets_a_clean_signal_state() {
     let script = dir.path().join("engine.sh");
     fs::write(
         &script,
-        "#!/bin/sh\ngrep -E 'SigBlk|SigIgn' /proc/$$/status > \"$FAKE_DIR/sig.tmp\"\ntrap 'exit 0' TERM\nmv \"$FAKE_DIR/sig.tmp\" \"$FAKE_DIR/sig\"\nwhile :; do sleep 0.02; done\n",
+        "#!/bin/sh\n# Builtins only: a forked reader could see the mask the shell holds while forking.\nwhile read -r l; do case $l in Sig*) echo \"$l\";; esac; done < /proc/$$/status > \"$FAKE_DIR/sig.tmp\"\ntrap 'exit 0' TERM\nmv \"$FAKE_DIR/sig.tmp\" \"$FAKE_DIR/sig\"\nwhile :; do sleep 0.02; done\n",
     )
     .expect("write");
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -780,10 +780,15 @@ fn engine_gets_a_clean_signal_state() {
     assert!(ok, "the engine did not start");
     assert_eq!(st.and_then(|s| s.code()), Some(0));
     let text = fs::read_to_string(&sig).unwrap_or_default();
-    assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+    };
+    assert_eq!(field("SigBlk:"), Some(0), "{text}");
     let ign = text
         .lines()
-        .find_map(|l| l.strip_prefix("SigIgn:\t"))
+        .find_map(|l| l.strip_prefix("SigIgn:"))
         .and_then(|h| u64::from_str_radix(h.trim(), 16).ok());
     assert_eq!(ign.map(|m| m & !0x1_8000_0000), Some(0), "{text}");
 }
@@ -1090,4 +1095,176 @@ fn engine_output_passes_through_unchanged() {
         b"line one\r\nbytes \x01\xff tail without newline".to_vec()
     );
     assert!(sup.stderr().contains("to stderr\n"), "{}", sup.stderr());
+}
+
+// ------------------------------------------------------------------------------------------
+// With the fake engine (tests/fake-engine): a real process tree that loads, serves and fails
+// like vLLM.
+
+/// Starts the supervisor on the fake engine with `env` (FAKE_STATE_DIR is the temp dir).
+fn start_fake(env: &[(&str, String)], args: &'static [&'static str]) -> Sup {
+    let fake = crate::support::fake_engine();
+    let mut all: Vec<(&str, String)> = vec![
+        ("AIM_VLLM_COMMAND", fake.display().to_string()),
+        ("AIM_SGLANG_COMMAND", fake.display().to_string()),
+        ("FAKE_LOAD_SECS", "0.2".to_string()),
+    ];
+    all.extend(env.iter().cloned());
+    let mut o = Opts::new("exit 99");
+    o.env = &all;
+    o.args = args;
+    start(o)
+}
+
+fn ready_count(sup: &Sup) -> usize {
+    sup.stderr().matches("engine ready").count()
+}
+
+/// Ready with workers (one ignoring SIGTERM, in their own session) and adopted orphans;
+/// SIGTERM ends with the engine's own exit status and leaves nothing behind.
+#[test]
+fn fake_engine_full_life() {
+    let state = tempfile::tempdir().expect("tmp");
+    let env = [
+        ("FAKE_STATE_DIR", state.path().display().to_string()),
+        ("FAKE_WORKERS", "2".to_string()),
+        ("FAKE_WORKERS_IGNORE_TERM", "1".to_string()),
+        ("FAKE_WORKERS_SETSID", "1".to_string()),
+        ("FAKE_ORPHANS", "3".to_string()),
+        ("FAKE_ORPHAN_LINGER_SECS", "30".to_string()),
+        ("FAKE_EXIT_CODE_ON_TERM", "7".to_string()),
+    ];
+    let mut sup = start_fake(&env, &[]);
+    assert!(
+        wait_for(Duration::from_secs(30), || ready_count(&sup) == 1),
+        "never ready: {}",
+        sup.stderr()
+    );
+    let tree = descendants(sup.pid);
+    assert!(tree.len() >= 6, "engine + 2 workers + 3 orphans: {tree:?}");
+    sup.stop(libc::SIGTERM);
+    assert_eq!(
+        sup.exit_code(Duration::from_secs(20)),
+        7,
+        "{}",
+        sup.stderr()
+    );
+    let left: Vec<i32> = tree.into_iter().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // The engine's own log went through to our stdout.
+    assert!(
+        sup.read("out.log")
+            .contains("Application startup complete.")
+    );
+}
+
+/// A crash after ready restarts the same recipe; exit code 0 from a runtime engine death is
+/// a failure too.
+#[test]
+fn fake_engine_crash_after_ready_restarts_even_with_exit_0() {
+    let state = tempfile::tempdir().expect("tmp");
+    let env = [
+        ("FAKE_STATE_DIR", state.path().display().to_string()),
+        ("FAKE_CRASH_AFTER_SECS", "0.8".to_string()),
+        ("FAKE_EXIT0_ENGINE_DEATH", "1".to_string()),
+    ];
+    let mut sup = start_fake(
+        &env,
+        &["--backoff-initial", "0.05s", "--backoff-max", "0.1s"],
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || ready_count(&sup) >= 2),
+        "not ready twice: {}",
+        sup.stderr()
+    );
+    let err = sup.stderr();
+    assert!(err.contains("exited unexpectedly (exit 0)"), "{err}");
+    assert!(err.contains("next: restart"), "{err}");
+    sup.stop(libc::SIGTERM);
+    assert_eq!(sup.exit_code(Duration::from_secs(20)), 0);
+}
+
+/// The first starts fail with an OOM text: each moves to the next recipe, and the chain
+/// then gets ready on a later one.
+#[test]
+fn fake_engine_oom_falls_back_until_a_recipe_works() {
+    let state = tempfile::tempdir().expect("tmp");
+    let env = [
+        ("FAKE_STATE_DIR", state.path().display().to_string()),
+        ("FAKE_FAIL_FIRST_N_STARTS", "2".to_string()),
+        (
+            "FAKE_FAIL_FIRST_TEXT",
+            "torch.OutOfMemoryError: HIP out of memory. Tried to allocate 12.95 GiB.".to_string(),
+        ),
+    ];
+    let mut sup = start_fake(&env, &[]);
+    assert!(
+        wait_for(Duration::from_secs(30), || ready_count(&sup) == 1),
+        "never ready: {}",
+        sup.stderr()
+    );
+    let err = sup.stderr();
+    assert_eq!(err.matches("falling back to recipe").count(), 2, "{err}");
+    assert!(!err.contains("next: restart"), "{err}");
+    sup.stop(libc::SIGTERM);
+    assert_eq!(sup.exit_code(Duration::from_secs(20)), 0);
+}
+
+/// vLLM's "estimated maximum model length is N": the same recipe again with that length.
+#[test]
+fn fake_engine_max_model_len_is_retried_with_the_suggestion() {
+    let state = tempfile::tempdir().expect("tmp");
+    let text = "ValueError: To serve at least one request with the models's max seq len (131072), (16.00 GiB KV cache is needed, which is larger than the available KV cache memory (9.87 GiB). Based on the available memory, the estimated maximum model length is 80784. Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.";
+    let env = [
+        ("FAKE_STATE_DIR", state.path().display().to_string()),
+        ("FAKE_FAIL_FIRST_N_STARTS", "1".to_string()),
+        ("FAKE_FAIL_FIRST_TEXT", text.to_string()),
+    ];
+    let mut sup = start_fake(&env, &[]);
+    assert!(
+        wait_for(Duration::from_secs(30), || ready_count(&sup) == 1),
+        "never ready: {}",
+        sup.stderr()
+    );
+    let err = sup.stderr();
+    assert!(err.contains("next: retry_max_model_len"), "{err}");
+    let second = err
+        .lines()
+        .filter(|l| l.contains("starting the engine"))
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(second.contains("--max-model-len 80784"), "{second}");
+    sup.stop(libc::SIGTERM);
+    assert_eq!(sup.exit_code(Duration::from_secs(20)), 0);
+}
+
+/// Engine port taken: another free loopback port, then ready.
+#[test]
+fn fake_engine_port_in_use_moves_to_a_free_port() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let fake = crate::support::fake_engine();
+    let env = [
+        ("AIM_VLLM_COMMAND", fake.display().to_string()),
+        ("AIM_SGLANG_COMMAND", fake.display().to_string()),
+        ("FAKE_LOAD_SECS", "0.2".to_string()),
+    ];
+    let mut o = Opts::new("exit 99");
+    o.env = &env;
+    o.engine_port = Some(port);
+    let mut sup = start(o);
+    assert!(
+        wait_for(Duration::from_secs(30), || ready_count(&sup) == 1),
+        "never ready: {}",
+        sup.stderr()
+    );
+    assert!(
+        sup.stderr().contains(&format!("engine port {port} in use")),
+        "{}",
+        sup.stderr()
+    );
+    sup.stop(libc::SIGTERM);
+    assert_eq!(sup.exit_code(Duration::from_secs(20)), 0);
+    drop(taken);
 }

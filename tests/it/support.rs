@@ -47,8 +47,12 @@ fn locate_or_build_fake_engine() -> PathBuf {
         .expect("test binary lives in <target>/<profile>/deps")
         .to_path_buf();
     let candidate = profile_dir.join("fake-engine");
-    let src = project_root().join("tests/fake-engine");
-    let sources = newest_mtime(&src);
+    // Only what cargo rebuilds for (README edits must not force a cargo run per test process).
+    let pkg = project_root().join("tests/fake-engine");
+    let manifest = std::fs::metadata(pkg.join("Cargo.toml"))
+        .and_then(|m| m.modified())
+        .ok();
+    let sources = newest_mtime(&pkg.join("src")).max(manifest);
     let built = std::fs::metadata(&candidate)
         .and_then(|m| m.modified())
         .ok();

@@ -36,118 +36,406 @@ pub struct Args {
 #[derive(Debug, PartialEq, Eq)]
 pub struct ArgError(pub String);
 
-/// vLLM 0.11 flags (plus the few that newer or older versions add, gated by version below).
-const VLLM_FLAGS: &[(&str, Arity)] = &[
-    ("--model", Arity::One),
-    ("--host", Arity::One),
-    ("--port", Arity::One),
-    ("--uds", Arity::One),
-    ("--tensor-parallel-size", Arity::One),
-    ("-tp", Arity::One),
-    ("--pipeline-parallel-size", Arity::One),
-    ("-pp", Arity::One),
-    ("--data-parallel-size", Arity::One),
-    ("-dp", Arity::One),
-    ("--data-parallel-size-local", Arity::One),
-    ("--data-parallel-address", Arity::One),
-    ("--data-parallel-rpc-port", Arity::One),
-    ("--data-parallel-backend", Arity::One),
-    ("--enable-expert-parallel", Arity::Bare),
-    ("--no-enable-expert-parallel", Arity::Bare),
-    ("--dtype", Arity::One),
-    ("--quantization", Arity::One),
-    ("-q", Arity::One),
-    ("--kv-cache-dtype", Arity::One),
-    ("--max-model-len", Arity::One),
-    ("--max-num-seqs", Arity::One),
-    ("--max-num-batched-tokens", Arity::One),
-    ("--gpu-memory-utilization", Arity::One),
-    ("--kv-cache-memory-bytes", Arity::One),
-    ("--served-model-name", Arity::Many),
-    ("--trust-remote-code", Arity::Bare),
-    ("--no-trust-remote-code", Arity::Bare),
-    ("--download-dir", Arity::One),
-    ("--load-format", Arity::One),
-    ("--tokenizer", Arity::One),
-    ("--revision", Arity::One),
-    ("--seed", Arity::One),
-    ("--enable-chunked-prefill", Arity::Bare),
-    ("--no-enable-chunked-prefill", Arity::Bare),
-    ("--enable-prefix-caching", Arity::Bare),
-    ("--no-enable-prefix-caching", Arity::Bare),
-    ("--block-size", Arity::One),
-    ("--enforce-eager", Arity::Bare),
-    ("--swap-space", Arity::One),
-    ("--distributed-executor-backend", Arity::One),
-    ("--api-key", Arity::Many),
-    ("--enable-log-requests", Arity::Bare),
-    ("--disable-log-requests", Arity::Bare),
-    ("--disable-log-stats", Arity::Bare),
-    ("--disable-uvicorn-access-log", Arity::Bare),
-    ("--uvicorn-log-level", Arity::One),
-    ("--compilation-config", Arity::One),
-    ("-O", Arity::One),
-    ("--async-scheduling", Arity::Bare),
-    ("--attention-backend", Arity::One),
-    ("--headless", Arity::Bare),
-    ("--api-server-count", Arity::One),
-    ("-asc", Arity::One),
-    ("--config", Arity::One),
-    ("--max-seq-len-to-capture", Arity::One),
-    ("--chat-template", Arity::One),
-    ("--generation-config", Arity::One),
-    ("--enable-auto-tool-choice", Arity::Bare),
-    ("--tool-call-parser", Arity::One),
-    ("--reasoning-parser", Arity::One),
-    ("--limit-mm-per-prompt", Arity::One),
-    ("--hf-overrides", Arity::One),
-    ("--speculative-config", Arity::One),
-    ("--shutdown-timeout", Arity::One),
+/// vLLM `serve` flags taking one value (long names without dashes). The union over vLLM
+/// 0.9 … 0.33; version-specific ones are gated in `vllm_has`. Facts from engines.md §1.2/§1.3.
+const VLLM_VALUE: &[&str] = &[
+    "model",
+    "host",
+    "port",
+    "uds",
+    "uvicorn-log-level",
+    "allowed-origins",
+    "allowed-methods",
+    "allowed-headers",
+    "chat-template",
+    "chat-template-content-format",
+    "response-role",
+    "ssl-keyfile",
+    "ssl-certfile",
+    "ssl-ca-certs",
+    "ssl-cert-reqs",
+    "root-path",
+    "middleware",
+    "tool-call-parser",
+    "tool-parser-plugin",
+    "tool-server",
+    "log-config-file",
+    "max-log-len",
+    "h11-max-incomplete-event-size",
+    "h11-max-header-count",
+    "api-server-count",
+    "config",
+    "runner",
+    "convert",
+    "task",
+    "tokenizer",
+    "tokenizer-mode",
+    "dtype",
+    "seed",
+    "hf-config-path",
+    "allowed-local-media-path",
+    "allowed-media-domains",
+    "revision",
+    "code-revision",
+    "rope-scaling",
+    "rope-theta",
+    "tokenizer-revision",
+    "max-model-len",
+    "quantization",
+    "max-seq-len-to-capture",
+    "max-logprobs",
+    "logprobs-mode",
+    "config-format",
+    "hf-token",
+    "hf-overrides",
+    "pooler-config",
+    "override-pooler-config",
+    "logits-processor-pattern",
+    "generation-config",
+    "override-generation-config",
+    "model-impl",
+    "override-attention-dtype",
+    "logits-processors",
+    "io-processor-plugin",
+    "override-neuron-config",
+    "load-format",
+    "download-dir",
+    "safetensors-load-strategy",
+    "model-loader-extra-config",
+    "ignore-patterns",
+    "pt-load-map-location",
+    "reasoning-parser",
+    "guided-decoding-backend",
+    "structured-outputs-config",
+    "distributed-executor-backend",
+    "pipeline-parallel-size",
+    "tensor-parallel-size",
+    "decode-context-parallel-size",
+    "data-parallel-size",
+    "data-parallel-rank",
+    "data-parallel-start-rank",
+    "data-parallel-size-local",
+    "data-parallel-address",
+    "data-parallel-rpc-port",
+    "data-parallel-backend",
+    "dbo-decode-token-threshold",
+    "dbo-prefill-token-threshold",
+    "eplb-config",
+    "expert-placement-strategy",
+    "num-redundant-experts",
+    "max-parallel-loading-workers",
+    "worker-cls",
+    "worker-extension-cls",
+    "all2all-backend",
+    "nnodes",
+    "node-rank",
+    "master-addr",
+    "master-port",
+    "block-size",
+    "gpu-memory-utilization",
+    "kv-cache-memory-bytes",
+    "swap-space",
+    "kv-cache-dtype",
+    "num-gpu-blocks-override",
+    "prefix-caching-hash-algo",
+    "cpu-offload-gb",
+    "mamba-cache-dtype",
+    "mamba-ssm-cache-dtype",
+    "limit-mm-per-prompt",
+    "media-io-kwargs",
+    "mm-processor-kwargs",
+    "mm-processor-cache-gb",
+    "mm-encoder-tp-mode",
+    "max-loras",
+    "max-lora-rank",
+    "lora-extra-vocab-size",
+    "lora-dtype",
+    "max-cpu-loras",
+    "default-mm-loras",
+    "show-hidden-metrics-for-version",
+    "otlp-traces-endpoint",
+    "collect-detailed-traces",
+    "max-num-batched-tokens",
+    "max-num-seqs",
+    "max-num-partial-prefills",
+    "max-long-partial-prefills",
+    "long-prefill-token-threshold",
+    "num-lookahead-slots",
+    "scheduling-policy",
+    "scheduler-cls",
+    "num-scheduler-steps",
+    "scheduler-delay-factor",
+    "preemption-mode",
+    "compilation-config",
+    "attention-backend",
+    "kv-transfer-config",
+    "kv-events-config",
+    "additional-config",
+    "speculative-config",
+    "device",
+    "tokenizer-pool-size",
+    "attention-config",
+    "max-cudagraph-capture-size",
+    "kv-offloading-size",
+    "kv-offloading-backend",
+    "moe-backend",
+    "mamba-cache-mode",
+    "profiler-config",
+    "stream-interval",
+    "shutdown-timeout",
 ];
 
-/// SGLang 0.5.x flags.
-const SGLANG_FLAGS: &[(&str, Arity)] = &[
-    ("--model-path", Arity::One),
-    ("--model", Arity::One),
-    ("--tokenizer-path", Arity::One),
-    ("--host", Arity::One),
-    ("--port", Arity::One),
-    ("--tensor-parallel-size", Arity::One),
-    ("--tp-size", Arity::One),
-    ("--tp", Arity::One),
-    ("--data-parallel-size", Arity::One),
-    ("--dp-size", Arity::One),
-    ("--dp", Arity::One),
-    ("--enable-dp-attention", Arity::Bare),
-    ("--ep-size", Arity::One),
-    ("--enable-ep-moe", Arity::Bare),
-    ("--dtype", Arity::One),
-    ("--quantization", Arity::One),
-    ("--kv-cache-dtype", Arity::One),
-    ("--mem-fraction-static", Arity::One),
-    ("--context-length", Arity::One),
-    ("--trust-remote-code", Arity::Bare),
-    ("--attention-backend", Arity::One),
-    ("--served-model-name", Arity::One),
-    ("--api-key", Arity::One),
-    ("--download-dir", Arity::One),
-    ("--load-format", Arity::One),
-    ("--max-running-requests", Arity::One),
-    ("--max-total-tokens", Arity::One),
-    ("--chunked-prefill-size", Arity::One),
-    ("--max-prefill-tokens", Arity::One),
-    ("--cuda-graph-max-bs", Arity::One),
-    ("--disable-cuda-graph", Arity::Bare),
-    ("--disable-radix-cache", Arity::Bare),
-    ("--num-continuous-decode-steps", Arity::One),
-    ("--skip-server-warmup", Arity::Bare),
-    ("--watchdog-timeout", Arity::One),
-    ("--log-level", Arity::One),
-    ("--enable-metrics", Arity::Bare),
-    ("--random-seed", Arity::One),
-    ("--chat-template", Arity::One),
-    ("--tool-call-parser", Arity::One),
-    ("--reasoning-parser", Arity::One),
+/// vLLM flags with argparse `nargs='+'`.
+const VLLM_MANY: &[&str] = &[
+    "served-model-name",
+    "api-key",
+    "lora-modules",
+    "cuda-graph-sizes",
+    "cudagraph-capture-sizes",
+];
+
+/// vLLM flags without a value; those marked in `VLLM_NO_FORM` also accept `--no-<name>`
+/// (argparse BooleanOptionalAction).
+const VLLM_BARE: &[&str] = &[
+    "headless",
+    "disable-log-requests",
+    "disable-log-stats",
+    "use-v2-block-manager",
+    "guided-decoding-disable-fallback",
+    "guided-decoding-disable-any-whitespace",
+    "guided-decoding-disable-additional-properties",
+    "multi-step-stream-outputs",
+];
+
+const VLLM_NO_FORM: &[&str] = &[
+    "disable-uvicorn-access-log",
+    "allow-credentials",
+    "enable-ssl-refresh",
+    "return-tokens-as-token-ids",
+    "disable-frontend-multiprocessing",
+    "enable-request-id-headers",
+    "enable-auto-tool-choice",
+    "exclude-tools-when-tool-choice-none",
+    "disable-fastapi-docs",
+    "enable-prompt-tokens-details",
+    "enable-server-load-tracking",
+    "enable-force-include-usage",
+    "enable-tokenizer-info-endpoint",
+    "enable-log-outputs",
+    "log-error-stack",
+    "enable-log-requests",
+    "trust-remote-code",
+    "enforce-eager",
+    "disable-sliding-window",
+    "disable-cascade-attn",
+    "skip-tokenizer-init",
+    "enable-prompt-embeds",
+    "enable-sleep-mode",
+    "use-tqdm-on-load",
+    "enable-reasoning",
+    "data-parallel-hybrid-lb",
+    "data-parallel-external-lb",
+    "enable-expert-parallel",
+    "enable-dbo",
+    "enable-eplb",
+    "ray-workers-use-nsight",
+    "disable-custom-all-reduce",
+    "enable-multimodal-encoder-data-parallel",
+    "enable-prefix-caching",
+    "calculate-kv-scales",
+    "kv-sharing-fast-prefill",
+    "disable-mm-preprocessor-cache",
+    "interleave-mm-strings",
+    "skip-mm-profiling",
+    "enable-lora",
+    "enable-lora-bias",
+    "fully-sharded-loras",
+    "enable-chunked-prefill",
+    "disable-chunked-mm-input",
+    "disable-hybrid-kv-cache-manager",
+    "async-scheduling",
+    "disable-async-output-proc",
+];
+
+/// vLLM short spellings (single dash) → long name.
+const VLLM_SHORT: &[(&str, &str)] = &[
+    ("-tp", "tensor-parallel-size"),
+    ("-pp", "pipeline-parallel-size"),
+    ("-dp", "data-parallel-size"),
+    ("-dpl", "data-parallel-size-local"),
+    ("-dpa", "data-parallel-address"),
+    ("-dpp", "data-parallel-rpc-port"),
+    ("-dpb", "data-parallel-backend"),
+    ("-dcp", "decode-context-parallel-size"),
+    ("-q", "quantization"),
+    ("-O", "compilation-config"),
+    ("-cc", "compilation-config"),
+    ("-asc", "api-server-count"),
+];
+
+/// vLLM flags holding one JSON object, which also take dotted keys (`-O.level 3`).
+const VLLM_JSON: &[&str] = &[
+    "compilation-config",
+    "speculative-config",
+    "attention-config",
+    "kv-transfer-config",
+    "kv-events-config",
+    "structured-outputs-config",
+    "eplb-config",
+    "profiler-config",
+    "additional-config",
+    "hf-overrides",
+];
+
+/// SGLang flags taking one value (0.5.x); every `enable-*`/`disable-*` flag and those in
+/// `SGLANG_BARE` take none, those in `SGLANG_MANY` one or more.
+const SGLANG_VALUE: &[&str] = &[
+    "model-path",
+    "tokenizer-path",
+    "tokenizer-mode",
+    "tokenizer-worker-num",
+    "load-format",
+    "model-loader-extra-config",
+    "context-length",
+    "revision",
+    "model-impl",
+    "host",
+    "port",
+    "warmups",
+    "nccl-port",
+    "dtype",
+    "quantization",
+    "quantization-param-path",
+    "kv-cache-dtype",
+    "mem-fraction-static",
+    "max-running-requests",
+    "max-queued-requests",
+    "max-total-tokens",
+    "chunked-prefill-size",
+    "max-prefill-tokens",
+    "schedule-policy",
+    "schedule-conservativeness",
+    "page-size",
+    "hybrid-kvcache-ratio",
+    "swa-full-tokens-ratio",
+    "device",
+    "tensor-parallel-size",
+    "pipeline-parallel-size",
+    "max-micro-batch-size",
+    "stream-interval",
+    "random-seed",
+    "constrained-json-whitespace-pattern",
+    "watchdog-timeout",
+    "dist-timeout",
+    "download-dir",
+    "base-gpu-id",
+    "gpu-id-step",
+    "log-level",
+    "log-level-http",
+    "log-requests-level",
+    "crash-dump-folder",
+    "bucket-time-to-first-token",
+    "bucket-inter-token-latency",
+    "bucket-e2e-request-latency",
+    "decode-log-interval",
+    "kv-events-config",
+    "api-key",
+    "served-model-name",
+    "weight-version",
+    "chat-template",
+    "completion-template",
+    "file-storage-path",
+    "reasoning-parser",
+    "tool-call-parser",
+    "tool-server",
+    "data-parallel-size",
+    "load-balance-method",
+    "dist-init-addr",
+    "nnodes",
+    "node-rank",
+    "json-model-override-args",
+    "preferred-sampling-params",
+    "max-lora-rank",
+    "max-loras-per-batch",
+    "lora-backend",
+    "attention-backend",
+    "prefill-attention-backend",
+    "decode-attention-backend",
+    "sampling-backend",
+    "grammar-backend",
+    "mm-attention-backend",
+    "speculative-algorithm",
+    "speculative-draft-model-path",
+    "speculative-num-steps",
+    "speculative-eagle-topk",
+    "speculative-num-draft-tokens",
+    "expert-parallel-size",
+    "moe-a2a-backend",
+    "moe-runner-backend",
+    "ep-num-redundant-experts",
+    "cuda-graph-max-bs",
+    "torch-compile-max-bs",
+    "torchao-config",
+    "triton-attention-num-kv-splits",
+    "num-continuous-decode-steps",
+    "disaggregation-mode",
+    "disaggregation-transfer-backend",
+    "disaggregation-bootstrap-port",
+    "hicache-ratio",
+    "hicache-size",
+    "config",
+    "moe-dense-tp-size",
+    "deepep-mode",
+    "ep-dispatch-algorithm",
+    "init-expert-location",
+    "num-reserved-decode-tokens",
+    "hicache-storage-backend",
+    "hicache-write-policy",
+    "hicache-io-backend",
+    "hicache-mem-layout",
+    "mamba-ssm-dtype",
+    "max-mamba-cache-size",
+    "speculative-draft-model-revision",
+    "speculative-accept-threshold-single",
+    "speculative-token-map",
+    "cpu-offload-gb",
+    "offload-group-size",
+    "offload-num-in-group",
+    "offload-prefetch-step",
+    "offload-mode",
+    "otlp-traces-endpoint",
+    "sampling-defaults",
+];
+
+const SGLANG_MANY: &[&str] = &["cuda-graph-bs", "lora-paths", "lora-target-modules"];
+
+const SGLANG_BARE: &[&str] = &[
+    "skip-tokenizer-init",
+    "trust-remote-code",
+    "is-embedding",
+    "skip-server-warmup",
+    "stream-output",
+    "sleep-on-idle",
+    "log-requests",
+    "show-time-cost",
+    "collect-tokens-histogram",
+    "delete-ckpt-after-loading",
+    "allow-auto-truncate",
+    "triton-attention-reduce-in-fp32",
+    "flashinfer-mla-disable-ragged",
+    "keep-mm-feature-on-device",
+];
+
+/// SGLang alternative spellings → long name (`--tp` works by argparse prefix abbreviation).
+const SGLANG_SHORT: &[(&str, &str)] = &[
+    ("--model", "model-path"),
+    ("--tp-size", "tensor-parallel-size"),
+    ("--tp", "tensor-parallel-size"),
+    ("--pp-size", "pipeline-parallel-size"),
+    ("--dp-size", "data-parallel-size"),
+    ("--dp", "data-parallel-size"),
+    ("--ep-size", "expert-parallel-size"),
+    ("--ep", "expert-parallel-size"),
 ];
 
 /// Parses `major.minor` out of a version string like `0.11.1`; unknown parts count as 0.
@@ -162,35 +450,93 @@ pub fn version_tuple(v: &str) -> (u32, u32) {
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
-/// Whether `flag` exists in this vLLM version (see engines.md §1.3).
-fn vllm_has(flag: &str, version: (u32, u32)) -> bool {
-    match flag {
-        "--max-seq-len-to-capture" => version < (0, 11),
-        "--disable-log-requests" => version < (0, 12),
-        "--swap-space" => version < (0, 33),
-        "--kv-cache-memory-bytes" => version >= (0, 11),
-        "--attention-backend" => version >= (0, 12),
-        "--shutdown-timeout" => version >= (0, 18),
+/// Whether the long flag `name` exists in this vLLM version (see engines.md §1.3).
+fn vllm_has(name: &str, version: (u32, u32)) -> bool {
+    match name {
+        "max-seq-len-to-capture" => version < (0, 11),
+        "num-scheduler-steps" => version < (0, 10),
+        "disable-log-requests" => version < (0, 12),
+        "enable-log-requests" | "no-enable-log-requests" => version >= (0, 11),
+        "swap-space" => version < (0, 33),
+        "kv-cache-memory-bytes" => version >= (0, 11),
+        "attention-backend" => version >= (0, 12),
+        "shutdown-timeout" => version >= (0, 18),
         _ => true,
     }
 }
 
-fn lookup(mode: Mode, flag: &str, version: (u32, u32), extra: &[String]) -> Option<Arity> {
+type Aliases = &'static [(&'static str, &'static str)];
+type Names = &'static [&'static str];
+
+/// Looks a (normalised) flag up; returns its canonical name and arity.
+fn lookup(
+    mode: Mode,
+    flag: &str,
+    version: (u32, u32),
+    extra: &[String],
+) -> Option<(String, Arity)> {
     if extra.iter().any(|e| e == flag) {
-        return Some(Arity::One);
+        return Some((flag.to_string(), Arity::One));
     }
     if extra.iter().any(|e| e.strip_suffix('!') == Some(flag)) {
-        return Some(Arity::Bare);
+        return Some((flag.to_string(), Arity::Bare));
     }
-    let table = match mode {
-        Mode::Vllm => VLLM_FLAGS,
-        Mode::Sglang => SGLANG_FLAGS,
+    let (short, value, many, bare): (Aliases, Names, Names, Names) = match mode {
+        Mode::Vllm => (VLLM_SHORT, VLLM_VALUE, VLLM_MANY, VLLM_BARE),
+        Mode::Sglang => (SGLANG_SHORT, SGLANG_VALUE, SGLANG_MANY, SGLANG_BARE),
     };
-    let arity = table.iter().find(|(f, _)| *f == flag).map(|(_, a)| *a)?;
-    if mode == Mode::Vllm && !vllm_has(flag, version) {
+    if let Some((_, long)) = short.iter().find(|(s, _)| *s == flag) {
+        return Some((
+            format!("--{long}"),
+            if many.contains(long) {
+                Arity::Many
+            } else {
+                Arity::One
+            },
+        ));
+    }
+    if mode == Mode::Vllm {
+        // `-O3` (optimisation level) and dotted JSON keys (`-O.level`, `--compilation-config.x`).
+        if flag.len() > 2 && flag.starts_with("-O") && flag[2..].chars().all(|c| c.is_ascii_digit())
+        {
+            return Some((flag.to_string(), Arity::Bare));
+        }
+        if let Some((head, field)) = flag.split_once('.') {
+            let long = short
+                .iter()
+                .find(|(s, _)| *s == head)
+                .map(|(_, l)| (*l).to_string())
+                .or_else(|| head.strip_prefix("--").map(str::to_string))?;
+            return (VLLM_JSON.contains(&long.as_str()) && !field.is_empty())
+                .then(|| (flag.to_string(), Arity::One));
+        }
+    }
+    let name = flag.strip_prefix("--")?;
+    if mode == Mode::Vllm && !vllm_has(name, version) {
         return None;
     }
-    Some(arity)
+    let arity = if value.contains(&name) {
+        Arity::One
+    } else if many.contains(&name) {
+        Arity::Many
+    } else if bare.contains(&name) {
+        Arity::Bare
+    } else {
+        match mode {
+            Mode::Vllm => {
+                let base = name.strip_prefix("no-").unwrap_or(name);
+                if !VLLM_NO_FORM.contains(&base) {
+                    return None;
+                }
+                Arity::Bare
+            }
+            Mode::Sglang if name.starts_with("enable-") || name.starts_with("disable-") => {
+                Arity::Bare
+            }
+            Mode::Sglang => return None,
+        }
+    };
+    Some((flag.to_string(), arity))
 }
 
 /// `--foo_bar` and `--foo-bar` are the same flag in vLLM's FlexibleArgumentParser.
@@ -260,10 +606,13 @@ pub fn parse(
             continue;
         }
         let (name, inline) = match raw.split_once('=') {
-            Some((n, v)) if raw.starts_with("--") => (normalise(n), Some(v.to_string())),
+            // `--flag=value`, and dotted JSON keys in either spelling (`-O.level=3`).
+            Some((n, v)) if raw.starts_with("--") || n.contains('.') => {
+                (normalise(n), Some(v.to_string()))
+            }
             _ => (normalise(raw), None),
         };
-        let Some(arity) = lookup(mode, &name, version, extra) else {
+        let Some((name, arity)) = lookup(mode, &name, version, extra) else {
             unknown.push(raw.clone());
             // argparse lists the values that followed an unknown flag as unrecognized too.
             while i < argv.len() && !argv[i].starts_with('-') {
@@ -341,7 +690,7 @@ pub fn parse(
             .cloned()
             .or_else(|| last(&["--model"]))
             .unwrap_or_else(|| "Qwen/Qwen3-0.6B".to_string()),
-        Mode::Sglang => match last(&["--model-path", "--model"]) {
+        Mode::Sglang => match last(&["--model-path"]) {
             Some(m) => m,
             None => {
                 return Err(err(
@@ -365,10 +714,7 @@ pub fn parse(
             .map_err(|_| err(mode, &format!("argument --port: invalid int value: '{p}'")))?,
         None => port_default,
     };
-    let tp_names: &[&str] = match mode {
-        Mode::Vllm => &["--tensor-parallel-size", "-tp"],
-        Mode::Sglang => &["--tensor-parallel-size", "--tp-size", "--tp"],
-    };
+    let tp_names: &[&str] = &["--tensor-parallel-size"];
     let tp = match last(tp_names) {
         Some(t) => t.parse::<u32>().map_err(|_| {
             err(
@@ -506,6 +852,100 @@ mod tests {
                 "{line} on {version}"
             );
         }
+    }
+
+    #[test]
+    fn real_spellings_are_accepted() {
+        for (line, version) in [
+            (
+                "serve m --no-enable-prefix-caching --enable-prefix-caching --no-trust-remote-code",
+                "0.11.1",
+            ),
+            (
+                "serve m -O3 -O.level 3 -O.cudagraph_mode=FULL --compilation-config.level=2",
+                "0.11.1",
+            ),
+            (
+                "serve m --compilation-config {\"cudagraph_mode\":\"FULL\"}",
+                "0.11.1",
+            ),
+            (
+                "serve m -tp 8 -dp 2 -q fp8 --cuda-graph-sizes 1 2 4 --served-model-name a",
+                "0.11.1",
+            ),
+            (
+                "serve m --no-enable-log-requests --disable-uvicorn-access-log --reasoning-parser qwen3",
+                "0.11.1",
+            ),
+            (
+                "serve m --distributed_executor_backend mp --max_num_seqs 512",
+                "0.11.1",
+            ),
+            (
+                "--model-path m --enable-torch-compile --disable-radix-cache --cuda-graph-bs 1 2 --tp 2",
+                "0.5.3",
+            ),
+            (
+                "-m sglang.launch_server --model m --dp-size 2 --enable-dp-attention",
+                "0.5.3",
+            ),
+        ] {
+            let argv = v(line);
+            let (mode, rest) = detect(&argv);
+            if let Err(e) = parse(mode, rest, version, &[]) {
+                panic!("{line}: {}", e.0);
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_spellings_are_rejected() {
+        for (line, version, want) in [
+            ("serve m --no-max-model-len", "0.11.1", "--no-max-model-len"),
+            (
+                "serve m --no-enable-log-requests",
+                "0.10.2",
+                "--no-enable-log-requests",
+            ),
+            (
+                "serve m --num-scheduler-steps 8",
+                "0.11.1",
+                "--num-scheduler-steps 8",
+            ),
+            (
+                "serve m -O.bad_flag_for_nothing",
+                "0.11.1",
+                "expected one argument",
+            ),
+            ("serve m --dtype.x 1", "0.11.1", "--dtype.x 1"),
+            (
+                "--model-path m --mem-fraction 0.8",
+                "0.5.3",
+                "--mem-fraction 0.8",
+            ),
+        ] {
+            let argv = v(line);
+            let (mode, rest) = detect(&argv);
+            let e = parse(mode, rest, version, &[]).expect_err(line);
+            assert!(e.0.contains(want), "{line}: {}", e.0);
+        }
+    }
+
+    #[test]
+    fn aliases_resolve_to_the_long_flag() {
+        let argv = v("serve m -tp 4");
+        let (mode, rest) = detect(&argv);
+        assert_eq!(parse(mode, rest, "0.11.1", &[]).expect("parses").tp, 4);
+        assert_eq!(
+            detect(&v("--model m -tp 2")).0,
+            Mode::Vllm,
+            "--model alone is vLLM's spelling"
+        );
+        let argv = v("-m sglang.launch_server --model m --tp 2");
+        let (mode, rest) = detect(&argv);
+        assert_eq!(mode, Mode::Sglang);
+        let a = parse(mode, rest, "0.5.3", &[]).expect("parses");
+        assert_eq!((a.model.as_str(), a.tp), ("m", 2));
     }
 
     #[test]

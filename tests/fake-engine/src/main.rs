@@ -2,6 +2,25 @@
 //! (command line, load time, endpoints, logs, exit codes, process tree) and injects faults chosen
 //! by `FAKE_*` environment variables. See README.md for every variable. Never installed.
 
+/// `eprintln!` that never panics: the supervisor may close our stderr pipe (EPIPE), and a
+/// dying log reader must not turn into a panic in the engine.
+macro_rules! elog {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+/// `println!` that never panics (see `elog!`).
+macro_rules! olog {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($t)*);
+        let _ = out.flush();
+    }};
+}
+
 mod args;
 mod procs;
 mod server;
@@ -22,7 +41,7 @@ pub fn env_num<T: std::str::FromStr + Copy>(name: &str, default: T) -> T {
         Some(v) => match v.trim().parse::<T>() {
             Ok(n) => n,
             Err(_) => {
-                eprintln!("fake-engine: ignoring {name}={v:?}: not a number");
+                elog!("fake-engine: ignoring {name}={v:?}: not a number");
                 default
             }
         },
@@ -46,6 +65,22 @@ pub fn fake_version(mode: Mode) -> String {
     })
 }
 
+/// Parses `FAKE_START_<n>` overrides: `KEY=VALUE` pairs separated by `;` (values may hold `=`
+/// and `,`; a pair without `=` is skipped with a warning).
+pub fn parse_overrides(spec: &str) -> Vec<(String, String)> {
+    spec.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| match p.split_once('=') {
+            Some((k, v)) => Some((k.trim().to_string(), v.to_string())),
+            None => {
+                elog!("fake-engine: ignoring override {p:?}: expected KEY=VALUE");
+                None
+            }
+        })
+        .collect()
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     // Hidden helper modes (re-exec of this binary for workers, orphans and the VRAM releaser).
@@ -55,12 +90,13 @@ fn main() {
             "__fake-orphan-parent" => procs::orphan_parent_main(&argv[1..]),
             "__fake-orphan" => procs::orphan_main(&argv[1..]),
             "__fake-vram-release" => procs::vram_release_main(&argv[1..]),
+            "__fake-vram-watch" => procs::vram_watch_main(),
             _ => {}
         }
     }
     if argv.iter().any(|a| a == "--version" || a == "-v") {
         let (mode, _) = args::detect(&argv);
-        println!("{}", fake_version(mode));
+        olog!("{}", fake_version(mode));
         std::process::exit(0);
     }
     let (mode, rest) = args::detect(&argv);
@@ -75,20 +111,46 @@ fn main() {
     let parsed = match args::parse(mode, rest, &fake_version(mode), &extra) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{}", e.0);
+            elog!("{}", e.0);
             std::process::exit(2);
         }
     };
+    // Count this start and apply its FAKE_START_<n> overrides while still single-threaded
+    // (changing the environment is only sound before other threads exist).
+    let start_no = procs::count_start();
+    if let Some(spec) = env(&format!("FAKE_START_{start_no}")) {
+        for (k, v) in parse_overrides(&spec) {
+            // SAFETY: no other thread exists yet (the runtime is built below).
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("fake-engine: cannot start the tokio runtime: {e}");
+            elog!("fake-engine: cannot start the tokio runtime: {e}");
             std::process::exit(1);
         }
     };
-    let code = rt.block_on(server::run(parsed));
+    let code = rt.block_on(server::run(parsed, start_no));
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_split_on_semicolons_and_first_equals() {
+        let got = parse_overrides("FAKE_LOAD_SECS=2; FAKE_CRASH_TEXT=a=b, c;bogus;;");
+        assert_eq!(
+            got,
+            vec![
+                ("FAKE_LOAD_SECS".to_string(), "2".to_string()),
+                ("FAKE_CRASH_TEXT".to_string(), "a=b, c".to_string()),
+            ]
+        );
+    }
 }

@@ -64,7 +64,7 @@ pub fn write_state(name: &str, content: &str) {
     if let Some(dir) = state_dir() {
         let _ = std::fs::create_dir_all(&dir);
         if let Err(e) = std::fs::write(dir.join(name), content) {
-            eprintln!(
+            elog!(
                 "fake-engine: cannot write {}: {e}",
                 dir.join(name).display()
             );
@@ -102,7 +102,7 @@ fn self_exe() -> Option<PathBuf> {
     match std::env::current_exe() {
         Ok(p) => Some(p),
         Err(e) => {
-            eprintln!("fake-engine: cannot find own executable to spawn helpers: {e}");
+            elog!("fake-engine: cannot find own executable to spawn helpers: {e}");
             None
         }
     }
@@ -145,7 +145,7 @@ pub fn spawn_workers() -> Vec<i32> {
                 std::mem::forget(child);
                 pids.push(pid);
             }
-            Err(e) => eprintln!("fake-engine: cannot spawn worker {i}: {e}"),
+            Err(e) => elog!("fake-engine: cannot spawn worker {i}: {e}"),
         }
     }
     pids
@@ -185,35 +185,50 @@ pub fn worker_main(argv: &[String]) -> ! {
 }
 
 /// Spawns FAKE_ORPHANS intermediate parents, each of which starts an orphan and exits at once,
-/// so the orphans get reparented to PID 1 / the nearest subreaper. Reaps the intermediates.
-pub fn spawn_orphans() {
+/// so the orphans get reparented to PID 1 / the nearest subreaper. Reaps the intermediates and
+/// returns the orphans' pids (each intermediate prints its child's pid).
+pub fn spawn_orphans() -> Vec<i32> {
     let n: u32 = env_num("FAKE_ORPHANS", 0);
-    let Some(exe) = self_exe() else { return };
+    let Some(exe) = self_exe() else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
     for i in 0..n {
         match Command::new(&exe)
             .arg("__fake-orphan-parent")
             .arg(i.to_string())
             .stdin(Stdio::null())
-            .status()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .output()
         {
-            Ok(_) => {}
-            Err(e) => eprintln!("fake-engine: cannot spawn orphan {i}: {e}"),
+            Ok(out) => match String::from_utf8_lossy(&out.stdout).trim().parse() {
+                Ok(pid) => pids.push(pid),
+                Err(_) => elog!("fake-engine: orphan {i} did not start"),
+            },
+            Err(e) => elog!("fake-engine: cannot spawn orphan {i}: {e}"),
         }
     }
+    pids
 }
 
-/// Intermediate parent: start the orphan, exit without waiting.
+/// Intermediate parent: start the orphan, print its pid, exit without waiting.
 pub fn orphan_parent_main(argv: &[String]) -> ! {
     let idx = argv.first().cloned().unwrap_or_default();
     if let Some(exe) = self_exe() {
+        // The orphan must not hold our stdout pipe open, or the engine would wait for it.
         match Command::new(exe)
             .arg("__fake-orphan")
             .arg(&idx)
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .spawn()
         {
-            Ok(child) => std::mem::forget(child),
-            Err(e) => eprintln!("fake-engine: cannot spawn orphan {idx}: {e}"),
+            Ok(child) => {
+                olog!("{}", child.id());
+                std::mem::forget(child);
+            }
+            Err(e) => elog!("fake-engine: cannot spawn orphan {idx}: {e}"),
         }
     }
     std::process::exit(0)
@@ -232,16 +247,20 @@ pub fn orphan_main(argv: &[String]) -> ! {
     std::process::exit(0)
 }
 
-/// Writes the "used VRAM" value into FAKE_VRAM_FILE and starts the detached releaser that
-/// writes FAKE_VRAM_IDLE_BYTES once the main process and `holders` are all gone, plus
-/// FAKE_VRAM_RELEASE_SECS.
+/// Writes the "used VRAM" value into FAKE_VRAM_FILE and, unless FAKE_VRAM_EXTERNAL=1 (a
+/// `__fake-vram-watch` process started outside the supervisor does it), starts the detached
+/// releaser that writes FAKE_VRAM_IDLE_BYTES FAKE_VRAM_RELEASE_SECS after the main process and
+/// `holders` (workers, orphans) are all gone.
 pub fn hold_vram(holders: &[i32]) {
     let Some(file) = env("FAKE_VRAM_FILE") else {
         return;
     };
     let used: u64 = env_num("FAKE_VRAM_BYTES", 0);
     if let Err(e) = std::fs::write(&file, format!("{used}\n")) {
-        eprintln!("fake-engine: cannot write FAKE_VRAM_FILE {file}: {e}");
+        elog!("fake-engine: cannot write FAKE_VRAM_FILE {file}: {e}");
+        return;
+    }
+    if env_flag("FAKE_VRAM_EXTERNAL") {
         return;
     }
     let Some(exe) = self_exe() else { return };
@@ -261,7 +280,14 @@ pub fn hold_vram(holders: &[i32]) {
             write_state("vram-release.pid", &format!("{}\n", child.id()));
             std::mem::forget(child);
         }
-        Err(e) => eprintln!("fake-engine: cannot spawn the VRAM releaser: {e}"),
+        Err(e) => elog!("fake-engine: cannot spawn the VRAM releaser: {e}"),
+    }
+}
+
+fn write_idle_vram() {
+    if let Some(file) = env("FAKE_VRAM_FILE") {
+        let idle: u64 = env_num("FAKE_VRAM_IDLE_BYTES", 0);
+        let _ = std::fs::write(file, format!("{idle}\n"));
     }
 }
 
@@ -282,9 +308,54 @@ pub fn vram_release_main(argv: &[String]) -> ! {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(env_secs("FAKE_VRAM_RELEASE_SECS", 0.0));
-    if let Some(file) = env("FAKE_VRAM_FILE") {
-        let idle: u64 = env_num("FAKE_VRAM_IDLE_BYTES", 0);
-        let _ = std::fs::write(file, format!("{idle}\n"));
+    write_idle_vram();
+    std::process::exit(0)
+}
+
+/// Pids recorded in FAKE_STATE_DIR by holders of "VRAM": main.pid, worker-*.pid, orphan-*.pid.
+fn recorded_holders(dir: &std::path::Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name == "main.pid"
+                || (name.ends_with(".pid")
+                    && (name.starts_with("worker-") || name.starts_with("orphan-")))
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// `fake-engine __fake-vram-watch`: run by a test *outside* the supervisor's process tree (so
+/// no sweep can kill it) with FAKE_STATE_DIR and FAKE_VRAM_*: whenever the holders recorded
+/// in the state dir have all been gone for FAKE_VRAM_RELEASE_SECS, it writes the idle value.
+/// Used with FAKE_VRAM_EXTERNAL=1 on the engines. Runs until killed (or the lifetime cap).
+pub fn vram_watch_main() -> ! {
+    let Some(dir) = state_dir() else {
+        elog!("fake-engine __fake-vram-watch needs FAKE_STATE_DIR");
+        std::process::exit(2)
+    };
+    let release = env_secs("FAKE_VRAM_RELEASE_SECS", 0.0);
+    let started = Instant::now();
+    let mut gone_since: Option<Instant> = None;
+    let mut released = false;
+    while started.elapsed() < max_lifetime() {
+        let any_alive = recorded_holders(&dir).into_iter().any(alive);
+        if any_alive {
+            gone_since = None;
+            released = false;
+        } else {
+            let since = *gone_since.get_or_insert_with(Instant::now);
+            if !released && since.elapsed() >= release {
+                write_idle_vram();
+                released = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     std::process::exit(0)
 }

@@ -176,16 +176,16 @@ fn log_loaded(args: &Args, load: Duration) {
                     &format!("Route: {route}"),
                 );
             }
-            println!(
+            olog!(
                 "(APIServer pid={}) INFO:     Started server process [{}]",
                 std::process::id(),
                 std::process::id()
             );
-            println!(
+            olog!(
                 "(APIServer pid={}) INFO:     Waiting for application startup.",
                 std::process::id()
             );
-            println!(
+            olog!(
                 "(APIServer pid={}) INFO:     Application startup complete.",
                 std::process::id()
             );
@@ -261,13 +261,21 @@ fn host_ip(host: &str) -> Option<Ipv4Addr> {
     }
 }
 
+/// A uvicorn log line on stdout (vLLM prefixes its process tag).
+fn uvicorn(mode: Mode, msg: &str) {
+    match mode {
+        Mode::Vllm => olog!("(APIServer pid={}) INFO:     {msg}", std::process::id()),
+        Mode::Sglang => olog!("INFO:     {msg}"),
+    }
+}
+
 /// Prints the failure text the way Python prints an uncaught exception and returns the code.
 fn fail(text: &str, code: i32) -> i32 {
-    eprintln!("Traceback (most recent call last):");
-    eprintln!(
+    elog!("Traceback (most recent call last):");
+    elog!(
         "  File \"/usr/local/lib/python3.12/dist-packages/fake_engine/main.py\", line 1, in <module>"
     );
-    eprintln!("{text}");
+    elog!("{text}");
     code
 }
 
@@ -287,7 +295,7 @@ fn crash(st: &State) -> ! {
             "async_llm.py:480",
             "AsyncLLM output_handler failed.",
         );
-        eprintln!(
+        elog!(
             "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause."
         );
         log(
@@ -296,11 +304,11 @@ fn crash(st: &State) -> ! {
             "launcher.py:101",
             "Engine failed, terminating server.",
         );
-        println!(
+        olog!(
             "(APIServer pid={}) INFO:     Shutting down",
             std::process::id()
         );
-        println!(
+        olog!(
             "(APIServer pid={}) INFO:     Finished server process [{}]",
             std::process::id(),
             std::process::id()
@@ -311,7 +319,7 @@ fn crash(st: &State) -> ! {
         "RuntimeError: Engine core proc EngineCore_0 died unexpectedly, shutting down client."
             .to_string()
     });
-    eprintln!("{text}");
+    elog!("{text}");
     if let Some(sig) = env("FAKE_CRASH_SIGNAL") {
         let num = signal_number(&sig);
         match num {
@@ -323,7 +331,7 @@ fn crash(st: &State) -> ! {
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }
-            None => eprintln!("fake-engine: unknown FAKE_CRASH_SIGNAL={sig:?}"),
+            None => elog!("fake-engine: unknown FAKE_CRASH_SIGNAL={sig:?}"),
         }
     }
     std::process::exit(env_num("FAKE_CRASH_EXIT_CODE", 1))
@@ -349,18 +357,25 @@ fn signal_number(s: &str) -> Option<i32> {
 }
 
 /// The whole engine run; returns the process exit code.
-pub async fn run(args: Args) -> i32 {
+pub async fn run(args: Args, start_no: u64) -> i32 {
     let version = fake_version(args.mode);
     procs::write_state("main.pid", &format!("{}\n", std::process::id()));
-    let start_no = procs::count_start();
     let ignore_term = env_flag("FAKE_IGNORE_TERM");
     if ignore_term {
         procs::ignore_term(false);
     }
+    // Handlers first, so a stop request during start-up is never lost to the default action.
+    let mut term = if ignore_term {
+        None
+    } else {
+        signal(SignalKind::terminate()).ok()
+    };
+    let mut int = signal(SignalKind::interrupt()).ok();
     log_startup(&args, &version);
     let workers = procs::spawn_workers();
-    procs::spawn_orphans();
-    procs::hold_vram(&workers);
+    let orphans = procs::spawn_orphans();
+    let holders: Vec<i32> = workers.iter().chain(orphans.iter()).copied().collect();
+    procs::hold_vram(&holders);
 
     let load = env_secs("FAKE_LOAD_SECS", 0.5);
     let st = Arc::new(State {
@@ -392,13 +407,6 @@ pub async fn run(args: Args) -> i32 {
             crash(&st2);
         });
     }
-
-    let mut term = if ignore_term {
-        None
-    } else {
-        signal(SignalKind::terminate()).ok()
-    };
-    let mut int = signal(SignalKind::interrupt()).ok();
 
     // Start failure (FAKE_FAIL_AT_START, or the first FAKE_FAIL_FIRST_N_STARTS starts).
     let fail_first: u64 = env_num("FAKE_FAIL_FIRST_N_STARTS", 0);
@@ -444,7 +452,7 @@ pub async fn run(args: Args) -> i32 {
             };
             if !loaded {
                 // vLLM's handler raises KeyboardInterrupt("terminated") during init.
-                eprintln!("KeyboardInterrupt: terminated");
+                elog!("KeyboardInterrupt: terminated");
                 procs::stop_workers(&workers, Duration::from_secs(2));
                 return 1;
             }
@@ -464,7 +472,7 @@ pub async fn run(args: Args) -> i32 {
                     st2.ready.store(true, Ordering::SeqCst);
                     log_sglang("The server is fired up and ready to roll!");
                 });
-                eprintln!(
+                elog!(
                     "INFO:     Uvicorn running on http://{}:{} (Press CTRL+C to quit)",
                     st.args.host,
                     actual_port(&l, st.args.port)
@@ -492,7 +500,7 @@ pub async fn run(args: Args) -> i32 {
                             .await;
                     });
                 }
-                Err(e) => eprintln!("fake-engine: accept failed: {e}"),
+                Err(e) => elog!("fake-engine: accept failed: {e}"),
             },
             _ = recv(&mut term) => break,
             _ = recv(&mut int) => break,
@@ -500,13 +508,13 @@ pub async fn run(args: Args) -> i32 {
     }
     drop(listener);
     // Graceful shutdown, like uvicorn + vLLM's engine teardown.
-    println!(
+    olog!(
         "(APIServer pid={}) INFO:     Shutting down",
         std::process::id()
     );
     tokio::time::sleep(env_secs("FAKE_SHUTDOWN_SECS", 0.0)).await;
     procs::stop_workers(&workers, Duration::from_secs(2));
-    println!(
+    olog!(
         "(APIServer pid={}) INFO:     Finished server process [{}]",
         std::process::id(),
         std::process::id()
@@ -593,12 +601,12 @@ async fn handle(
     let resp = route(req, &st).await;
     if st.access_log {
         let status = resp.status();
-        println!(
-            "(APIServer pid={}) INFO:     {peer} - \"{method} {path} HTTP/1.1\" {} {}",
-            std::process::id(),
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
+        let reason = status.canonical_reason().unwrap_or("");
+        let line = format!(
+            "{peer} - \"{method} {path} HTTP/1.1\" {} {reason}",
+            status.as_u16()
         );
+        uvicorn(st.args.mode, &line);
     }
     Ok(resp)
 }
