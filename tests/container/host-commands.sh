@@ -5,10 +5,10 @@
 # hand on any machine with a Docker daemon and the image:
 #   tests/container/host-commands.sh
 # Environment:
-#   AIM_ENGINE_BIN  the host binary (default: $CARGO_TARGET_DIR or target/{debug,release}/,
+#   AIM_ENGINE_BIN  the host binary (or AIM_BIN; default: $CARGO_TARGET_DIR or target/{debug,release}/,
 #                   else `aim-engine` on PATH)
 #   AIM_TEST_IMAGE  the image to launch (default aim-engine:test; its `vllm` is the fake engine)
-#   AIM_TEST_ROOT   sysfs fixture root standing in for the host's GPUs
+#   AIM_TEST_ROOT   sysfs fixture root (or AIM_TEST_FIXTURE) standing in for the host's GPUs
 #                   (default tests/fixtures/sysfs/mi300x-8gpu-spx: 8x MI300X, full xGMI mesh)
 #   AIM_TEST_READY_TIMEOUT  how long a launch may take to become ready (default 180s)
 #   DOCKER_HOST     as for any Docker client
@@ -23,10 +23,10 @@ set -u
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 image="${AIM_TEST_IMAGE:-aim-engine:test}"
-root="${AIM_TEST_ROOT:-$repo/tests/fixtures/sysfs/mi300x-8gpu-spx}"
+root="${AIM_TEST_ROOT:-${AIM_TEST_FIXTURE:-$repo/tests/fixtures/sysfs/mi300x-8gpu-spx}}"
 ready_timeout="${AIM_TEST_READY_TIMEOUT:-180s}"
 
-bin="${AIM_ENGINE_BIN:-}"
+bin="${AIM_ENGINE_BIN:-${AIM_BIN:-}}"
 if [ -z "$bin" ]; then
     for t in "${CARGO_TARGET_DIR:-$repo/target}/debug" "${CARGO_TARGET_DIR:-$repo/target}/release"; do
         if [ -x "$t/aim-engine" ]; then bin="$t/aim-engine"; break; fi
