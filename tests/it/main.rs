@@ -3,8 +3,10 @@
 
 mod support;
 
+mod chaos;
 mod fake_engine;
 mod gpus;
 mod http;
 mod plan;
+mod props;
 mod supervise;
