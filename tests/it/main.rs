@@ -3,10 +3,12 @@
 
 mod support;
 
+mod chaos;
 mod fake_engine;
 mod gpus;
 mod host;
 mod http;
 mod notify;
 mod plan;
+mod props;
 mod supervise;
