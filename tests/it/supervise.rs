@@ -266,7 +266,7 @@ fn exit_codes(pid1: bool) {
     };
     let failures = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for chunk in codes.chunks(codes.len().div_ceil(8)) {
+        for chunk in codes.chunks(codes.len().div_ceil(4)) {
             let script = &script;
             let failures = &failures;
             s.spawn(move || {
@@ -277,7 +277,7 @@ fn exit_codes(pid1: bool) {
                     o.pid1 = pid1;
                     let mut sup = start(o);
                     assert!(
-                        sup.wait_file("ready", Duration::from_secs(20)),
+                        sup.wait_file("ready", Duration::from_secs(60)),
                         "engine started"
                     );
                     sup.stop(libc::SIGTERM);
@@ -310,7 +310,7 @@ fn signal_codes(pid1: bool) {
         let mut o = Opts::new(&script);
         o.pid1 = pid1;
         let mut sup = start(o);
-        assert!(sup.wait_file("ready", Duration::from_secs(20)));
+        assert!(sup.wait_file("ready", Duration::from_secs(60)));
         sup.stop(libc::SIGTERM);
         assert_eq!(
             sup.exit_code(Duration::from_secs(20)),
@@ -332,7 +332,7 @@ while :; do sleep 0.02; done"#
     let mut o = Opts::new(&script);
     o.pid1 = pid1;
     let mut sup = start(o);
-    assert!(sup.wait_file("ready", Duration::from_secs(20)));
+    assert!(sup.wait_file("ready", Duration::from_secs(60)));
     for (sig, name) in [
         (libc::SIGHUP, "HUP"),
         (libc::SIGUSR1, "USR1"),
@@ -369,7 +369,7 @@ while :; do sleep 0.02; done"#
     let mut o = Opts::new(&script);
     o.pid1 = pid1;
     let mut sup = start(o);
-    assert!(sup.wait_file("ready", Duration::from_secs(20)));
+    assert!(sup.wait_file("ready", Duration::from_secs(60)));
     // Host-side pids of everything under the supervisor (inside a namespace too).
     let workers = descendants(sup.pid);
     assert!(workers.len() >= 4, "engine + 3 workers, got {workers:?}");
@@ -481,7 +481,7 @@ fn double_sigterm_kills_at_once() {
     let mut o = Opts::new(&script);
     o.args = &["--stop-timeout", "60s"];
     let mut sup = start(o);
-    assert!(sup.wait_file("ready", Duration::from_secs(20)));
+    assert!(sup.wait_file("ready", Duration::from_secs(60)));
     sup.stop(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
@@ -503,7 +503,7 @@ fn a_single_stop_escalates_to_kill_after_the_grace() {
     let mut o = Opts::new(&script);
     o.args = &["--stop-timeout", "0.3s"];
     let mut sup = start(o);
-    assert!(sup.wait_file("ready", Duration::from_secs(20)));
+    assert!(sup.wait_file("ready", Duration::from_secs(60)));
     let t = Instant::now();
     sup.stop(libc::SIGTERM);
     assert_eq!(sup.exit_code(Duration::from_secs(10)), 137);
@@ -691,7 +691,7 @@ while :; do sleep 0.02; done"#
         writeln!(h, "0").expect("write");
     }
     assert!(
-        sup.wait_file("ready", Duration::from_secs(20)),
+        sup.wait_file("ready", Duration::from_secs(60)),
         "{}",
         sup.stderr()
     );
@@ -1093,7 +1093,7 @@ fn systemd_notifications_arrive_in_order() {
 fn engine_output_passes_through_unchanged() {
     let script = "trap 'exit 0' TERM\nprintf 'line one\\r\\nbytes \\001\\377 tail without newline'\nprintf 'to stderr\\n' >&2\ntouch \"$FAKE_DIR/ready\"\nwhile :; do sleep 0.02; done";
     let mut sup = start(Opts::new(script));
-    assert!(sup.wait_file("ready", Duration::from_secs(20)));
+    assert!(sup.wait_file("ready", Duration::from_secs(60)));
     sup.stop(libc::SIGTERM);
     assert_eq!(sup.exit_code(Duration::from_secs(10)), 0);
     let out = fs::read(sup.path("out.log")).expect("out.log");
