@@ -643,14 +643,14 @@ check_host_commands() {
     local script=$HERE/host-commands.sh
     [ -f "$script" ] || return 0
     log "running $script"
-    if AIM_TEST_IMAGE=$IMAGE AIM_TEST_FIXTURE=$FIXTURE AIM_BIN=$AIM_BIN AIM_TEST_LABEL=$LABEL \
+    if AIM_TEST_IMAGE=$IMAGE AIM_TEST_ROOT=$FIXTURE AIM_ENGINE_BIN=$AIM_BIN \
         bash "$script" >"$WORK/host.log" 2>&1; then
         pass "host commands (launch/list/stop) against the built image"
     else
         fail host-commands "$(tail -30 "$WORK/host.log")"
     fi
     # Its PASS/FAIL lines, for the record.
-    grep -E '^(PASS|FAIL) ' "$WORK/host.log" | sed 's/^/  host: /'
+    grep -E '^(PASS|FAIL) |^host commands:' "$WORK/host.log" | sed 's/^/  host: /'
 }
 
 # ------------------------------------------------------------------------------------------
