@@ -295,7 +295,7 @@ fn env_lines(f: Option<Fault>, m: &Mods, state: &Path) -> String {
         Some(Fault::Hang) | None => {}
     }
     v.iter()
-        .map(|(k, val)| format!("{k}='{val}'\n"))
+        .map(|(k, val)| format!("{k}='{}'\n", val.replace('\'', "'\\''")))
         .collect::<String>()
 }
 
@@ -502,7 +502,7 @@ fn run_one(seed: u64, s: &Scenario, launches: usize) -> Result<String, String> {
         .args(["--backoff-initial", "0s", "--backoff-max", "0s"])
         .args(["--restart-budget", &RESTART_BUDGET.to_string()])
         .args(["--liveness-interval", "0.1s", "--liveness-timeout", "0.2s"])
-        .args(["--liveness-failures", "2", "--stop-timeout", "0.5s"])
+        .args(["--liveness-failures", "2", "--stop-timeout", "5s"])
         .args(["--startup-timeout", "20s", "--vram-wait-timeout", "0.1s"])
         .env("AIM_VLLM_COMMAND", &wrapper)
         .env("AIM_SGLANG_COMMAND", &wrapper)
