@@ -118,7 +118,7 @@ for i in "${inits[@]}"; do
     FAKE_INITLOAD_MODE=idle FAKE_INITLOAD_READY=$work/ready start "$i"
     wait_file "$work/ready"; sleep 0.3
     t0=$EPOCHREALTIME
-    kill -TERM "$ipid"
+    kill -TERM "$ipid" 2>/dev/null || true
     wait "$upid" || true
     t1=$EPOCHREALTIME
     awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%d\n", (b - a) * 1e6}' >> "$work/term"
@@ -144,7 +144,7 @@ for i in "${inits[@]}"; do
     rm -f "$work/ready"
     FAKE_INITLOAD_MODE=term-exit FAKE_INITLOAD_CODE=$c FAKE_INITLOAD_READY=$work/ready start "$i"
     wait_file "$work/ready"
-    kill -TERM "$ipid"
+    kill -TERM "$ipid" 2>/dev/null || true
     st=0; wait "$upid" || st=$?
     nc=$((nc + 1)); if [ "$st" = "$c" ]; then okc=$((okc + 1)); else bad="$bad $c->$st"; fi
   done
@@ -152,7 +152,7 @@ for i in "${inits[@]}"; do
     rm -f "$work/ready"
     FAKE_INITLOAD_MODE=term-signal FAKE_INITLOAD_SIG=$s FAKE_INITLOAD_READY=$work/ready start "$i"
     wait_file "$work/ready"
-    kill -TERM "$ipid"
+    kill -TERM "$ipid" 2>/dev/null || true
     st=0; wait "$upid" || st=$?
     ns=$((ns + 1)); if [ "$st" = $((128 + s)) ]; then oks=$((oks + 1)); else bad="$bad sig$s->$st"; fi
   done

@@ -28,7 +28,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -295,7 +295,7 @@ fn env_lines(f: Option<Fault>, m: &Mods, state: &Path) -> String {
         Some(Fault::Hang) | None => {}
     }
     v.iter()
-        .map(|(k, val)| format!("{k}='{val}'\n"))
+        .map(|(k, val)| format!("{k}='{}'\n", val.replace('\'', "'\\''")))
         .collect::<String>()
 }
 
@@ -340,6 +340,8 @@ struct NsProc {
     ns_pid: i32,
     host_ppid: i32,
     state: char,
+    /// Shown in failure messages.
+    #[allow(dead_code)]
     name: String,
 }
 
@@ -464,7 +466,8 @@ fn plan_launches() -> usize {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    v["launches"].as_array().map_or(1, Vec::len).max(1)
+    // The chosen recipe plus its fallback chain.
+    1 + v["fallbacks"].as_array().map_or(0, Vec::len)
 }
 
 fn run_one(seed: u64, s: &Scenario, launches: usize) -> Result<String, String> {
@@ -499,7 +502,7 @@ fn run_one(seed: u64, s: &Scenario, launches: usize) -> Result<String, String> {
         .args(["--backoff-initial", "0s", "--backoff-max", "0s"])
         .args(["--restart-budget", &RESTART_BUDGET.to_string()])
         .args(["--liveness-interval", "0.1s", "--liveness-timeout", "0.2s"])
-        .args(["--liveness-failures", "2", "--stop-timeout", "0.5s"])
+        .args(["--liveness-failures", "2", "--stop-timeout", "5s"])
         .args(["--startup-timeout", "20s", "--vram-wait-timeout", "0.1s"])
         .env("AIM_VLLM_COMMAND", &wrapper)
         .env("AIM_SGLANG_COMMAND", &wrapper)
@@ -552,6 +555,7 @@ fn run_one(seed: u64, s: &Scenario, launches: usize) -> Result<String, String> {
             last_ready.clone(),
             want.clone(),
         );
+        let ns = ns.clone();
         let hang_attempts: HashSet<u64> = s
             .faults
             .iter()
@@ -714,7 +718,11 @@ fn chaos_random_fault_sequences_as_pid1() {
     let mut counts = std::collections::BTreeMap::<String, u32>::new();
     for i in 0..runs {
         let seed = base.wrapping_add(i);
-        let mut rng = Rng(seed | 1);
+        // splitmix64 of the seed, so neighbouring seeds draw unrelated scenarios.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let mut rng = Rng((z ^ (z >> 31)) | 1);
         let s = draw(&mut rng);
         for (f, _) in &s.faults {
             let key = match f {
