@@ -43,6 +43,45 @@ fn u(v: &Value, k: &str) -> Option<u64> {
     v.get(k).and_then(Value::as_u64)
 }
 
+/// Upper bounds on config.json sizes, far above any real model (the largest have hidden sizes
+/// around 2^14, a few hundred layers and experts). They keep every later product (parameter
+/// count, KV bytes) inside u64, so a corrupt or hostile config.json is an error naming the
+/// field rather than an overflow.
+const SIZE_LIMITS: &[(&str, u64)] = &[
+    ("hidden_size", 1 << 17),
+    ("num_hidden_layers", 1 << 10),
+    ("num_attention_heads", 1 << 12),
+    ("num_key_value_heads", 1 << 12),
+    ("head_dim", 1 << 12),
+    ("intermediate_size", 1 << 19),
+    ("moe_intermediate_size", 1 << 19),
+    ("shared_expert_intermediate_size", 1 << 19),
+    ("vocab_size", 1 << 22),
+    ("num_experts", 1 << 11),
+    ("num_local_experts", 1 << 11),
+    ("n_routed_experts", 1 << 11),
+    ("n_shared_experts", 1 << 6),
+    ("first_k_dense_replace", 1 << 10),
+    ("kv_lora_rank", 1 << 17),
+    ("q_lora_rank", 1 << 17),
+    ("qk_rope_head_dim", 1 << 12),
+    ("qk_nope_head_dim", 1 << 12),
+    ("v_head_dim", 1 << 12),
+];
+
+fn check_ranges(v: &Value) -> Result<(), String> {
+    for (key, limit) in SIZE_LIMITS {
+        if let Some(x) = v.get(*key).and_then(Value::as_u64)
+            && x > *limit
+        {
+            return Err(format!(
+                "config.json `{key}` = {x} is implausible (at most {limit}); is the file corrupt?"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parses config.json text. Errors say which field is missing.
 pub fn parse_config(text: &str) -> Result<ModelConfig, String> {
     let root: Value =
@@ -52,6 +91,7 @@ pub fn parse_config(text: &str) -> Result<ModelConfig, String> {
         _ => &root,
     };
     let need = |k: &str| u(v, k).ok_or_else(|| format!("config.json has no numeric `{k}`"));
+    check_ranges(v)?;
     let hidden_size = need("hidden_size")?;
     let num_attention_heads = need("num_attention_heads")?;
     if num_attention_heads == 0 || hidden_size == 0 {
@@ -205,10 +245,10 @@ impl ModelConfig {
         let l = self.num_hidden_layers;
         if let Some(kr) = self.kv_lora_rank {
             // MLA: one latent vector per token, replicated on every rank.
-            return l * (kr + self.qk_rope_head_dim) * kv_bytes;
+            return (l * (kr + self.qk_rope_head_dim)).saturating_mul(kv_bytes);
         }
         let heads = (self.num_key_value_heads / u64::from(tp.max(1))).max(1);
-        2 * l * heads * self.head_dim * kv_bytes
+        (2 * l * heads * self.head_dim).saturating_mul(kv_bytes)
     }
 
     /// Whether the model can be split over `tp` GPUs (vLLM's own rules, §4.3).
@@ -533,7 +573,10 @@ pub fn fit(
     let kv_per_gpu = facts
         .config
         .as_ref()
-        .map(|c| c.kv_bytes_per_token_per_gpu(tp, kv_bytes) * context)
+        .map(|c| {
+            c.kv_bytes_per_token_per_gpu(tp, kv_bytes)
+                .saturating_mul(context)
+        })
         .unwrap_or(0);
     let budget_per_gpu = (vram_per_gpu as f64 * util) as u64;
     let f = Fit {
@@ -543,7 +586,11 @@ pub fn fit(
         context,
         kv_known: facts.config.is_some(),
     };
-    if weights_per_gpu + OVERHEAD_BYTES + kv_per_gpu <= budget_per_gpu {
+    if weights_per_gpu
+        .saturating_add(OVERHEAD_BYTES)
+        .saturating_add(kv_per_gpu)
+        <= budget_per_gpu
+    {
         Ok(f)
     } else {
         Err(f)
@@ -562,7 +609,7 @@ pub fn max_context_that_fits(
     let per_token = c.kv_bytes_per_token_per_gpu(tp, kv_bytes).max(1);
     let weights = facts.weight_bytes.unwrap_or(0) / u64::from(tp.max(1));
     let budget = (vram_per_gpu as f64 * util) as u64;
-    let free = budget.checked_sub(weights + OVERHEAD_BYTES)?;
+    let free = budget.checked_sub(weights.saturating_add(OVERHEAD_BYTES))?;
     let tokens = (free / per_token) / 1024 * 1024;
     (tokens >= 2048).then_some(tokens)
 }

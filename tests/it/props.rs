@@ -136,7 +136,10 @@ fn mutated_props() -> impl Strategy<Value = String> {
                     lines[i] = format!("{key} {noise}");
                 }
                 3 => {
-                    let cut = lines[i].len() / 2;
+                    let mut cut = lines[i].len() / 2;
+                    while !lines[i].is_char_boundary(cut) {
+                        cut -= 1;
+                    }
                     lines[i].truncate(cut);
                 }
                 _ => lines.swap(0, i),
