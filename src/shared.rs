@@ -24,9 +24,12 @@ pub struct Shared {
 impl Shared {
     pub fn new(model: &str, engine_port: u16) -> Self {
         let (status, _) = watch::channel(Status::new(model));
+        let metrics = Metrics::new();
+        // Every later change goes through `set_phase`; announce the initial one here.
+        metrics.set_phase(Phase::Detecting);
         Shared {
             status,
-            metrics: Metrics::new(),
+            metrics,
             started: Instant::now(),
             engine_port: std::sync::atomic::AtomicU16::new(engine_port),
             stopping: CancellationToken::new(),

@@ -81,9 +81,6 @@ fn engine_up(phase: Phase) -> bool {
 /// The `/metrics` answer.
 pub async fn answer(ctx: &Ctx) -> Response<Body> {
     let phase = ctx.shared.phase();
-    // Keep the phase gauges in step with the status even if a writer changed the status
-    // without `Shared::set_phase` (and for the initial phase, which no `set_phase` announced).
-    ctx.shared.metrics.set_phase(phase);
     let ours = ctx.shared.metrics.render();
     let text = if engine_up(phase) {
         match tokio::time::timeout(ctx.limits.engine_metrics_timeout, fetch_engine(ctx)).await {
