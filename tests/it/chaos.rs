@@ -21,7 +21,7 @@
 //!
 //! Runs only with AIM_TEST_PRIVILEGED=1. AIM_CHAOS_RUNS (default 6) sets the number of runs.
 
-use crate::support::{fake_engine, project_root};
+use crate::support::{fake_engine, free_port, project_root};
 use aim_engine::supervise::backoff::Backoff;
 use aim_engine::supervise::machine::{Decision, Failure, Policy, PolicyConfig};
 use std::collections::HashSet;
@@ -312,13 +312,6 @@ set -a
 set +a
 exec "$FAKE_CHAOS_BIN" "$@"
 "#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 /// GET /status on loopback; None when nothing answers.
 fn get_status(port: u16) -> Option<serde_json::Value> {

@@ -3,11 +3,11 @@
 //! injected start failures and crashes. Other suites rely on these behaviours.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::fake_engine;
+use crate::support::{fake_engine, free_port};
 
 /// Kills and reaps the child when a test ends, passed or failed.
 struct Running(Child);
@@ -29,11 +29,6 @@ impl Drop for KillPid {
             libc::kill(self.0, libc::SIGKILL);
         }
     }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
 }
 
 fn vllm(port: u16, envs: &[(&str, &str)]) -> Running {

@@ -2,6 +2,7 @@
 //! controllable upstream that plays the engine, plus `healthcheck`/`status` through the real
 //! binary.
 
+use crate::support::free_port;
 use aim_engine::http::{Limits, PublicConfig, serve_public_with};
 use aim_engine::shared::Shared;
 use aim_engine::status::Phase;
@@ -700,10 +701,7 @@ async fn metrics_include_ours_and_the_engines_and_never_hang() {
 async fn engine_gone_while_ready_is_a_502_in_openai_shape() {
     let h = start(Phase::Ready, None).await;
     // Point at a port nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let dead = free_port();
     h.shared.engine_port.store(dead, Ordering::SeqCst);
     let a = get(h.addr, "/v1/models").await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
@@ -766,10 +764,7 @@ async fn healthcheck_and_status_commands() {
     assert_eq!(code, 0);
     assert!(out.contains("model:     test/model"), "{out}");
     // Nobody listening: exit 1, quickly.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let dead = free_port();
     let t = Instant::now();
     let (code, _) = run_bin(&["healthcheck".into(), "--port".into(), dead.to_string()]).await;
     assert_eq!(code, 1);
@@ -807,13 +802,6 @@ fn raw_request(
     let all: String = reads.iter().map(|(_, r)| r.as_str()).collect();
     let (head, _) = all.split_once("\r\n\r\n")?;
     Some((head.to_string(), reads))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! systemd: it binds the `$NOTIFY_SOCKET` datagram socket (a path, and an `@abstract` name)
 //! and reads what arrives.
 
-use crate::support::{aim_engine, fake_engine, project_root};
+use crate::support::{aim_engine, fake_engine, free_port, project_root};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::process::{Child, Stdio};
@@ -11,13 +11,6 @@ use std::time::{Duration, Instant};
 
 const FIXTURE: &str = "tests/fixtures/sysfs/mi300x-8gpu-spx";
 const MODEL: &str = "Qwen/Qwen3-32B";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 /// One `aim-engine serve` under a test notify socket.
 struct Run {

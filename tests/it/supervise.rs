@@ -7,7 +7,7 @@
 //! filter) and leave evidence there: `spawns` gets one line per start, `ready` is created once
 //! their traps are set.
 
-use crate::support::{aim_engine, project_root};
+use crate::support::{aim_engine, free_port, project_root};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -24,13 +24,6 @@ fn privileged() -> bool {
 
 fn skip(name: &str) {
     eprintln!("SKIPPED {name}: needs root and PID namespaces; set AIM_TEST_PRIVILEGED=1 to run it");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// Polls `cond` every 5 ms until true or `limit`.

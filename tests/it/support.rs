@@ -92,3 +92,35 @@ fn locate_or_build_fake_engine() -> PathBuf {
         ),
     }
 }
+
+/// A TCP port that nothing listens on and that no other caller in this test process got.
+///
+/// Binding port 0 twice can hand out the same port once the first probe socket is closed,
+/// and the kernel's ephemeral range is also where outgoing connections take their source
+/// ports. So ports come from just below the ephemeral range, handed out once per process
+/// (the start is spread by pid so concurrent test processes rarely probe the same ports),
+/// and each is checked free on the wildcard address before it is returned.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, span) = if ephemeral_low > 12_000 {
+        (ephemeral_low - 10_000, 10_000)
+    } else {
+        (ephemeral_low.saturating_sub(1000).max(1024), 1000)
+    };
+    let start = (std::process::id() * 97) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (low + (start + n) % span) as u16;
+        let free = std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free TCP port in {low}..{}", low + span)
+}
