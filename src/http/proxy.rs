@@ -134,7 +134,7 @@ fn count(shared: &Shared, class: &str) {
         .inc();
 }
 
-/// Forwards `req` to the engine, or answers 503/502 itself.
+/// Forwards `req` to the engine, or answers 503 itself.
 pub async fn forward(ctx: &Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let shared = &ctx.shared;
     let refused = {
@@ -178,20 +178,71 @@ pub async fn forward(ctx: &Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -
             let body = Tracked {
                 inner: body,
                 tracker,
+                sse: is_chunked_event_stream(&parts.headers),
+                cut: Cut::None,
             };
             Response::from_parts(parts, body.boxed_unsync())
         }
         Err(e) => {
             count(shared, "error");
-            tracing::warn!(error = %e, port, "proxy: engine did not answer");
-            reply::error(
-                StatusCode::BAD_GATEWAY,
-                &format!("the engine did not answer: {e}"),
-                "bad_gateway",
-                "engine_unreachable",
-            )
+            let why = error_chain(&e);
+            tracing::warn!(error = %why, port, "proxy: engine did not answer");
+            unreachable(&why, ctx.limits.retry_after_s)
         }
     }
+}
+
+/// The answer when the engine could not be reached or dropped the connection before its
+/// response headers: it died or is restarting and the supervisor has not noticed yet, so this
+/// is the same "come back shortly" as during a restart (503 with Retry-After), not a 502.
+fn unreachable(why: &str, retry_after_s: u32) -> Response<Body> {
+    reply::unavailable(
+        &format!("the engine did not answer (it may be restarting): {why}"),
+        "engine_unreachable",
+        Some(retry_after_s),
+    )
+}
+
+/// `e` and its sources joined with ": " (hyper-util's own text is only "client error (Connect)").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// An SSE response framed by chunks (no Content-Length): the only kind where one more event can
+/// be added when the engine cuts the stream (a counted body cannot grow).
+fn is_chunked_event_stream(headers: &HeaderMap) -> bool {
+    !headers.contains_key(header::CONTENT_LENGTH)
+        && headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .get(..17)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
+            })
+}
+
+/// The last event of an SSE stream the engine cut, in the OpenAI error shape (the OpenAI SDKs
+/// raise on a chunk with an `error` key). It starts with a blank line: should the cut fall
+/// inside an event, that event is ended on its own instead of swallowing this one (at an event
+/// boundary the extra blank lines dispatch nothing).
+pub fn stream_cut_event(why: &str) -> Bytes {
+    let body = reply::error_body(
+        &format!("the engine's response was cut: {why}"),
+        "engine_error",
+        "engine_stream_cut",
+    );
+    Bytes::from(format!("\n\ndata: {body}\n\n"))
 }
 
 /// Holds the in-flight guard and the gauge for one forwarded request; dropping it (body ended,
@@ -224,9 +275,30 @@ impl Drop for Tracker {
 }
 
 /// The engine's response body, passed through frame by frame while counting bytes.
+///
+/// When the engine's body fails (it crashed mid-response) the error goes on to hyper, which
+/// then ends our response without the terminating chunk or short of its Content-Length, so
+/// the client sees a cut and never a complete-looking answer. An SSE stream first gets one
+/// error event (`stream_cut_event`).
 struct Tracked {
     inner: Incoming,
     tracker: Tracker,
+    /// A chunked `text/event-stream` response.
+    sse: bool,
+    cut: Cut,
+}
+
+/// Where a cut body stands. hyper drops what it buffered when a body fails, so before the error
+/// the body yields once (and wakes itself at once) to let hyper flush the bytes before it,
+/// the error event included.
+enum Cut {
+    None,
+    /// The error event went out; yield once, then fail.
+    Flush(BoxError),
+    /// Fail at the next poll.
+    Fail(BoxError),
+    /// The error was handed to hyper.
+    Done,
 }
 
 impl hyper::body::Body for Tracked {
@@ -238,6 +310,9 @@ impl hyper::body::Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if !matches!(this.cut, Cut::None) {
+            return this.poll_cut(cx);
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -249,18 +324,56 @@ impl hyper::body::Body for Tracked {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => this.cut_by(e, cx),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // A cut in progress must never look like the end: hyper would finish the response.
+        matches!(self.cut, Cut::None) && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Tracked {
+    /// The steps after the engine's body failed (see `Cut`).
+    fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match std::mem::replace(&mut self.cut, Cut::Done) {
+            Cut::Flush(e) => {
+                self.cut = Cut::Fail(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Cut::Fail(e) => Poll::Ready(Some(Err(e))),
+            // hyper never polls a failed body again; should anything else, it stays failed.
+            Cut::None | Cut::Done => {
+                Poll::Ready(Some(Err("the engine's response was cut".into())))
+            }
+        }
+    }
+
+    /// The engine's body failed with `e`: the SSE error event first (when it is a stream), then
+    /// a flush, then the error. Returns what `poll_frame` answers now.
+    fn cut_by(
+        &mut self,
+        e: hyper::Error,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let why = error_chain(&e);
+        tracing::warn!(error = %why, sse = self.sse, "proxy: the engine's response was cut");
+        if self.sse {
+            self.cut = Cut::Flush(e.into());
+            return Poll::Ready(Some(Ok(Frame::data(stream_cut_event(&why)))));
+        }
+        // Nothing to add: still let hyper flush what it holds before it sees the error.
+        self.cut = Cut::Fail(e.into());
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 

@@ -698,20 +698,137 @@ async fn metrics_include_ours_and_the_engines_and_never_hang() {
 }
 
 #[tokio::test]
-async fn engine_gone_while_ready_is_a_502_in_openai_shape() {
+async fn engine_gone_while_ready_is_a_503_with_retry_after_in_openai_shape() {
     let h = start(Phase::Ready, None).await;
-    // Point at a port nobody listens on.
+    // First a port nobody listens on (connection refused), then an engine that takes the
+    // request and closes without a response line (it died under it).
     let dead = free_port();
     h.shared.engine_port.store(dead, Ordering::SeqCst);
     let a = get(h.addr, "/v1/models").await;
-    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+    assert_eq!(a.headers["retry-after"], "5");
+    assert_openai_error(&a, "engine_unreachable");
+    assert!(a.body.contains("refused"), "{}", a.body);
+    let closer = raw_upstream(b"").await;
+    h.shared.engine_port.store(closer, Ordering::SeqCst);
+    let a = get(h.addr, "/v1/models").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+    assert_eq!(a.headers["retry-after"], "5");
     assert_openai_error(&a, "engine_unreachable");
     assert_eq!(h.shared.inflight.count(), 0);
     let m = get(h.addr, "/metrics").await.body;
     assert!(
-        m.contains("aim_proxied_requests_total{code=\"error\"} 1"),
+        m.contains("aim_proxied_requests_total{code=\"error\"} 2"),
         "{m}"
     );
+}
+
+/// An upstream that answers every connection with `bytes` (after reading the request head) and
+/// then closes it: an engine that crashes mid-response.
+async fn raw_upstream(bytes: &'static [u8]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind raw");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(bytes).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// One raw request to the public port; everything read until the proxy closed the connection.
+async fn raw_exchange(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "the cut response was never ended: {}",
+        String::from_utf8_lossy(&out)
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The engine dies mid-response: the client gets the bytes the engine sent and then a cut it can
+/// see (no terminating chunk, or fewer bytes than Content-Length), never a response that looks
+/// complete. An SSE stream ends with an OpenAI-shaped error event first.
+#[tokio::test]
+async fn engine_cut_mid_response_is_a_visible_cut_never_a_clean_end() {
+    const SSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n\
+        transfer-encoding: chunked\r\n\r\n13\r\ndata: {\"token\":0}\n\n\r\n";
+    const JSON_CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+        transfer-encoding: chunked\r\n\r\n9\r\n{\"choices\r\n";
+    const COUNTED: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\":1,";
+    const SSE_COUNTED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+        content-length: 100\r\n\r\ndata: {\"token\":0}\n\n";
+    // (upstream bytes, body bytes the client must get, error event expected, chunked)
+    let cases: [(&[u8], &str, bool, bool); 4] = [
+        (SSE, "data: {\"token\":0}\n\n", true, true),
+        (JSON_CHUNKED, "{\"choices", false, true),
+        (COUNTED, "{\"id\":1,", false, false),
+        (SSE_COUNTED, "data: {\"token\":0}\n\n", false, false),
+    ];
+    let h = start(Phase::Ready, None).await;
+    for (i, (upstream, sent, event, chunked)) in cases.into_iter().enumerate() {
+        let port = raw_upstream(upstream).await;
+        h.shared.engine_port.store(port, Ordering::SeqCst);
+        let got = raw_exchange(h.addr, "/v1/completions").await;
+        let (head, body) = got.split_once("\r\n\r\n").expect("a response head");
+        assert!(head.starts_with("HTTP/1.1 200"), "case {i}: {got}");
+        let lower = head.to_ascii_lowercase();
+        if chunked {
+            assert!(lower.contains("transfer-encoding: chunked"), "case {i}: {got}");
+            // Decode the chunks: all of them must be complete, and none is the last (size 0).
+            let mut rest = body;
+            let mut data = String::new();
+            while !rest.is_empty() {
+                let (size, after) = rest.split_once("\r\n").expect("chunk size line");
+                let size = usize::from_str_radix(size.trim(), 16).expect("hex size");
+                assert_ne!(size, 0, "case {i}: a terminating chunk after a cut: {got}");
+                data.push_str(&after[..size]);
+                rest = after[size..].strip_prefix("\r\n").expect("chunk end");
+            }
+            assert!(data.starts_with(sent), "case {i}: {data:?}");
+            let tail = &data[sent.len()..];
+            if event {
+                let json = tail
+                    .strip_prefix("\n\ndata: ")
+                    .and_then(|t| t.strip_suffix("\n\n"))
+                    .unwrap_or_else(|| panic!("case {i}: no error event: {tail:?}"));
+                let v: serde_json::Value = serde_json::from_str(json).expect("event JSON");
+                assert_eq!(v["error"]["code"], "engine_stream_cut", "{v}");
+                assert_eq!(v["error"]["type"], "engine_error", "{v}");
+                assert!(
+                    v["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("cut")),
+                    "{v}"
+                );
+            } else {
+                assert_eq!(tail, "", "case {i}: bytes added to a non-SSE body");
+            }
+        } else {
+            assert!(lower.contains("content-length: 100"), "case {i}: {got}");
+            assert_eq!(body, sent, "case {i}: the body must stay short of its length");
+        }
+        tokio::time::timeout(Duration::from_secs(2), h.shared.inflight.wait_idle())
+            .await
+            .expect("in-flight count back to zero");
+    }
 }
 
 // ---------------------------------------------------------------- the real binary
