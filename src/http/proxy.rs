@@ -351,9 +351,7 @@ impl Tracked {
             }
             Cut::Fail(e) => Poll::Ready(Some(Err(e))),
             // hyper never polls a failed body again; should anything else, it stays failed.
-            Cut::None | Cut::Done => {
-                Poll::Ready(Some(Err("the engine's response was cut".into())))
-            }
+            Cut::None | Cut::Done => Poll::Ready(Some(Err("the engine's response was cut".into()))),
         }
     }
 

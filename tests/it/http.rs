@@ -791,7 +791,10 @@ async fn engine_cut_mid_response_is_a_visible_cut_never_a_clean_end() {
         assert!(head.starts_with("HTTP/1.1 200"), "case {i}: {got}");
         let lower = head.to_ascii_lowercase();
         if chunked {
-            assert!(lower.contains("transfer-encoding: chunked"), "case {i}: {got}");
+            assert!(
+                lower.contains("transfer-encoding: chunked"),
+                "case {i}: {got}"
+            );
             // Decode the chunks: all of them must be complete, and none is the last (size 0).
             let mut rest = body;
             let mut data = String::new();
@@ -823,7 +826,10 @@ async fn engine_cut_mid_response_is_a_visible_cut_never_a_clean_end() {
             }
         } else {
             assert!(lower.contains("content-length: 100"), "case {i}: {got}");
-            assert_eq!(body, sent, "case {i}: the body must stay short of its length");
+            assert_eq!(
+                body, sent,
+                "case {i}: the body must stay short of its length"
+            );
         }
         tokio::time::timeout(Duration::from_secs(2), h.shared.inflight.wait_idle())
             .await

@@ -11,4 +11,5 @@ mod http;
 mod notify;
 mod plan;
 mod props;
+mod restart_load;
 mod supervise;
