@@ -276,7 +276,9 @@ fn dead(pid: i32) -> bool {
 /// Records when each engine (the pid in `main.pid`) is seen dead, until `stop`.
 fn watch_engines(state: &Path, stop: Arc<AtomicBool>, deaths: Arc<Mutex<Vec<Instant>>>) {
     let mut watched: Option<i32> = None;
-    while !stop.load(Ordering::SeqCst) {
+    loop {
+        // One last look after `stop`: a death just before it still counts.
+        let last = stop.load(Ordering::SeqCst);
         let current = std::fs::read_to_string(state.join("main.pid"))
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok());
@@ -290,6 +292,9 @@ fn watch_engines(state: &Path, stop: Arc<AtomicBool>, deaths: Arc<Mutex<Vec<Inst
         {
             deaths.lock().expect("deaths").push(Instant::now());
             watched = Some(-1);
+        }
+        if last {
+            return;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -403,9 +408,11 @@ fn public_port_stays_honest_across_an_engine_restart() {
         .unwrap_or_else(|| panic!("no model id in {models}"));
 
     let stop = Arc::new(AtomicBool::new(false));
+    // The watcher outlives the clients: a request still running at `stop` may be cut by a death.
+    let stop_watch = Arc::new(AtomicBool::new(false));
     let deaths = Arc::new(Mutex::new(Vec::new()));
     let watcher = {
-        let (state, stop, deaths) = (state.clone(), stop.clone(), deaths.clone());
+        let (state, stop, deaths) = (state.clone(), stop_watch.clone(), deaths.clone());
         std::thread::spawn(move || watch_engines(&state, stop, deaths))
     };
     let t0 = Instant::now();
@@ -440,6 +447,9 @@ fn public_port_stays_honest_across_an_engine_restart() {
         .into_iter()
         .flat_map(|c| c.join().expect("client thread"))
         .collect();
+    // An engine's sockets close a moment before it turns zombie.
+    std::thread::sleep(Duration::from_millis(50));
+    stop_watch.store(true, Ordering::SeqCst);
     watcher.join().expect("watcher");
     let wall = t0.elapsed();
     let deaths = deaths.lock().expect("deaths").clone();
