@@ -436,6 +436,66 @@ mod tests {
     }
 
     #[test]
+    fn only_chunked_event_streams_get_the_cut_event() {
+        // (content type, content length, gets the event)
+        let cases: [(Option<&'static str>, Option<&'static str>, bool); 7] = [
+            (Some("text/event-stream"), None, true),
+            (Some("text/event-stream; charset=utf-8"), None, true),
+            (Some("Text/Event-Stream"), None, true),
+            (Some("text/event-stream"), Some("100"), false),
+            (Some("application/json"), None, false),
+            (Some("text/event"), None, false),
+            (None, None, false),
+        ];
+        for (ct, len, want) in cases {
+            let mut h = HeaderMap::new();
+            if let Some(ct) = ct {
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            }
+            if let Some(len) = len {
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from_static(len));
+            }
+            assert_eq!(is_chunked_event_stream(&h), want, "{ct:?} {len:?}");
+        }
+    }
+
+    #[test]
+    fn cut_event_is_one_openai_error_event() {
+        let ev = stream_cut_event("connection reset");
+        let text = std::str::from_utf8(&ev).expect("utf-8");
+        let json = text
+            .strip_prefix("\n\ndata: ")
+            .and_then(|t| t.strip_suffix("\n\n"))
+            .expect("one SSE event after a blank line");
+        assert!(!json.contains('\n'), "{json}");
+        let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
+        assert_eq!(v["error"]["code"], "engine_stream_cut");
+        assert_eq!(v["error"]["type"], "engine_error");
+        assert_eq!(
+            v["error"]["message"],
+            "the engine's response was cut: connection reset"
+        );
+    }
+
+    #[test]
+    fn error_chain_names_the_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert_eq!(error_chain(&Outer(io)), "client error (Connect): refused");
+    }
+
+    #[test]
     fn status_classes() {
         for (code, want) in [
             (200, "2xx"),
