@@ -1,8 +1,15 @@
-//! Benchmark harness for the public port (bench/http/run.sh), usable before the supervisor
-//! exists:
+//! Benchmark harness for the public port (bench/http/run.sh). The script measures the real
+//! `aim-engine serve` with the fake engine; this file adds what wrk cannot do and a way to
+//! measure the proxy alone. Every mode runs on a current-thread runtime, as `serve` does.
 //!
-//! - `proxy_bench proxy --listen P --engine-port E`: `http::serve_public` with the phase set to
-//!   Ready, forwarding to `127.0.0.1:E`, until SIGINT/SIGTERM.
+//! - `proxy_bench latency --url U --rate R --conns C --secs S`: open-loop load (each of C
+//!   keep-alive connections sends on a fixed schedule, R requests/s in all) and the latency of
+//!   each request to its last body byte, counted from its *scheduled* send time whenever an
+//!   earlier answer made it late, so a stall is charged to every request it delayed (no
+//!   coordinated omission). Prints
+//!   `sent ok p50_us p90_us p99_us p999_us max_us`.
+//! - `proxy_bench proxy --listen P --engine-port E`: `http::serve_public` alone with the phase
+//!   set to Ready, forwarding to `127.0.0.1:E`, until SIGINT/SIGTERM.
 //! - `proxy_bench upstream --listen E [--tokens N] [--gap-ms M]`: a minimal engine stand-in
 //!   (`/v1/models`, `/health`, `/metrics`, `/v1/completions` with `"stream": true` as SSE of N
 //!   events M ms apart) for when the fake engine is not at hand.
@@ -29,10 +36,19 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("");
+    if mode == "latency" {
+        return latency(&args).await;
+    }
     let listen = arg(&args, "--listen", 0) as u16;
     let listener = TcpListener::bind(("127.0.0.1", listen)).await?;
     match mode {
@@ -79,7 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => {
             eprintln!(
-                "usage: proxy_bench proxy --listen P --engine-port E | upstream --listen E [--tokens N] [--gap-ms M]"
+                "usage: proxy_bench latency --url U --rate R --conns C --secs S | proxy --listen P --engine-port E | upstream --listen E [--tokens N] [--gap-ms M]"
             );
             std::process::exit(64);
         }
@@ -137,4 +153,82 @@ async fn upstream(req: Request<Incoming>, tokens: usize, gap: Duration) -> Respo
             r#"{"object":"list","data":[{"id":"bench/model","object":"model"}]}"#,
         )),
     }
+}
+
+/// Open-loop latency: see the module docs.
+async fn latency(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let url: hyper::Uri = args
+        .windows(2)
+        .find(|w| w[0] == "--url")
+        .map(|w| w[1].parse())
+        .ok_or("--url is required")??;
+    let rate = arg(args, "--rate", 1000).max(1);
+    let conns = arg(args, "--conns", 16).max(1);
+    let secs = arg(args, "--secs", 5).max(1);
+    let authority = url.authority().ok_or("--url needs host:port")?.clone();
+    let addr = authority.as_str().to_string();
+    // Each connection sends every `period`; connections are staggered across one period.
+    let period = Duration::from_nanos(1_000_000_000 * conns / rate);
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let end = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (addr, url, authority) = (addr.clone(), url.clone(), authority.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut sent = 0u64;
+            let stream = tokio::net::TcpStream::connect(&addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut tx, conn) =
+                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+                    .await?;
+            tokio::spawn(conn);
+            let mut due = start + period * c as u32 / conns as u32;
+            while due < end {
+                // The timer wakes up to a millisecond late: when we are early, the clock starts
+                // at the actual send; when the previous answer made us late, at the due time.
+                let t0 = if tokio::time::Instant::now() >= due {
+                    due
+                } else {
+                    tokio::time::sleep_until(due).await;
+                    tokio::time::Instant::now()
+                };
+                sent += 1;
+                let req = Request::get(url.clone())
+                    .header(hyper::header::HOST, authority.as_str())
+                    .body(Full::new(Bytes::new()))?;
+                tx.ready().await?;
+                let resp = tx.send_request(req).await?;
+                let ok = resp.status().is_success();
+                resp.into_body().collect().await?;
+                if ok {
+                    lat.push((tokio::time::Instant::now() - t0).as_micros() as u64);
+                }
+                due += period;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((sent, lat))
+        }));
+    }
+    let (mut sent, mut all) = (0u64, Vec::new());
+    for t in tasks {
+        let (s, l) = t.await?.map_err(|e| e.to_string())?;
+        sent += s;
+        all.extend(l);
+    }
+    all.sort_unstable();
+    let q = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "{sent} {} {} {} {} {} {}",
+        all.len(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        all.last().copied().unwrap_or(0)
+    );
+    Ok(())
 }

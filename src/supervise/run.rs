@@ -140,6 +140,10 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(|| a.port.saturating_add(1));
     let shared = Arc::new(Shared::new(&model, engine_port));
     let notifier = Arc::new(Notifier::from_env());
+    // WATCHDOG=1 from a task on this current-thread runtime: a ping proves that the one
+    // thread running the supervisor, the reaper and the public port is not blocked. It does
+    // not prove the supervisor's own loop makes progress (that loop may rightly sleep for a
+    // whole backoff); its deadlines (startup, stop grace, liveness) cover that.
     if let Some(every) = notifier.watchdog_ping_interval() {
         let n = notifier.clone();
         tokio::spawn(async move {
