@@ -19,6 +19,12 @@ const DEV_KFD: &str = "dev/kfd";
 /// Upper bound on mem_banks / io_links probed per node (a CPX host has 64 io_links).
 const MAX_SUBOBJECTS: u32 = 1024;
 
+/// How many numbered sub-objects (`mem_banks/<i>`, `io_links/<i>`) to read: the node's own
+/// count when it gives one, else up to the first missing one (bounded).
+fn subobjects(count: Option<u32>) -> u32 {
+    count.map_or(MAX_SUBOBJECTS, |n| n.min(MAX_SUBOBJECTS))
+}
+
 fn is_eperm(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EPERM) || e.kind() == io::ErrorKind::PermissionDenied
 }
@@ -195,9 +201,10 @@ fn read_node(
         }
     }
     // VRAM: the node's own banks (per partition in partition modes). Banks are numbered
-    // 0..; probing until the first missing one is cheaper than listing the directory.
+    // 0..mem_banks_count; without the count, probing until the first missing one is cheaper
+    // than listing the directory.
     let mut vram_kfd = 0u64;
-    for b in 0..MAX_SUBOBJECTS {
+    for b in 0..subobjects(props.mem_banks_count) {
         match r.read(&format!("{dir}/mem_banks/{b}/properties")) {
             Ok(t) => vram_kfd += parse::mem_bank_vram(&t),
             Err(e) if is_eperm(&e) => return NodeRead::Excluded(NOT_ASSIGNED.into()),
@@ -377,7 +384,11 @@ pub fn detect_with(r: &dyn SysReader, vis: &VisibilityEnv) -> Result<Topology, G
     let gpus = sorted;
     excluded.sort_by_key(|e| e.kfd_node);
 
-    let xgmi = xgmi_pairs(r, topo, &gpus);
+    let links: HashMap<u32, Option<u32>> = candidates
+        .iter()
+        .map(|c| (c.node, c.props.io_links_count))
+        .collect();
+    let xgmi = xgmi_pairs(r, topo, &gpus, &links);
     Ok(Topology {
         gpus,
         excluded,
@@ -387,11 +398,17 @@ pub fn detect_with(r: &dyn SysReader, vis: &VisibilityEnv) -> Result<Topology, G
 
 /// Pairs of GPU indices joined by a direct xGMI io_link (type 11). Links to CPU nodes
 /// (xGMI-attached CPUs) and to GPUs not in the list are ignored.
-fn xgmi_pairs(r: &dyn SysReader, topo: &str, gpus: &[Gpu]) -> Vec<(u32, u32)> {
+fn xgmi_pairs(
+    r: &dyn SysReader,
+    topo: &str,
+    gpus: &[Gpu],
+    links: &HashMap<u32, Option<u32>>,
+) -> Vec<(u32, u32)> {
     let by_node: HashMap<u32, u32> = gpus.iter().map(|g| (g.kfd_node, g.index)).collect();
     let mut pairs = Vec::new();
     for g in gpus {
-        for l in 0..MAX_SUBOBJECTS {
+        let count = links.get(&g.kfd_node).copied().flatten();
+        for l in 0..subobjects(count) {
             let path = format!("{topo}/nodes/{}/io_links/{l}/properties", g.kfd_node);
             let Ok(text) = r.read(&path) else {
                 break;
@@ -738,6 +755,43 @@ mod built {
             .collect();
         want.sort_unstable();
         assert_eq!(t.xgmi, want);
+    }
+
+    /// The node's `io_links_count` / `mem_banks_count` bound the reads; without them detection
+    /// probes until the first missing entry and finds the same links and VRAM.
+    #[test]
+    fn sub_object_counts_bound_the_reads_and_their_absence_probes() {
+        let h = Host::new(vec![
+            Card::mi300x(0x05, false, 0),
+            Card::mi300x(0x27, false, 1),
+            Card::mi300x(0x45, false, 2),
+        ]);
+        let (dir, nodes) = tree(&h);
+        let root = dir.path();
+        let full = run(root);
+        assert_eq!(full.xgmi, vec![(0, 1), (0, 2), (1, 2)]);
+        let props = |n: &builder::Node| {
+            root.join(format!("{}/nodes/{}/properties", builder::KFD, n.kfd_node))
+        };
+        // No counts: the same topology, found by probing.
+        for n in &nodes {
+            let text = std::fs::read_to_string(props(n)).expect("read");
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.starts_with("io_links_count") && !l.starts_with("mem_banks_count"))
+                .collect();
+            std::fs::write(props(n), kept.join("\n")).expect("write");
+        }
+        let probed = run(root);
+        assert_eq!(probed.xgmi, full.xgmi);
+        let vram = |t: &Topology| t.gpus.iter().map(|g| g.vram_bytes).collect::<Vec<_>>();
+        assert_eq!(vram(&probed), vram(&full));
+        // A count of 0 is trusted: no link is read, so no xGMI pair although the files exist.
+        for n in &nodes {
+            let text = std::fs::read_to_string(props(n)).expect("read");
+            std::fs::write(props(n), format!("{text}\nio_links_count 0\n")).expect("write");
+        }
+        assert!(run(root).xgmi.is_empty());
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub struct NodeProps {
     pub num_xcc: u32,
     /// Old kernels put the VRAM size here; current ones print 0.
     pub local_mem_size: u64,
+    /// How many `mem_banks/<i>` and `io_links/<i>` entries the node has, when the kernel says
+    /// (it always has since 2014; absent means "probe until the first missing one").
+    pub mem_banks_count: Option<u32>,
+    pub io_links_count: Option<u32>,
 }
 
 impl NodeProps {
@@ -78,6 +82,8 @@ impl NodeProps {
             // libhsakmt: num_xcc absent -> 1.
             num_xcc: p.get_u32("num_xcc").filter(|&v| v > 0).unwrap_or(1),
             local_mem_size: p.get("local_mem_size").unwrap_or(0),
+            mem_banks_count: p.get_u32("mem_banks_count"),
+            io_links_count: p.get_u32("io_links_count"),
         }
     }
 
