@@ -28,9 +28,11 @@ cargo bench --bench plan -- --warm-up-time 1 --measurement-time 3 2>/dev/null |
   grep -E "^plan load|^ratio|time:" || true
 echo
 echo "## Whole process (hyperfine -N, 10 warm-up runs)"
-hyperfine -N --warmup 10 --runs 200 --style basic --export-markdown /dev/stdout \
+md=$(mktemp)
+hyperfine -N --warmup 10 --runs 200 --style none --export-markdown "$md" \
   "$bin --root $root gpus" \
-  "$bin --root $root plan Qwen/Qwen3-32B" 2>/dev/null | grep '^|'
+  "$bin --root $root plan Qwen/Qwen3-32B" >/dev/null
+cat "$md"; rm -f "$md"
 echo
 echo "## Supervision"
 AIM_BIN=$bin sh bench/supervise_figures.sh
