@@ -42,6 +42,8 @@ pub struct Metrics {
     pub inflight_requests: Gauge,
     pub request_duration_seconds: Histogram,
     pub streamed_bytes: Counter,
+    /// Forwarded responses the engine cut short (passed on visibly cut).
+    pub responses_cut: Counter,
 }
 
 impl Default for Metrics {
@@ -65,6 +67,7 @@ impl Metrics {
             inflight_requests: Gauge::default(),
             request_duration_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             streamed_bytes: Counter::default(),
+            responses_cut: Counter::default(),
         };
         registry.register(
             "phase",
@@ -115,6 +118,11 @@ impl Metrics {
             "streamed_bytes",
             "Response body bytes forwarded to clients",
             m.streamed_bytes.clone(),
+        );
+        registry.register(
+            "responses_cut",
+            "Forwarded responses the engine cut short (the client sees them cut)",
+            m.responses_cut.clone(),
         );
         for p in Phase::ALL {
             m.phase

@@ -364,6 +364,7 @@ impl Tracked {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let why = error_chain(&e);
         tracing::warn!(error = %why, sse = self.sse, "proxy: the engine's response was cut");
+        self.tracker.shared.metrics.responses_cut.inc();
         if self.sse {
             self.cut = Cut::Flush(e.into());
             return Poll::Ready(Some(Ok(Frame::data(stream_cut_event(&why)))));

@@ -834,7 +834,14 @@ async fn engine_cut_mid_response_is_a_visible_cut_never_a_clean_end() {
         tokio::time::timeout(Duration::from_secs(2), h.shared.inflight.wait_idle())
             .await
             .expect("in-flight count back to zero");
+        assert_eq!(
+            h.shared.metrics.responses_cut.get(),
+            i as u64 + 1,
+            "case {i}"
+        );
     }
+    let m = h.shared.metrics.render();
+    assert!(m.contains("aim_responses_cut_total 4\n"), "{m}");
 }
 
 // ---------------------------------------------------------------- the real binary
