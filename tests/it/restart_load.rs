@@ -17,7 +17,7 @@
 //! every engine start then dies 3 s after it started, for N seconds of load, and the counts are
 //! printed (run with `--nocapture`).
 
-use crate::support::{aim_engine, fake_engine, free_port, project_root};
+use crate::support::{aim_engine, fake_engine, free_port, project_root, wait_for};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -344,17 +344,6 @@ fn restarts(port: u16) -> u64 {
         .unwrap_or(0)
 }
 
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 #[test]
 fn public_port_stays_honest_across_an_engine_restart() {
     let long: Option<u64> = std::env::var("AIM_RESTART_LOAD_SECS")
@@ -397,7 +386,7 @@ fn public_port_stays_honest_across_an_engine_restart() {
     let stderr = || std::fs::read_to_string(dir.path().join("err.log")).unwrap_or_default();
 
     assert!(
-        wait_until(Duration::from_secs(30), || ready(port)),
+        wait_for(Duration::from_secs(30), || ready(port)),
         "never ready: {}",
         stderr()
     );
@@ -429,11 +418,11 @@ fn public_port_stays_honest_across_an_engine_restart() {
     match long {
         Some(secs) => std::thread::sleep(Duration::from_secs(secs)),
         None => {
-            let died = wait_until(Duration::from_secs(15), || {
+            let died = wait_for(Duration::from_secs(15), || {
                 !deaths.lock().expect("deaths").is_empty()
             });
             let back = died
-                && wait_until(Duration::from_secs(20), || {
+                && wait_for(Duration::from_secs(20), || {
                     ready(port) && restarts(port) >= 1
                 });
             ready_again = back.then(Instant::now);

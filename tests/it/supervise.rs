@@ -7,7 +7,7 @@
 //! filter) and leave evidence there: `spawns` gets one line per start, `ready` is created once
 //! their traps are set.
 
-use crate::support::{aim_engine, free_port, project_root};
+use crate::support::{aim_engine, free_port, project_root, wait_for};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -24,18 +24,6 @@ fn privileged() -> bool {
 
 fn skip(name: &str) {
     eprintln!("SKIPPED {name}: needs root and PID namespaces; set AIM_TEST_PRIVILEGED=1 to run it");
-}
-
-/// Polls `cond` every 5 ms until true or `limit`.
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    cond()
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {

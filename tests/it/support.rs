@@ -124,3 +124,15 @@ pub fn free_port() -> u16 {
     }
     panic!("no free TCP port in {low}..{}", low + span)
 }
+
+/// Polls `cond` every 5 ms until it holds or `limit` has passed; one last look at the end.
+pub fn wait_for(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    cond()
+}
