@@ -1326,3 +1326,50 @@ fn fake_engine_port_in_use_moves_to_a_free_port() {
     assert_eq!(sup.exit_code(Duration::from_secs(20)), 0);
     drop(taken);
 }
+
+/// A launcher that is the engine's own executable (`<dir>/vllm`, here the fake under that
+/// name) gets its version probed with the `python3` beside it; the version shows in /status
+/// and flags that version lacks are dropped before the engine sees them. The fake, told it is
+/// vLLM 0.10.2, rejects `--kv-cache-memory-bytes` (added in 0.11) as vLLM would, so without
+/// the gate this attempt fails with bad arguments.
+#[test]
+fn engine_version_is_probed_shown_and_gates_flags() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().expect("tmp");
+    let vllm = bin.path().join("vllm");
+    std::os::unix::fs::symlink(crate::support::fake_engine(), &vllm).expect("symlink vllm");
+    let python = bin.path().join("python3");
+    fs::write(&python, "#!/bin/sh\necho 0.10.2\n").expect("python3");
+    fs::set_permissions(&python, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let env = [
+        ("AIM_VLLM_COMMAND", vllm.display().to_string()),
+        ("FAKE_VERSION", "0.10.2".to_string()),
+    ];
+    let mut sup = start_fake(
+        &env,
+        &["--engine-args", r#"{"kv-cache-memory-bytes": 1000000000}"#],
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || ready_count(&sup) == 1),
+        "never ready: {}",
+        sup.stderr()
+    );
+    let st = status(&sup);
+    assert_eq!(st["engine_version"], "0.10.2", "{st}");
+    assert!(
+        st["failures"].as_array().is_some_and(|f| f.is_empty()),
+        "{st}"
+    );
+    let log = sup.stderr();
+    assert!(
+        log.contains("dropped `--kv-cache-memory-bytes 1000000000` for vllm 0.10.2"),
+        "{log}"
+    );
+    sup.stop(libc::SIGTERM);
+    assert_eq!(
+        sup.exit_code(Duration::from_secs(20)),
+        0,
+        "{}",
+        sup.stderr()
+    );
+}
