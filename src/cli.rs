@@ -197,6 +197,9 @@ pub struct ServeArgs {
     /// Deadline for an attempt to become ready.
     #[arg(long = "startup-timeout", env = "AIM_STARTUP_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
     pub startup_timeout: Duration,
+    /// How often a loading engine's progress (phase, time so far, its last log line) is logged.
+    #[arg(long = "progress-interval", env = "AIM_PROGRESS_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub progress_interval: Duration,
     /// Interval of liveness probes once ready.
     #[arg(long = "liveness-interval", env = "AIM_LIVENESS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub liveness_interval: Duration,

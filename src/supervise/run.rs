@@ -86,7 +86,8 @@ impl Config {
                 max_port_retries: 5,
             },
             poll_interval: Duration::from_millis(200),
-            progress_interval: Duration::from_secs(30),
+            // tokio intervals need a non-zero period.
+            progress_interval: a.progress_interval.max(Duration::from_millis(100)),
         }
     }
 }

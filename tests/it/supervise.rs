@@ -1373,3 +1373,42 @@ fn engine_version_is_probed_shown_and_gates_flags() {
         sup.stderr()
     );
 }
+
+/// While the engine loads, a progress line (phase, time so far, the engine's last log line)
+/// comes every --progress-interval, and /status carries the same last line.
+#[test]
+fn loading_progress_is_logged_with_the_engines_last_line() {
+    let env = [("FAKE_LOAD_SECS", "2".to_string())];
+    let mut sup = start_fake(&env, &["--progress-interval", "0.4s"]);
+    let line = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("loading for") && l.contains("last engine line: "))
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || line(&sup.stderr()) >= 2),
+        "no progress lines: {}",
+        sup.stderr()
+    );
+    let st = status(&sup);
+    assert!(
+        st["last_log_line"].as_str().is_some_and(|l| !l.is_empty()),
+        "{st}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || ready_count(&sup) == 1),
+        "never ready: {}",
+        sup.stderr()
+    );
+    // Once ready the progress lines stop.
+    let after_ready = line(&sup.stderr());
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(line(&sup.stderr()), after_ready, "{}", sup.stderr());
+    sup.stop(libc::SIGTERM);
+    assert_eq!(
+        sup.exit_code(Duration::from_secs(20)),
+        0,
+        "{}",
+        sup.stderr()
+    );
+}
