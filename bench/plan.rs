@@ -48,22 +48,10 @@ fn catalogue(root: &Path, models: usize) {
 fn topology() -> Topology {
     let gpus = (0..8u32)
         .map(|i| Gpu {
-            index: i,
-            kfd_node: i + 2,
             gpu_id: i,
-            pci: format!("0000:{:02x}:00.0", i + 5),
-            render_minor: 128 + 8 * i,
-            gfx: "gfx942".into(),
-            device_id: 0x74a1,
-            product: "MI300X".into(),
-            vram_bytes: 192 << 30,
-            vram_used_bytes: None,
-            compute_units: 304,
-            numa_node: Some(0),
-            physical_index: i,
-            partition: None,
             hive_id: 1,
             unique_id: u64::from(i),
+            ..Gpu::mi300x(i)
         })
         .collect();
     Topology {

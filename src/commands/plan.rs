@@ -477,22 +477,9 @@ mod tests {
         let gpus: Vec<gpu::Gpu> = [5u32, 6]
             .iter()
             .map(|&i| gpu::Gpu {
-                index: i,
-                kfd_node: i + 2,
-                gpu_id: i,
-                pci: format!("0000:{:02x}:00.0", i),
-                render_minor: 128 + 8 * i,
-                gfx: "gfx942".into(),
-                device_id: 0x74a1,
-                product: "MI300X".into(),
-                vram_bytes: 192 << 30,
-                vram_used_bytes: None,
-                compute_units: 304,
+                pci: format!("0000:{i:02x}:00.0"),
                 numa_node: Some(1),
-                physical_index: i,
-                partition: None,
-                hive_id: 0,
-                unique_id: 0,
+                ..gpu::Gpu::mi300x(i)
             })
             .collect();
         let t = Topology {

@@ -76,6 +76,33 @@ pub struct Gpu {
     pub unique_id: u64,
 }
 
+impl Gpu {
+    /// Whole MI300X number `index` (SPX, 192 GiB, 304 CUs, NUMA 0, no hive) laid out as on the
+    /// 8-GPU fixture: for tests and benches that need a topology without a sysfs tree. Change
+    /// fields with struct update syntax (`Gpu { hive_id: 1, ..Gpu::mi300x(0) }`).
+    #[doc(hidden)]
+    pub fn mi300x(index: u32) -> Gpu {
+        Gpu {
+            index,
+            kfd_node: index + 2,
+            gpu_id: 1000 + index,
+            pci: format!("0000:{:02x}:00.0", index + 5),
+            render_minor: 128 + 8 * index,
+            gfx: "gfx942".into(),
+            device_id: 0x74a1,
+            product: "MI300X".into(),
+            vram_bytes: 192 << 30,
+            vram_used_bytes: None,
+            compute_units: 304,
+            numa_node: Some(0),
+            physical_index: index,
+            partition: None,
+            hive_id: 0,
+            unique_id: 77 + u64::from(index),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Excluded {
     pub kfd_node: u32,

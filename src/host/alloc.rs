@@ -230,22 +230,9 @@ mod tests {
 
     fn gpu(index: u32, physical: u32, hive: u64) -> Gpu {
         Gpu {
-            index,
-            kfd_node: index + 2,
-            gpu_id: 1000 + index,
-            pci: format!("0000:{:02x}:00.0", index + 5),
-            render_minor: 128 + 8 * index,
-            gfx: "gfx942".into(),
-            device_id: 0x74a1,
-            product: "MI300X".into(),
-            vram_bytes: 192 << 30,
-            vram_used_bytes: None,
-            compute_units: 304,
-            numa_node: Some(0),
             physical_index: physical,
-            partition: None,
             hive_id: hive,
-            unique_id: 77 + u64::from(index),
+            ..Gpu::mi300x(index)
         }
     }
 
