@@ -35,6 +35,19 @@ struct Upstream {
     completed: AtomicUsize,
     /// `/metrics` takes 3 s when set.
     slow_metrics: AtomicBool,
+    /// A `/slow` request was dropped before its answer (its connection closed under it).
+    slow_abandoned: AtomicBool,
+}
+
+/// Sets `slow_abandoned` when dropped before `done` is called.
+struct AbandonGuard(Arc<Upstream>, bool);
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.slow_abandoned.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 /// A response body fed by a channel (the upstream writes tokens into it).
@@ -103,6 +116,14 @@ async fn upstream_handle(up: Arc<Upstream>, req: Request<Incoming>) -> Response<
             Response::new(full(
                 "# HELP vllm:num_requests_running Running.\n# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 0.0\n",
             ))
+        }
+        "/slow" => {
+            // A long non-streamed generation: the answer (headers and all) comes after `ms`.
+            let ms = query(&req, "ms").unwrap_or(3000);
+            let mut guard = AbandonGuard(up.clone(), false);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            guard.1 = true;
+            Response::new(full(r#"{"choices":[{"text":"late"}]}"#))
         }
         "/stream" => {
             let n = query(&req, "n").unwrap_or(5) as usize;
@@ -438,6 +459,34 @@ async fn client_disconnect_mid_stream_cancels_upstream() {
         .await
         .expect("in-flight count back to zero");
     assert_eq!(h.up.completed.load(Ordering::SeqCst), 0);
+}
+
+/// A client that leaves while the engine is still working on a non-streamed answer (no
+/// headers yet) closes the upstream request too, so the engine can abort the generation.
+#[tokio::test]
+async fn client_gone_before_the_headers_cancels_upstream() {
+    let h = start(Phase::Ready, None).await;
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(b"GET /slow?ms=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let t = Instant::now();
+    while h.shared.inflight.count() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(3), "never forwarded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(s);
+    let t = Instant::now();
+    while !h.up.slow_abandoned.load(Ordering::SeqCst) {
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "the engine kept working for a client that left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(2), h.shared.inflight.wait_idle())
+        .await
+        .expect("in-flight count back to zero");
 }
 
 #[tokio::test]
