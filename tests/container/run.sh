@@ -545,10 +545,13 @@ check_compose() {
         fail compose-depends-on "the client service never started"
     else
         # From the daemon's event log: when aim-engine turned healthy, when the client started.
-        local healthy_at client_at client_exit
-        healthy_at=$(docker events --since "$COMPOSE_T0" --until "$(date +%s)" --filter "container=$eng" \
+        local healthy_at client_at client_exit until
+        # --until takes whole seconds here: the next one, or an event of this second is missed
+        # (the client may start and exit within the second the loop above saw it exit).
+        until=$(($(date +%s) + 1))
+        healthy_at=$(docker events --since "$COMPOSE_T0" --until "$until" --filter "container=$eng" \
             --format '{{.TimeNano}} {{.Action}}' | awk '$3 == "healthy" {print $1; exit}')
-        client_at=$(docker events --since "$COMPOSE_T0" --until "$(date +%s)" --filter "container=$cli" \
+        client_at=$(docker events --since "$COMPOSE_T0" --until "$until" --filter "container=$cli" \
             --filter event=start --format '{{.TimeNano}}' | head -1)
         client_exit=$(docker inspect -f '{{.State.ExitCode}}' "$cli")
         if [ -n "$healthy_at" ] && [ -n "$client_at" ] && [ "$client_at" -gt "$healthy_at" ] && [ "$client_exit" = 0 ]; then
