@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{fake_engine, free_port};
+use crate::support::{fake_engine, free_port, wait_exit, wait_for};
 
 /// Kills and reaps the child when a test ends, passed or failed.
 struct Running(Child);
@@ -68,25 +68,9 @@ fn request(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u
 
 /// Polls `GET path` until it answers `want` or `within` passes.
 fn wait_status(port: u16, path: &str, want: u16, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if request(port, "GET", path, None).map(|(s, _)| s) == Some(want) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Some(st);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+    wait_for(within, || {
+        request(port, "GET", path, None).map(|(s, _)| s) == Some(want)
+    })
 }
 
 #[test]
@@ -345,10 +329,9 @@ fn fake_engine_spawns_workers_and_orphans() {
         wait_exit(&mut engine.0, Duration::from_secs(10)).and_then(|s| s.code()),
         Some(0)
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while workers.iter().any(|&w| ppid_sid(w).is_some()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(Duration::from_secs(5), || {
+        !workers.iter().any(|&w| ppid_sid(w).is_some())
+    });
     assert!(
         workers.iter().all(|&w| ppid_sid(w).is_none()),
         "graceful stop ends the workers"
@@ -382,10 +365,7 @@ fn fake_engine_holds_vram_until_after_exit() {
     engine.0.kill().expect("SIGKILL the engine");
     engine.0.wait().expect("reap");
     assert_eq!(read(), "1000", "VRAM is released lazily, not at once");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while read() != "7" && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(Duration::from_secs(10), || read() == "7");
     assert_eq!(read(), "7", "VRAM comes back after the release delay");
 }
 
@@ -473,10 +453,7 @@ fn fake_engine_external_vram_watcher_releases_after_the_tree_is_gone() {
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(read(), "1000", "a surviving worker still holds the VRAM");
     drop(worker);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while read() != "7" && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(Duration::from_secs(10), || read() == "7");
     assert_eq!(read(), "7", "released once every holder is gone");
 }
 

@@ -76,6 +76,21 @@ const GPU_KEYS: [&str; 14] = [
     "partition",
 ];
 
+/// (HIP ordinal, KFD node) of every GPU in `gpus --format json` output.
+fn ordinal_and_node(v: &serde_json::Value) -> Vec<(u64, u64)> {
+    v["gpus"]
+        .as_array()
+        .expect("gpus")
+        .iter()
+        .map(|g| {
+            (
+                g["index"].as_u64().expect("i"),
+                g["kfd_node"].as_u64().expect("k"),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn json_on_mi300x_spx_matches_expected_and_has_the_documented_shape() {
     let root = fixture("mi300x-8gpu-spx");
@@ -233,17 +248,7 @@ fn visibility_variables_filter_without_renumbering() {
             ("CUDA_VISIBLE_DEVICES", "1,3"),
         ],
     ));
-    let got: Vec<(u64, u64)> = v["gpus"]
-        .as_array()
-        .expect("gpus")
-        .iter()
-        .map(|g| {
-            (
-                g["index"].as_u64().expect("i"),
-                g["kfd_node"].as_u64().expect("k"),
-            )
-        })
-        .collect();
+    let got = ordinal_and_node(&v);
     assert_eq!(got, [(1, 3), (3, 5)]);
 
     // ROCR renumbers: ROCR=4,6 makes KFD node 6 ordinal 0 and node 8 ordinal 1.
@@ -252,17 +257,7 @@ fn visibility_variables_filter_without_renumbering() {
         &["--format", "json"],
         &[("ROCR_VISIBLE_DEVICES", "4,6")],
     ));
-    let got: Vec<(u64, u64)> = v["gpus"]
-        .as_array()
-        .expect("gpus")
-        .iter()
-        .map(|g| {
-            (
-                g["index"].as_u64().expect("i"),
-                g["kfd_node"].as_u64().expect("k"),
-            )
-        })
-        .collect();
+    let got = ordinal_and_node(&v);
     assert_eq!(got, [(0, 6), (1, 8)]);
 
     let out = gpus(

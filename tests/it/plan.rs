@@ -47,14 +47,15 @@ fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
 }
 
+/// `aim-engine ARGS` on the 8x MI300X fixture with an empty Hugging Face cache, as JSON.
+fn json_on_mi300x(args: &[&str]) -> serde_json::Value {
+    let hf = tempfile::tempdir().unwrap();
+    json(&run(&mut cmd(MI300X, hf.path()), args))
+}
+
 #[test]
 fn plan_json_qwen3_32b_on_8_mi300x() {
-    let hf = tempfile::tempdir().unwrap();
-    let o = run(
-        &mut cmd(MI300X, hf.path()),
-        &["plan", "Qwen/Qwen3-32B", "--format", "json"],
-    );
-    let v = json(&o);
+    let v = json_on_mi300x(&["plan", "Qwen/Qwen3-32B", "--format", "json"]);
     // Exactly the documented names, nothing else.
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
@@ -315,19 +316,14 @@ fn recipes_dir_overrides_and_bad_files_name_line_and_column() {
 
 #[test]
 fn dry_run_has_the_aim_operator_shape() {
-    let hf = tempfile::tempdir().unwrap();
-    let o = run(
-        &mut cmd(MI300X, hf.path()),
-        &[
-            "dry-run",
-            "Qwen/Qwen3-32B",
-            "--format",
-            "json",
-            "--engine-args",
-            r#"{"max-model-len": 8192}"#,
-        ],
-    );
-    let v = json(&o);
+    let v = json_on_mi300x(&[
+        "dry-run",
+        "Qwen/Qwen3-32B",
+        "--format",
+        "json",
+        "--engine-args",
+        r#"{"max-model-len": 8192}"#,
+    ]);
     let items = v.as_array().unwrap();
     assert_eq!(items.len(), 1);
     let it = &items[0];

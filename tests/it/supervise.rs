@@ -7,12 +7,12 @@
 //! filter) and leave evidence there: `spawns` gets one line per start, `ready` is created once
 //! their traps are set.
 
-use crate::support::{aim_engine, free_port, project_root, wait_for};
+use crate::support::{aim_engine, free_port, project_root, wait_exit, wait_for};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const FIXTURE: &str = "tests/fixtures/sysfs/mi300x-8gpu-spx";
@@ -24,19 +24,6 @@ fn privileged() -> bool {
 
 fn skip(name: &str) {
     eprintln!("SKIPPED {name}: needs root and PID namespaces; set AIM_TEST_PRIVILEGED=1 to run it");
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 fn signal(pid: i32, sig: i32) {
@@ -194,6 +181,11 @@ impl Sup {
     }
     fn stderr(&self) -> String {
         self.read("err.log")
+    }
+    /// Asserts the exit code within `limit`, showing the supervisor's stderr when it differs.
+    fn expect_exit(&mut self, code: i32, limit: Duration) {
+        let got = self.exit_code(limit);
+        assert_eq!(got, code, "{}", self.stderr());
     }
 }
 
@@ -512,12 +504,7 @@ fn crash_restarts_with_backoff_then_gives_up() {
         "2",
     ];
     let mut sup = start(o);
-    assert_eq!(
-        sup.exit_code(Duration::from_secs(30)),
-        70,
-        "{}",
-        sup.stderr()
-    );
+    sup.expect_exit(70, Duration::from_secs(30));
     let times: Vec<u128> = sup
         .spawns()
         .iter()
@@ -545,12 +532,7 @@ fn oom_text_moves_to_the_next_recipe() {
         "{RECORD}\necho 'torch.OutOfMemoryError: HIP out of memory. Tried to allocate 12.95 GiB.' >&2\nexit 1"
     );
     let mut sup = start(Opts::new(&script));
-    assert_eq!(
-        sup.exit_code(Duration::from_secs(30)),
-        70,
-        "{}",
-        sup.stderr()
-    );
+    sup.expect_exit(70, Duration::from_secs(30));
     let err = sup.stderr();
     let attempts: Vec<&str> = err.lines().filter(|l| l.contains("  attempt ")).collect();
     assert!(!attempts.is_empty(), "{err}");
@@ -572,12 +554,7 @@ fn model_not_found_is_not_retried() {
         "{RECORD}\necho \"huggingface_hub.errors.RepositoryNotFoundError: 401 Client Error. Repository Not Found for url: https://huggingface.co/api/models/aim-test/Tiny-7B\" >&2\nexit 1"
     );
     let mut sup = start(Opts::new(&script));
-    assert_eq!(
-        sup.exit_code(Duration::from_secs(30)),
-        66,
-        "{}",
-        sup.stderr()
-    );
+    sup.expect_exit(66, Duration::from_secs(30));
     assert_eq!(sup.spawns().len(), 1, "no retry");
     assert!(
         sup.stderr().contains("check the model id"),
@@ -627,12 +604,7 @@ fn startup_deadline_ends_the_attempt() {
     o.args = &["--startup-timeout", "0.3s", "--stop-timeout", "1s"];
     let mut sup = start(o);
     let t = Instant::now();
-    assert_eq!(
-        sup.exit_code(Duration::from_secs(60)),
-        70,
-        "{}",
-        sup.stderr()
-    );
+    sup.expect_exit(70, Duration::from_secs(60));
     let n = sup.spawns().len();
     assert!(n >= 1);
     assert!(t.elapsed() >= Duration::from_millis(300) * n as u32);
@@ -965,12 +937,7 @@ fn health_503_after_ready_counts_as_hung() {
     api.set(2);
     // No restart budget: the hang moves on to the next launch, which never gets healthy
     // (startup deadline), until the run gives up.
-    assert_eq!(
-        sup.exit_code(Duration::from_secs(30)),
-        70,
-        "{}",
-        sup.stderr()
-    );
+    sup.expect_exit(70, Duration::from_secs(30));
     assert!(
         sup.stderr().contains("/health answered 503"),
         "{}",
@@ -1181,12 +1148,7 @@ fn fake_engine_full_life() {
     );
     assert_eq!(http_get(sup.port, "/health").map(|r| r.0), Some(200));
     sup.stop(libc::SIGTERM);
-    assert_eq!(
-        sup.exit_code(Duration::from_secs(20)),
-        7,
-        "{}",
-        sup.stderr()
-    );
+    sup.expect_exit(7, Duration::from_secs(20));
     let left: Vec<i32> = tree.into_iter().filter(|&p| alive(p)).collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     // The engine's own log went through to our stdout.
@@ -1366,12 +1328,7 @@ fn engine_version_is_probed_shown_and_gates_flags() {
         "{log}"
     );
     sup.stop(libc::SIGTERM);
-    assert_eq!(
-        sup.exit_code(Duration::from_secs(20)),
-        0,
-        "{}",
-        sup.stderr()
-    );
+    sup.expect_exit(0, Duration::from_secs(20));
 }
 
 /// While the engine loads, a progress line (phase, time so far, the engine's last log line)
@@ -1405,10 +1362,5 @@ fn loading_progress_is_logged_with_the_engines_last_line() {
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(line(&sup.stderr()), after_ready, "{}", sup.stderr());
     sup.stop(libc::SIGTERM);
-    assert_eq!(
-        sup.exit_code(Duration::from_secs(20)),
-        0,
-        "{}",
-        sup.stderr()
-    );
+    sup.expect_exit(0, Duration::from_secs(20));
 }

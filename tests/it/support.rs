@@ -136,3 +136,21 @@ pub fn wait_for(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> b
     }
     cond()
 }
+
+/// Waits up to `limit` for `child` to exit; on a timeout kills and reaps it and returns None
+/// (the caller's assertion then fails without leaving a process behind).
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let mut status = None;
+    wait_for(limit, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
+}
