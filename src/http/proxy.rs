@@ -187,7 +187,7 @@ pub async fn forward(ctx: &Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -
             count(shared, "error");
             let why = error_chain(&e);
             tracing::warn!(error = %why, port, "proxy: engine did not answer");
-            unreachable(&why, ctx.limits.retry_after_s)
+            engine_unreachable(&why, ctx.limits.retry_after_s)
         }
     }
 }
@@ -195,7 +195,7 @@ pub async fn forward(ctx: &Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -
 /// The answer when the engine could not be reached or dropped the connection before its
 /// response headers: it died or is restarting and the supervisor has not noticed yet, so this
 /// is the same "come back shortly" as during a restart (503 with Retry-After), not a 502.
-fn unreachable(why: &str, retry_after_s: u32) -> Response<Body> {
+fn engine_unreachable(why: &str, retry_after_s: u32) -> Response<Body> {
     reply::unavailable(
         &format!("the engine did not answer (it may be restarting): {why}"),
         "engine_unreachable",
