@@ -166,18 +166,17 @@ async fn latency(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let conns = arg(args, "--conns", 16).max(1);
     let secs = arg(args, "--secs", 5).max(1);
     let authority = url.authority().ok_or("--url needs host:port")?.clone();
-    let addr = authority.as_str().to_string();
     // Each connection sends every `period`; connections are staggered across one period.
     let period = Duration::from_nanos(1_000_000_000 * conns / rate);
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let end = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for c in 0..conns {
-        let (addr, url, authority) = (addr.clone(), url.clone(), authority.clone());
+        let (url, authority) = (url.clone(), authority.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut sent = 0u64;
-            let stream = tokio::net::TcpStream::connect(&addr).await?;
+            let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
             stream.set_nodelay(true)?;
             let (mut tx, conn) =
                 hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
