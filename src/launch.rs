@@ -37,4 +37,8 @@ pub struct Launch {
     pub env: IndexMap<String, String>,
     /// Loopback port the engine listens on.
     pub engine_port: u16,
+    /// The flags the user gave in `--engine-args` (as spelled there): an engine error that
+    /// names one of them is the user's to fix, not a reason to try another recipe.
+    #[serde(skip)]
+    pub user_flags: Vec<String>,
 }

@@ -549,10 +549,12 @@ fn build_launch(
         Engine::Vllm => input.launchers.vllm.as_deref(),
         Engine::Sglang => input.launchers.sglang.as_deref(),
     };
+    let (served, aliases) = crate::model::served_names(input.model);
     let ci = CommandInput {
         engine: m.engine,
         model: &src.checkpoint,
-        served_model_name: input.model,
+        served_model_name: &served,
+        served_aliases: &aliases,
         port: input.engine_port,
         tensor_parallel: m.gpu_count,
         recipe_args: &src.recipe.engine_args,
@@ -581,10 +583,11 @@ fn build_launch(
                 render_minor: g.render_minor,
             })
             .collect(),
-        served_model_name: input.model.to_string(),
+        served_model_name: served.clone(),
         argv: cmd.argv,
         env: cmd.env,
         engine_port: input.engine_port,
+        user_flags: input.user_args.keys().cloned().collect(),
     })
 }
 
@@ -1160,7 +1163,7 @@ mod tests {
                     assert_eq!(p.plan.launches.len(), p.sources.len());
                     for (l, s) in p.plan.launches.iter().zip(&p.sources) {
                         assert_eq!(l.recipe_id, s.id);
-                        assert_eq!(l.served_model_name, c.model);
+                        assert_eq!(l.served_model_name, crate::model::served_names(c.model).0);
                         assert_eq!(l.gpus.len() as u32, l.gpu_count);
                         assert_eq!(l.engine_port, 8001);
                     }

@@ -232,6 +232,9 @@ pub fn build(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError> {
         "--served-model-name".to_string(),
         served_name(input).to_string(),
     ]);
+    if engine == Engine::Vllm {
+        argv.extend(input.served_aliases.iter().cloned());
+    }
     let system = system_flags(engine);
     for (name, (logical, value)) in &merged {
         if system.contains(&name.as_str()) {
@@ -301,6 +304,7 @@ mod tests {
                 engine: self.engine,
                 model: "Qwen/Qwen3-32B",
                 served_model_name: "qwen3",
+                served_aliases: &[],
                 port: 8001,
                 tensor_parallel: 2,
                 recipe_args: &self.recipe,
@@ -455,6 +459,7 @@ mod tests {
             engine: Engine::Vllm,
             model: "m",
             served_model_name: "m",
+            served_aliases: &[],
             port: 8001,
             tensor_parallel: 2,
             recipe_args: &case.recipe,
@@ -593,6 +598,7 @@ mod tests {
             engine: Engine::Vllm,
             model: "/models/qwen",
             served_model_name: "",
+            served_aliases: &[],
             port: 1,
             tensor_parallel: 1,
             recipe_args: &recipe,
@@ -608,6 +614,37 @@ mod tests {
                 "vllm serve /models/qwen --host 127.0.0.1 --port 1 --tensor-parallel-size 1 --served-model-name /models/qwen"
             )
         );
+    }
+
+    #[test]
+    fn served_aliases_follow_the_name_on_vllm_only() {
+        let (none, env) = (IndexMap::new(), IndexMap::new());
+        let aliases = vec!["/models/qwen".to_string()];
+        for (engine, want) in [
+            (
+                Engine::Vllm,
+                "vllm serve /models/qwen --host 127.0.0.1 --port 1 --tensor-parallel-size 1 --served-model-name qwen /models/qwen",
+            ),
+            (
+                Engine::Sglang,
+                "python3 -m sglang.launch_server --model-path /models/qwen --host 127.0.0.1 --port 1 --tp-size 1 --served-model-name qwen",
+            ),
+        ] {
+            let input = CommandInput {
+                engine,
+                model: "/models/qwen",
+                served_model_name: "qwen",
+                served_aliases: &aliases,
+                port: 1,
+                tensor_parallel: 1,
+                recipe_args: &none,
+                user_args: &none,
+                recipe_env: &env,
+                ordinals: &[0],
+                launcher: None,
+            };
+            assert_eq!(build_command(&input).expect("builds").argv, words(want));
+        }
     }
 
     fn value_strategy() -> impl Strategy<Value = Value> {
@@ -678,6 +715,7 @@ mod tests {
             engine: Engine::Vllm,
             model: " ",
             served_model_name: "x",
+            served_aliases: &[],
             port: 1,
             tensor_parallel: 1,
             recipe_args: &recipe,

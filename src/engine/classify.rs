@@ -7,7 +7,7 @@
 //! failure often prints several matching texts. Within the winning class the last
 //! matching line is the evidence (the most recent attempt in the tail).
 //! Priority, highest first: port_in_use, bad_args, gpu_busy, max_model_len, kv_cache,
-//! oom, tp_invalid, dtype_or_quant, gated, offline, model_not_found, unknown.
+//! oom, tp_invalid, dtype_or_quant, gated, offline, model_not_found, engine_died, unknown.
 //! The Hugging Face classes come last because a real hub failure stops the start before
 //! any GPU work (so nothing else matches), while hub *warnings* ("Failed to resolve
 //! 'huggingface.co'" before falling back to the local cache) can precede a different real
@@ -27,6 +27,11 @@
 //!   vLLM's "max_num_batched_tokens (X) must be greater than or equal to max_num_seqs (Y)".
 //!   "Pipeline parallelism is not supported for this model" counts as `tp_invalid` (the
 //!   parallel layout cannot work; pick another).
+//! - engine_died is the engine core dying after start-up, seen from the API server: vLLM
+//!   0.32 logs "[shutdown] MPClient: engine core exited unexpectedly" and
+//!   `EngineDeadError: EngineCore encountered an issue`, then exits 0 (measured with a
+//!   SIGKILL of the `VLLM::EngineCore` process of the CPU build). It ranks last: a root
+//!   cause printed before it names the real class.
 //! - Generic wrappers ("Engine core initialization failed", "EngineCore failed to start",
 //!   "WorkerProc failed to start", "Received sigquit from a child process", "Initialization
 //!   failed") are never evidence: the root cause is printed before them.
@@ -158,6 +163,15 @@ const RULES: &[Rule] = &[
         ],
         needs_exit_2: false,
     },
+    Rule {
+        class: FailureClass::EngineDied,
+        needles: &[
+            "EngineDeadError",
+            "engine core exited unexpectedly",
+            "died unexpectedly, shutting down client",
+        ],
+        needs_exit_2: false,
+    },
 ];
 
 /// The first run of digits after `marker` in `line` (skipping e.g. `max_position_embeddings=`).
@@ -218,6 +232,45 @@ pub fn classify(exit: ExitKind, log_tail: &[String]) -> Classified {
         suggested_max_model_len: None,
         evidence: None,
     }
+}
+
+/// For a `bad_args` failure: the user's flag (from `--engine-args`) that the engine's error
+/// line names, and that line. Such an error stops the supervisor at once: every recipe in
+/// the fallback chain gets the same user args, so none of them can help.
+///
+/// A flag is named when the line has `--flag` (argparse: `argument --kv-cache-dtype:
+/// invalid choice`) or the flag as a word in either spelling (pydantic:
+/// `max_num_batched_tokens (16) must be greater than or equal to max_num_seqs (64)`).
+pub fn rejected_user_arg<'a>(
+    class: FailureClass,
+    log_tail: &'a [String],
+    user_flags: &[String],
+) -> Option<(String, &'a str)> {
+    if class != FailureClass::BadArgs {
+        return None;
+    }
+    let flags: Vec<String> = user_flags
+        .iter()
+        .map(|f| f.trim_start_matches('-').replace('_', "-"))
+        .filter(|f| !f.is_empty())
+        .collect();
+    log_tail.iter().rev().find_map(|line| {
+        let flag = flags.iter().find(|f| {
+            let under = f.replace('-', "_");
+            has_word(line, &format!("--{f}")) || has_word(line, f) || has_word(line, &under)
+        })?;
+        Some((flag.clone(), line.trim()))
+    })
+}
+
+/// `word` occurs in `line` with no letter, digit, `_` or `-` right before or after it.
+fn has_word(line: &str, word: &str) -> bool {
+    let part = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    line.match_indices(word).any(|(i, _)| {
+        let before = line[..i].chars().next_back();
+        let after = line[i + word.len()..].chars().next();
+        !before.is_some_and(part) && !after.is_some_and(part)
+    })
 }
 
 #[cfg(test)]
@@ -420,6 +473,20 @@ mod tests {
                 Oom,
                 None,
             ),
+            // vLLM 0.32 after a SIGKILL of its EngineCore process (CPU build, measured).
+            (
+                ExitKind::Code(0),
+                "(APIServer pid=1313) WARNING 12-03 09:13:39 [core_client.py:817] [shutdown] MPClient: engine core exited unexpectedly; starting cleanup\n(APIServer pid=1313) ERROR 12-03 09:13:39 [async_llm.py:906] vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause.\nINFO:     Finished server process [1313]",
+                EngineDied,
+                None,
+            ),
+            // A root cause before the engine's death wins.
+            (
+                ExitKind::Code(0),
+                "(EngineCore_0 pid=7) torch.OutOfMemoryError: HIP out of memory. Tried to allocate 1 GiB\nvllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue.",
+                Oom,
+                None,
+            ),
             // Tricky rows.
             (ExitKind::Code(0), "", Unknown, None),
             (
@@ -458,6 +525,54 @@ mod tests {
             } else {
                 let evidence = got.evidence.expect("evidence");
                 assert!(text.contains(&evidence), "{evidence}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_arg_is_the_users_when_the_engine_names_one_of_their_flags() {
+        let pydantic = "  Value error, max_num_batched_tokens (16) must be greater than or equal to max_num_seqs (64). [type=value_error]";
+        let argparse = "vllm serve: error: argument --kv-cache-dtype: invalid choice: 'fp7'";
+        let flags = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cases: &[(FailureClass, &str, &[&str], Option<&str>)] = &[
+            (
+                BadArgs,
+                pydantic,
+                &["max-num-batched-tokens"],
+                Some("max-num-batched-tokens"),
+            ),
+            (BadArgs, pydantic, &["max_num_seqs"], Some("max-num-seqs")),
+            (
+                BadArgs,
+                argparse,
+                &["kv-cache-dtype"],
+                Some("kv-cache-dtype"),
+            ),
+            (
+                BadArgs,
+                argparse,
+                &["--kv_cache_dtype"],
+                Some("kv-cache-dtype"),
+            ),
+            // The recipe's flag, not the user's: fall back as before.
+            (BadArgs, pydantic, &["max-model-len"], None),
+            // A word inside another word is not the flag.
+            (BadArgs, pydantic, &["max-num"], None),
+            (BadArgs, argparse, &["kv-cache"], None),
+            // Only bad_args.
+            (Oom, pydantic, &["max-num-seqs"], None),
+            (BadArgs, pydantic, &[], None),
+        ];
+        for (class, line, user, want) in cases {
+            let tail = lines(line);
+            let got = rejected_user_arg(*class, &tail, &flags(user));
+            assert_eq!(
+                got.as_ref().map(|(f, _)| f.as_str()),
+                *want,
+                "{line} / {user:?}"
+            );
+            if let Some((_, evidence)) = got {
+                assert_eq!(evidence, line.trim());
             }
         }
     }

@@ -24,6 +24,7 @@ pub use argv::{
     build_with_notes as build_command_with_notes, default_launcher, launcher_words,
     requested_tensor_parallel,
 };
+pub use classify::rejected_user_arg;
 pub use flags::{edit_distance, suggest as suggest_flag};
 pub use version::{Version, max_len_flag, parse_version};
 
@@ -38,6 +39,8 @@ pub struct CommandInput<'a> {
     /// Checkpoint to serve: a Hugging Face id or a local path.
     pub model: &'a str,
     pub served_model_name: &'a str,
+    /// More names the engine answers to (vLLM takes several; SGLang only the first).
+    pub served_aliases: &'a [String],
     /// Loopback port for the engine.
     pub port: u16,
     pub tensor_parallel: u32,
@@ -97,6 +100,9 @@ pub enum FailureClass {
     ModelNotFound,
     Gated,
     Offline,
+    /// The engine core died after start-up and the API server gave up (vLLM prints
+    /// `EngineDeadError` and exits 0). A runtime crash: restarted like `Unknown`.
+    EngineDied,
     Unknown,
 }
 
@@ -114,6 +120,7 @@ impl FailureClass {
             FailureClass::ModelNotFound => "model_not_found",
             FailureClass::Gated => "gated",
             FailureClass::Offline => "offline",
+            FailureClass::EngineDied => "engine_died",
             FailureClass::Unknown => "unknown",
         }
     }

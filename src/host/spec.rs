@@ -422,6 +422,7 @@ mod tests {
             argv: vec!["vllm".into(), "serve".into()],
             env: IndexMap::new(),
             engine_port: 8001,
+            user_flags: Vec::new(),
         }
     }
 

@@ -114,8 +114,72 @@ pub fn parse_model_id(given: &str) -> Result<ModelRef, ModelIdError> {
     Ok(ModelRef::Hub(s.to_string()))
 }
 
+/// The names clients use for a model: the first is what the engine answers with (and what
+/// readiness asks for); the rest are aliases it also accepts.
+///
+/// - A Hugging Face id (or any model string that is not an absolute path): itself.
+/// - A local folder: its own name (`/models/Qwen3-32B` -> `Qwen3-32B`), or `org/name` when it
+///   is a snapshot of a Hugging Face cache (`.../models--org--name/snapshots/<commit>`), so a
+///   client sends the same `"model"` whether the weights were mounted or downloaded. The
+///   absolute path follows as an alias: it is what `vllm serve /path` answers to by default.
+pub fn served_names(model: &str) -> (String, Vec<String>) {
+    let path = std::path::Path::new(model);
+    if !path.is_absolute() {
+        return (model.to_string(), Vec::new());
+    }
+    let trimmed = model.trim_end_matches('/');
+    let parts: Vec<&str> = trimmed.split('/').collect();
+    let from_cache = match parts.as_slice() {
+        [.., repo, "snapshots", _commit] => repo
+            .strip_prefix("models--")
+            .and_then(|r| r.split_once("--"))
+            .filter(|(org, name)| !org.is_empty() && !name.is_empty())
+            .map(|(org, name)| format!("{org}/{name}")),
+        _ => None,
+    };
+    let own = from_cache.or_else(|| {
+        parts
+            .last()
+            .filter(|n| !n.is_empty())
+            .map(|n| n.to_string())
+    });
+    match own {
+        Some(name) if name != trimmed => (name, vec![trimmed.to_string()]),
+        _ => (trimmed.to_string(), Vec::new()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn served_names_of_ids_folders_and_cache_snapshots() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("Qwen/Qwen3-32B", "Qwen/Qwen3-32B", &[]),
+            ("/models/Qwen3-32B", "Qwen3-32B", &["/models/Qwen3-32B"]),
+            ("/models/Qwen3-32B/", "Qwen3-32B", &["/models/Qwen3-32B"]),
+            (
+                "/hf/hub/models--Qwen--Qwen3-32B/snapshots/abc123",
+                "Qwen/Qwen3-32B",
+                &["/hf/hub/models--Qwen--Qwen3-32B/snapshots/abc123"],
+            ),
+            (
+                "/x/models--bad/snapshots/abc",
+                "abc",
+                &["/x/models--bad/snapshots/abc"],
+            ),
+            ("/", "", &[]),
+        ];
+        for (model, first, rest) in cases {
+            let (got, aliases) = served_names(model);
+            let aliases: Vec<&str> = aliases.iter().map(String::as_str).collect();
+            assert_eq!(
+                (got.as_str(), aliases.as_slice()),
+                (*first, *rest),
+                "{model}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -66,6 +66,9 @@ pub enum Failure {
     StartupTimeout,
     /// The launcher could not be executed (not found or not executable).
     LauncherMissing,
+    /// The engine refused a flag the user gave (`--engine-args`): bad_args that no other
+    /// recipe can fix, since every launch carries the same user args.
+    UserArgRejected,
 }
 
 impl Failure {
@@ -76,6 +79,7 @@ impl Failure {
             Failure::Hung => "hung",
             Failure::StartupTimeout => "startup_timeout",
             Failure::LauncherMissing => "launcher_missing",
+            Failure::UserArgRejected => "bad_args",
         }
     }
 }
@@ -97,6 +101,8 @@ pub enum Decision {
     LauncherMissing,
     /// Every restart and every fallback is used up: end with GAVE_UP.
     GiveUp,
+    /// The user's engine args are wrong: end with USAGE, naming the flag.
+    UserArgRejected,
 }
 
 impl Decision {
@@ -110,6 +116,7 @@ impl Decision {
             Decision::ModelUnavailable => "model_unavailable",
             Decision::LauncherMissing => "launcher_missing",
             Decision::GiveUp => "give_up",
+            Decision::UserArgRejected => "stop_user_args",
         }
     }
 }
@@ -171,6 +178,7 @@ impl Policy {
                 class: C::ModelNotFound | C::Gated | C::Offline,
                 ..
             } => return Decision::ModelUnavailable,
+            Failure::UserArgRejected => return Decision::UserArgRejected,
             _ => {}
         }
         if was_ready {
@@ -207,6 +215,7 @@ impl Policy {
             // are worth a restart of the same recipe.
             Failure::Exited { .. } | Failure::Hung => self.restart_or_next(now),
             Failure::LauncherMissing => self.next(),
+            Failure::UserArgRejected => Decision::UserArgRejected,
         }
     }
 
@@ -338,6 +347,21 @@ mod tests {
                 two.to_vec(),
                 vec![(exited(C::Gated), false), (exited(C::Offline), true)],
                 vec![Decision::ModelUnavailable, Decision::ModelUnavailable],
+            ),
+            (
+                "a flag of the user's that the engine refused ends the run: no recipe can help",
+                two.to_vec(),
+                vec![(Failure::UserArgRejected, false)],
+                vec![Decision::UserArgRejected],
+            ),
+            (
+                "engine_died restarts like unknown",
+                two.to_vec(),
+                vec![
+                    (exited(C::EngineDied), true),
+                    (exited(C::EngineDied), false),
+                ],
+                vec![ms(100), ms(200)],
             ),
             (
                 "oom moves to the next recipe, then gives up",

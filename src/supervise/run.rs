@@ -512,6 +512,28 @@ impl Supervisor {
                     self.fatal(&msg);
                     return Err(ExitError::new(code, msg));
                 }
+                Decision::UserArgRejected => {
+                    let tail = self
+                        .shared
+                        .status
+                        .borrow()
+                        .failures
+                        .last()
+                        .map(|f| f.log_tail.clone());
+                    let tail = tail.unwrap_or_default();
+                    let (flag, line) = engine::rejected_user_arg(
+                        engine::FailureClass::BadArgs,
+                        &tail,
+                        &launch.user_flags,
+                    )
+                    .unwrap_or_default();
+                    let msg = format!(
+                        "the engine refused `{flag}` from --engine-args / AIM_ENGINE_ARGS (bad_args): \
+                         {line}. Fix or remove it; no other recipe can help, so none is tried"
+                    );
+                    self.fatal(&msg);
+                    return Err(ExitError::new(exit::USAGE, msg));
+                }
                 Decision::GiveUp => {
                     let msg = give_up_summary(&self.shared.status.borrow());
                     self.fatal("gave up: every restart and every fallback recipe failed");
@@ -751,10 +773,14 @@ impl Supervisor {
                     if let Some(ev) = &c.evidence {
                         tracing::info!("failure evidence: {ev}");
                     }
+                    let users = engine::rejected_user_arg(c.class, &tail, &launch.user_flags);
                     return AttemptEnd::Failed {
-                        failure: Failure::Exited {
-                            class: c.class,
-                            suggested_max_model_len: c.suggested_max_model_len,
+                        failure: match users {
+                            Some(_) => Failure::UserArgRejected,
+                            None => Failure::Exited {
+                                class: c.class,
+                                suggested_max_model_len: c.suggested_max_model_len,
+                            },
                         },
                         exit: desc,
                         was_ready: ready,
