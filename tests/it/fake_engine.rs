@@ -492,3 +492,39 @@ fn fake_engine_version_follows_fake_version() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
     }
 }
+
+/// Like vLLM 0.32.0 (checked against the real one): when the engine core process (worker 0
+/// here) dies under a serving API server, the server logs `EngineDeadError` and exits 0.
+#[test]
+fn vllm_exits_0_with_engine_dead_error_when_its_engine_core_dies() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let state = dir.path().display().to_string();
+    let mut cmd = Command::new(fake_engine());
+    cmd.args(["serve", "/models/m", "--host", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .args(["--served-model-name", "m"])
+        .env("FAKE_WORKERS", "2")
+        .env("FAKE_STATE_DIR", &state)
+        .env("FAKE_LOAD_SECS", "0.1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("err")).expect("err"));
+    let mut engine = Running(cmd.spawn().expect("spawn fake-engine"));
+    assert!(wait_status(port, "/health", 200, Duration::from_secs(10)));
+    let worker = |i: usize| -> i32 {
+        std::fs::read_to_string(dir.path().join(format!("worker-{i}.pid")))
+            .expect("worker pid")
+            .trim()
+            .parse()
+            .expect("pid")
+    };
+    let _other = KillPid(worker(1));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(worker(0), libc::SIGKILL);
+    }
+    let status = wait_exit(&mut engine.0, Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    let err = std::fs::read_to_string(dir.path().join("err")).unwrap_or_default();
+    assert!(err.contains("EngineDeadError"), "{err}");
+}

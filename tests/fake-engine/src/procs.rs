@@ -360,6 +360,19 @@ pub fn vram_watch_main() -> ! {
     std::process::exit(0)
 }
 
+/// Resolves once `pid` has exited (a zombie or gone), polling /proc every 50 ms.
+pub async fn gone(pid: i32) {
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_string()));
+        if state.as_deref().is_none_or(|s| s == "Z" || s == "X") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Sends SIGTERM to the workers and reaps those that exit within `wait`.
 pub fn stop_workers(pids: &[i32], wait: Duration) {
     for &pid in pids {

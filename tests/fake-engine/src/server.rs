@@ -279,41 +279,54 @@ fn fail(text: &str, code: i32) -> i32 {
     code
 }
 
+/// vLLM's runtime engine death, seen from its API server: the engine core is gone, the
+/// server logs `EngineDeadError`, shuts uvicorn down cleanly and exits **0** (vLLM 0.32.0,
+/// measured by a SIGKILL of `VLLM::EngineCore`).
+fn engine_dead(st: &State) -> ! {
+    log(
+        "APIServer",
+        "WARNING",
+        "core_client.py:817",
+        "[shutdown] MPClient: engine core exited unexpectedly; starting cleanup",
+    );
+    st.dead.store(true, Ordering::SeqCst);
+    log(
+        "EngineCore_0",
+        "ERROR",
+        "core.py:710",
+        "EngineCore encountered a fatal error.",
+    );
+    log(
+        "APIServer",
+        "ERROR",
+        "async_llm.py:480",
+        "AsyncLLM output_handler failed.",
+    );
+    elog!(
+        "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause."
+    );
+    log(
+        "APIServer",
+        "ERROR",
+        "launcher.py:101",
+        "Engine failed, terminating server.",
+    );
+    olog!(
+        "(APIServer pid={}) INFO:     Shutting down",
+        std::process::id()
+    );
+    olog!(
+        "(APIServer pid={}) INFO:     Finished server process [{}]",
+        std::process::id(),
+        std::process::id()
+    );
+    std::process::exit(0);
+}
+
 /// Dies the way FAKE_CRASH_* says: engine death with exit 0, a signal, or an exit code.
 fn crash(st: &State) -> ! {
     if env_flag("FAKE_EXIT0_ENGINE_DEATH") {
-        st.dead.store(true, Ordering::SeqCst);
-        log(
-            "EngineCore_0",
-            "ERROR",
-            "core.py:710",
-            "EngineCore encountered a fatal error.",
-        );
-        log(
-            "APIServer",
-            "ERROR",
-            "async_llm.py:480",
-            "AsyncLLM output_handler failed.",
-        );
-        elog!(
-            "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause."
-        );
-        log(
-            "APIServer",
-            "ERROR",
-            "launcher.py:101",
-            "Engine failed, terminating server.",
-        );
-        olog!(
-            "(APIServer pid={}) INFO:     Shutting down",
-            std::process::id()
-        );
-        olog!(
-            "(APIServer pid={}) INFO:     Finished server process [{}]",
-            std::process::id(),
-            std::process::id()
-        );
-        std::process::exit(0);
+        engine_dead(st);
     }
     let text = env("FAKE_CRASH_TEXT").unwrap_or_else(|| {
         "RuntimeError: Engine core proc EngineCore_0 died unexpectedly, shutting down client."
@@ -488,8 +501,14 @@ pub async fn run(args: Args, start_no: u64) -> i32 {
     );
     procs::write_state("ready", &format!("{}\n", std::process::id()));
 
+    // vLLM: worker 0 plays the EngineCore process; when it dies, the API server follows.
+    let core = workers
+        .first()
+        .copied()
+        .filter(|_| st.args.mode == Mode::Vllm);
     loop {
         tokio::select! {
+            _ = procs::gone(core.unwrap_or(0)), if core.is_some() => engine_dead(&st),
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let st2 = st.clone();
