@@ -11,5 +11,6 @@ mod http;
 mod notify;
 mod plan;
 mod props;
+mod real_engine;
 mod restart_load;
 mod supervise;
