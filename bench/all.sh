@@ -42,3 +42,11 @@ bash bench/http/run.sh
 echo
 echo "## Init duties vs tini and dumb-init"
 AIM_BIN=$bin bash bench/init/run.sh
+echo
+echo "## The public port in front of the real engine (vLLM's CPU build)"
+# Installs vLLM 0.32.0 (CPU) into ~/.cache once (6.3 GB); REAL_ENGINE=0 leaves this part out.
+if [ "${REAL_ENGINE:-1}" = 1 ]; then
+  bash bench/real-engine/run.sh
+else
+  echo "not run (REAL_ENGINE=0)"
+fi
