@@ -14,7 +14,7 @@ use crate::host::alloc::{self, Holder, format_list};
 use crate::host::docker::{self, Client};
 use crate::host::spec::{self, CONTAINER_PORT, ChosenGpu, ContainerSpec, SpecInput, label};
 use crate::host::{naming, view};
-use crate::plan::Plan;
+use crate::plan::resolve;
 use crate::types::Choice;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -31,12 +31,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
-}
-
-/// Plans on an already-detected topology (here: filtered to the free GPUs), with the same
-/// selection as `plan`; the container's own public port is what the plan is for.
-fn plan_on(g: &GlobalArgs, a: &LaunchArgs, topo: &Topology) -> anyhow::Result<Plan> {
-    Ok(crate::commands::plan::plan_on(topo, g, &a.select, CONTAINER_PORT)?.plan)
 }
 
 pub fn launch(g: &GlobalArgs, a: LaunchArgs) -> anyhow::Result<u8> {
@@ -232,26 +226,27 @@ fn prepare(
             ExitError::new(NO_FIT, alloc::not_enough(topo, holders, wanted).to_string()).into(),
         );
     }
-    let plan = plan_on(g, a, &free).map_err(|e| {
+    // The same selection as `plan`, on the free GPUs only; the container's own public port
+    // is what the plan is for.
+    let planned = resolve::plan_on(&free, g, &a.select, CONTAINER_PORT).map_err(|e| {
         let held = alloc::holders_on(topo, holders);
         if held.is_empty() {
-            return e;
+            return ExitError::from(e);
         }
         let who: Vec<String> = held
             .iter()
             .map(|(n, gpus)| format!("{n} holds GPU {}", format_list(gpus)))
             .collect();
-        let code = crate::exit::code_of(&e);
         ExitError::new(
-            code,
+            e.exit_code(),
             format!(
-                "{e:#} (planned on the {} free GPU(s) only: {})",
+                "{e} (planned on the {} free GPU(s) only: {})",
                 free.gpus.len(),
                 who.join(", ")
             ),
         )
-        .into()
     })?;
+    let plan = planned.plan;
     let Some(chosen_launch) = plan.launches.first() else {
         return Err(ExitError::new(NO_FIT, "the plan has no launch").into());
     };

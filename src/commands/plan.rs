@@ -1,177 +1,27 @@
-//! `aim-engine plan`, `dry-run`, `recipes`. OWNER: recipe helper.
-//! CONTRACT: `resolve` is used by `serve` and `launch`; `plan_on` plans on a given topology
-//! (the host side plans on the GPUs no other container holds).
-//!
-//! This is the IO shell around `plan::plan`: it validates the model id, reads the recipe
-//! folders, the Hugging Face cache and the environment, and turns planning errors into exit
-//! statuses (usage errors -> exit::USAGE, nothing fits -> exit::NO_FIT).
+//! `aim-engine plan`, `dry-run`, `recipes`: plan through `plan::resolve` and print the
+//! result (text for humans, JSON with the stable names the README lists).
 
 use crate::cli::{Format, GlobalArgs, PlanArgs, SelectArgs};
 use crate::exit::{self, ExitError};
-use crate::gpu::{self, Topology, VisibilityEnv};
-use crate::model::{self, ModelRef, cache};
-use crate::plan::{self, Launchers, Plan, PlanError, PlanInput, Planned, RecipeVerdict, Want};
-use crate::recipe::load::{self, SearchPath};
-use indexmap::IndexMap;
+use crate::gpu::Topology;
+use crate::plan::resolve::{self, ResolveError};
+use crate::plan::{self, Planned, RecipeVerdict};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 
-/// Detects, loads and selects: the plan `serve` and `launch` act on.
-pub fn resolve(g: &GlobalArgs, select: &SelectArgs, public_port: u16) -> anyhow::Result<Plan> {
-    let topology = detect(g)?;
-    Ok(plan_on(&topology, g, select, public_port)?.plan)
+fn exit_error(e: ResolveError) -> anyhow::Error {
+    ExitError::from(e).into()
 }
 
-/// Plans on an already-detected topology (e.g. a subset of the host's GPUs).
-pub fn plan_on(
-    topology: &Topology,
-    g: &GlobalArgs,
-    select: &SelectArgs,
-    public_port: u16,
-) -> anyhow::Result<Planned> {
-    let model_text = select.model.as_deref().ok_or_else(|| {
-        ExitError::new(
-            exit::USAGE,
-            "no model given: pass MODEL (e.g. `Qwen/Qwen3-32B`) or set AIM_MODEL_ID",
-        )
-    })?;
-    let model_ref = validated_model(model_text)?;
-    let want = want_of(select);
-    let user_args = parse_engine_args(select.engine_args.as_deref())?;
-    let sp = search_path(g);
-    let recipes = load::load_for_model(&sp, model_ref.hub_id())
-        .map_err(|e| ExitError::new(exit::USAGE, format!("bad recipe: {e}")))?;
-    let (facts, _) = cache::read_facts(&model_ref, &cache::process_env);
-    let launchers = Launchers {
-        vllm: env_nonempty("AIM_VLLM_COMMAND"),
-        sglang: env_nonempty("AIM_SGLANG_COMMAND"),
-    };
-    let engine_port = match select.engine_port {
-        Some(p) => p,
-        None => public_port.checked_add(1).ok_or_else(|| {
-            ExitError::new(
-                exit::USAGE,
-                "the public port is 65535, so the engine port (public + 1) does not exist; set --engine-port",
-            )
-        })?,
-    };
-    if engine_port == public_port {
-        return Err(ExitError::new(
-            exit::USAGE,
-            format!("the engine port and the public port are both {public_port}; pick another --engine-port"),
-        )
-        .into());
-    }
-    // `hf://org/name` (AIM's spelling) is served, matched and loaded as `org/name`.
-    let checkpoint = model_ref.name();
-    let input = PlanInput {
-        topology,
-        model: &checkpoint,
-        checkpoint: &checkpoint,
-        facts: &facts,
-        recipes: &recipes,
-        want: &want,
-        user_args: &user_args,
-        launchers: &launchers,
-        engine_port,
-    };
-    plan::plan(&input).map_err(|e| {
-        let code = match e {
-            PlanError::NoGpu(_) | PlanError::NoFit(_) => exit::NO_FIT,
-            PlanError::UnknownRecipe(_) | PlanError::Command(_) => exit::USAGE,
-        };
-        ExitError::new(code, e.to_string()).into()
-    })
-}
-
-fn env_nonempty(k: &str) -> Option<String> {
-    std::env::var(k).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// GPU detection under `--root` with our own visibility variables.
-pub fn detect(g: &GlobalArgs) -> anyhow::Result<Topology> {
-    gpu::detect(&g.root, &VisibilityEnv::from_process_env()).map_err(|e| {
-        ExitError::new(
-            e.exit_code(),
-            format!("cannot use the GPUs under {}: {e}", g.root.display()),
-        )
-        .into()
-    })
-}
-
-fn validated_model(text: &str) -> anyhow::Result<ModelRef> {
-    let m = model::parse_model_id(text).map_err(|e| ExitError::new(exit::USAGE, e.to_string()))?;
-    if let ModelRef::Local(p) = &m
-        && !p.is_dir()
-    {
-        return Err(ExitError::new(
-            exit::USAGE,
-            format!(
-                "invalid model `{text}`: no such local folder; give an existing absolute folder or a Hugging Face id like `Qwen/Qwen3-32B`"
-            ),
-        )
-        .into());
-    }
-    Ok(m)
-}
-
-fn want_of(s: &SelectArgs) -> Want {
-    Want {
-        gpu_count: s.gpu_count.and_then(|c| c.get()),
-        precision: s.precision.get(),
-        engine: s.backend.get(),
-        metric: s.metric.get(),
-        recipe: s.recipe.clone().filter(|r| !r.trim().is_empty()),
-        gpu_model: s
-            .gpu_model
-            .clone()
-            .filter(|m| !m.trim().is_empty() && !m.eq_ignore_ascii_case("none")),
-    }
-}
-
-/// `--engine-args` / AIM_ENGINE_ARGS: a JSON object of engine flags.
-pub fn parse_engine_args(text: Option<&str>) -> anyhow::Result<IndexMap<String, Value>> {
-    let Some(t) = text.filter(|t| !t.trim().is_empty()) else {
-        return Ok(IndexMap::new());
-    };
-    let bad = |why: String| {
-        ExitError::new(
-            exit::USAGE,
-            format!(
-                "--engine-args / AIM_ENGINE_ARGS must be a JSON object of engine flags, e.g. '{{\"max-model-len\": 8192}}': {why}"
-            ),
-        )
-    };
-    match serde_json::from_str::<Value>(t) {
-        Ok(Value::Object(map)) => Ok(map.into_iter().collect()),
-        Ok(other) => Err(bad(format!("got {}", json_kind(&other))).into()),
-        Err(e) => Err(bad(format!("not valid JSON ({e})")).into()),
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn search_path(g: &GlobalArgs) -> SearchPath {
-    let exe = std::env::current_exe().ok();
-    SearchPath {
-        extra: g.recipes_dir.clone(),
-        builtin: load::builtin_dir(g.builtin_recipes.as_deref(), exe.as_deref()),
-    }
+/// Detects the GPUs and plans on all of them.
+fn planned(g: &GlobalArgs, select: &SelectArgs, port: u16) -> anyhow::Result<Planned> {
+    let topology = resolve::detect(g).map_err(exit_error)?;
+    resolve::plan_on(&topology, g, select, port).map_err(exit_error)
 }
 
 /// `aim-engine plan`.
 pub fn plan(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
-    let topology = detect(g)?;
-    let p = plan_on(&topology, g, &a.select, a.port)?;
+    let p = planned(g, &a.select, a.port)?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&plan_json(&p))?),
         Format::Text => print!("{}", plan_text(&p)),
@@ -283,8 +133,7 @@ fn plan_text(p: &Planned) -> String {
 
 /// `aim-engine dry-run`: the AIM operator's JSON shape (text: a shell script for humans).
 pub fn dry_run(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
-    let topology = detect(g)?;
-    let p = plan_on(&topology, g, &a.select, a.port)?;
+    let p = planned(g, &a.select, a.port)?;
     match a.format {
         Format::Json => println!(
             "{}",
@@ -309,7 +158,7 @@ pub fn dry_run(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
 fn dry_run_json(p: &Planned, select: &SelectArgs) -> anyhow::Result<Value> {
     let s = &p.sources[0];
     let mut args = s.recipe.engine_args.clone();
-    for (k, v) in parse_engine_args(select.engine_args.as_deref())? {
+    for (k, v) in resolve::parse_engine_args(select.engine_args.as_deref()).map_err(exit_error)? {
         args.insert(k, v);
     }
     let filename = match &s.path {
@@ -342,30 +191,8 @@ fn dry_run_json(p: &Planned, select: &SelectArgs) -> anyhow::Result<Value> {
 /// `aim-engine recipes [MODEL]`: every recipe with its verdict on this host.
 pub fn recipes(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
     // A host without GPUs still gets the list (everything is then gpu_mismatch).
-    let topology = detect(g).unwrap_or_default();
-    let sp = search_path(g);
-    let want = want_of(&a.select);
-    let (rows, model) = match a.select.model.as_deref() {
-        Some(text) => {
-            let m = validated_model(text)?;
-            let recipes = load::load_for_model(&sp, m.hub_id())
-                .map_err(|e| ExitError::new(exit::USAGE, format!("bad recipe: {e}")))?;
-            let (facts, _) = cache::read_facts(&m, &cache::process_env);
-            let name = m.name();
-            (
-                plan::assess_all(&topology, Some(&name), Some(&facts), &recipes, &want),
-                Some(name),
-            )
-        }
-        None => {
-            let recipes = load::load_all(&sp)
-                .map_err(|e| ExitError::new(exit::USAGE, format!("bad recipe: {e}")))?;
-            (
-                plan::assess_all(&topology, None, None, &recipes, &want),
-                None,
-            )
-        }
-    };
+    let topology = resolve::detect(g).unwrap_or_default();
+    let (rows, model) = resolve::verdicts_on(&topology, g, &a.select).map_err(exit_error)?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => print!("{}", recipes_text(&rows, model.as_deref(), &topology)),
@@ -419,90 +246,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn engine_args_must_be_an_object() {
-        let ok =
-            parse_engine_args(Some(r#"{"max-model-len": 8192, "enforce-eager": null}"#)).unwrap();
-        assert_eq!(
-            ok.keys().collect::<Vec<_>>(),
-            vec!["max-model-len", "enforce-eager"]
-        );
-        assert!(parse_engine_args(None).unwrap().is_empty());
-        assert!(parse_engine_args(Some("  ")).unwrap().is_empty());
-        for (bad, words) in [
-            ("[1,2]", "an array"),
-            ("\"x\"", "a string"),
-            ("{oops", "not valid JSON"),
-        ] {
-            let e = parse_engine_args(Some(bad)).unwrap_err();
-            assert_eq!(exit::code_of(&e), exit::USAGE);
-            assert!(e.to_string().contains(words), "{e}");
-        }
-    }
-
-    #[test]
     fn quoting() {
         assert_eq!(shell_quote("--port"), "--port");
         assert_eq!(shell_quote(r#"{"a": 1}"#), r#"'{"a": 1}'"#);
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
-    }
-
-    fn global() -> GlobalArgs {
-        GlobalArgs {
-            root: "/nonexistent".into(),
-            recipes_dir: vec![],
-            builtin_recipes: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/recipes").into()),
-            log_format: crate::cli::LogFormat::Text,
-            log_level: "info".into(),
-        }
-    }
-
-    fn select(model: &str) -> SelectArgs {
-        SelectArgs {
-            model: Some(model.into()),
-            gpu_count: None,
-            precision: crate::types::Choice::Auto,
-            backend: crate::types::Choice::Auto,
-            metric: crate::types::Choice::Auto,
-            recipe: None,
-            gpu_model: None,
-            engine_args: None,
-            engine_port: None,
-        }
-    }
-
-    /// The host side plans on the GPUs no other container holds: a subset of the host's.
-    #[test]
-    fn plan_on_a_subset_of_gpus() {
-        let gpus: Vec<gpu::Gpu> = [5u32, 6]
-            .iter()
-            .map(|&i| gpu::Gpu {
-                pci: format!("0000:{i:02x}:00.0"),
-                numa_node: Some(1),
-                ..gpu::Gpu::mi300x(i)
-            })
-            .collect();
-        let t = Topology {
-            gpus,
-            ..Default::default()
-        };
-        let p = plan_on(&t, &global(), &select("Qwen/Qwen3-32B"), 8100).unwrap();
-        let l = &p.plan.launches[0];
-        assert_eq!(l.recipe_id, "vllm-mi300x-bf16-tp2-latency");
-        assert_eq!(
-            l.gpus.iter().map(|g| g.ordinal).collect::<Vec<_>>(),
-            vec![5, 6]
-        );
-        assert_eq!(l.engine_port, 8101);
-        assert!(p.plan.launches.iter().all(|l| l.gpu_count <= 2));
-        // Usage errors carry exit::USAGE, nothing-fits carries exit::NO_FIT.
-        let e = plan_on(&t, &global(), &select("bad id"), 8100).unwrap_err();
-        assert_eq!(exit::code_of(&e), exit::USAGE);
-        let mut four = select("Qwen/Qwen3-32B");
-        four.gpu_count = Some(crate::types::Choice::Is(4));
-        let e = plan_on(&t, &global(), &four, 8100).unwrap_err();
-        assert_eq!(exit::code_of(&e), exit::NO_FIT);
-        let e = plan_on(&t, &global(), &select("Qwen/Qwen3-32B"), 65535).unwrap_err();
-        assert_eq!(exit::code_of(&e), exit::USAGE);
     }
 }

@@ -176,12 +176,11 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
         stop_requested: false,
         ready_once: false,
     };
-    let result = match crate::commands::plan::resolve(g, &a.select, a.port) {
+    let result = match crate::plan::resolve::resolve(g, &a.select, a.port) {
         Ok(plan) => sup.supervise(plan).await,
         Err(e) => {
-            let code = exit::code_of(&e);
-            sup.fatal(&format!("{e:#}"));
-            Err(ExitError::new(code, format!("{e:#}")))
+            sup.fatal(&e.to_string());
+            Err(ExitError::from(e))
         }
     };
     // The port drains (if not already) and closes before we exit.
