@@ -251,23 +251,25 @@ impl ModelConfig {
         (2 * l * heads * self.head_dim).saturating_mul(kv_bytes)
     }
 
-    /// Whether the model can be split over `tp` GPUs (vLLM's own rules, §4.3).
-    pub fn tp_check(&self, tp: u32) -> Result<(), String> {
+    /// Whether the model can be split over `tp` GPUs, by vLLM's own rules: the attention
+    /// heads divide evenly, the KV heads are split or replicated whole (not for MLA, which
+    /// has `kv_lora_rank`), and FP8 block-quantized weights split on block boundaries.
+    pub fn tp_check(&self, tp: u32) -> Result<(), TpError> {
         let t = u64::from(tp.max(1));
         if !self.num_attention_heads.is_multiple_of(t) {
-            return Err(format!(
-                "{} attention heads are not divisible by tensor-parallel size {tp}",
-                self.num_attention_heads
-            ));
+            return Err(TpError::Heads {
+                heads: self.num_attention_heads,
+                tp,
+            });
         }
         if self.kv_lora_rank.is_none()
             && t > self.num_key_value_heads
             && !t.is_multiple_of(self.num_key_value_heads)
         {
-            return Err(format!(
-                "tensor-parallel size {tp} is not a multiple of the {} KV heads",
-                self.num_key_value_heads
-            ));
+            return Err(TpError::KvHeads {
+                kv_heads: self.num_key_value_heads,
+                tp,
+            });
         }
         if self.quant_method.as_deref() == Some("fp8")
             && let Some(block) = self
@@ -290,14 +292,35 @@ impl ModelConfig {
             };
             for (name, size) in dims {
                 if !size.is_multiple_of(t) || !(size / t).is_multiple_of(block) {
-                    return Err(format!(
-                        "FP8 block-quantized weights: {name} {size} / {tp} is not a multiple of the {block}-wide block"
-                    ));
+                    return Err(TpError::Fp8Block {
+                        name,
+                        size,
+                        tp,
+                        block,
+                    });
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Why a model cannot be split over a tensor-parallel size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TpError {
+    #[error("{heads} attention heads are not divisible by tensor-parallel size {tp}")]
+    Heads { heads: u64, tp: u32 },
+    #[error("tensor-parallel size {tp} is not a multiple of the {kv_heads} KV heads")]
+    KvHeads { kv_heads: u64, tp: u32 },
+    #[error(
+        "FP8 block-quantized weights: {name} {size} / {tp} is not a multiple of the {block}-wide block"
+    )]
+    Fp8Block {
+        name: &'static str,
+        size: u64,
+        tp: u32,
+        block: u64,
+    },
 }
 
 /// Where a model's size came from.
@@ -694,7 +717,9 @@ pub(crate) mod tests {
         for (tp, ok) in [(1, true), (2, true), (4, true), (8, false)] {
             assert_eq!(fp8.tp_check(tp).is_ok(), ok, "235b fp8 tp{tp}");
         }
-        assert!(fp8.tp_check(8).unwrap_err().contains("block"));
+        let e = fp8.tp_check(8).unwrap_err();
+        assert!(matches!(e, TpError::Fp8Block { tp: 8, .. }), "{e:?}");
+        assert!(e.to_string().contains("block"), "{e}");
         let d = parse_config(DEEPSEEK_R1).unwrap();
         assert!(d.tp_check(8).is_ok());
         assert_eq!(d.checkpoint_precision(), Some(Precision::Fp8));

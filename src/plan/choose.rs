@@ -4,7 +4,10 @@
 use super::assess::{Selecting, count_verdicts, verdict_rows};
 use super::generate::{OnGpus, generate};
 use super::gpus::{min_vram, pick_gpus, usable_gpus};
-use super::{LaunchSource, Plan, PlanError, PlanInput, Planned, RecipeVerdict, Want};
+use super::{
+    LaunchSource, NoFit, NoGpu, Plan, PlanError, PlanInput, Planned, RecipeVerdict, Suggestion,
+    Want,
+};
 use crate::engine::{self, CommandInput};
 use crate::launch::{Launch, SelectedGpu};
 use crate::model::config;
@@ -41,11 +44,14 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
     if let Some(n) = want.gpu_count
         && n > n_usable
     {
-        return Err(PlanError::NoFit(format!(
-            "{n} GPUs were asked for but only {n_usable} {} GPU(s) are usable; {}",
-            on.product,
-            suggestion(input, &on)
-        )));
+        return Err(PlanError::NoFit {
+            why: Box::new(NoFit::TooFewGpus {
+                asked: n,
+                usable: n_usable,
+                product: on.product.clone(),
+            }),
+            hint: suggestion(input, &on),
+        });
     }
     reasons.push(format!("{}: {}", input.model, input.facts.describe()));
     match want.gpu_count {
@@ -98,15 +104,16 @@ fn on_gpus<'a>(input: &PlanInput<'a>) -> Result<OnGpus<'a>, PlanError> {
     let usable = usable_gpus(input.topology);
     let Some(first) = usable.first() else {
         let why = if input.topology.excluded.is_empty() {
-            "no AMD GPU was found (is /dev/kfd passed to the container, e.g. `--device /dev/kfd --device /dev/dri`?)".to_string()
+            NoGpu::NoneFound
         } else {
-            let ex: Vec<String> = input
-                .topology
-                .excluded
-                .iter()
-                .map(|e| format!("node {}: {}", e.kfd_node, e.reason))
-                .collect();
-            format!("no usable AMD GPU ({})", ex.join("; "))
+            NoGpu::AllExcluded(
+                input
+                    .topology
+                    .excluded
+                    .iter()
+                    .map(|e| (e.kfd_node, e.reason.clone()))
+                    .collect(),
+            )
         };
         return Err(PlanError::NoGpu(why));
     };
@@ -142,23 +149,21 @@ fn asked_recipe(
         .find(|a| input.recipes[a.index].id == id)
     else {
         let close = select::close_ids(id, input.recipes.iter().map(|r| r.id.as_str()));
-        return Err(PlanError::UnknownRecipe(format!(
-            "no recipe `{id}` for {} on the search path{}",
-            input.model,
-            if close.is_empty() {
-                String::from("; `aim-engine recipes MODEL` lists them")
-            } else {
-                format!("; did you mean: {}", close.join(", "))
-            }
-        )));
+        return Err(PlanError::UnknownRecipe {
+            id: id.to_string(),
+            model: input.model.to_string(),
+            close,
+        });
     };
     if a.verdict != Verdict::Compatible {
-        return Err(PlanError::NoFit(format!(
-            "recipe `{id}` cannot run here: {} ({}); {}",
-            a.verdict.as_str(),
-            a.detail,
-            suggestion(input, on)
-        )));
+        return Err(PlanError::NoFit {
+            why: Box::new(NoFit::RecipeCannotRun {
+                id: id.to_string(),
+                verdict: a.verdict,
+                detail: a.detail.clone(),
+            }),
+            hint: suggestion(input, on),
+        });
     }
     reasons.push(format!(
         "recipe {id} was asked for by --recipe (no fallbacks)"
@@ -232,9 +237,9 @@ fn generated(
             count_verdicts(verdicts)
         ));
     }
-    let g = generate(input, on, preferred, reasons).map_err(|e| match e {
-        PlanError::NoFit(m) => PlanError::NoFit(format!("{m}; {}", suggestion(input, on))),
-        other => other,
+    let g = generate(input, on, preferred, reasons).map_err(|why| PlanError::NoFit {
+        why: Box::new(why),
+        hint: suggestion(input, on),
     })?;
     let m = &g.recipe.metadata;
     reasons.push(format!(
@@ -281,11 +286,9 @@ fn build_launch(
         ordinals: &ordinals,
         launcher,
     };
-    let cmd = engine::build_command(&ci).map_err(|e| {
-        PlanError::Command(format!(
-            "recipe {}: cannot build the engine command: {e}",
-            src.id
-        ))
+    let cmd = engine::build_command(&ci).map_err(|source| PlanError::Command {
+        recipe: src.id.clone(),
+        source,
     })?;
     Ok(Launch {
         recipe_id: src.id.clone(),
@@ -319,7 +322,7 @@ fn type_words(t: RecipeType) -> &'static str {
 
 /// "what would fit": the plan with the user's count/precision/engine/metric constraints
 /// dropped, in words.
-fn suggestion(input: &PlanInput<'_>, on: &OnGpus<'_>) -> String {
+fn suggestion(input: &PlanInput<'_>, on: &OnGpus<'_>) -> Suggestion {
     let n_usable = on.count();
     let relaxed = Want {
         gpu_model: input.want.gpu_model.clone(),
@@ -331,26 +334,23 @@ fn suggestion(input: &PlanInput<'_>, on: &OnGpus<'_>) -> String {
         Some(&i) => {
             let r = &input.recipes[i];
             let m = &r.recipe.metadata;
-            format!(
-                "what would fit: recipe {} ({} GPU(s), {}, {}, {}): `aim-engine plan {} {} --precision {} --backend {}`",
-                r.id,
-                m.gpu_count,
-                m.precision,
-                m.engine,
-                m.metric,
-                input.model,
-                m.gpu_count,
-                m.precision,
-                m.engine
-            )
+            Suggestion::Recipe {
+                id: r.id.clone(),
+                model: input.model.to_string(),
+                gpu_count: m.gpu_count,
+                precision: m.precision,
+                engine: m.engine,
+                metric: m.metric,
+            }
         }
         // Generated defaults only differ from what failed when the user constrained the plan.
-        None if input.want.precision.is_some() || input.want.gpu_count.is_some() => format!(
-            "what would fit: generated defaults on {} GPU(s) in {pp}: `aim-engine plan {} {} --precision {pp}`",
-            pc.min(n_usable),
-            input.model,
-            pc.min(n_usable)
-        ),
-        None => "no other GPU count or precision fits either".into(),
+        None if input.want.precision.is_some() || input.want.gpu_count.is_some() => {
+            Suggestion::Generated {
+                model: input.model.to_string(),
+                gpu_count: pc.min(n_usable),
+                precision: pp,
+            }
+        }
+        None => Suggestion::Nothing,
     }
 }

@@ -56,7 +56,7 @@ pub(super) fn general_check(
     if let Some(cfg) = facts.config.as_ref()
         && let Err(e) = cfg.tp_check(tp)
     {
-        return Some((Verdict::TpInvalid, e));
+        return Some((Verdict::TpInvalid, e.to_string()));
     }
     let vram = vram?;
     facts.weight_bytes?;

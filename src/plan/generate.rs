@@ -1,9 +1,9 @@
 //! Generated defaults when no recipe fits: conservative flags, sized to the model.
 
 use super::fit::{context_for, dtype_arg};
-use super::{LaunchSource, PlanError, PlanInput};
+use super::{LaunchSource, NoFit, PlanInput};
 use crate::gpu::Gpu;
-use crate::model::config::{self, Fit};
+use crate::model::config::{self, Fit, TpError};
 use crate::recipe::{Metadata, Recipe};
 use crate::types::{Engine, Metric, Precision, RecipeType};
 use indexmap::IndexMap;
@@ -38,7 +38,7 @@ pub(super) fn generate(
     on: &OnGpus<'_>,
     preferred: (u32, Precision),
     reasons: &mut Vec<String>,
-) -> Result<LaunchSource, PlanError> {
+) -> Result<LaunchSource, NoFit> {
     let want = input.want;
     let engine = want.engine.unwrap_or(Engine::Vllm);
     let precision = want.precision.unwrap_or(preferred.1);
@@ -113,7 +113,7 @@ fn precision_args(
     input: &PlanInput<'_>,
     product: &str,
     precision: Precision,
-) -> Result<IndexMap<String, Value>, PlanError> {
+) -> Result<IndexMap<String, Value>, NoFit> {
     let checkpoint_p = input.facts.checkpoint_precision;
     let mut args: IndexMap<String, Value> = IndexMap::new();
     match precision {
@@ -129,12 +129,12 @@ fn precision_args(
         }
         p if checkpoint_p == Some(p) => {}
         p => {
-            return Err(PlanError::NoFit(format!(
-                "no recipe for {} offers {p} on {product}, and {p} cannot be generated from a {} checkpoint; \
-                 ask for --precision bf16 (or fp8), or use a pre-quantized {p} checkpoint",
-                input.model,
-                checkpoint_p.map(|c| c.as_str()).unwrap_or("16-bit")
-            )));
+            return Err(NoFit::Precision {
+                model: input.model.to_string(),
+                precision: p,
+                product: product.to_string(),
+                checkpoint: checkpoint_p,
+            });
         }
     }
     Ok(args)
@@ -145,15 +145,16 @@ fn tensor_parallel(
     input: &PlanInput<'_>,
     n_usable: u32,
     preferred_count: u32,
-    valid: &dyn Fn(u32) -> Result<(), String>,
-) -> Result<u32, PlanError> {
+    valid: &dyn Fn(u32) -> Result<(), TpError>,
+) -> Result<u32, NoFit> {
     if let Some(n) = input.want.gpu_count {
         if let Err(e) = valid(n) {
-            return Err(PlanError::NoFit(format!(
-                "{} cannot be split over {n} GPUs: {e}; valid GPU counts here: {}",
-                input.model,
-                valid_counts(valid, n_usable)
-            )));
+            return Err(NoFit::CannotSplit {
+                model: input.model.to_string(),
+                gpus: n,
+                why: e,
+                valid: (1..=n_usable).filter(|t| valid(*t).is_ok()).collect(),
+            });
         }
         return Ok(n);
     }
@@ -161,11 +162,14 @@ fn tensor_parallel(
     cands.sort_by_key(|t| (t.abs_diff(preferred_count), std::cmp::Reverse(*t)));
     match cands.first() {
         Some(t) => Ok(*t),
-        None => Err(PlanError::NoFit(format!(
-            "{} cannot be split over any of the {n_usable} usable GPUs ({})",
-            input.model,
-            valid(n_usable).err().unwrap_or_default()
-        ))),
+        None => Err(NoFit::CannotSplitAny {
+            model: input.model.to_string(),
+            usable: n_usable,
+            why: valid(n_usable)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+        }),
     }
 }
 
@@ -175,7 +179,7 @@ struct Sizing<'a> {
     on: &'a OnGpus<'a>,
     vram: u64,
     engine: Engine,
-    valid: &'a dyn Fn(u32) -> Result<(), String>,
+    valid: &'a dyn Fn(u32) -> Result<(), TpError>,
 }
 
 impl Sizing<'_> {
@@ -186,7 +190,7 @@ impl Sizing<'_> {
         mut tp: u32,
         args: &mut IndexMap<String, Value>,
         reasons: &mut Vec<String>,
-    ) -> Result<u32, PlanError> {
+    ) -> Result<u32, NoFit> {
         let facts = self.input.facts;
         let ctx = context_for(args, facts);
         loop {
@@ -230,7 +234,7 @@ impl Sizing<'_> {
         }
     }
 
-    fn does_not_fit(&self, tp: u32, f: &Fit) -> PlanError {
+    fn does_not_fit(&self, tp: u32, f: &Fit) -> NoFit {
         let n_usable = self.on.count();
         let need = self.input.facts.weight_bytes.unwrap_or(0) as f64;
         let per = (self.vram as f64 * UTIL) - config::OVERHEAD_BYTES as f64;
@@ -239,32 +243,16 @@ impl Sizing<'_> {
         } else {
             0
         };
-        PlanError::NoFit(format!(
-            "{} does not fit on {tp} {} GPU(s): {}; it needs at least {min_gpus} such GPUs ({} usable){}",
-            self.input.model,
-            self.on.product,
-            f.describe(),
-            n_usable,
-            if self.input.want.gpu_count.is_some() && min_gpus <= u64::from(n_usable) {
-                format!(
-                    "; try GPU_COUNT {}",
-                    min_gpus.next_power_of_two().min(u64::from(n_usable))
-                )
-            } else {
-                String::new()
-            }
-        ))
-    }
-}
-
-fn valid_counts(valid: &dyn Fn(u32) -> Result<(), String>, usable: u32) -> String {
-    let v: Vec<String> = (1..=usable)
-        .filter(|t| valid(*t).is_ok())
-        .map(|t| t.to_string())
-        .collect();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
+        let try_count = (self.input.want.gpu_count.is_some() && min_gpus <= u64::from(n_usable))
+            .then(|| min_gpus.next_power_of_two().min(u64::from(n_usable)));
+        NoFit::DoesNotFit {
+            model: self.input.model.to_string(),
+            gpus: tp,
+            product: self.on.product.clone(),
+            fit: f.clone(),
+            min_gpus,
+            usable: n_usable,
+            try_count,
+        }
     }
 }

@@ -11,10 +11,12 @@
 //! - `assess`: every recipe's verdict for this host and request.
 //! - `generate`: generated defaults when no recipe fits.
 //! - `choose`: the decision (`plan`), the launches and the "what would fit" hint.
+//! - `error`: why planning failed, as data (`PlanError`).
 //! - `resolve`: the IO shell that gathers a `PlanInput` from the machine and the request.
 
 mod assess;
 mod choose;
+mod error;
 mod fit;
 mod generate;
 mod gpus;
@@ -24,6 +26,7 @@ mod tests;
 
 pub use assess::assess_all;
 pub use choose::plan;
+pub use error::{NoFit, NoGpu, PlanError, Suggestion};
 pub use gpus::{pick_gpus, usable_gpus};
 
 use crate::gpu::Topology;
@@ -127,20 +130,4 @@ pub struct Planned {
     pub preferred_precision: Precision,
     /// Weight bytes of the model, when known (exact from the safetensors index, else estimated).
     pub weight_bytes: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PlanError {
-    /// No usable GPU at all.
-    #[error("{0}")]
-    NoGpu(String),
-    /// Nothing fits; the message says what would.
-    #[error("{0}")]
-    NoFit(String),
-    /// `--recipe ID` names no recipe on the search path.
-    #[error("{0}")]
-    UnknownRecipe(String),
-    /// The engine command could not be built (bad user args).
-    #[error("{0}")]
-    Command(String),
 }

@@ -59,8 +59,8 @@ impl ResolveError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ResolveError::Gpus { source, .. } => source.exit_code(),
-            ResolveError::Plan(PlanError::NoGpu(_) | PlanError::NoFit(_)) => exit::NO_FIT,
-            ResolveError::Plan(PlanError::UnknownRecipe(_) | PlanError::Command(_))
+            ResolveError::Plan(PlanError::NoGpu(_) | PlanError::NoFit { .. }) => exit::NO_FIT,
+            ResolveError::Plan(PlanError::UnknownRecipe { .. } | PlanError::Command { .. })
             | ResolveError::NoModel
             | ResolveError::ModelId(_)
             | ResolveError::NoLocalFolder(_)

@@ -391,3 +391,78 @@ fn general_recipes_are_checked_against_the_model() {
     );
     assert_eq!(v("vllm-mi300x-bf16-tp4-latency"), Verdict::ModelMismatch);
 }
+
+fn case(topology: Topology, want: Want) -> Case {
+    Case {
+        what: "errors",
+        model: "Qwen/Qwen3-32B",
+        config: Some(QWEN3_32B),
+        topology,
+        want,
+        recipes: catalogue(),
+        expect: Err(""),
+    }
+}
+
+#[test]
+fn errors_are_data_rendered_by_display() {
+    let too_many = Want {
+        gpu_count: Some(16),
+        ..Default::default()
+    };
+    let e = run(&case(mi300x(8), too_many)).unwrap_err();
+    let PlanError::NoFit { why, hint } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        **why,
+        NoFit::TooFewGpus {
+            asked: 16,
+            usable: 8,
+            product: "MI300X".into()
+        }
+    );
+    let Suggestion::Recipe { id, gpu_count, .. } = hint else {
+        panic!("{hint:?}")
+    };
+    assert_eq!(
+        (id.as_str(), *gpu_count),
+        ("vllm-mi300x-bf16-tp4-latency", 4)
+    );
+    assert_eq!(
+        e.to_string(),
+        "16 GPUs were asked for but only 8 MI300X GPU(s) are usable; what would fit: recipe \
+         vllm-mi300x-bf16-tp4-latency (4 GPU(s), bf16, vllm, latency): \
+         `aim-engine plan Qwen/Qwen3-32B 4 --precision bf16 --backend vllm`"
+    );
+
+    let e = run(&case(Topology::default(), Want::default())).unwrap_err();
+    assert_eq!(e, PlanError::NoGpu(NoGpu::NoneFound));
+    let excluded = Topology {
+        excluded: vec![crate::gpu::Excluded {
+            kfd_node: 3,
+            reason: "not visible".into(),
+        }],
+        ..Default::default()
+    };
+    let e = run(&case(excluded, Want::default())).unwrap_err();
+    assert_eq!(
+        e,
+        PlanError::NoGpu(NoGpu::AllExcluded(vec![(3, "not visible".into())]))
+    );
+    assert_eq!(e.to_string(), "no usable AMD GPU (node 3: not visible)");
+
+    let unknown = Want {
+        recipe: Some("vllm-mi300x-bf16-tp1-latencyy".into()),
+        ..Default::default()
+    };
+    let e = run(&case(mi300x(8), unknown)).unwrap_err();
+    let PlanError::UnknownRecipe { id, close, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(id, "vllm-mi300x-bf16-tp1-latencyy");
+    assert!(
+        close.contains(&"vllm-mi300x-bf16-tp1-latency".to_string()),
+        "{close:?}"
+    );
+}

@@ -8,7 +8,7 @@
 
 use super::logs::{self, SharedRing, Sink};
 use super::machine::{Event, Failure};
-use super::probe::Readiness;
+use super::probe::{ProbeError, Readiness};
 use super::reaper::{self, Spawned};
 use super::signals::SigEvent;
 use super::supervisor::{
@@ -99,7 +99,7 @@ enum Wake {
     Signal(Option<SigEvent>),
     Timer(Timer),
     Readiness(Readiness),
-    Liveness(Result<(), String>),
+    Liveness(Result<(), ProbeError>),
 }
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -111,7 +111,7 @@ struct Attempt {
     served: String,
     timers: Timers,
     readiness: Option<BoxFut<Readiness>>,
-    live: Option<BoxFut<Result<(), String>>>,
+    live: Option<BoxFut<Result<(), ProbeError>>>,
     ready_at: Option<Instant>,
     live_fails: u32,
     last_detail: String,
@@ -341,10 +341,10 @@ impl Supervisor {
             });
         }
         match r {
-            Readiness::NotHealthy(d) => a.last_detail = d,
+            Readiness::NotHealthy(d) => a.last_detail = d.to_string(),
             Readiness::Healthy(d) => {
                 self.event(Event::Healthy, "validating");
-                a.last_detail = d;
+                a.last_detail = d.to_string();
             }
             Readiness::Ready => {
                 self.event(Event::Healthy, "validating");
@@ -371,7 +371,11 @@ impl Supervisor {
     }
 
     /// A liveness answer; Some when too many failed in a row (the engine is hung).
-    async fn on_liveness(&mut self, a: &mut Attempt, r: Result<(), String>) -> Option<AttemptEnd> {
+    async fn on_liveness(
+        &mut self,
+        a: &mut Attempt,
+        r: Result<(), ProbeError>,
+    ) -> Option<AttemptEnd> {
         let ok = r.is_ok();
         if ok {
             a.live_fails = 0;
@@ -382,7 +386,7 @@ impl Supervisor {
         let at_s = self.elapsed().as_secs_f64();
         let since = a.ready_at.map(|t| t.elapsed().as_secs_f64());
         let line = a.eng.last_line();
-        let detail = r.err().unwrap_or_else(|| "ok".into());
+        let detail = r.err().map_or_else(|| "ok".into(), |e| e.to_string());
         let live_fails = a.live_fails;
         self.update(|s| {
             s.last_liveness = Some(LivenessStatus {
