@@ -9,13 +9,12 @@
 
 use crate::cli::{Format, FormatArgs, GlobalArgs, LaunchArgs, StopArgs};
 use crate::exit::{ExitError, FAILURE, GAVE_UP, NO_FIT, OK, USAGE};
-use crate::gpu::{self, Gpu, Topology, VisibilityEnv};
-use crate::host::alloc::{self, Holder, format_list};
+use crate::gpu::{self, Topology, VisibilityEnv};
+use crate::host::alloc::{Holder, format_list};
 use crate::host::docker::{self, Client};
 use crate::host::spec::{self, CONTAINER_PORT, ChosenGpu, ContainerSpec, SpecInput, label};
-use crate::host::{naming, view};
+use crate::host::{naming, prepare, view};
 use crate::plan::resolve;
-use crate::types::Choice;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -61,7 +60,7 @@ pub fn launch(g: &GlobalArgs, a: LaunchArgs) -> anyhow::Result<u8> {
                 "{}",
                 serde_json::to_string_pretty(&spec.to_redacted_json())?
             ),
-            Format::Text => print!("{}", describe(&spec)),
+            Format::Text => print!("{}", view::docker_run_text(&spec)),
         }
         return Ok(OK);
     }
@@ -216,68 +215,24 @@ fn prepare(
     taken_names: &[String],
     pick_port: &dyn Fn() -> Option<u16>,
 ) -> anyhow::Result<Prepared> {
-    let free = alloc::free_topology(topo, holders);
-    let wanted = match a.select.gpu_count {
-        Some(Choice::Is(n)) => n,
-        _ => 1,
-    };
-    if free.gpus.is_empty() || (wanted as usize) > free.gpus.len() {
-        return Err(
-            ExitError::new(NO_FIT, alloc::not_enough(topo, holders, wanted).to_string()).into(),
-        );
-    }
+    let free = prepare::free_gpus(topo, holders, prepare::wanted_gpus(&a.select))
+        .map_err(|e| ExitError::new(NO_FIT, e.to_string()))?;
     // The same selection as `plan`, on the free GPUs only; the container's own public port
     // is what the plan is for.
-    let planned = resolve::plan_on(&free, g, &a.select, CONTAINER_PORT).map_err(|e| {
-        let held = alloc::holders_on(topo, holders);
-        if held.is_empty() {
-            return ExitError::from(e);
-        }
-        let who: Vec<String> = held
-            .iter()
-            .map(|(n, gpus)| format!("{n} holds GPU {}", format_list(gpus)))
-            .collect();
-        ExitError::new(
-            e.exit_code(),
-            format!(
-                "{e} (planned on the {} free GPU(s) only: {})",
-                free.gpus.len(),
-                who.join(", ")
-            ),
-        )
-    })?;
-    let plan = planned.plan;
-    let Some(chosen_launch) = plan.launches.first() else {
+    let planned =
+        resolve::plan_on(&free, g, &a.select, CONTAINER_PORT).map_err(
+            |e| match prepare::held_note(topo, holders, free.gpus.len()) {
+                Some(note) => ExitError::new(e.exit_code(), format!("{e}{note}")),
+                None => ExitError::from(e),
+            },
+        )?;
+    let Some(chosen_launch) = planned.plan.launches.first() else {
         return Err(ExitError::new(NO_FIT, "the plan has no launch").into());
     };
-    let ordinals = alloc::allocate(topo, holders, chosen_launch.gpu_count)
+    let (ordinals, chosen) = prepare::choose(topo, holders, chosen_launch)
         .map_err(|e| ExitError::new(NO_FIT, e.to_string()))?;
-    let chosen: Vec<&Gpu> = ordinals
-        .iter()
-        .filter_map(|o| topo.gpus.iter().find(|g| g.index == *o))
-        .collect();
-    let gpus: Vec<ChosenGpu> = chosen
-        .iter()
-        .map(|g| ChosenGpu {
-            ordinal: g.index,
-            render_minor: g.render_minor,
-            card: card_node(root, g.render_minor),
-            pci: g.pci.clone(),
-        })
-        .collect();
-
-    let name = match &a.name {
-        Some(n) => n.clone(),
-        None => naming::unique_name(
-            &naming::container_name(
-                model,
-                chosen_launch.gpu_count,
-                chosen_launch.precision,
-                chosen_launch.engine,
-            ),
-            taken_names,
-        ),
-    };
+    let gpus = prepare::chosen_gpus(&chosen, &|minor| card_node(root, minor));
+    let name = prepare::container_name(a.name.as_deref(), model, chosen_launch, taken_names);
     let Some(port) = pick_port() else {
         return Err(ExitError::new(FAILURE, "no free host port from 8000 up; pass --port").into());
     };
@@ -289,30 +244,12 @@ fn prepare(
     let host_groups = std::fs::read_to_string("/etc/group")
         .map(|t| spec::parse_etc_group(&t))
         .unwrap_or_default();
-    let pass_through: Vec<(String, String)> = spec::PASS_THROUGH
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect();
-    let mut extra_env = Vec::new();
-    if let Some(m) = a.select.metric.get() {
-        extra_env.push(("AIM_METRIC".to_string(), m.as_str().to_string()));
-    }
-    if let Some(m) = &a.select.gpu_model {
-        extra_env.push(("AIM_GPU_MODEL".to_string(), m.clone()));
-    }
-    if let Some(j) = &a.select.engine_args {
-        extra_env.push(("AIM_ENGINE_ARGS".to_string(), j.clone()));
-    }
-    if let Some(p) = a.select.engine_port {
-        extra_env.push(("AIM_ENGINE_PORT".to_string(), p.to_string()));
-    }
     let recipes_dirs: Vec<PathBuf> = g
         .recipes_dir
         .iter()
         .filter(|d| d.is_dir())
         .filter_map(|d| absolute(d).ok())
         .collect();
-    let local_model = local_model_dir(model);
     let input = SpecInput {
         name,
         image: a.image.clone(),
@@ -323,10 +260,10 @@ fn prepare(
         root: root.to_path_buf(),
         hf_cache: hf_cache(a)?,
         groups: spec::groups(&host_groups, &device_gids),
-        pass_through,
-        extra_env,
+        pass_through: prepare::pass_through(&|k| std::env::var(k).ok()),
+        extra_env: prepare::explicit_settings(&a.select),
         recipes_dirs,
-        local_model,
+        local_model: local_model_dir(model),
     };
     Ok(Prepared {
         spec: spec::build(&input),
@@ -373,23 +310,11 @@ fn device_gids(gpus: &[ChosenGpu]) -> Vec<u32> {
         .collect()
 }
 
-/// The host's Hugging Face cache: --hf-cache / AIM_HOST_HF_CACHE, else $HF_HOME, else
-/// $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface (huggingface_hub's own order).
+/// The host's Hugging Face cache (see `prepare::hf_cache_dir`), made absolute.
 fn hf_cache(a: &LaunchArgs) -> anyhow::Result<PathBuf> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    let p = if let Some(p) = &a.hf_cache {
-        p.clone()
-    } else if let Some(h) = env("HF_HOME") {
-        PathBuf::from(h)
-    } else if let Some(x) = env("XDG_CACHE_HOME") {
-        PathBuf::from(x).join("huggingface")
-    } else if let Some(home) = env("HOME") {
-        PathBuf::from(home).join(".cache/huggingface")
-    } else {
-        return Err(usage(
-            "cannot find the Hugging Face cache: HOME is not set; pass --hf-cache DIR",
-        ));
-    };
+    let p = prepare::hf_cache_dir(a.hf_cache.as_deref(), &|k| std::env::var(k).ok()).ok_or_else(
+        || usage("cannot find the Hugging Face cache: HOME is not set; pass --hf-cache DIR"),
+    )?;
     if p.is_absolute() {
         Ok(p)
     } else {
@@ -399,68 +324,10 @@ fn hf_cache(a: &LaunchArgs) -> anyhow::Result<PathBuf> {
 
 /// MODEL as a local folder on the host (absolute), when it names one.
 fn local_model_dir(model: &str) -> Option<PathBuf> {
-    let looks_local = model.starts_with('/') || model.starts_with("./") || model.starts_with("../");
-    if !looks_local {
+    if !prepare::looks_local(model) {
         return None;
     }
     std::fs::canonicalize(model).ok().filter(|p| p.is_dir())
-}
-
-/// The dry run for humans: the spec as an equivalent `docker run` line plus the GPUs.
-fn describe(s: &ContainerSpec) -> String {
-    let json = s.to_redacted_json();
-    let mut out = format!("Container {} (image {})\n", s.name, s.image);
-    out.push_str(&format!(
-        "  GPUs (host ordinals): {}   render minors: {}\n",
-        s.labels.get(label::GPUS).cloned().unwrap_or_default(),
-        s.labels
-            .get(label::RENDER_MINORS)
-            .cloned()
-            .unwrap_or_default()
-    ));
-    out.push_str(&format!(
-        "  recipe: {}\n",
-        s.labels.get(label::RECIPE).cloned().unwrap_or_default()
-    ));
-    let mut args = vec![
-        "docker run -d".to_string(),
-        format!("--name {}", s.name),
-        format!("--restart {}", s.restart),
-        format!("--ipc={}", s.ipc),
-    ];
-    for d in &s.devices {
-        args.push(format!("--device {}", d.host));
-    }
-    for g in &s.groups {
-        args.push(format!("--group-add {g}"));
-    }
-    for c in &s.cap_add {
-        args.push(format!("--cap-add {c}"));
-    }
-    for o in &s.security_opt {
-        args.push(format!("--security-opt {o}"));
-    }
-    for p in &s.ports {
-        args.push(format!("-p {}:{}", p.host, p.container));
-    }
-    for m in &s.mounts {
-        let ro = if m.read_only { ":ro" } else { "" };
-        args.push(format!("-v {}:{}{ro}", m.source, m.target));
-    }
-    if let Some(env) = json["env"].as_object() {
-        for (k, v) in env {
-            args.push(format!("-e {k}={}", v.as_str().unwrap_or_default()));
-        }
-    }
-    for (k, v) in &s.labels {
-        args.push(format!("--label {k}={v}"));
-    }
-    args.push(s.image.clone());
-    args.extend(s.command.iter().cloned());
-    out.push_str("  equivalent to:\n    ");
-    out.push_str(&args.join(" \\\n      "));
-    out.push('\n');
-    out
 }
 
 /// Waits until the container's /status says ready (or it fails, or the timeout passes).
