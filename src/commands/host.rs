@@ -1,5 +1,4 @@
-//! `aim-engine launch`, `list`, `stop`: the host side, on the Docker Engine API. OWNER: host
-//! helper.
+//! `aim-engine launch`, `list`, `stop`: the host side, on the Docker Engine API.
 //!
 //! `launch` plans on this host's own topology (same detection and selection as `plan`) minus
 //! the GPUs running aim-engine containers hold (read from their labels), takes a set of free

@@ -163,7 +163,10 @@ impl ModelConfig {
         matches!(self.model_type.as_deref(), Some("qwen3" | "qwen3_moe"))
     }
 
-    /// Parameter count from the architecture (engines.md §4.2 formulas).
+    /// Parameter count from the architecture: embeddings (and an untied LM head), q/k/v/o
+    /// attention (with bias for Qwen2, q/k norms for Qwen3, or DeepSeek's MLA), two norms per
+    /// layer, SwiGLU or MoE MLPs (router and shared experts included). Byte-exact against
+    /// the safetensors index totals in the tests.
     pub fn param_count(&self) -> u64 {
         let h = self.hidden_size;
         let l = self.num_hidden_layers;
@@ -240,7 +243,10 @@ impl ModelConfig {
         }
     }
 
-    /// KV cache bytes per token on each GPU at tensor-parallel size `tp` (§4.3).
+    /// KV cache bytes per token on each GPU at tensor-parallel size `tp`, as vLLM sizes its
+    /// pages: 2 (K and V) x layers x max(1, kv_heads / tp) x head_dim x kv_bytes (KV heads are
+    /// replicated when tp > kv_heads); MLA keeps one latent of kv_lora_rank +
+    /// qk_rope_head_dim per layer, replicated on every rank.
     pub fn kv_bytes_per_token_per_gpu(&self, tp: u32, kv_bytes: u64) -> u64 {
         let l = self.num_hidden_layers;
         if let Some(kr) = self.kv_lora_rank {
@@ -579,7 +585,8 @@ pub struct Fit {
     pub kv_known: bool,
 }
 
-/// Fixed per-GPU allowance for activations, graphs and the runtime (engines.md §4.3).
+/// Fixed per-GPU allowance for activations, graphs and the runtime: vLLM needs about
+/// 2-6 GiB per GPU for these with dense models at default batch sizes.
 pub const OVERHEAD_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Whether weights/TP + overhead + KV for `context` tokens fit in `util` of each GPU.
@@ -669,12 +676,13 @@ pub(crate) mod tests {
 
     #[test]
     fn param_counts_match_published_totals() {
-        // Exact totals from the safetensors indexes (engines.md §4.1/§4.2).
+        // Exact parameter counts: `metadata.total_size` of each model's
+        // model.safetensors.index.json divided by 2 bytes per bf16 parameter.
         let cases = [
             (LLAMA_8B, 8_030_261_248u64),
             (LLAMA_70B, 70_553_706_496),
             (QWEN3_32B, 32_762_123_264),
-            // engines.md's components sum to this; its printed total has a typo (…094…).
+            // 2,487,755,008 per layer x 94 + 1,244,659,712 (embeddings and LM head) + 4,096.
             (QWEN3_235B, 235_093_634_560),
         ];
         for (text, want) in cases {

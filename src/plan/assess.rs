@@ -7,7 +7,7 @@ use super::{RecipeVerdict, Want};
 use crate::gpu::{Gpu, Topology};
 use crate::model::config::{self, ModelFacts};
 use crate::recipe::LoadedRecipe;
-use crate::recipe::select::{self, Assessed, Host, Request, Selection, Verdict};
+use crate::recipe::select::{self, Assessed, Hardware, Request, Selection, Verdict};
 use crate::types::Precision;
 use indexmap::IndexMap;
 
@@ -80,12 +80,12 @@ impl Selecting<'_> {
     pub fn select(&self, want: &Want, preferred: (u32, Option<Precision>)) -> Selection {
         let (pc, pp) = preferred;
         let req = request(self.model, want, pc, pp);
-        let host = host_of(self.usable, want);
+        let hardware = hardware_of(self.usable, want);
         let check = |r: &LoadedRecipe| {
             self.facts
                 .and_then(|f| general_check(f, &r.recipe, self.vram))
         };
-        select::select(self.recipes, &req, &host, Some(&check))
+        select::select(self.recipes, &req, &hardware, Some(&check))
     }
 }
 
@@ -102,8 +102,8 @@ fn request(model: Option<&str>, want: &Want, pc: u32, pp: Option<Precision>) -> 
     }
 }
 
-fn host_of(usable: &[&Gpu], want: &Want) -> Host {
-    Host {
+fn hardware_of(usable: &[&Gpu], want: &Want) -> Hardware {
+    Hardware {
         usable_gpus: usable.len() as u32,
         product: want
             .gpu_model

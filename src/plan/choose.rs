@@ -16,7 +16,7 @@ use crate::recipe::select::{self, Selection, Verdict};
 use crate::types::{Engine, Precision, RecipeType};
 
 /// Decides: the chosen launch, the fallback chain, the reasons.
-pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
+pub fn decide(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
     let on = on_gpus(input)?;
     let n_usable = on.count();
     let want = input.want;

@@ -10,7 +10,7 @@
 //! - `fit`: the memory and tensor-parallel checks of a model-agnostic recipe.
 //! - `assess`: every recipe's verdict for this host and request.
 //! - `generate`: generated defaults when no recipe fits.
-//! - `choose`: the decision (`plan`), the launches and the "what would fit" hint.
+//! - `choose`: the decision (`decide`), the launches and the "what would fit" hint.
 //! - `error`: why planning failed, as data (`PlanError`).
 //! - `resolve`: the IO shell that gathers a `PlanInput` from the machine and the request.
 
@@ -25,7 +25,7 @@ pub mod resolve;
 mod tests;
 
 pub use assess::assess_all;
-pub use choose::plan;
+pub use choose::decide;
 pub use error::{NoFit, NoGpu, PlanError, Suggestion};
 pub use gpus::{pick_gpus, usable_gpus};
 
@@ -73,7 +73,7 @@ pub struct Launchers {
     pub sglang: Option<String>,
 }
 
-/// Everything `plan` decides on.
+/// Everything `decide` decides on.
 #[derive(Debug, Clone)]
 pub struct PlanInput<'a> {
     pub topology: &'a Topology,

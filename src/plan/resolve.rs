@@ -128,7 +128,7 @@ pub fn plan_on(
         launchers: &launchers,
         engine_port,
     };
-    Ok(super::plan(&input)?)
+    Ok(super::decide(&input)?)
 }
 
 /// Every recipe's verdict on this host (`recipes [MODEL]`), with the served model name when

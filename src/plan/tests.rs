@@ -137,7 +137,7 @@ fn run(c: &Case) -> Result<Planned, PlanError> {
     let f = facts(c.model, c.config, None);
     let args = IndexMap::new();
     let launchers = Launchers::default();
-    plan(&PlanInput {
+    decide(&PlanInput {
         topology: &c.topology,
         model: c.model,
         checkpoint: c.model,
