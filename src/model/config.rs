@@ -69,33 +69,48 @@ const SIZE_LIMITS: &[(&str, u64)] = &[
     ("v_head_dim", 1 << 12),
 ];
 
-fn check_ranges(v: &Value) -> Result<(), String> {
-    for (key, limit) in SIZE_LIMITS {
-        if let Some(x) = v.get(*key).and_then(Value::as_u64)
-            && x > *limit
+/// Why a config.json cannot be used for sizing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config.json is not JSON: {0}")]
+    NotJson(String),
+    #[error("config.json has no numeric `{0}`")]
+    Missing(&'static str),
+    #[error("config.json has zero hidden_size or num_attention_heads")]
+    Zero,
+    #[error("config.json `{key}` = {value} is implausible (at most {limit}); is the file corrupt?")]
+    Implausible {
+        key: &'static str,
+        value: u64,
+        limit: u64,
+    },
+}
+
+fn check_ranges(v: &Value) -> Result<(), ConfigError> {
+    for &(key, limit) in SIZE_LIMITS {
+        if let Some(value) = v.get(key).and_then(Value::as_u64)
+            && value > limit
         {
-            return Err(format!(
-                "config.json `{key}` = {x} is implausible (at most {limit}); is the file corrupt?"
-            ));
+            return Err(ConfigError::Implausible { key, value, limit });
         }
     }
     Ok(())
 }
 
 /// Parses config.json text. Errors say which field is missing.
-pub fn parse_config(text: &str) -> Result<ModelConfig, String> {
+pub fn parse_config(text: &str) -> Result<ModelConfig, ConfigError> {
     let root: Value =
-        serde_json::from_str(text).map_err(|e| format!("config.json is not JSON: {e}"))?;
+        serde_json::from_str(text).map_err(|e| ConfigError::NotJson(e.to_string()))?;
     let v = match root.get("text_config") {
         Some(t) if t.get("hidden_size").is_some() => t,
         _ => &root,
     };
-    let need = |k: &str| u(v, k).ok_or_else(|| format!("config.json has no numeric `{k}`"));
+    let need = |k: &'static str| u(v, k).ok_or(ConfigError::Missing(k));
     check_ranges(v)?;
     let hidden_size = need("hidden_size")?;
     let num_attention_heads = need("num_attention_heads")?;
     if num_attention_heads == 0 || hidden_size == 0 {
-        return Err("config.json has zero hidden_size or num_attention_heads".into());
+        return Err(ConfigError::Zero);
     }
     let quant = root
         .get("quantization_config")
@@ -673,6 +688,35 @@ pub(crate) mod tests {
     const LLAMA_70B: &str = r#"{"model_type":"llama","hidden_size":8192,"intermediate_size":28672,"num_hidden_layers":80,"num_attention_heads":64,"num_key_value_heads":8,"head_dim":128,"vocab_size":128256,"max_position_embeddings":131072,"torch_dtype":"bfloat16"}"#;
     const QWEN3_235B: &str = r#"{"model_type":"qwen3_moe","hidden_size":4096,"intermediate_size":12288,"moe_intermediate_size":1536,"num_experts":128,"num_experts_per_tok":8,"decoder_sparse_step":1,"mlp_only_layers":[],"num_hidden_layers":94,"num_attention_heads":64,"num_key_value_heads":4,"head_dim":128,"vocab_size":151936,"max_position_embeddings":40960,"torch_dtype":"bfloat16"}"#;
     const DEEPSEEK_R1: &str = r#"{"model_type":"deepseek_v3","hidden_size":7168,"intermediate_size":18432,"moe_intermediate_size":2048,"n_routed_experts":256,"n_shared_experts":1,"num_experts_per_tok":8,"first_k_dense_replace":3,"moe_layer_freq":1,"num_hidden_layers":61,"num_attention_heads":128,"num_key_value_heads":128,"q_lora_rank":1536,"kv_lora_rank":512,"qk_nope_head_dim":128,"qk_rope_head_dim":64,"v_head_dim":128,"vocab_size":129280,"max_position_embeddings":163840,"quantization_config":{"quant_method":"fp8","fmt":"e4m3","activation_scheme":"dynamic","weight_block_size":[128,128]},"torch_dtype":"bfloat16"}"#;
+
+    #[test]
+    fn config_errors_say_what_is_wrong() {
+        assert!(matches!(
+            parse_config("nope").unwrap_err(),
+            ConfigError::NotJson(_)
+        ));
+        assert_eq!(
+            parse_config(r#"{"hidden_size": 4096}"#).unwrap_err(),
+            ConfigError::Missing("num_attention_heads")
+        );
+        assert_eq!(
+            parse_config(r#"{"hidden_size": 0, "num_attention_heads": 32}"#).unwrap_err(),
+            ConfigError::Zero
+        );
+        let e = parse_config(r#"{"hidden_size": 4096, "num_experts": 99999999}"#).unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::Implausible {
+                key: "num_experts",
+                value: 99999999,
+                limit: 2048
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "config.json `num_experts` = 99999999 is implausible (at most 2048); is the file corrupt?"
+        );
+    }
 
     #[test]
     fn param_counts_match_published_totals() {
