@@ -53,7 +53,13 @@ pub fn launch(g: &GlobalArgs, a: LaunchArgs) -> anyhow::Result<u8> {
         // Without touching Docker: nothing counts as held, the name gets no suffix and the
         // port is --port or the first one tried.
         let port = a.port.unwrap_or(FIRST_PORT);
-        let spec = prepare(g, &a, &model, &root, &topo, &[], &[], &|| Some(port))?.spec;
+        let seen = Seen {
+            root: &root,
+            topo: &topo,
+            holders: &[],
+            taken_names: &[],
+        };
+        let spec = prepare(g, &a, &model, &seen, &|| Some(port))?.spec;
         match a.format {
             Format::Json => println!(
                 "{}",
@@ -141,7 +147,13 @@ async fn launch_async(
         Some(p) => Some(p),
         None => spec::first_free_port(FIRST_PORT, &used_ports, &docker::port_bindable),
     };
-    let prepared = prepare(g, &a, &model, &root, &topo, &holders, &names, &pick_port)?;
+    let seen = Seen {
+        root: &root,
+        topo: &topo,
+        holders: &holders,
+        taken_names: &names,
+    };
+    let prepared = prepare(g, &a, &model, &seen, &pick_port)?;
     let spec = prepared.spec.clone();
 
     if let Some(hf) = spec
@@ -202,18 +214,31 @@ struct Prepared {
     served_model: String,
 }
 
+/// What was read from the host and Docker before a launch is prepared.
+struct Seen<'a> {
+    /// The host root (absolute).
+    root: &'a Path,
+    topo: &'a Topology,
+    /// The running aim-engine containers and the GPUs they hold.
+    holders: &'a [Holder],
+    /// Container names in use.
+    taken_names: &'a [String],
+}
+
 /// Plan, allocation, naming and the spec, from what was read from the host and Docker.
-#[allow(clippy::too_many_arguments)]
 fn prepare(
     g: &GlobalArgs,
     a: &LaunchArgs,
     model: &str,
-    root: &Path,
-    topo: &Topology,
-    holders: &[Holder],
-    taken_names: &[String],
+    seen: &Seen<'_>,
     pick_port: &dyn Fn() -> Option<u16>,
 ) -> anyhow::Result<Prepared> {
+    let Seen {
+        root,
+        topo,
+        holders,
+        taken_names,
+    } = *seen;
     let free = prepare::free_gpus(topo, holders, prepare::wanted_gpus(&a.select))
         .map_err(|e| ExitError::new(NO_FIT, e.to_string()))?;
     // The same selection as `plan`, on the free GPUs only; the container's own public port

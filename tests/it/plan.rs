@@ -538,3 +538,25 @@ fn catalogue_choices_on_8_mi300x() {
         );
     }
 }
+
+/// The harness's failure report names the command, its status and what it printed.
+#[test]
+fn harness_reports_the_command_status_and_output() {
+    let hf = tempfile::tempdir().unwrap();
+    let o = run(cmd(MI300X, hf.path()), &["plan"]);
+    o.expect_code(64);
+    let r = o.report();
+    assert!(r.contains("aim-engine plan"), "{r}");
+    assert!(r.contains("AIM_LOG_LEVEL=warn"), "{r}");
+    assert!(r.contains("status: exit status: 64"), "{r}");
+    assert!(r.contains("no model given"), "{r}");
+    let failed = std::panic::catch_unwind(|| {
+        o.expect_code(0);
+    });
+    let msg = failed.expect_err("a wrong exit code fails the test");
+    let text = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        text.contains("command: ") && text.contains("no model given"),
+        "{text}"
+    );
+}

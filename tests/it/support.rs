@@ -380,7 +380,7 @@ impl Finished {
     /// The command, its status and what it printed.
     pub fn report(&self) -> String {
         format!(
-            "command: {}\nstatus: {:?}\nstdout:\n{}\nstderr:\n{}",
+            "command: {}\nstatus: {}\nstdout:\n{}\nstderr:\n{}",
             self.command,
             self.out.status,
             self.stdout(),
@@ -441,9 +441,13 @@ impl Running {
 
     /// The command, its status and its logs so far.
     pub fn report(&mut self) -> String {
-        let status = self.child.try_wait();
+        let status = match self.child.try_wait() {
+            Ok(Some(st)) => st.to_string(),
+            Ok(None) => "still running".to_string(),
+            Err(e) => format!("unknown ({e})"),
+        };
         format!(
-            "command: {}\nstatus: {status:?}\nstdout:\n{}\nstderr:\n{}",
+            "command: {}\nstatus: {status}\nstdout:\n{}\nstderr:\n{}",
             self.command,
             self.stdout(),
             self.stderr()
