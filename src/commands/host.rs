@@ -11,7 +11,8 @@ use crate::exit::{ExitError, FAILURE, GAVE_UP, NO_FIT, OK, USAGE};
 use crate::gpu::{self, Topology, VisibilityEnv};
 use crate::host::alloc::{Holder, format_list};
 use crate::host::docker::{self, Client};
-use crate::host::spec::{self, CONTAINER_PORT, ChosenGpu, ContainerSpec, SpecInput, label};
+use crate::host::local::{self, LocalError};
+use crate::host::spec::{self, CONTAINER_PORT, ContainerSpec, SpecInput, label};
 use crate::host::{naming, prepare, view};
 use crate::plan::resolve;
 use std::io::{IsTerminal, Write};
@@ -23,6 +24,10 @@ const FIRST_PORT: u16 = 8000;
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
     ExitError::new(USAGE, msg).into()
+}
+
+fn local_error(e: LocalError) -> anyhow::Error {
+    ExitError::new(e.exit_code(), e.to_string()).into()
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -45,7 +50,7 @@ pub fn launch(g: &GlobalArgs, a: LaunchArgs) -> anyhow::Result<u8> {
              starting with a letter or digit"
         )));
     }
-    let root = absolute(&g.root)?;
+    let root = local::absolute(&g.root).map_err(local_error)?;
     let topo = gpu::detect(&root, &VisibilityEnv::from_process_env())
         .map_err(|e| ExitError::new(e.exit_code(), e.to_string()))?;
 
@@ -72,40 +77,8 @@ pub fn launch(g: &GlobalArgs, a: LaunchArgs) -> anyhow::Result<u8> {
 
     // Two launches at once would both see the same GPUs free: hold a host-wide lock from
     // reading the holders until the new container exists (and so holds its GPUs).
-    let lock = launch_lock();
+    let lock = local::launch_lock();
     runtime()?.block_on(launch_async(g, a, model, root, topo, lock))
-}
-
-/// Where concurrent launches on this machine serialise.
-const LOCK_PATH: &str = "/tmp/aim-engine-launch.lock";
-
-/// An exclusive lock on [`LOCK_PATH`], released when the file is dropped. None (and a
-/// warning) when the file cannot be used: launching must not fail for want of a lock.
-fn launch_lock() -> Option<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // flock works on a read-only descriptor too, so a lock file another user created
-    // (mode 0644) still serves.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o666)
-        .open(LOCK_PATH)
-        .or_else(|_| std::fs::File::open(LOCK_PATH));
-    match file {
-        Ok(f) => match f.lock() {
-            Ok(()) => Some(f),
-            Err(e) => {
-                tracing::warn!("cannot lock {LOCK_PATH} ({e}); concurrent launches may race");
-                None
-            }
-        },
-        Err(e) => {
-            tracing::warn!("cannot open {LOCK_PATH} ({e}); concurrent launches may race");
-            None
-        }
-    }
 }
 
 async fn launch_async(
@@ -255,24 +228,22 @@ fn prepare(
     };
     let (ordinals, chosen) = prepare::choose(topo, holders, chosen_launch)
         .map_err(|e| ExitError::new(NO_FIT, e.to_string()))?;
-    let gpus = prepare::chosen_gpus(&chosen, &|minor| card_node(root, minor));
+    let gpus = prepare::chosen_gpus(&chosen, &|minor| local::card_node(root, minor));
     let name = prepare::container_name(a.name.as_deref(), model, chosen_launch, taken_names);
     let Some(port) = pick_port() else {
         return Err(ExitError::new(FAILURE, "no free host port from 8000 up; pass --port").into());
     };
     let device_gids = if spec::is_real_root(root) {
-        device_gids(&gpus)
+        local::device_gids(&gpus)
     } else {
         Vec::new()
     };
-    let host_groups = std::fs::read_to_string("/etc/group")
-        .map(|t| spec::parse_etc_group(&t))
-        .unwrap_or_default();
+    let host_groups = local::host_groups();
     let recipes_dirs: Vec<PathBuf> = g
         .recipes_dir
         .iter()
         .filter(|d| d.is_dir())
-        .filter_map(|d| absolute(d).ok())
+        .filter_map(|d| local::absolute(d).ok())
         .collect();
     let input = SpecInput {
         name,
@@ -282,12 +253,12 @@ fn prepare(
         gpus,
         host_port: port,
         root: root.to_path_buf(),
-        hf_cache: hf_cache(a)?,
+        hf_cache: local::hf_cache(a.hf_cache.as_deref()).map_err(local_error)?,
         groups: spec::groups(&host_groups, &device_gids),
         pass_through: prepare::pass_through(&|k| std::env::var(k).ok()),
         extra_env: prepare::explicit_settings(&a.select),
         recipes_dirs,
-        local_model: local_model_dir(model),
+        local_model: local::local_model_dir(model),
     };
     Ok(Prepared {
         spec: spec::build(&input),
@@ -296,62 +267,6 @@ fn prepare(
         recipe_id: chosen_launch.recipe_id.clone(),
         served_model: chosen_launch.served_model_name.clone(),
     })
-}
-
-/// `root` as an absolute path (Docker bind sources must be absolute).
-fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::canonicalize(p).map_err(|e| usage(format!("cannot use {}: {e}", p.display())))
-}
-
-/// The DRM card node of the device behind a render node (`card17`), from sysfs.
-fn card_node(root: &Path, render_minor: u32) -> Option<String> {
-    let dir = root.join(format!("sys/class/drm/renderD{render_minor}/device/drm"));
-    let mut cards: Vec<String> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| {
-            n.starts_with("card") && n[4..].chars().all(|c| c.is_ascii_digit()) && n.len() > 4
-        })
-        .collect();
-    cards.sort();
-    cards.into_iter().next()
-}
-
-/// Host group ids owning /dev/kfd and the chosen nodes.
-fn device_gids(gpus: &[ChosenGpu]) -> Vec<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let mut paths = vec!["/dev/kfd".to_string()];
-    for g in gpus {
-        paths.push(format!("/dev/dri/renderD{}", g.render_minor));
-        if let Some(c) = &g.card {
-            paths.push(format!("/dev/dri/{c}"));
-        }
-    }
-    paths
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok().map(|m| m.gid()))
-        .collect()
-}
-
-/// The host's Hugging Face cache (see `prepare::hf_cache_dir`), made absolute.
-fn hf_cache(a: &LaunchArgs) -> anyhow::Result<PathBuf> {
-    let p = prepare::hf_cache_dir(a.hf_cache.as_deref(), &|k| std::env::var(k).ok()).ok_or_else(
-        || usage("cannot find the Hugging Face cache: HOME is not set; pass --hf-cache DIR"),
-    )?;
-    if p.is_absolute() {
-        Ok(p)
-    } else {
-        Ok(std::env::current_dir()?.join(p))
-    }
-}
-
-/// MODEL as a local folder on the host (absolute), when it names one.
-fn local_model_dir(model: &str) -> Option<PathBuf> {
-    if !prepare::looks_local(model) {
-        return None;
-    }
-    std::fs::canonicalize(model).ok().filter(|p| p.is_dir())
 }
 
 /// Waits until the container's /status says ready (or it fails, or the timeout passes).
