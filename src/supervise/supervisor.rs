@@ -77,8 +77,9 @@ struct Failed {
     exit: String,
     was_ready: bool,
     tail: Vec<String>,
-    /// The exit status when this failure ends the run for lack of a launcher.
-    launcher_code: u8,
+    /// Set when the launcher could not be spawned: the exit status when no launch's
+    /// launcher can run (126 executable bit or interpreter, 127 not found).
+    launcher_code: Option<u8>,
 }
 
 impl Supervisor {
@@ -285,7 +286,8 @@ impl Supervisor {
                         std::env::var("PATH").unwrap_or_default()
                     );
                     self.fatal(&msg);
-                    return Err(ExitError::new(launcher_code, msg));
+                    let code = launcher_code.unwrap_or(exit::ENGINE_NOT_FOUND);
+                    return Err(ExitError::new(code, msg));
                 }
                 Decision::GiveUp => {
                     let msg = give_up_summary(&self.shared.status.borrow());
@@ -349,24 +351,24 @@ impl Supervisor {
                     exit,
                     was_ready,
                     tail,
-                    launcher_code: exit::ENGINE_NOT_FOUND,
+                    launcher_code: None,
                 }),
             },
             Err(e) => {
                 tracing::error!("{e}");
-                let (failure, launcher_code) = match e {
-                    SpawnError::NotFound(_) => (Failure::LauncherMissing, exit::ENGINE_NOT_FOUND),
-                    SpawnError::NotExecutable(..) => {
-                        (Failure::LauncherMissing, exit::ENGINE_NOT_EXECUTABLE)
+                let failure = match e {
+                    SpawnError::NotFound(_) | SpawnError::NotExecutable(..) => {
+                        Failure::LauncherMissing
                     }
-                    SpawnError::Other(..) => (
-                        Failure::Exited {
-                            class: engine::FailureClass::Unknown,
-                            suggested_max_model_len: None,
-                        },
-                        exit::ENGINE_NOT_FOUND,
-                    ),
+                    SpawnError::Other(..) => Failure::Exited {
+                        class: engine::FailureClass::Unknown,
+                        suggested_max_model_len: None,
+                    },
                 };
+                let launcher_code = Some(match e {
+                    SpawnError::NotExecutable(..) => exit::ENGINE_NOT_EXECUTABLE,
+                    SpawnError::NotFound(_) | SpawnError::Other(..) => exit::ENGINE_NOT_FOUND,
+                });
                 self.event(Event::AttemptFailed, "spawn failed");
                 Err(Failed {
                     failure,
