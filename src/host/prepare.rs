@@ -145,9 +145,7 @@ pub fn looks_local(model: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::launch::SelectedGpu;
-    use crate::types::{Engine, Metric, Precision};
-    use indexmap::IndexMap;
+    use crate::types::Metric;
 
     fn eight() -> Topology {
         Topology {
@@ -166,20 +164,8 @@ mod tests {
 
     fn launch(gpu_count: u32) -> Launch {
         Launch {
-            recipe_id: "vllm-mi300x-bf16-tp2-latency".into(),
-            engine: Engine::Vllm,
-            precision: Precision::Bf16,
             gpu_count,
-            gpus: vec![SelectedGpu {
-                ordinal: 0,
-                product: "MI300X".into(),
-                pci: "0000:05:00.0".into(),
-                render_minor: 128,
-            }],
-            served_model_name: "Qwen/Qwen3-8B".into(),
-            argv: vec!["vllm".into(), "serve".into()],
-            env: IndexMap::new(),
-            engine_port: 8001,
+            ..crate::host::spec::tests::launch()
         }
     }
 

@@ -416,12 +416,13 @@ pub fn first_free_port(from: u16, used: &[u16], bindable: &dyn Fn(u16) -> bool) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::launch::SelectedGpu;
     use crate::types::{Engine, Precision};
 
-    fn launch() -> Launch {
+    /// A 2-GPU vLLM launch (also the host side's other tests' fixture).
+    pub(crate) fn launch() -> Launch {
         Launch {
             recipe_id: "vllm-mi300x-bf16-tp2-latency".into(),
             engine: Engine::Vllm,

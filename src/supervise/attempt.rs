@@ -107,8 +107,8 @@ type BoxFut<T> = Pin<Box<dyn Future<Output = T>>>;
 /// The state of one attempt between wakes.
 struct Attempt {
     eng: RunningEngine,
-    port: u16,
-    served: String,
+    /// What was launched (its engine port, served name, the user's flags).
+    launch: Launch,
     timers: Timers,
     readiness: Option<BoxFut<Readiness>>,
     live: Option<BoxFut<Result<(), ProbeError>>>,
@@ -165,8 +165,7 @@ impl Supervisor {
         let now = Instant::now();
         let mut a = Attempt {
             eng,
-            port: launch.engine_port,
-            served: launch.served_model_name.clone(),
+            launch: launch.clone(),
             timers: Timers {
                 startup: now + self.cfg.startup_timeout,
                 poll: now,
@@ -260,8 +259,8 @@ impl Supervisor {
             Wake::Timer(Timer::Poll) => {
                 a.timers.poll = Instant::now() + self.cfg.poll_interval;
                 let p = self.prober.clone();
-                let served = a.served.clone();
-                let (port, test) = (a.port, !self.cfg.skip_test_inference);
+                let served = a.launch.served_model_name.clone();
+                let (port, test) = (a.launch.engine_port, !self.cfg.skip_test_inference);
                 let timeout = self.cfg.liveness_timeout;
                 a.readiness = Some(Box::pin(async move {
                     p.readiness(port, &served, test, timeout).await
@@ -276,7 +275,7 @@ impl Supervisor {
             Wake::Timer(Timer::Liveness) => {
                 a.timers.liveness = Instant::now() + self.liveness_interval();
                 let p = self.prober.clone();
-                let (port, timeout) = (a.port, self.cfg.liveness_timeout);
+                let (port, timeout) = (a.launch.engine_port, self.cfg.liveness_timeout);
                 a.live = Some(Box::pin(async move { p.health(port, timeout).await }));
                 None
             }
@@ -348,7 +347,7 @@ impl Supervisor {
             }
             Readiness::Ready => {
                 self.event(Event::Healthy, "validating");
-                self.event(Event::Validated, &a.served);
+                self.event(Event::Validated, &a.launch.served_model_name);
                 let took = a.eng.spawned.elapsed();
                 a.ready_at = Some(Instant::now());
                 self.shared
@@ -359,7 +358,7 @@ impl Supervisor {
                 tracing::info!(
                     "engine ready after {:.1}s: serving `{}`",
                     took.as_secs_f64(),
-                    a.served
+                    a.launch.served_model_name
                 );
                 if !self.ready_once {
                     self.ready_once = true;

@@ -253,49 +253,63 @@ impl Supervisor {
             let decision = policy.on_failure(failed.failure, failed.was_ready, self.elapsed());
             let launcher_code = failed.launcher_code;
             let exit_desc = self.record_failure(&launch, attempt, failed, &decision);
-            delay = Duration::ZERO;
-            match decision {
-                Decision::Restart { delay: d } => delay = d,
-                Decision::RetryMaxModelLen { len } => {
-                    tracing::info!("retrying {} with max model len {len}", launch.recipe_id);
-                    launches[idx].argv =
-                        engine::with_max_model_len(launch.engine, &launch.argv, len);
-                }
-                Decision::NewPort => match free_loopback_port() {
-                    Ok(port) => {
-                        tracing::info!(
-                            "engine port {} in use; retrying on {port}",
-                            launch.engine_port
-                        );
-                        launches[idx].argv = with_port(&launch.argv, port);
-                        launches[idx].engine_port = port;
-                    }
-                    Err(e) => tracing::warn!("cannot find a free loopback port: {e}"),
-                },
-                Decision::NextLaunch { index } => {
-                    tracing::info!("falling back to recipe {}", launches[index].recipe_id);
-                }
-                Decision::ModelUnavailable => {
-                    let msg = model_unavailable_message(&self.shared.status.borrow());
-                    self.fatal(&msg);
-                    return Err(ExitError::new(exit::MODEL_UNAVAILABLE, msg));
-                }
-                Decision::LauncherMissing => {
-                    let msg = format!(
-                        "{exit_desc} (PATH={})",
-                        std::env::var("PATH").unwrap_or_default()
+            delay = self.carry_out(decision, &mut launches, idx, &exit_desc, launcher_code)?;
+        }
+    }
+
+    /// Carries out the policy's decision on a failed attempt of `launches[idx]`: Ok(the pause
+    /// before the next attempt), or Err(the error that ends the run). `exit_desc` says how the
+    /// attempt ended; `launcher_code` is set when its launcher could not be spawned.
+    fn carry_out(
+        &self,
+        decision: Decision,
+        launches: &mut [Launch],
+        idx: usize,
+        exit_desc: &str,
+        launcher_code: Option<u8>,
+    ) -> Result<Duration, ExitError> {
+        let launch = launches[idx].clone();
+        match decision {
+            Decision::Restart { delay: d } => return Ok(d),
+            Decision::RetryMaxModelLen { len } => {
+                tracing::info!("retrying {} with max model len {len}", launch.recipe_id);
+                launches[idx].argv = engine::with_max_model_len(launch.engine, &launch.argv, len);
+            }
+            Decision::NewPort => match free_loopback_port() {
+                Ok(port) => {
+                    tracing::info!(
+                        "engine port {} in use; retrying on {port}",
+                        launch.engine_port
                     );
-                    self.fatal(&msg);
-                    let code = launcher_code.unwrap_or(exit::ENGINE_NOT_FOUND);
-                    return Err(ExitError::new(code, msg));
+                    launches[idx].argv = with_port(&launch.argv, port);
+                    launches[idx].engine_port = port;
                 }
-                Decision::GiveUp => {
-                    let msg = give_up_summary(&self.shared.status.borrow());
-                    self.fatal("gave up: every restart and every fallback recipe failed");
-                    return Err(ExitError::new(exit::GAVE_UP, msg));
-                }
+                Err(e) => tracing::warn!("cannot find a free loopback port: {e}"),
+            },
+            Decision::NextLaunch { index } => {
+                tracing::info!("falling back to recipe {}", launches[index].recipe_id);
+            }
+            Decision::ModelUnavailable => {
+                let msg = model_unavailable_message(&self.shared.status.borrow());
+                self.fatal(&msg);
+                return Err(ExitError::new(exit::MODEL_UNAVAILABLE, msg));
+            }
+            Decision::LauncherMissing => {
+                let msg = format!(
+                    "{exit_desc} (PATH={})",
+                    std::env::var("PATH").unwrap_or_default()
+                );
+                self.fatal(&msg);
+                let code = launcher_code.unwrap_or(exit::ENGINE_NOT_FOUND);
+                return Err(ExitError::new(code, msg));
+            }
+            Decision::GiveUp => {
+                let msg = give_up_summary(&self.shared.status.borrow());
+                self.fatal("gave up: every restart and every fallback recipe failed");
+                return Err(ExitError::new(exit::GAVE_UP, msg));
             }
         }
+        Ok(Duration::ZERO)
     }
 
     /// Publishes a new attempt of `launch` (phase, `/status`, the engine port); its number.
