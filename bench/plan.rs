@@ -7,7 +7,7 @@
 
 use aim_engine::gpu::{Gpu, Topology};
 use aim_engine::model::config::facts;
-use aim_engine::plan::{Launchers, PlanInput, Want, plan};
+use aim_engine::plan::{Launchers, PlanInput, Want, decide};
 use aim_engine::recipe::load::{SearchPath, load_for_model};
 use criterion::Criterion;
 use indexmap::IndexMap;
@@ -70,7 +70,7 @@ fn once_for(sp: &SearchPath, topo: &Topology, model: &str) -> usize {
     let want = Want::default();
     let args = IndexMap::new();
     let launchers = Launchers::default();
-    let p = plan(&PlanInput {
+    let p = decide(&PlanInput {
         topology: topo,
         model,
         checkpoint: model,

@@ -1,7 +1,5 @@
 //! sd_notify for systemd `Type=notify` units (a no-op when NOTIFY_SOCKET is unset).
 //!
-//! OWNER: container helper. CONTRACT: `Notifier` and its methods are called by `supervise`.
-//!
 //! The protocol is one `AF_UNIX`/`SOCK_DGRAM` datagram per message to `$NOTIFY_SOCKET`,
 //! holding newline-separated `KEY=VALUE` assignments (sd_notify(3)). A leading `@` in the
 //! address means Linux's abstract namespace: the `@` stands for the leading NUL byte and the

@@ -1,5 +1,5 @@
 //! `aim-engine gpus [--format text|json]`: the detected GPUs and why any KFD node was left
-//! out. OWNER: gpu helper.
+//! out.
 //!
 //! JSON shape: `{"gpus":[{index, kfd_node, gpu_id, pci, render_minor, gfx, device_id,
 //! product, vram_bytes, vram_used_bytes, compute_units, numa_node, physical_index,

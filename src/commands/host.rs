@@ -1,5 +1,4 @@
-//! `aim-engine launch`, `list`, `stop`: the host side, on the Docker Engine API. OWNER: host
-//! helper.
+//! `aim-engine launch`, `list`, `stop`: the host side, on the Docker Engine API.
 //!
 //! `launch` plans on this host's own topology (same detection and selection as `plan`) minus
 //! the GPUs running aim-engine containers hold (read from their labels), takes a set of free
@@ -9,13 +8,13 @@
 
 use crate::cli::{Format, FormatArgs, GlobalArgs, LaunchArgs, StopArgs};
 use crate::exit::{ExitError, FAILURE, GAVE_UP, NO_FIT, OK, USAGE};
-use crate::gpu::{self, Gpu, Topology, VisibilityEnv};
-use crate::host::alloc::{self, Holder, format_list};
+use crate::gpu::{self, Topology, VisibilityEnv};
+use crate::host::alloc::{Holder, format_list};
 use crate::host::docker::{self, Client};
-use crate::host::spec::{self, CONTAINER_PORT, ChosenGpu, ContainerSpec, SpecInput, label};
-use crate::host::{naming, view};
-use crate::plan::Plan;
-use crate::types::Choice;
+use crate::host::local::{self, LocalError};
+use crate::host::spec::{self, CONTAINER_PORT, ContainerSpec, SpecInput, label};
+use crate::host::{naming, prepare, view};
+use crate::plan::resolve;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -27,16 +26,14 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     ExitError::new(USAGE, msg).into()
 }
 
+fn local_error(e: LocalError) -> anyhow::Error {
+    ExitError::new(e.exit_code(), e.to_string()).into()
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
-}
-
-/// Plans on an already-detected topology (here: filtered to the free GPUs), with the same
-/// selection as `plan`; the container's own public port is what the plan is for.
-fn plan_on(g: &GlobalArgs, a: &LaunchArgs, topo: &Topology) -> anyhow::Result<Plan> {
-    Ok(crate::commands::plan::plan_on(topo, g, &a.select, CONTAINER_PORT)?.plan)
 }
 
 pub fn launch(g: &GlobalArgs, a: LaunchArgs) -> anyhow::Result<u8> {
@@ -53,7 +50,7 @@ pub fn launch(g: &GlobalArgs, a: LaunchArgs) -> anyhow::Result<u8> {
              starting with a letter or digit"
         )));
     }
-    let root = absolute(&g.root)?;
+    let root = local::absolute(&g.root).map_err(local_error)?;
     let topo = gpu::detect(&root, &VisibilityEnv::from_process_env())
         .map_err(|e| ExitError::new(e.exit_code(), e.to_string()))?;
 
@@ -61,53 +58,27 @@ pub fn launch(g: &GlobalArgs, a: LaunchArgs) -> anyhow::Result<u8> {
         // Without touching Docker: nothing counts as held, the name gets no suffix and the
         // port is --port or the first one tried.
         let port = a.port.unwrap_or(FIRST_PORT);
-        let spec = prepare(g, &a, &model, &root, &topo, &[], &[], &|| Some(port))?.spec;
+        let seen = Seen {
+            root: &root,
+            topo: &topo,
+            holders: &[],
+            taken_names: &[],
+        };
+        let spec = prepare(g, &a, &model, &seen, &|| Some(port))?.spec;
         match a.format {
             Format::Json => println!(
                 "{}",
                 serde_json::to_string_pretty(&spec.to_redacted_json())?
             ),
-            Format::Text => print!("{}", describe(&spec)),
+            Format::Text => print!("{}", view::docker_run_text(&spec)),
         }
         return Ok(OK);
     }
 
     // Two launches at once would both see the same GPUs free: hold a host-wide lock from
     // reading the holders until the new container exists (and so holds its GPUs).
-    let lock = launch_lock();
+    let lock = local::launch_lock();
     runtime()?.block_on(launch_async(g, a, model, root, topo, lock))
-}
-
-/// Where concurrent launches on this machine serialise.
-const LOCK_PATH: &str = "/tmp/aim-engine-launch.lock";
-
-/// An exclusive lock on [`LOCK_PATH`], released when the file is dropped. None (and a
-/// warning) when the file cannot be used: launching must not fail for want of a lock.
-fn launch_lock() -> Option<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // flock works on a read-only descriptor too, so a lock file another user created
-    // (mode 0644) still serves.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o666)
-        .open(LOCK_PATH)
-        .or_else(|_| std::fs::File::open(LOCK_PATH));
-    match file {
-        Ok(f) => match f.lock() {
-            Ok(()) => Some(f),
-            Err(e) => {
-                tracing::warn!("cannot lock {LOCK_PATH} ({e}); concurrent launches may race");
-                None
-            }
-        },
-        Err(e) => {
-            tracing::warn!("cannot open {LOCK_PATH} ({e}); concurrent launches may race");
-            None
-        }
-    }
 }
 
 async fn launch_async(
@@ -149,7 +120,13 @@ async fn launch_async(
         Some(p) => Some(p),
         None => spec::first_free_port(FIRST_PORT, &used_ports, &docker::port_bindable),
     };
-    let prepared = prepare(g, &a, &model, &root, &topo, &holders, &names, &pick_port)?;
+    let seen = Seen {
+        root: &root,
+        topo: &topo,
+        holders: &holders,
+        taken_names: &names,
+    };
+    let prepared = prepare(g, &a, &model, &seen, &pick_port)?;
     let spec = prepared.spec.clone();
 
     if let Some(hf) = spec
@@ -210,114 +187,64 @@ struct Prepared {
     served_model: String,
 }
 
+/// What was read from the host and Docker before a launch is prepared.
+struct Seen<'a> {
+    /// The host root (absolute).
+    root: &'a Path,
+    topo: &'a Topology,
+    /// The running aim-engine containers and the GPUs they hold.
+    holders: &'a [Holder],
+    /// Container names in use.
+    taken_names: &'a [String],
+}
+
 /// Plan, allocation, naming and the spec, from what was read from the host and Docker.
-#[allow(clippy::too_many_arguments)]
 fn prepare(
     g: &GlobalArgs,
     a: &LaunchArgs,
     model: &str,
-    root: &Path,
-    topo: &Topology,
-    holders: &[Holder],
-    taken_names: &[String],
+    seen: &Seen<'_>,
     pick_port: &dyn Fn() -> Option<u16>,
 ) -> anyhow::Result<Prepared> {
-    let free = alloc::free_topology(topo, holders);
-    let wanted = match a.select.gpu_count {
-        Some(Choice::Is(n)) => n,
-        _ => 1,
-    };
-    if free.gpus.is_empty() || (wanted as usize) > free.gpus.len() {
-        return Err(
-            ExitError::new(NO_FIT, alloc::not_enough(topo, holders, wanted).to_string()).into(),
-        );
-    }
-    let plan = plan_on(g, a, &free).map_err(|e| {
-        let held = alloc::holders_on(topo, holders);
-        if held.is_empty() {
-            return e;
-        }
-        let who: Vec<String> = held
-            .iter()
-            .map(|(n, gpus)| format!("{n} holds GPU {}", format_list(gpus)))
-            .collect();
-        let code = crate::exit::code_of(&e);
-        ExitError::new(
-            code,
-            format!(
-                "{e:#} (planned on the {} free GPU(s) only: {})",
-                free.gpus.len(),
-                who.join(", ")
-            ),
-        )
-        .into()
-    })?;
-    let Some(chosen_launch) = plan.launches.first() else {
+    let Seen {
+        root,
+        topo,
+        holders,
+        taken_names,
+    } = *seen;
+    let free = prepare::free_gpus(topo, holders, prepare::wanted_gpus(&a.select))
+        .map_err(|e| ExitError::new(NO_FIT, e.to_string()))?;
+    // The same selection as `plan`, on the free GPUs only; the container's own public port
+    // is what the plan is for.
+    let planned =
+        resolve::plan_on(&free, g, &a.select, CONTAINER_PORT).map_err(
+            |e| match prepare::held_note(topo, holders, free.gpus.len()) {
+                Some(note) => ExitError::new(e.exit_code(), format!("{e}{note}")),
+                None => ExitError::from(e),
+            },
+        )?;
+    let Some(chosen_launch) = planned.plan.launches.first() else {
         return Err(ExitError::new(NO_FIT, "the plan has no launch").into());
     };
-    let ordinals = alloc::allocate(topo, holders, chosen_launch.gpu_count)
+    let (ordinals, chosen) = prepare::choose(topo, holders, chosen_launch)
         .map_err(|e| ExitError::new(NO_FIT, e.to_string()))?;
-    let chosen: Vec<&Gpu> = ordinals
-        .iter()
-        .filter_map(|o| topo.gpus.iter().find(|g| g.index == *o))
-        .collect();
-    let gpus: Vec<ChosenGpu> = chosen
-        .iter()
-        .map(|g| ChosenGpu {
-            ordinal: g.index,
-            render_minor: g.render_minor,
-            card: card_node(root, g.render_minor),
-            pci: g.pci.clone(),
-        })
-        .collect();
-
-    let name = match &a.name {
-        Some(n) => n.clone(),
-        None => naming::unique_name(
-            &naming::container_name(
-                model,
-                chosen_launch.gpu_count,
-                chosen_launch.precision,
-                chosen_launch.engine,
-            ),
-            taken_names,
-        ),
-    };
+    let gpus = prepare::chosen_gpus(&chosen, &|minor| local::card_node(root, minor));
+    let name = prepare::container_name(a.name.as_deref(), model, chosen_launch, taken_names);
     let Some(port) = pick_port() else {
         return Err(ExitError::new(FAILURE, "no free host port from 8000 up; pass --port").into());
     };
     let device_gids = if spec::is_real_root(root) {
-        device_gids(&gpus)
+        local::device_gids(&gpus)
     } else {
         Vec::new()
     };
-    let host_groups = std::fs::read_to_string("/etc/group")
-        .map(|t| spec::parse_etc_group(&t))
-        .unwrap_or_default();
-    let pass_through: Vec<(String, String)> = spec::PASS_THROUGH
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect();
-    let mut extra_env = Vec::new();
-    if let Some(m) = a.select.metric.get() {
-        extra_env.push(("AIM_METRIC".to_string(), m.as_str().to_string()));
-    }
-    if let Some(m) = &a.select.gpu_model {
-        extra_env.push(("AIM_GPU_MODEL".to_string(), m.clone()));
-    }
-    if let Some(j) = &a.select.engine_args {
-        extra_env.push(("AIM_ENGINE_ARGS".to_string(), j.clone()));
-    }
-    if let Some(p) = a.select.engine_port {
-        extra_env.push(("AIM_ENGINE_PORT".to_string(), p.to_string()));
-    }
+    let host_groups = local::host_groups();
     let recipes_dirs: Vec<PathBuf> = g
         .recipes_dir
         .iter()
         .filter(|d| d.is_dir())
-        .filter_map(|d| absolute(d).ok())
+        .filter_map(|d| local::absolute(d).ok())
         .collect();
-    let local_model = local_model_dir(model);
     let input = SpecInput {
         name,
         image: a.image.clone(),
@@ -326,12 +253,12 @@ fn prepare(
         gpus,
         host_port: port,
         root: root.to_path_buf(),
-        hf_cache: hf_cache(a)?,
+        hf_cache: local::hf_cache(a.hf_cache.as_deref()).map_err(local_error)?,
         groups: spec::groups(&host_groups, &device_gids),
-        pass_through,
-        extra_env,
+        pass_through: prepare::pass_through(&|k| std::env::var(k).ok()),
+        extra_env: prepare::explicit_settings(&a.select),
         recipes_dirs,
-        local_model,
+        local_model: local::local_model_dir(model),
     };
     Ok(Prepared {
         spec: spec::build(&input),
@@ -340,132 +267,6 @@ fn prepare(
         recipe_id: chosen_launch.recipe_id.clone(),
         served_model: chosen_launch.served_model_name.clone(),
     })
-}
-
-/// `root` as an absolute path (Docker bind sources must be absolute).
-fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::canonicalize(p).map_err(|e| usage(format!("cannot use {}: {e}", p.display())))
-}
-
-/// The DRM card node of the device behind a render node (`card17`), from sysfs.
-fn card_node(root: &Path, render_minor: u32) -> Option<String> {
-    let dir = root.join(format!("sys/class/drm/renderD{render_minor}/device/drm"));
-    let mut cards: Vec<String> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| {
-            n.starts_with("card") && n[4..].chars().all(|c| c.is_ascii_digit()) && n.len() > 4
-        })
-        .collect();
-    cards.sort();
-    cards.into_iter().next()
-}
-
-/// Host group ids owning /dev/kfd and the chosen nodes.
-fn device_gids(gpus: &[ChosenGpu]) -> Vec<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let mut paths = vec!["/dev/kfd".to_string()];
-    for g in gpus {
-        paths.push(format!("/dev/dri/renderD{}", g.render_minor));
-        if let Some(c) = &g.card {
-            paths.push(format!("/dev/dri/{c}"));
-        }
-    }
-    paths
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok().map(|m| m.gid()))
-        .collect()
-}
-
-/// The host's Hugging Face cache: --hf-cache / AIM_HOST_HF_CACHE, else $HF_HOME, else
-/// $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface (huggingface_hub's own order).
-fn hf_cache(a: &LaunchArgs) -> anyhow::Result<PathBuf> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    let p = if let Some(p) = &a.hf_cache {
-        p.clone()
-    } else if let Some(h) = env("HF_HOME") {
-        PathBuf::from(h)
-    } else if let Some(x) = env("XDG_CACHE_HOME") {
-        PathBuf::from(x).join("huggingface")
-    } else if let Some(home) = env("HOME") {
-        PathBuf::from(home).join(".cache/huggingface")
-    } else {
-        return Err(usage(
-            "cannot find the Hugging Face cache: HOME is not set; pass --hf-cache DIR",
-        ));
-    };
-    if p.is_absolute() {
-        Ok(p)
-    } else {
-        Ok(std::env::current_dir()?.join(p))
-    }
-}
-
-/// MODEL as a local folder on the host (absolute), when it names one.
-fn local_model_dir(model: &str) -> Option<PathBuf> {
-    let looks_local = model.starts_with('/') || model.starts_with("./") || model.starts_with("../");
-    if !looks_local {
-        return None;
-    }
-    std::fs::canonicalize(model).ok().filter(|p| p.is_dir())
-}
-
-/// The dry run for humans: the spec as an equivalent `docker run` line plus the GPUs.
-fn describe(s: &ContainerSpec) -> String {
-    let json = s.to_redacted_json();
-    let mut out = format!("Container {} (image {})\n", s.name, s.image);
-    out.push_str(&format!(
-        "  GPUs (host ordinals): {}   render minors: {}\n",
-        s.labels.get(label::GPUS).cloned().unwrap_or_default(),
-        s.labels
-            .get(label::RENDER_MINORS)
-            .cloned()
-            .unwrap_or_default()
-    ));
-    out.push_str(&format!(
-        "  recipe: {}\n",
-        s.labels.get(label::RECIPE).cloned().unwrap_or_default()
-    ));
-    let mut args = vec![
-        "docker run -d".to_string(),
-        format!("--name {}", s.name),
-        format!("--restart {}", s.restart),
-        format!("--ipc={}", s.ipc),
-    ];
-    for d in &s.devices {
-        args.push(format!("--device {}", d.host));
-    }
-    for g in &s.groups {
-        args.push(format!("--group-add {g}"));
-    }
-    for c in &s.cap_add {
-        args.push(format!("--cap-add {c}"));
-    }
-    for o in &s.security_opt {
-        args.push(format!("--security-opt {o}"));
-    }
-    for p in &s.ports {
-        args.push(format!("-p {}:{}", p.host, p.container));
-    }
-    for m in &s.mounts {
-        let ro = if m.read_only { ":ro" } else { "" };
-        args.push(format!("-v {}:{}{ro}", m.source, m.target));
-    }
-    if let Some(env) = json["env"].as_object() {
-        for (k, v) in env {
-            args.push(format!("-e {k}={}", v.as_str().unwrap_or_default()));
-        }
-    }
-    for (k, v) in &s.labels {
-        args.push(format!("--label {k}={v}"));
-    }
-    args.push(s.image.clone());
-    args.extend(s.command.iter().cloned());
-    out.push_str("  equivalent to:\n    ");
-    out.push_str(&args.join(" \\\n      "));
-    out.push('\n');
-    out
 }
 
 /// Waits until the container's /status says ready (or it fails, or the timeout passes).

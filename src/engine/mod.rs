@@ -1,9 +1,6 @@
 //! Engine command lines (pure), engine flag knowledge, version gating, and failure
 //! classification from exit status and log text.
 //!
-//! OWNER: engine helper. CONTRACT: the pub items below are used by `plan` and `supervise`;
-//! extend them, do not rename or remove them.
-//!
 //! Everything here is pure (no IO). Files:
 //! - `argv.rs`: [`build_command`]: argv/env rendering, recipe/user/system merge rules.
 //! - `flags.rs`: the flags each engine accepts, spelling normalisation, "did you mean".
@@ -189,7 +186,7 @@ pub fn parse_version_output(output: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// Every engine_args key of the AIM profiles in peers.md §1.2.1 (vLLM 0.11.1 images).
+    /// Every engine_args key that AMD AIM's published profiles use (for its vLLM 0.11.1 images).
     #[test]
     fn aim_profile_flags_are_known() {
         for flag in [

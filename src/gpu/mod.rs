@@ -1,13 +1,9 @@
 //! GPU detection from the kernel alone: KFD topology and DRM in sysfs, read under a root
 //! prefix so a fixture tree can stand in for a machine.
 //!
-//! OWNER: gpu helper. CONTRACT: the pub items below are used by `plan`, `supervise` and
-//! `host`; extend them, do not rename or remove them.
-//!
 //! Layout: `parse` (pure: KFD/DRM text, gfx decode, iGPU rule, visibility lists),
 //! `products` (PCI device id -> product), `reader` (the file-access seam), `detect` (the IO
-//! shell). The algorithm and the facts behind it are in the team's sysfs reference; the
-//! short version: KFD nodes in numeric order, CPU nodes and nodes this container may not use
+//! shell). The algorithm: KFD nodes in numeric order, CPU nodes and nodes this container may not use
 //! (EPERM, missing render node) dropped, the rest are the ROCr devices in order.
 
 pub mod detect;

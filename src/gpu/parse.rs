@@ -281,44 +281,7 @@ pub fn apply_visibility(
     // Devices after ROCR: positions into `uuids`, in ROCR's order.
     let after_rocr: Vec<usize> = match rocr {
         None => (0..uuids.len()).collect(),
-        Some(value) => {
-            let mut kept = Vec::new();
-            for r in parse_visible_list("ROCR_VISIBLE_DEVICES", value)? {
-                match r {
-                    DeviceRef::Index(i) if i < uuids.len() => {
-                        if !kept.contains(&i) {
-                            kept.push(i);
-                        }
-                    }
-                    DeviceRef::Index(i) => {
-                        return Err(format!(
-                            "ROCR_VISIBLE_DEVICES={value:?}: index {i} is out of range: this \
-                             container has {} usable GPU(s) (indices 0..{})",
-                            uuids.len(),
-                            uuids.len().saturating_sub(1)
-                        ));
-                    }
-                    DeviceRef::Uuid(u) => {
-                        // Partitions of one card share the UUID: it selects all of them.
-                        let hits: Vec<usize> = (0..uuids.len())
-                            .filter(|&i| u != 0 && uuids[i] == u)
-                            .collect();
-                        if hits.is_empty() {
-                            return Err(format!(
-                                "ROCR_VISIBLE_DEVICES={value:?}: no usable GPU has UUID \
-                                 GPU-{u:016x}"
-                            ));
-                        }
-                        for i in hits {
-                            if !kept.contains(&i) {
-                                kept.push(i);
-                            }
-                        }
-                    }
-                }
-            }
-            kept
-        }
+        Some(value) => rocr_order(uuids, value)?,
     };
 
     let hip = hip.map(str::trim);
@@ -378,6 +341,47 @@ pub fn apply_visibility(
         };
     }
     Ok(out)
+}
+
+/// ROCR_VISIBLE_DEVICES=`value` applied to the ROCr list (`uuids`): the kept positions, in
+/// the order listed (duplicates once).
+fn rocr_order(uuids: &[u64], value: &str) -> Result<Vec<usize>, String> {
+    let mut kept = Vec::new();
+    for r in parse_visible_list("ROCR_VISIBLE_DEVICES", value)? {
+        match r {
+            DeviceRef::Index(i) if i < uuids.len() => {
+                if !kept.contains(&i) {
+                    kept.push(i);
+                }
+            }
+            DeviceRef::Index(i) => {
+                return Err(format!(
+                    "ROCR_VISIBLE_DEVICES={value:?}: index {i} is out of range: this \
+                     container has {} usable GPU(s) (indices 0..{})",
+                    uuids.len(),
+                    uuids.len().saturating_sub(1)
+                ));
+            }
+            DeviceRef::Uuid(u) => {
+                // Partitions of one card share the UUID: it selects all of them.
+                let hits: Vec<usize> = (0..uuids.len())
+                    .filter(|&i| u != 0 && uuids[i] == u)
+                    .collect();
+                if hits.is_empty() {
+                    return Err(format!(
+                        "ROCR_VISIBLE_DEVICES={value:?}: no usable GPU has UUID \
+                         GPU-{u:016x}"
+                    ));
+                }
+                for i in hits {
+                    if !kept.contains(&i) {
+                        kept.push(i);
+                    }
+                }
+            }
+        }
+    }
+    Ok(kept)
 }
 
 #[cfg(test)]

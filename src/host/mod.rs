@@ -2,13 +2,17 @@
 //! (bollard), never the docker CLI.
 //!
 //! Pure core: `naming` (container names), `alloc` (which GPUs running containers hold, which
-//! a new launch gets), `spec` (the container to create), `view` (list rows, uptime, status
-//! text). IO shell: `docker` (the bollard client, error translation, /status polling).
-//! `commands::host` strings them together.
+//! a new launch gets), `prepare` (a launch's GPUs, name and settings from what was read),
+//! `spec` (the container to create), `view` (list rows, uptime, status text, the dry run's
+//! `docker run` line). IO shell: `docker` (the bollard client, error translation, /status
+//! polling), `local` (what a launch reads from this machine besides Docker).
+//! `commands::host` calls them in order and prints.
 
 pub mod alloc;
 pub mod docker;
+pub mod local;
 pub mod naming;
+pub mod prepare;
 pub mod spec;
 pub mod view;
 

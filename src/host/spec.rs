@@ -153,42 +153,8 @@ pub fn is_real_root(root: &Path) -> bool {
 
 /// Builds the container spec.
 pub fn build(input: &SpecInput<'_>) -> ContainerSpec {
-    let l = input.launch;
     let real = is_real_root(&input.root);
-
-    // Device nodes: real ones on a real host; fixture files as binds under a fixture root.
-    let mut nodes: Vec<String> = vec!["/dev/kfd".to_string()];
-    for g in &input.gpus {
-        nodes.push(format!("/dev/dri/renderD{}", g.render_minor));
-        if let Some(card) = &g.card {
-            nodes.push(format!("/dev/dri/{card}"));
-        }
-    }
-    let mut devices = Vec::new();
-    let mut mounts = Vec::new();
-    if real {
-        devices = nodes
-            .iter()
-            .map(|n| Device {
-                host: n.clone(),
-                container: n.clone(),
-            })
-            .collect();
-    } else {
-        mounts.push(Mount {
-            source: path_str(&input.root.join("sys")),
-            target: format!("{CONTAINER_ROOT}/sys"),
-            read_only: true,
-        });
-        for n in &nodes {
-            let rel = n.trim_start_matches('/');
-            mounts.push(Mount {
-                source: path_str(&input.root.join(rel)),
-                target: format!("{CONTAINER_ROOT}/{rel}"),
-                read_only: false,
-            });
-        }
-    }
+    let (devices, mut mounts) = device_nodes(input, real);
     mounts.push(Mount {
         source: path_str(&input.hf_cache),
         target: CONTAINER_HF_HOME.to_string(),
@@ -212,7 +178,71 @@ pub fn build(input: &SpecInput<'_>) -> ContainerSpec {
             read_only: true,
         });
     }
+    ContainerSpec {
+        name: input.name.clone(),
+        image: input.image.clone(),
+        command: vec!["serve".into(), input.model.clone()],
+        devices,
+        groups: input.groups.clone(),
+        env: env_of(input, real, &recipe_targets),
+        labels: labels_of(input, real),
+        ports: vec![Port {
+            host: input.host_port,
+            container: CONTAINER_PORT,
+            protocol: "tcp",
+        }],
+        mounts,
+        ipc: "host".into(),
+        cap_add: vec!["SYS_PTRACE".into()],
+        security_opt: vec!["seccomp=unconfined".into()],
+        restart: "unless-stopped".into(),
+        stop_timeout_s: STOP_TIMEOUT_S,
+    }
+}
 
+/// Device nodes: real ones on a real host; fixture files as binds under a fixture root.
+fn device_nodes(input: &SpecInput<'_>, real: bool) -> (Vec<Device>, Vec<Mount>) {
+    let mut nodes: Vec<String> = vec!["/dev/kfd".to_string()];
+    for g in &input.gpus {
+        nodes.push(format!("/dev/dri/renderD{}", g.render_minor));
+        if let Some(card) = &g.card {
+            nodes.push(format!("/dev/dri/{card}"));
+        }
+    }
+    if real {
+        let devices = nodes
+            .iter()
+            .map(|n| Device {
+                host: n.clone(),
+                container: n.clone(),
+            })
+            .collect();
+        return (devices, Vec::new());
+    }
+    let mut mounts = vec![Mount {
+        source: path_str(&input.root.join("sys")),
+        target: format!("{CONTAINER_ROOT}/sys"),
+        read_only: true,
+    }];
+    for n in &nodes {
+        let rel = n.trim_start_matches('/');
+        mounts.push(Mount {
+            source: path_str(&input.root.join(rel)),
+            target: format!("{CONTAINER_ROOT}/{rel}"),
+            read_only: false,
+        });
+    }
+    (Vec::new(), mounts)
+}
+
+/// The container's environment: the chosen recipe pinned, then the user's settings and the
+/// pass-through variables.
+fn env_of(
+    input: &SpecInput<'_>,
+    real: bool,
+    recipe_targets: &[String],
+) -> IndexMap<String, String> {
+    let l = input.launch;
     let mut env: IndexMap<String, String> = IndexMap::new();
     env.insert("AIM_PROFILE_ID".into(), l.recipe_id.clone());
     env.insert("AIM_GPU_COUNT".into(), l.gpu_count.to_string());
@@ -229,7 +259,12 @@ pub fn build(input: &SpecInput<'_>) -> ContainerSpec {
     for (k, v) in input.extra_env.iter().chain(&input.pass_through) {
         env.insert(k.clone(), v.clone());
     }
+    env
+}
 
+/// The labels `launch`, `list` and `stop` find the container and its GPUs by.
+fn labels_of(input: &SpecInput<'_>, real: bool) -> IndexMap<String, String> {
+    let l = input.launch;
     let ordinals: Vec<u32> = input.gpus.iter().map(|g| g.ordinal).collect();
     let minors: Vec<u32> = input.gpus.iter().map(|g| g.render_minor).collect();
     let pci: Vec<&str> = input.gpus.iter().map(|g| g.pci.as_str()).collect();
@@ -249,27 +284,7 @@ pub fn build(input: &SpecInput<'_>) -> ContainerSpec {
     if !real {
         labels.insert(label::ROOT.into(), path_str(&input.root));
     }
-
-    ContainerSpec {
-        name: input.name.clone(),
-        image: input.image.clone(),
-        command: vec!["serve".into(), input.model.clone()],
-        devices,
-        groups: input.groups.clone(),
-        env,
-        labels,
-        ports: vec![Port {
-            host: input.host_port,
-            container: CONTAINER_PORT,
-            protocol: "tcp",
-        }],
-        mounts,
-        ipc: "host".into(),
-        cap_add: vec!["SYS_PTRACE".into()],
-        security_opt: vec!["seccomp=unconfined".into()],
-        restart: "unless-stopped".into(),
-        stop_timeout_s: STOP_TIMEOUT_S,
-    }
+    labels
 }
 
 impl ContainerSpec {
@@ -401,12 +416,13 @@ pub fn first_free_port(from: u16, used: &[u16], bindable: &dyn Fn(u16) -> bool) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::launch::SelectedGpu;
     use crate::types::{Engine, Precision};
 
-    fn launch() -> Launch {
+    /// A 2-GPU vLLM launch (also the host side's other tests' fixture).
+    pub(crate) fn launch() -> Launch {
         Launch {
             recipe_id: "vllm-mi300x-bf16-tp2-latency".into(),
             engine: Engine::Vllm,
@@ -455,6 +471,36 @@ mod tests {
             recipes_dirs: vec![],
             local_model: None,
         }
+    }
+
+    /// The dry run's text: the GPUs, the recipe and an equivalent `docker run`, secrets
+    /// redacted.
+    #[test]
+    fn dry_run_text_is_an_equivalent_docker_run() {
+        let l = launch();
+        let t = crate::host::view::docker_run_text(&build(&input(&l, "/")));
+        assert!(
+            t.starts_with(
+                "Container aim-engine-qwen-qwen3-8b-2gpu-bf16-vllm (image aim-engine:latest)\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("  GPUs (host ordinals): 2,3   render minors: 144,152\n"),
+            "{t}"
+        );
+        for part in [
+            "docker run -d",
+            "--device /dev/dri/renderD144",
+            "--group-add 992",
+            "-p 8001:8000",
+            "-e HF_TOKEN=***",
+            "-e AIM_METRIC=throughput",
+            "aim-engine:latest \\\n      serve \\\n      Qwen/Qwen3-8B\n",
+        ] {
+            assert!(t.contains(part), "{part:?} not in {t}");
+        }
+        assert!(!t.contains("hf_secret"), "{t}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! Docker (labels, state, start time) and from a container's `/status`. Pure.
 
 use crate::host::alloc::{Holder, format_list, parse_list};
-use crate::host::spec::label;
+use crate::host::spec::{ContainerSpec, label};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -342,6 +342,63 @@ pub fn class_from_logs(lines: &[String]) -> Option<String> {
             .collect();
         (!class.is_empty()).then_some(class)
     })
+}
+
+/// The dry run for humans: the spec as an equivalent `docker run` line plus the GPUs.
+pub fn docker_run_text(s: &ContainerSpec) -> String {
+    let json = s.to_redacted_json();
+    let mut out = format!("Container {} (image {})\n", s.name, s.image);
+    out.push_str(&format!(
+        "  GPUs (host ordinals): {}   render minors: {}\n",
+        s.labels.get(label::GPUS).cloned().unwrap_or_default(),
+        s.labels
+            .get(label::RENDER_MINORS)
+            .cloned()
+            .unwrap_or_default()
+    ));
+    out.push_str(&format!(
+        "  recipe: {}\n",
+        s.labels.get(label::RECIPE).cloned().unwrap_or_default()
+    ));
+    let mut args = vec![
+        "docker run -d".to_string(),
+        format!("--name {}", s.name),
+        format!("--restart {}", s.restart),
+        format!("--ipc={}", s.ipc),
+    ];
+    for d in &s.devices {
+        args.push(format!("--device {}", d.host));
+    }
+    for g in &s.groups {
+        args.push(format!("--group-add {g}"));
+    }
+    for c in &s.cap_add {
+        args.push(format!("--cap-add {c}"));
+    }
+    for o in &s.security_opt {
+        args.push(format!("--security-opt {o}"));
+    }
+    for p in &s.ports {
+        args.push(format!("-p {}:{}", p.host, p.container));
+    }
+    for m in &s.mounts {
+        let ro = if m.read_only { ":ro" } else { "" };
+        args.push(format!("-v {}:{}{ro}", m.source, m.target));
+    }
+    if let Some(env) = json["env"].as_object() {
+        for (k, v) in env {
+            args.push(format!("-e {k}={}", v.as_str().unwrap_or_default()));
+        }
+    }
+    for (k, v) in &s.labels {
+        args.push(format!("--label {k}={v}"));
+    }
+    args.push(s.image.clone());
+    args.extend(s.command.iter().cloned());
+    out.push_str("  equivalent to:\n    ");
+    out.push_str(&args.join(" \\\n      "));
+    out.push('\n');
+    out
 }
 
 #[cfg(test)]

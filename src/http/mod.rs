@@ -1,10 +1,8 @@
 //! The public port: health, readiness, status, metrics, and the engine's API forwarded
 //! unbuffered.
 //!
-//! OWNER: http helper. CONTRACT: `serve_public` is called by `supervise`.
-//!
 //! Layout: `router` picks the answer for a path; `health` answers from the supervisor's status
-//! (never from the engine); `metrics` assembles our text and the engine's; `proxy` forwards the
+//! (never from the engine); `scrape` (/metrics) assembles our text and the engine's; `proxy` forwards the
 //! rest; `auth` checks the optional API key; `limits` holds the protection knobs; `reply` builds
 //! the small JSON answers (OpenAI error shape).
 //!
@@ -26,10 +24,10 @@
 pub mod auth;
 pub mod health;
 pub mod limits;
-pub mod metrics;
 pub mod proxy;
 pub mod reply;
 pub mod router;
+pub mod scrape;
 
 use crate::shared::Shared;
 use crate::status::Phase;

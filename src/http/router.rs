@@ -2,7 +2,7 @@
 //! framework), the API key on `/v1/*`, everything else to the proxy.
 
 use super::health::{self, Probe};
-use super::{Body, Ctx, auth, metrics, proxy, reply};
+use super::{Body, Ctx, auth, proxy, reply, scrape};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -46,7 +46,7 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> 
     match route {
         Route::Health(probe) => health::answer(&ctx.shared, probe),
         Route::Status => health::status(&ctx.shared),
-        Route::Metrics => metrics::answer(&ctx).await,
+        Route::Metrics => scrape::answer(&ctx).await,
         Route::Forward => {
             if let Some(key) = &ctx.api_key
                 && auth::protected(req.uri().path())

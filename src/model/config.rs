@@ -69,33 +69,48 @@ const SIZE_LIMITS: &[(&str, u64)] = &[
     ("v_head_dim", 1 << 12),
 ];
 
-fn check_ranges(v: &Value) -> Result<(), String> {
-    for (key, limit) in SIZE_LIMITS {
-        if let Some(x) = v.get(*key).and_then(Value::as_u64)
-            && x > *limit
+/// Why a config.json cannot be used for sizing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config.json is not JSON: {0}")]
+    NotJson(String),
+    #[error("config.json has no numeric `{0}`")]
+    Missing(&'static str),
+    #[error("config.json has zero hidden_size or num_attention_heads")]
+    Zero,
+    #[error("config.json `{key}` = {value} is implausible (at most {limit}); is the file corrupt?")]
+    Implausible {
+        key: &'static str,
+        value: u64,
+        limit: u64,
+    },
+}
+
+fn check_ranges(v: &Value) -> Result<(), ConfigError> {
+    for &(key, limit) in SIZE_LIMITS {
+        if let Some(value) = v.get(key).and_then(Value::as_u64)
+            && value > limit
         {
-            return Err(format!(
-                "config.json `{key}` = {x} is implausible (at most {limit}); is the file corrupt?"
-            ));
+            return Err(ConfigError::Implausible { key, value, limit });
         }
     }
     Ok(())
 }
 
 /// Parses config.json text. Errors say which field is missing.
-pub fn parse_config(text: &str) -> Result<ModelConfig, String> {
+pub fn parse_config(text: &str) -> Result<ModelConfig, ConfigError> {
     let root: Value =
-        serde_json::from_str(text).map_err(|e| format!("config.json is not JSON: {e}"))?;
+        serde_json::from_str(text).map_err(|e| ConfigError::NotJson(e.to_string()))?;
     let v = match root.get("text_config") {
         Some(t) if t.get("hidden_size").is_some() => t,
         _ => &root,
     };
-    let need = |k: &str| u(v, k).ok_or_else(|| format!("config.json has no numeric `{k}`"));
+    let need = |k: &'static str| u(v, k).ok_or(ConfigError::Missing(k));
     check_ranges(v)?;
     let hidden_size = need("hidden_size")?;
     let num_attention_heads = need("num_attention_heads")?;
     if num_attention_heads == 0 || hidden_size == 0 {
-        return Err("config.json has zero hidden_size or num_attention_heads".into());
+        return Err(ConfigError::Zero);
     }
     let quant = root
         .get("quantization_config")
@@ -163,7 +178,10 @@ impl ModelConfig {
         matches!(self.model_type.as_deref(), Some("qwen3" | "qwen3_moe"))
     }
 
-    /// Parameter count from the architecture (engines.md §4.2 formulas).
+    /// Parameter count from the architecture: embeddings (and an untied LM head), q/k/v/o
+    /// attention (with bias for Qwen2, q/k norms for Qwen3, or DeepSeek's MLA), two norms per
+    /// layer, SwiGLU or MoE MLPs (router and shared experts included). Byte-exact against
+    /// the safetensors index totals in the tests.
     pub fn param_count(&self) -> u64 {
         let h = self.hidden_size;
         let l = self.num_hidden_layers;
@@ -240,7 +258,10 @@ impl ModelConfig {
         }
     }
 
-    /// KV cache bytes per token on each GPU at tensor-parallel size `tp` (§4.3).
+    /// KV cache bytes per token on each GPU at tensor-parallel size `tp`, as vLLM sizes its
+    /// pages: 2 (K and V) x layers x max(1, kv_heads / tp) x head_dim x kv_bytes (KV heads are
+    /// replicated when tp > kv_heads); MLA keeps one latent of kv_lora_rank +
+    /// qk_rope_head_dim per layer, replicated on every rank.
     pub fn kv_bytes_per_token_per_gpu(&self, tp: u32, kv_bytes: u64) -> u64 {
         let l = self.num_hidden_layers;
         if let Some(kr) = self.kv_lora_rank {
@@ -251,23 +272,25 @@ impl ModelConfig {
         (2 * l * heads * self.head_dim).saturating_mul(kv_bytes)
     }
 
-    /// Whether the model can be split over `tp` GPUs (vLLM's own rules, §4.3).
-    pub fn tp_check(&self, tp: u32) -> Result<(), String> {
+    /// Whether the model can be split over `tp` GPUs, by vLLM's own rules: the attention
+    /// heads divide evenly, the KV heads are split or replicated whole (not for MLA, which
+    /// has `kv_lora_rank`), and FP8 block-quantized weights split on block boundaries.
+    pub fn tp_check(&self, tp: u32) -> Result<(), TpError> {
         let t = u64::from(tp.max(1));
         if !self.num_attention_heads.is_multiple_of(t) {
-            return Err(format!(
-                "{} attention heads are not divisible by tensor-parallel size {tp}",
-                self.num_attention_heads
-            ));
+            return Err(TpError::Heads {
+                heads: self.num_attention_heads,
+                tp,
+            });
         }
         if self.kv_lora_rank.is_none()
             && t > self.num_key_value_heads
             && !t.is_multiple_of(self.num_key_value_heads)
         {
-            return Err(format!(
-                "tensor-parallel size {tp} is not a multiple of the {} KV heads",
-                self.num_key_value_heads
-            ));
+            return Err(TpError::KvHeads {
+                kv_heads: self.num_key_value_heads,
+                tp,
+            });
         }
         if self.quant_method.as_deref() == Some("fp8")
             && let Some(block) = self
@@ -290,14 +313,35 @@ impl ModelConfig {
             };
             for (name, size) in dims {
                 if !size.is_multiple_of(t) || !(size / t).is_multiple_of(block) {
-                    return Err(format!(
-                        "FP8 block-quantized weights: {name} {size} / {tp} is not a multiple of the {block}-wide block"
-                    ));
+                    return Err(TpError::Fp8Block {
+                        name,
+                        size,
+                        tp,
+                        block,
+                    });
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Why a model cannot be split over a tensor-parallel size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TpError {
+    #[error("{heads} attention heads are not divisible by tensor-parallel size {tp}")]
+    Heads { heads: u64, tp: u32 },
+    #[error("tensor-parallel size {tp} is not a multiple of the {kv_heads} KV heads")]
+    KvHeads { kv_heads: u64, tp: u32 },
+    #[error(
+        "FP8 block-quantized weights: {name} {size} / {tp} is not a multiple of the {block}-wide block"
+    )]
+    Fp8Block {
+        name: &'static str,
+        size: u64,
+        tp: u32,
+        block: u64,
+    },
 }
 
 /// Where a model's size came from.
@@ -556,7 +600,8 @@ pub struct Fit {
     pub kv_known: bool,
 }
 
-/// Fixed per-GPU allowance for activations, graphs and the runtime (engines.md §4.3).
+/// Fixed per-GPU allowance for activations, graphs and the runtime: vLLM needs about
+/// 2-6 GiB per GPU for these with dense models at default batch sizes.
 pub const OVERHEAD_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Whether weights/TP + overhead + KV for `context` tokens fit in `util` of each GPU.
@@ -645,13 +690,43 @@ pub(crate) mod tests {
     const DEEPSEEK_R1: &str = r#"{"model_type":"deepseek_v3","hidden_size":7168,"intermediate_size":18432,"moe_intermediate_size":2048,"n_routed_experts":256,"n_shared_experts":1,"num_experts_per_tok":8,"first_k_dense_replace":3,"moe_layer_freq":1,"num_hidden_layers":61,"num_attention_heads":128,"num_key_value_heads":128,"q_lora_rank":1536,"kv_lora_rank":512,"qk_nope_head_dim":128,"qk_rope_head_dim":64,"v_head_dim":128,"vocab_size":129280,"max_position_embeddings":163840,"quantization_config":{"quant_method":"fp8","fmt":"e4m3","activation_scheme":"dynamic","weight_block_size":[128,128]},"torch_dtype":"bfloat16"}"#;
 
     #[test]
+    fn config_errors_say_what_is_wrong() {
+        assert!(matches!(
+            parse_config("nope").unwrap_err(),
+            ConfigError::NotJson(_)
+        ));
+        assert_eq!(
+            parse_config(r#"{"hidden_size": 4096}"#).unwrap_err(),
+            ConfigError::Missing("num_attention_heads")
+        );
+        assert_eq!(
+            parse_config(r#"{"hidden_size": 0, "num_attention_heads": 32}"#).unwrap_err(),
+            ConfigError::Zero
+        );
+        let e = parse_config(r#"{"hidden_size": 4096, "num_experts": 99999999}"#).unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::Implausible {
+                key: "num_experts",
+                value: 99999999,
+                limit: 2048
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "config.json `num_experts` = 99999999 is implausible (at most 2048); is the file corrupt?"
+        );
+    }
+
+    #[test]
     fn param_counts_match_published_totals() {
-        // Exact totals from the safetensors indexes (engines.md §4.1/§4.2).
+        // Exact parameter counts: `metadata.total_size` of each model's
+        // model.safetensors.index.json divided by 2 bytes per bf16 parameter.
         let cases = [
             (LLAMA_8B, 8_030_261_248u64),
             (LLAMA_70B, 70_553_706_496),
             (QWEN3_32B, 32_762_123_264),
-            // engines.md's components sum to this; its printed total has a typo (…094…).
+            // 2,487,755,008 per layer x 94 + 1,244,659,712 (embeddings and LM head) + 4,096.
             (QWEN3_235B, 235_093_634_560),
         ];
         for (text, want) in cases {
@@ -694,7 +769,9 @@ pub(crate) mod tests {
         for (tp, ok) in [(1, true), (2, true), (4, true), (8, false)] {
             assert_eq!(fp8.tp_check(tp).is_ok(), ok, "235b fp8 tp{tp}");
         }
-        assert!(fp8.tp_check(8).unwrap_err().contains("block"));
+        let e = fp8.tp_check(8).unwrap_err();
+        assert!(matches!(e, TpError::Fp8Block { tp: 8, .. }), "{e:?}");
+        assert!(e.to_string().contains("block"), "{e}");
         let d = parse_config(DEEPSEEK_R1).unwrap();
         assert!(d.tp_check(8).is_ok());
         assert_eq!(d.checkpoint_precision(), Some(Precision::Fp8));

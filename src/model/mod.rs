@@ -2,7 +2,7 @@
 //! index when the Hugging Face cache has them, else from its name), tensor-parallel validity
 //! and memory fit.
 //!
-//! OWNER: recipe helper. Everything here is pure except `cache`, which reads files.
+//! Everything here is pure except `cache`, which reads files.
 
 pub mod cache;
 pub mod config;

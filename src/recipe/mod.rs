@@ -1,7 +1,7 @@
 //! Recipes: the YAML schema (a strict superset of AMD AIM profile files), parsing with
 //! file/line/column errors, and selection with a verdict for every recipe.
 //!
-//! OWNER: recipe helper. Parsing and selection are pure; `load` holds the only file access.
+//! Parsing and selection are pure; `load` holds the only file access.
 //!
 //! A recipe id is the file stem (`vllm-mi300x-bf16-tp4-latency`) for a model's own recipes
 //! and `general/<stem>` for model-agnostic ones. The first occurrence of an id along the search

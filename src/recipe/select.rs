@@ -29,9 +29,9 @@ pub struct Request {
     pub preferred_precision: Option<Precision>,
 }
 
-/// The host as selection sees it.
+/// The GPUs as selection sees them: how many one engine may span, their product and gfx.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Host {
+pub struct Hardware {
     pub usable_gpus: u32,
     /// Marketing name used to match `metadata.gpu` (or the `--gpu-model` override).
     pub product: Option<String>,
@@ -151,7 +151,7 @@ fn same_model(a: &str, b: &str) -> bool {
 fn assess(
     r: &LoadedRecipe,
     req: &Request,
-    host: &Host,
+    host: &Hardware,
     seen: &mut HashSet<String>,
     extra: Option<ExtraCheck<'_>>,
 ) -> (Verdict, String) {
@@ -263,7 +263,7 @@ pub fn precision_rank(p: Precision, preferred: Option<Precision>) -> u8 {
 pub fn select(
     recipes: &[LoadedRecipe],
     req: &Request,
-    host: &Host,
+    host: &Hardware,
     extra: Option<ExtraCheck<'_>>,
 ) -> Selection {
     let mut seen = HashSet::new();
@@ -423,8 +423,8 @@ mod tests {
         ]
     }
 
-    fn host(n: u32, product: &str) -> Host {
-        Host {
+    fn host(n: u32, product: &str) -> Hardware {
+        Hardware {
             usable_gpus: n,
             product: Some(product.into()),
             gfx: Some(
@@ -454,7 +454,7 @@ mod tests {
         type Row = (
             &'static str,
             Request,
-            Host,
+            Hardware,
             Option<&'static str>,
             Vec<(&'static str, Verdict)>,
         );
@@ -541,7 +541,7 @@ mod tests {
             (
                 "no GPU",
                 req(None, 1),
-                Host::default(),
+                Hardware::default(),
                 None,
                 vec![("vllm-mi300x-bf16-tp1-latency", Verdict::GpuMismatch)],
             ),

@@ -1,7 +1,5 @@
 //! The supervisor: PID 1 duties, the engine's life as a state machine, restarts and fallbacks.
 //!
-//! OWNER: supervise helper.
-//!
 //! - `reaper`: the only `waitpid` caller; statuses go to whoever spawned the pid.
 //! - `spawn`: the engine's environment (pure), session and signal state.
 //! - `signals`: handlers for every signal we act on (PID 1 drops the others).
@@ -11,8 +9,11 @@
 //! - `vram`: waiting for VRAM to come back before a relaunch.
 //! - `logs`: the engine's output copied through unchanged, and its tail kept.
 //! - `probe`: health, model list and test inference over loopback HTTP.
-//! - `run`: the loop that ties them together.
+//! - `run`: `serve` from the runtime up: the public port, planning, then the supervisor.
+//! - `supervisor`: the run over a plan's launches; carries out the policy's decisions.
+//! - `attempt`: one engine attempt from spawn to its end (`next_event` / `handle_event`).
 
+mod attempt;
 pub mod backoff;
 pub mod logs;
 pub mod machine;
@@ -21,5 +22,6 @@ pub mod reaper;
 pub mod run;
 pub mod signals;
 pub mod spawn;
+mod supervisor;
 pub mod tree;
 pub mod vram;

@@ -27,10 +27,42 @@ pub struct Prober {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
     /// /health is not 200 yet (refused, 503, timeout).
-    NotHealthy(String),
+    NotHealthy(ProbeError),
     /// /health is 200 but the model list or the test inference is not right yet.
-    Healthy(String),
+    Healthy(ProbeError),
     Ready,
+}
+
+/// Why one check against the engine did not pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The request could not be built.
+    #[error("{uri}: {error}")]
+    Request { uri: String, error: String },
+    /// No connection or no answer (refused, reset); `cause` is the innermost error.
+    #[error("{path}: {cause}")]
+    Unreachable { path: &'static str, cause: String },
+    #[error("{path}: reading the answer: {error}")]
+    Body { path: &'static str, error: String },
+    #[error("{path}: no answer within {timeout:?}")]
+    NoAnswer {
+        path: &'static str,
+        timeout: Duration,
+    },
+    /// An answer other than 200 to a GET.
+    #[error("{path} answered {status}")]
+    Status { path: &'static str, status: u16 },
+    /// The test inference answered other than 200; `text` is the start of its body.
+    #[error("test inference answered {status}: {text}")]
+    InferenceStatus { status: u16, text: String },
+    #[error("/v1/models answered no JSON: {0}")]
+    ModelsNotJson(String),
+    #[error("/v1/models lists {listed:?}, not `{served}`")]
+    NotListed { listed: Vec<String>, served: String },
+    #[error("test inference answered no JSON: {0}")]
+    InferenceNotJson(String),
+    #[error("test inference answer has no choices[0].text")]
+    NoText,
 }
 
 impl Default for Prober {
@@ -56,10 +88,10 @@ impl Prober {
         &self,
         method: hyper::Method,
         port: u16,
-        path: &str,
+        path: &'static str,
         body: Option<String>,
         timeout: Duration,
-    ) -> Result<(u16, Bytes), String> {
+    ) -> Result<(u16, Bytes), ProbeError> {
         let uri = format!("http://127.0.0.1:{port}{path}");
         let mut b = hyper::Request::builder().method(method).uri(&uri);
         if body.is_some() {
@@ -67,36 +99,48 @@ impl Prober {
         }
         let req = b
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| format!("{uri}: {e}"))?;
+            .map_err(|e| ProbeError::Request {
+                uri: uri.clone(),
+                error: e.to_string(),
+            })?;
         let fut = async {
             let resp = self
                 .client
                 .request(req)
                 .await
-                .map_err(|e| format!("{path}: {}", root_cause(&e)))?;
+                .map_err(|e| ProbeError::Unreachable {
+                    path,
+                    cause: root_cause(&e),
+                })?;
             let status = resp.status().as_u16();
             let limited = http_body_util::Limited::new(resp.into_body(), MAX_BODY);
             let body = limited
                 .collect()
                 .await
-                .map_err(|e| format!("{path}: reading the answer: {e}"))?
+                .map_err(|e| ProbeError::Body {
+                    path,
+                    error: e.to_string(),
+                })?
                 .to_bytes();
             Ok((status, body))
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(format!("{path}: no answer within {timeout:?}")),
+            Err(_) => Err(ProbeError::NoAnswer { path, timeout }),
         }
     }
 
     /// GET /health == 200.
-    pub async fn health(&self, port: u16, timeout: Duration) -> Result<(), String> {
+    pub async fn health(&self, port: u16, timeout: Duration) -> Result<(), ProbeError> {
         match self
             .request(hyper::Method::GET, port, "/health", None, timeout)
             .await?
         {
             (200, _) => Ok(()),
-            (s, _) => Err(format!("/health answered {s}")),
+            (status, _) => Err(ProbeError::Status {
+                path: "/health",
+                status,
+            }),
         }
     }
 
@@ -122,7 +166,12 @@ impl Prober {
                     return Readiness::Healthy(e);
                 }
             }
-            Ok((s, _)) => return Readiness::Healthy(format!("/v1/models answered {s}")),
+            Ok((status, _)) => {
+                return Readiness::Healthy(ProbeError::Status {
+                    path: "/v1/models",
+                    status,
+                });
+            }
             Err(e) => return Readiness::Healthy(e),
         }
         if test_inference {
@@ -142,13 +191,13 @@ impl Prober {
                         return Readiness::Healthy(e);
                     }
                 }
-                Ok((s, body)) => {
+                Ok((status, body)) => {
                     let text = String::from_utf8_lossy(&body);
                     let text: String = text.chars().take(200).collect();
-                    return Readiness::Healthy(format!(
-                        "test inference answered {s}: {}",
-                        text.trim()
-                    ));
+                    return Readiness::Healthy(ProbeError::InferenceStatus {
+                        status,
+                        text: text.trim().to_string(),
+                    });
                 }
                 Err(e) => return Readiness::Healthy(e),
             }
@@ -177,9 +226,9 @@ pub fn completion_request(served: &str) -> String {
 }
 
 /// Ok when an OpenAI model list names `served`.
-pub fn models_lists(body: &[u8], served: &str) -> Result<(), String> {
+pub fn models_lists(body: &[u8], served: &str) -> Result<(), ProbeError> {
     let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("/v1/models answered no JSON: {e}"))?;
+        serde_json::from_slice(body).map_err(|e| ProbeError::ModelsNotJson(e.to_string()))?;
     let ids: Vec<&str> = v
         .get("data")
         .and_then(|d| d.as_array())
@@ -192,17 +241,20 @@ pub fn models_lists(body: &[u8], served: &str) -> Result<(), String> {
     if ids.contains(&served) {
         Ok(())
     } else {
-        Err(format!("/v1/models lists {ids:?}, not `{served}`"))
+        Err(ProbeError::NotListed {
+            listed: ids.into_iter().map(str::to_string).collect(),
+            served: served.to_string(),
+        })
     }
 }
 
 /// Ok when a completion answer has `choices[0].text`.
-pub fn completion_has_text(body: &[u8]) -> Result<(), String> {
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| format!("test inference answered no JSON: {e}"))?;
+pub fn completion_has_text(body: &[u8]) -> Result<(), ProbeError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ProbeError::InferenceNotJson(e.to_string()))?;
     match v.pointer("/choices/0/text").and_then(|t| t.as_str()) {
         Some(_) => Ok(()),
-        None => Err("test inference answer has no choices[0].text".into()),
+        None => Err(ProbeError::NoText),
     }
 }
 
@@ -227,6 +279,34 @@ mod tests {
         for (body, served, ok) in cases {
             assert_eq!(models_lists(body.as_bytes(), served).is_ok(), *ok, "{body}");
         }
+    }
+
+    /// The errors are data; their text (shown in /status and the log) is what it was.
+    #[test]
+    fn probe_errors_render_their_fields() {
+        let e = models_lists(br#"{"data":[{"id":"a"}]}"#, "m/n").unwrap_err();
+        assert_eq!(
+            e,
+            ProbeError::NotListed {
+                listed: vec!["a".into()],
+                served: "m/n".into()
+            }
+        );
+        assert_eq!(e.to_string(), r#"/v1/models lists ["a"], not `m/n`"#);
+        assert_eq!(
+            completion_has_text(b"{}").unwrap_err().to_string(),
+            "test inference answer has no choices[0].text"
+        );
+        let s = ProbeError::Status {
+            path: "/health",
+            status: 503,
+        };
+        assert_eq!(s.to_string(), "/health answered 503");
+        let t = ProbeError::NoAnswer {
+            path: "/health",
+            timeout: Duration::from_millis(1500),
+        };
+        assert_eq!(t.to_string(), "/health: no answer within 1.5s");
     }
 
     #[test]

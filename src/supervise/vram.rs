@@ -54,13 +54,26 @@ pub fn still_held(
         .collect()
 }
 
+/// The cards whose VRAM use is still above the baseline after the wait.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", held_text(.0))]
+pub struct StillHeld(pub Vec<(u32, u64, u64)>);
+
+/// `renderD128: 1024 MiB used, 0 MiB before; ...` for (render minor, used now, used before).
+fn held_text(held: &[(u32, u64, u64)]) -> String {
+    held.iter()
+        .map(|(m, u, b)| format!("renderD{m}: {} MiB used, {} MiB before", u >> 20, b >> 20))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Polls until released or `timeout`; Err says which cards still hold how much.
 pub async fn wait_released(
     root: &Path,
     baseline: &Baseline,
     minors: &[u32],
     timeout: Duration,
-) -> Result<Duration, String> {
+) -> Result<Duration, StillHeld> {
     let start = Instant::now();
     let mut logged = false;
     loop {
@@ -69,16 +82,14 @@ pub async fn wait_released(
         if held.is_empty() {
             return Ok(start.elapsed());
         }
-        let detail = held
-            .iter()
-            .map(|(m, u, b)| format!("renderD{m}: {} MiB used, {} MiB before", u >> 20, b >> 20))
-            .collect::<Vec<_>>()
-            .join("; ");
         if start.elapsed() >= timeout {
-            return Err(detail);
+            return Err(StillHeld(held));
         }
         if !logged {
-            tracing::info!("waiting for VRAM to be released before the relaunch: {detail}");
+            tracing::info!(
+                "waiting for VRAM to be released before the relaunch: {}",
+                held_text(&held)
+            );
             logged = true;
         }
         tokio::time::sleep(POLL).await;
@@ -88,6 +99,15 @@ pub async fn wait_released(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn still_held_says_which_card_holds_how_much() {
+        let e = StillHeld(vec![(128, 3 << 30, 1 << 20), (136, 2 << 20, 0)]);
+        assert_eq!(
+            e.to_string(),
+            "renderD128: 3072 MiB used, 1 MiB before; renderD136: 2 MiB used, 0 MiB before"
+        );
+    }
 
     #[test]
     fn held_cards() {

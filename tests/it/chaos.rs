@@ -21,7 +21,7 @@
 //!
 //! Runs only with AIM_TEST_PRIVILEGED=1. AIM_CHAOS_RUNS (default 6) sets the number of runs.
 
-use crate::support::{fake_engine, free_port, project_root};
+use crate::support::{AimEngine, fake_engine, free_port};
 use aim_engine::supervise::backoff::Backoff;
 use aim_engine::supervise::machine::{Decision, Failure, Policy, PolicyConfig};
 use std::collections::HashSet;
@@ -29,12 +29,11 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const FIXTURE: &str = "tests/fixtures/sysfs/mi300x-8gpu-spx";
+const FIXTURE_NAME: &str = "mi300x-8gpu-spx";
 const MODEL: &str = "aim-test/Tiny-7B";
 const RESTART_BUDGET: u32 = 3;
 
@@ -444,29 +443,21 @@ fn check_tree(
 }
 
 fn plan_launches() -> usize {
-    let out = Command::new(env!("CARGO_BIN_EXE_aim-engine"))
-        .arg("--root")
-        .arg(project_root().join(FIXTURE))
+    let v = AimEngine::new()
+        .fixture(FIXTURE_NAME)
         .args(["plan", MODEL, "--format", "json"])
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HOME", "/nonexistent-aim-chaos")
-        .env_remove("AIM_ENGINE")
+        .offline_hf()
         .output()
-        .expect("run aim-engine plan");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "plan --format json: {e}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+        .json();
     // The chosen recipe plus its fallback chain.
     1 + v["fallbacks"].as_array().map_or(0, Vec::len)
 }
 
 fn run_one(seed: u64, s: &Scenario, launches: usize) -> Result<String, String> {
     let want = expect(s, launches);
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let d = dir.path();
+    let aim = AimEngine::new();
+    let dir = aim.dir().to_path_buf();
+    let d = dir.as_path();
     let wrapper = d.join("engine.sh");
     fs::write(&wrapper, WRAPPER).map_err(|e| e.to_string())?;
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
@@ -484,13 +475,11 @@ fn run_one(seed: u64, s: &Scenario, launches: usize) -> Result<String, String> {
     fs::write(d.join("last.env"), env_lines(None, &s.last, &last_state))
         .map_err(|e| e.to_string())?;
 
-    let port = free_port();
-    let mut child = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc"])
-        .arg(env!("CARGO_BIN_EXE_aim-engine"))
-        .arg("--root")
-        .arg(project_root().join(FIXTURE))
-        .args([MODEL, "--host", "127.0.0.1", "--port", &port.to_string()])
+    let mut run = aim
+        .pid1()
+        .fixture(FIXTURE_NAME)
+        .arg(MODEL)
+        .public_port()
         .args(["--engine-port", &free_port().to_string()])
         .args(["--backoff-initial", "0s", "--backoff-max", "0s"])
         .args(["--restart-budget", &RESTART_BUDGET.to_string()])
@@ -501,39 +490,12 @@ fn run_one(seed: u64, s: &Scenario, launches: usize) -> Result<String, String> {
         .env("AIM_SGLANG_COMMAND", &wrapper)
         .env("FAKE_CHAOS_BIN", fake_engine())
         .env("FAKE_CHAOS_DIR", d)
-        .env("HF_HOME", d.join("hf"))
-        .env("HF_HUB_OFFLINE", "1")
+        .offline_hf()
         .env("AIM_LOG_LEVEL", "info")
-        .env_remove("AIM_ENGINE")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(d.join("out.log")).map_err(|e| e.to_string())?)
-        .stderr(fs::File::create(d.join("err.log")).map_err(|e| e.to_string())?)
-        .spawn()
-        .map_err(|e| format!("start unshare: {e}"))?;
+        .spawn();
+    let (port, sup) = (run.port, run.pid);
     let logs = || fs::read_to_string(d.join("err.log")).unwrap_or_default();
-    let kill_all = |child: &mut std::process::Child| {
-        let _ = child.kill();
-        let _ = child.wait();
-    };
-    // The supervisor is unshare's only child.
-    let upid = child.id() as i32;
     let started = Instant::now();
-    let mut sup = None;
-    while sup.is_none() && started.elapsed() < Duration::from_secs(5) {
-        sup = fs::read_to_string(format!("/proc/{upid}/task/{upid}/children"))
-            .ok()
-            .and_then(|t| {
-                t.split_whitespace()
-                    .next()
-                    .and_then(|p| p.parse::<i32>().ok())
-            });
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let Some(sup) = sup else {
-        kill_all(&mut child);
-        return Err("unshare did not start the supervisor".into());
-    };
     let ns = fs::read_link(format!("/proc/{sup}/ns/pid")).map_err(|e| e.to_string())?;
 
     // Poll /status; every snapshot must be consistent with the expected story. Hangs are
@@ -621,7 +583,7 @@ fn run_one(seed: u64, s: &Scenario, launches: usize) -> Result<String, String> {
                 ready = Some(st);
                 break;
             }
-            if let Ok(Some(st)) = child.try_wait() {
+            if let Ok(Some(st)) = run.child.try_wait() {
                 result = Err(format!("exited with {st} before the final ready"));
                 break;
             }
@@ -651,12 +613,12 @@ fn run_one(seed: u64, s: &Scenario, launches: usize) -> Result<String, String> {
         }
         // SAFETY: plain syscall.
         unsafe { libc::kill(sup, libc::SIGTERM) };
-        code = wait_code(&mut child, Duration::from_secs(10));
+        code = run.wait_code(Duration::from_secs(10));
         if result.is_ok() && code != Some(0) {
             result = Err(format!("exit status {code:?} after SIGTERM, expected 0"));
         }
     } else {
-        code = wait_code(&mut child, limit);
+        code = run.wait_code(limit);
         let End::Exit(want_code) = want.end else {
             unreachable!()
         };
@@ -666,7 +628,7 @@ fn run_one(seed: u64, s: &Scenario, launches: usize) -> Result<String, String> {
     }
     done.store(true, Ordering::Relaxed);
     let _ = poller.join();
-    kill_all(&mut child);
+    drop(run);
     let v = violations.lock().expect("lock").clone();
     if let (Ok(()), Some(first)) = (&result, v.first()) {
         result = Err(format!("/status told another story: {first}"));
@@ -678,17 +640,6 @@ fn run_one(seed: u64, s: &Scenario, launches: usize) -> Result<String, String> {
             logs()
         )),
     }
-}
-
-fn wait_code(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if let Ok(Some(st)) = child.try_wait() {
-            return st.code();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    None
 }
 
 #[test]

@@ -4,7 +4,7 @@
 #[path = "../fixtures/builder/mod.rs"]
 mod builder;
 
-use crate::support::{aim_engine, project_root};
+use crate::support::{AimEngine, Finished, project_root};
 use serde_json::Value;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -15,21 +15,12 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Runs `aim-engine --root ROOT gpus ARGS` with no visibility variables inherited, plus `env`.
-fn gpus(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = aim_engine();
-    cmd.arg("--root").arg(root).arg("gpus").args(args);
-    for v in [
-        "HIP_VISIBLE_DEVICES",
-        "ROCR_VISIBLE_DEVICES",
-        "CUDA_VISIBLE_DEVICES",
-        "AIM_ROOT",
-    ] {
-        cmd.env_remove(v);
-    }
+fn gpus(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut run = AimEngine::new().root(root).arg("gpus").args(args);
     for (k, v) in env {
-        cmd.env(k, v);
+        run = run.env(k, v);
     }
-    cmd.output().expect("run aim-engine")
+    run.output()
 }
 
 fn json_of(out: &Output) -> Value {
@@ -277,17 +268,11 @@ fn visibility_variables_filter_without_renumbering() {
 fn cpx_partitions_from_the_builder_via_aim_root() {
     let dir = builder::scratch_dir().expect("tempdir");
     builder::build(dir.path(), &builder::Host::mi300x_cpx_63()).expect("build");
-    let mut cmd = aim_engine();
-    cmd.args(["gpus", "--format", "json"])
-        .env("AIM_ROOT", dir.path());
-    for v in [
-        "HIP_VISIBLE_DEVICES",
-        "ROCR_VISIBLE_DEVICES",
-        "CUDA_VISIBLE_DEVICES",
-    ] {
-        cmd.env_remove(v);
-    }
-    let v = json_of(&cmd.output().expect("run"));
+    let v = AimEngine::new()
+        .args(["gpus", "--format", "json"])
+        .env("AIM_ROOT", dir.path())
+        .output()
+        .json();
     let g = v["gpus"].as_array().expect("gpus");
     assert_eq!(g.len(), 63);
     for (i, gpu) in g.iter().enumerate() {

@@ -2,23 +2,19 @@
 //! a Docker daemon: the dry-run spec on a fixture host and the errors that say what to do.
 //! The tests against a real Docker engine are in tests/container/host-commands.sh.
 
-use crate::support::{aim_engine, project_root};
-use std::process::Output;
+use crate::support::{AimEngine, Finished, project_root};
 
 const NO_DOCKER: &str = "unix:///nonexistent/aim-test/docker.sock";
 
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = aim_engine();
-    c.args(args)
+fn run(args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut run = AimEngine::new()
+        .args(args)
         .env("DOCKER_HOST", NO_DOCKER)
-        .env("AIM_HOST_HF_CACHE", "/tmp/aim-test-hf")
-        .env_remove("HF_TOKEN")
-        .env_remove("AIM_ROOT")
-        .env_remove("AIM_IMAGE");
+        .env("AIM_HOST_HF_CACHE", "/tmp/aim-test-hf");
     for (k, v) in env {
-        c.env(k, v);
+        run = run.env(k, v);
     }
-    c.output().expect("run aim-engine")
+    run.output()
 }
 
 fn fixture() -> String {

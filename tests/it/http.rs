@@ -897,15 +897,10 @@ async fn engine_cut_mid_response_is_a_visible_cut_never_a_clean_end() {
 
 async fn run_bin(args: &[String]) -> (i32, String) {
     let args = args.to_vec();
-    let out = tokio::task::spawn_blocking(move || {
-        crate::support::aim_engine()
-            .args(&args)
-            .env_remove("AIM_PORT")
-            .output()
-            .expect("run aim-engine")
-    })
-    .await
-    .expect("join");
+    let out =
+        tokio::task::spawn_blocking(move || crate::support::AimEngine::new().args(&args).output())
+            .await
+            .expect("join");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -985,36 +980,21 @@ fn raw_request(
 
 #[test]
 fn end_to_end_through_the_real_binary_and_the_fake_engine() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let (port, engine_port) = (free_port(), free_port());
-    let fake = crate::support::fake_engine();
-    let mut child = crate::support::aim_engine()
-        .arg("--root")
-        .arg(crate::support::project_root().join("tests/fixtures/sysfs/mi300x-8gpu-spx"))
-        .args([
-            "aim-test/Tiny-7B",
-            "--port",
-            &port.to_string(),
-            "--host",
-            "127.0.0.1",
-        ])
-        .args(["--engine-port", &engine_port.to_string()])
-        .env("AIM_VLLM_COMMAND", &fake)
-        .env("AIM_SGLANG_COMMAND", &fake)
+    let mut run = crate::support::AimEngine::new()
+        .fixture("mi300x-8gpu-spx")
+        .arg("aim-test/Tiny-7B")
+        .public_port()
+        .args(["--engine-port", &free_port().to_string()])
+        .fake_engine()
         .env("AIM_STOP_TIMEOUT", "5s")
-        .env("HF_HOME", dir.path())
-        .env("HF_HUB_OFFLINE", "1")
+        .offline_hf()
         .env("FAKE_LOAD_SECS", "1.5")
         .env("FAKE_TOKEN_DELAY_MS", "60")
         .env("FAKE_STREAM_TOKENS", "6")
-        .env_remove("AIM_ENGINE")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("err.log")).expect("err.log"))
-        .spawn()
-        .expect("start aim-engine");
-    let stderr = || std::fs::read_to_string(dir.path().join("err.log")).unwrap_or_default();
+        .spawn();
+    let port = run.port;
+    let err_log = run.path("err.log");
+    let stderr = || std::fs::read_to_string(&err_log).unwrap_or_default();
     let status_of = |path: &str| raw_request(port, "GET", path, "").map(|(h, _)| h);
 
     // While the engine loads: alive, not ready, API refused with Retry-After.
@@ -1033,7 +1013,7 @@ fn end_to_end_through_the_real_binary_and_the_fake_engine() {
                 saw_loading = true;
             }
         }
-        if t.elapsed() > Duration::from_secs(30) || child.try_wait().ok().flatten().is_some() {
+        if t.elapsed() > Duration::from_secs(30) || run.child.try_wait().ok().flatten().is_some() {
             break false;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -1079,23 +1059,8 @@ fn end_to_end_through_the_real_binary_and_the_fake_engine() {
     );
 
     // SIGTERM: the supervisor drains, stops the engine, and serve_public lets it exit.
-    // SAFETY: plain syscall on our child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let t = Instant::now();
-    let code = loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            break s.code();
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "no exit after SIGTERM: {}",
-            stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(code.is_some(), "{}", stderr());
+    run.signal(libc::SIGTERM);
+    run.exit_code(Duration::from_secs(15));
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "port still open"

@@ -3,19 +3,17 @@
 //! systemd: it binds the `$NOTIFY_SOCKET` datagram socket (a path, and an `@abstract` name)
 //! and reads what arrives.
 
-use crate::support::{aim_engine, fake_engine, free_port, project_root};
+use crate::support::{AimEngine, Running, fake_engine, free_port};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const FIXTURE: &str = "tests/fixtures/sysfs/mi300x-8gpu-spx";
+const FIXTURE: &str = "mi300x-8gpu-spx";
 const MODEL: &str = "Qwen/Qwen3-32B";
 
 /// One `aim-engine serve` under a test notify socket.
 struct Run {
-    child: Child,
-    dir: tempfile::TempDir,
+    run: Running,
     sock: UnixDatagram,
     /// (arrival time, one assignment) in arrival order.
     got: Vec<(Instant, String)>,
@@ -28,10 +26,11 @@ enum Addr {
 
 impl Run {
     fn start(addr: Addr, extra_env: &[(&str, String)]) -> Run {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let mut aim = AimEngine::new();
+        let dir = aim.dir().to_path_buf();
         let (sock, notify_socket) = match addr {
             Addr::Path => {
-                let p = dir.path().join("notify.sock");
+                let p = dir.join("notify.sock");
                 let s = UnixDatagram::bind(&p).expect("bind the notify socket");
                 (s, p.display().to_string())
             }
@@ -44,34 +43,23 @@ impl Run {
         };
         sock.set_read_timeout(Some(Duration::from_millis(20)))
             .expect("read timeout");
-        let port = free_port();
         let engine_port = free_port();
-        let mut cmd = aim_engine();
-        cmd.arg("--root")
-            .arg(project_root().join(FIXTURE))
-            .args(["serve", MODEL, "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
+        aim = aim
+            .fixture(FIXTURE)
+            .args(["serve", MODEL])
+            .public_port()
             .args(["--engine-port", &engine_port.to_string()])
             .env("AIM_VLLM_COMMAND", fake_engine())
             .env("AIM_STOP_TIMEOUT", "5s")
-            .env("HF_HOME", dir.path().join("hf"))
-            .env("HF_HUB_OFFLINE", "1")
-            .env("FAKE_STATE_DIR", dir.path())
+            .offline_hf()
+            .env("FAKE_STATE_DIR", &dir)
             .env("FAKE_LOAD_SECS", "0.3")
-            .env("NOTIFY_SOCKET", &notify_socket)
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .env_remove("AIM_ENGINE")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("out.log")).expect("out.log"))
-            .stderr(std::fs::File::create(dir.path().join("err.log")).expect("err.log"));
+            .env("NOTIFY_SOCKET", &notify_socket);
         for (k, v) in extra_env {
-            cmd.env(k, v);
+            aim = aim.env(k, v);
         }
-        let child = cmd.spawn().expect("start aim-engine serve");
         Run {
-            child,
-            dir,
+            run: aim.spawn(),
             sock,
             got: Vec::new(),
         }
@@ -100,41 +88,22 @@ impl Run {
     }
 
     fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("err.log")).unwrap_or_default()
+        self.run.stderr()
     }
 
     fn terminate(&mut self) -> Option<i32> {
-        // SAFETY: plain syscall on our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        None
+        self.run.signal(libc::SIGTERM);
+        self.run.wait_code(Duration::from_secs(15))
     }
 
     /// The running fake engine's environment (its main pid is in FAKE_STATE_DIR/main.pid).
     fn engine_environ(&self) -> Vec<String> {
-        let pid = std::fs::read_to_string(self.dir.path().join("main.pid")).unwrap_or_default();
+        let pid = self.run.read("main.pid");
         let raw = std::fs::read(format!("/proc/{}/environ", pid.trim())).unwrap_or_default();
         raw.split(|b| *b == 0)
             .filter(|v| !v.is_empty())
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .collect()
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -260,7 +229,7 @@ fn foreign_watchdog_pid_silences_every_message() {
         ],
     );
     // Wait for the engine to serve (its state file), then for the stop.
-    let ready = run.dir.path().join("ready");
+    let ready = run.run.path("ready");
     let start = Instant::now();
     while !ready.exists() && start.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(10));

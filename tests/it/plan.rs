@@ -1,32 +1,26 @@
 //! Integration tests: `plan`, `dry-run` and `recipes` run as the real binary on the fixture
 //! sysfs trees, with the source tree's catalogue and an empty Hugging Face cache.
 
-use crate::support::{aim_engine, project_root};
+use crate::support::{AimEngine, Finished, project_root};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const MI300X: &str = "tests/fixtures/sysfs/mi300x-8gpu-spx";
 
 /// The binary with a fixture root, the built-in catalogue of this tree, an empty HF cache
 /// (so nothing on the test machine changes the result) and no inherited AIM_* settings.
-fn cmd(root: &str, hf_cache: &Path) -> Command {
-    let mut c = aim_engine();
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AIM_") || k.ends_with("_VISIBLE_DEVICES") || k.starts_with("HF_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("AIM_ROOT", project_root().join(root))
+fn cmd(root: &str, hf_cache: &Path) -> AimEngine {
+    AimEngine::new()
+        .env("AIM_ROOT", project_root().join(root))
         .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
         .env("HF_HUB_CACHE", hf_cache)
-        .env("AIM_LOG_LEVEL", "warn");
-    c
+        .env("AIM_LOG_LEVEL", "warn")
 }
 
-fn run(c: &mut Command, args: &[&str]) -> Output {
-    c.args(args).output().expect("run aim-engine")
+fn run(c: AimEngine, args: &[&str]) -> Finished {
+    c.args(args).output()
 }
 
 fn stdout(o: &Output) -> String {
@@ -50,7 +44,7 @@ fn json(o: &Output) -> Value {
 /// `aim-engine ARGS` on the 8x MI300X fixture with an empty Hugging Face cache, as JSON.
 fn json_on_mi300x(args: &[&str]) -> serde_json::Value {
     let hf = tempfile::tempdir().unwrap();
-    json(&run(&mut cmd(MI300X, hf.path()), args))
+    json(&run(cmd(MI300X, hf.path()), args))
 }
 
 #[test]
@@ -128,7 +122,7 @@ fn plan_json_qwen3_32b_on_8_mi300x() {
 #[test]
 fn plan_text_explains_the_choice() {
     let hf = tempfile::tempdir().unwrap();
-    let o = run(&mut cmd(MI300X, hf.path()), &["plan", "Qwen/Qwen3-32B"]);
+    let o = run(cmd(MI300X, hf.path()), &["plan", "Qwen/Qwen3-32B"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let t = stdout(&o);
     for words in [
@@ -212,7 +206,7 @@ fn no_fit_exit_code_and_message() {
         ),
     ];
     for (args, words) in cases {
-        let o = run(&mut cmd(MI300X, hf.path()), args);
+        let o = run(cmd(MI300X, hf.path()), args);
         assert_eq!(o.status.code(), Some(69), "{args:?}: {}", stderr(&o));
         let e = stderr(&o);
         for w in *words {
@@ -248,7 +242,7 @@ fn usage_errors_exit_64() {
         (&["plan"], "no model given"),
     ];
     for (args, words) in cases {
-        let o = run(&mut cmd(MI300X, hf.path()), args);
+        let o = run(cmd(MI300X, hf.path()), args);
         assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(words), "{args:?}: {}", stderr(&o));
     }
@@ -272,7 +266,7 @@ fn recipes_dir_overrides_and_bad_files_name_line_and_column() {
         "aim_id: Qwen/Qwen3-32B\nmodel_id: Qwen/Qwen3-32B\nmetadata:\n  engine: vllm\n  gpu: MI300X\n  gpu_count: 4\n  precision: bf16\n  metric: latency\n  type: optimized\nengine_args:\n  max-model-len: 4096\n",
     );
     let o = run(
-        &mut cmd(MI300X, hf.path()),
+        cmd(MI300X, hf.path()),
         &[
             "--recipes-dir",
             mine.path().to_str().unwrap(),
@@ -352,7 +346,7 @@ fn dry_run_has_the_aim_operator_shape() {
 fn recipes_lists_every_recipe_with_a_verdict() {
     let hf = tempfile::tempdir().unwrap();
     let o = run(
-        &mut cmd(MI300X, hf.path()),
+        cmd(MI300X, hf.path()),
         &["recipes", "Qwen/Qwen3-32B", "--format", "json"],
     );
     let rows = json(&o);
@@ -379,7 +373,7 @@ fn recipes_lists_every_recipe_with_a_verdict() {
 
     // Constraints show up as verdicts.
     let o = run(
-        &mut cmd(MI300X, hf.path()),
+        cmd(MI300X, hf.path()),
         &[
             "recipes",
             "Qwen/Qwen3-32B",
@@ -398,7 +392,7 @@ fn recipes_lists_every_recipe_with_a_verdict() {
     );
 
     // Without a model: the whole catalogue, as text.
-    let o = run(&mut cmd(MI300X, hf.path()), &["recipes"]);
+    let o = run(cmd(MI300X, hf.path()), &["recipes"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let t = stdout(&o);
     assert!(
@@ -419,7 +413,7 @@ fn sizes_from_config_json_in_the_hf_cache() {
     let config = r#"{"model_type":"qwen3","hidden_size":5120,"intermediate_size":25600,"num_hidden_layers":64,"num_attention_heads":64,"num_key_value_heads":8,"head_dim":128,"vocab_size":151936,"max_position_embeddings":40960,"torch_dtype":"bfloat16"}"#;
     write(&repo, &format!("snapshots/{rev}/config.json"), config);
     let o = run(
-        &mut cmd(MI300X, hf.path()),
+        cmd(MI300X, hf.path()),
         &[
             "plan",
             "acme/Custom",
@@ -453,7 +447,7 @@ fn radeon_host_gets_generated_defaults_or_a_clear_no_fit() {
     let hf = tempfile::tempdir().unwrap();
     // No recipe is tuned for an RX 7900 XTX: generated defaults on its one usable GPU.
     let v = json(&run(
-        &mut cmd(RX, hf.path()),
+        cmd(RX, hf.path()),
         &["plan", "Qwen/Qwen3-8B", "--format", "json"],
     ));
     assert_eq!(v["gpus"]["usable"], 1, "the iGPU is not usable");
@@ -461,7 +455,7 @@ fn radeon_host_gets_generated_defaults_or_a_clear_no_fit() {
     assert_eq!(v["recipe"]["id"], "generated/vllm-rx7900-fp16-tp1-latency");
     assert_eq!(v["fallbacks"], serde_json::json!([]));
     // 32B parameters in bf16 (~60 GiB) cannot fit in 24 GiB: NO_FIT, saying what it needs.
-    let o = run(&mut cmd(RX, hf.path()), &["plan", "Qwen/Qwen3-32B"]);
+    let o = run(cmd(RX, hf.path()), &["plan", "Qwen/Qwen3-32B"]);
     assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
@@ -474,9 +468,8 @@ fn radeon_host_gets_generated_defaults_or_a_clear_no_fit() {
 fn no_gpu_driver_is_no_fit() {
     let hf = tempfile::tempdir().unwrap();
     let empty = tempfile::tempdir().unwrap();
-    let mut c = cmd(MI300X, hf.path());
-    c.env("AIM_ROOT", empty.path());
-    let o = run(&mut c, &["plan", "Qwen/Qwen3-32B"]);
+    let c = cmd(MI300X, hf.path()).env("AIM_ROOT", empty.path());
+    let o = run(c, &["plan", "Qwen/Qwen3-32B"]);
     assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
     assert!(stderr(&o).contains("amdgpu"), "{}", stderr(&o));
 }
@@ -536,7 +529,7 @@ fn catalogue_choices_on_8_mi300x() {
         let mut a = vec!["plan"];
         a.extend_from_slice(args);
         a.extend_from_slice(&["--format", "json"]);
-        let v = json(&run(&mut cmd(MI300X, hf.path()), &a));
+        let v = json(&run(cmd(MI300X, hf.path()), &a));
         assert_eq!(v["recipe"]["id"], *id, "{args:?}: {:?}", v["reasons"]);
         assert_eq!(
             v["gpus"]["selected"].as_array().unwrap().len(),
@@ -544,4 +537,26 @@ fn catalogue_choices_on_8_mi300x() {
             "{args:?}"
         );
     }
+}
+
+/// The harness's failure report names the command, its status and what it printed.
+#[test]
+fn harness_reports_the_command_status_and_output() {
+    let hf = tempfile::tempdir().unwrap();
+    let o = run(cmd(MI300X, hf.path()), &["plan"]);
+    o.expect_code(64);
+    let r = o.report();
+    assert!(r.contains("aim-engine plan"), "{r}");
+    assert!(r.contains("AIM_LOG_LEVEL=warn"), "{r}");
+    assert!(r.contains("status: exit status: 64"), "{r}");
+    assert!(r.contains("no model given"), "{r}");
+    let failed = std::panic::catch_unwind(|| {
+        o.expect_code(0);
+    });
+    let msg = failed.expect_err("a wrong exit code fails the test");
+    let text = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        text.contains("command: ") && text.contains("no model given"),
+        "{text}"
+    );
 }

@@ -411,7 +411,7 @@ proptest! {
                 let _ = c.kv_bytes_per_token_per_gpu(tp, 2);
                 let _ = c.tp_check(tp);
             }
-            Err(e) => prop_assert!(e.contains("config.json"), "error does not name config.json: {}", e),
+            Err(e) => prop_assert!(e.to_string().contains("config.json"), "error does not name config.json: {}", e),
         }
         let index = index_total.map(|t| format!("{{\"metadata\": {{\"total_size\": {t}}}}}"));
         let f = facts("Org/Model-32B", Some(&text), index.as_deref());
@@ -425,7 +425,7 @@ proptest! {
     #[test]
     fn config_json_any_text_never_panics(text in prop_oneof![".*", "\\{\"hidden_size\": [0-9]{0,25}\\}"]) {
         if let Err(e) = parse_config(&text) {
-            prop_assert!(e.contains("config.json"), "{}", e);
+            prop_assert!(e.to_string().contains("config.json"), "{}", e);
         }
         let _ = facts(&text, Some(&text), Some(&text)).describe();
     }

@@ -17,7 +17,7 @@
 //! every engine start then dies 3 s after it started, for N seconds of load, and the counts are
 //! printed (run with `--nocapture`).
 
-use crate::support::{aim_engine, fake_engine, free_port, project_root, wait_for};
+use crate::support::{AimEngine, Running, free_port, wait_for};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -301,23 +301,20 @@ fn watch_engines(state: &Path, stop: Arc<AtomicBool>, deaths: Arc<Mutex<Vec<Inst
 }
 
 /// The supervisor, stopped with SIGTERM (then SIGKILL) when dropped.
-struct Supervisor(std::process::Child);
+struct Supervisor(Running);
+
+impl Supervisor {
+    fn stop(&mut self) {
+        if let Ok(None) = self.0.child.try_wait() {
+            self.0.signal(libc::SIGTERM);
+            self.0.wait_code(Duration::from_secs(15));
+        }
+    }
+}
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        // SAFETY: plain syscall on our own child.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.stop();
     }
 }
 
@@ -349,41 +346,36 @@ fn public_port_stays_honest_across_an_engine_restart() {
     let long: Option<u64> = std::env::var("AIM_RESTART_LOAD_SECS")
         .ok()
         .and_then(|s| s.parse().ok());
-    let dir = tempfile::tempdir().expect("tmp");
-    let state = dir.path().join("state");
+    let aim = AimEngine::new();
+    let state = aim.dir().join("state");
     std::fs::create_dir_all(&state).expect("state dir");
-    let (port, engine_port) = (free_port(), free_port());
-    let mut cmd = aim_engine();
-    cmd.arg("--root")
-        .arg(project_root().join("tests/fixtures/sysfs/mi300x-8gpu-spx"))
-        .args(["aim-test/Tiny-7B", "--host", "127.0.0.1"])
-        .args(["--port", &port.to_string()])
+    let engine_port = free_port();
+    let aim = aim
+        .fixture("mi300x-8gpu-spx")
+        .arg("aim-test/Tiny-7B")
+        .public_port()
         .args(["--engine-port", &engine_port.to_string()])
         .args(["--backoff-initial", "0.2s", "--backoff-max", "0.2s"])
         .args(["--restart-budget", "1000", "--vram-wait-timeout", "0.2s"])
         .args(["--stop-timeout", "5s"])
-        .env("AIM_VLLM_COMMAND", fake_engine())
-        .env("AIM_SGLANG_COMMAND", fake_engine())
-        .env("HF_HOME", dir.path().join("hf"))
-        .env("HF_HUB_OFFLINE", "1")
+        .fake_engine()
+        .offline_hf()
         .env("FAKE_STATE_DIR", &state)
         .env("FAKE_LOAD_SECS", "0.5")
         .env("FAKE_TOKEN_DELAY_MS", "40")
         .env("FAKE_STREAM_TOKENS", "8")
-        .env("FAKE_CRASH_SIGNAL", "KILL")
-        .env_remove("AIM_ENGINE")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("err.log")).expect("err.log"));
-    match long {
+        .env("FAKE_CRASH_SIGNAL", "KILL");
+    let aim = match long {
         // Every engine dies 3 s after its start (about 2 s after it got ready).
-        Some(_) => cmd.env("FAKE_CRASH_AFTER_SECS", "3"),
+        Some(_) => aim.env("FAKE_CRASH_AFTER_SECS", "3"),
         // Only the first one, 3 s after its start; the restarted one serves on.
-        None => cmd.env("FAKE_START_1", "FAKE_CRASH_AFTER_SECS=3"),
+        None => aim.env("FAKE_START_1", "FAKE_CRASH_AFTER_SECS=3"),
     };
-    let sup = Supervisor(cmd.spawn().expect("start aim-engine"));
-    let stderr = || std::fs::read_to_string(dir.path().join("err.log")).unwrap_or_default();
+    let mut sup = Supervisor(aim.spawn());
+    let port = sup.0.port;
+    let err_log = sup.0.path("err.log");
+    // Read from the file: `sup` is stopped (mutably) while this is still used.
+    let stderr = || std::fs::read_to_string(&err_log).unwrap_or_default();
 
     assert!(
         wait_for(Duration::from_secs(30), || ready(port)),
@@ -443,7 +435,7 @@ fn public_port_stays_honest_across_an_engine_restart() {
     let wall = t0.elapsed();
     let deaths = deaths.lock().expect("deaths").clone();
     let restarts_seen = restarts(port);
-    drop(sup);
+    sup.stop();
 
     // Tally.
     let mut full = 0;

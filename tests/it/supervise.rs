@@ -7,14 +7,17 @@
 //! filter) and leave evidence there: `spawns` gets one line per start, `ready` is created once
 //! their traps are set.
 
-use crate::support::{aim_engine, free_port, project_root, wait_exit, wait_for};
+use crate::support::{
+    AimEngine, Running, aim_engine, free_port, project_root, wait_exit, wait_for,
+};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+const FIXTURE_NAME: &str = "mi300x-8gpu-spx";
 const FIXTURE: &str = "tests/fixtures/sysfs/mi300x-8gpu-spx";
 const MODEL: &str = "aim-test/Tiny-7B";
 
@@ -33,15 +36,8 @@ fn signal(pid: i32, sig: i32) {
     }
 }
 
-/// One supervisor run in its own temp dir.
-struct Sup {
-    dir: tempfile::TempDir,
-    child: Child,
-    /// The supervisor's pid as this test sees it (inside `unshare`, the namespace's PID 1).
-    pid: i32,
-    /// The public port.
-    port: u16,
-}
+/// One supervisor run in its own temp dir (`support::Running`).
+type Sup = Running;
 
 struct Opts<'a> {
     script: &'a str,
@@ -68,12 +64,9 @@ impl<'a> Opts<'a> {
 }
 
 fn start(o: Opts<'_>) -> Sup {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let script = dir.path().join("engine.sh");
-    fs::write(&script, format!("#!/bin/sh\n{}\n", o.script)).expect("write engine script");
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut run = AimEngine::new();
     let root = if o.copy_root {
-        let dst = dir.path().join("root");
+        let dst = run.dir().join("root");
         let ok = Command::new("cp")
             .arg("-a")
             .arg(project_root().join(FIXTURE))
@@ -86,20 +79,15 @@ fn start(o: Opts<'_>) -> Sup {
     } else {
         project_root().join(FIXTURE)
     };
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_aim-engine"));
-    let mut cmd = if o.pid1 {
-        let mut c = Command::new("unshare");
-        c.args(["--pid", "--fork", "--mount-proc"]).arg(&bin);
-        c
-    } else {
-        aim_engine()
-    };
-    let port = free_port();
+    if o.pid1 {
+        run = run.pid1();
+    }
     let engine_port = o.engine_port.unwrap_or_else(free_port);
-    cmd.arg("--root")
-        .arg(&root)
-        .args([MODEL, "--port", &port.to_string()])
-        .args(["--host", "127.0.0.1"])
+    let dir = run.dir().to_path_buf();
+    run = run
+        .root(&root)
+        .arg(MODEL)
+        .public_port()
         .args(["--engine-port", &engine_port.to_string()])
         .args(o.args)
         // Defaults as env vars so a test's flags override them.
@@ -107,50 +95,19 @@ fn start(o: Opts<'_>) -> Sup {
         .env("AIM_BACKOFF_INITIAL", "0s")
         .env("AIM_BACKOFF_MAX", "0s")
         .env("AIM_VRAM_WAIT_TIMEOUT", "0.2s")
-        .env("AIM_VLLM_COMMAND", &script)
-        .env("AIM_SGLANG_COMMAND", &script)
-        .env("HF_HOME", dir.path().join("hf"))
-        .env("HF_HUB_OFFLINE", "1")
-        .env("FAKE_DIR", dir.path())
+        .engine_script(o.script)
+        .offline_hf()
+        .env("FAKE_DIR", &dir)
         .env("FAKE_ROOT", &root)
-        .env("AIM_LOG_LEVEL", "info")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("AIM_ENGINE")
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(dir.path().join("out.log")).expect("out.log"))
-        .stderr(fs::File::create(dir.path().join("err.log")).expect("err.log"));
+        .env("AIM_LOG_LEVEL", "info");
     for (k, v) in o.env {
-        cmd.env(k, v);
+        run = run.env(k, v);
     }
-    let child = cmd.spawn().expect("start aim-engine");
-    let mut pid = child.id() as i32;
-    if o.pid1 {
-        // The supervisor is unshare's child.
-        let path = format!("/proc/{pid}/task/{pid}/children");
-        let mut inner = None;
-        wait_for(Duration::from_secs(5), || {
-            inner = fs::read_to_string(&path)
-                .ok()
-                .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()));
-            inner.is_some()
-        });
-        pid = inner.expect("unshare started the supervisor");
-    }
-    Sup {
-        dir,
-        child,
-        pid,
-        port,
-    }
+    run.spawn()
 }
 
-impl Sup {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-    fn read(&self, name: &str) -> String {
-        fs::read_to_string(self.path(name)).unwrap_or_default()
-    }
+/// What the engine scripts leave in the run's dir.
+impl Running {
     /// Waits for the engine to create `name`; panics with the supervisor's stderr if not.
     fn wait_file(&self, name: &str, limit: Duration) -> bool {
         let p = self.path(name);
@@ -166,35 +123,7 @@ impl Sup {
         self.read("spawns").lines().map(str::to_string).collect()
     }
     fn stop(&self, sig: i32) {
-        signal(self.pid, sig);
-    }
-    /// Waits for the exit; returns the code (panics with the logs on timeout or a signal).
-    fn exit_code(&mut self, limit: Duration) -> i32 {
-        let st = wait_exit(&mut self.child, limit);
-        match st.and_then(|s| s.code()) {
-            Some(c) => c,
-            None => panic!(
-                "aim-engine did not exit normally within {limit:?} ({st:?}); stderr:\n{}",
-                self.read("err.log")
-            ),
-        }
-    }
-    fn stderr(&self) -> String {
-        self.read("err.log")
-    }
-    /// Asserts the exit code within `limit`, showing the supervisor's stderr when it differs.
-    fn expect_exit(&mut self, code: i32, limit: Duration) {
-        let got = self.exit_code(limit);
-        assert_eq!(got, code, "{}", self.stderr());
-    }
-}
-
-impl Drop for Sup {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.signal(sig);
     }
 }
 
@@ -572,25 +501,17 @@ fn engine_command_not_found_is_127_and_not_executable_126() {
     let missing = "/nonexistent/vllm".to_string();
     let not_exec = not_exec.display().to_string();
     for (launcher, code) in [(&missing, 127), (&not_exec, 126)] {
-        let out = aim_engine()
-            .arg("--root")
-            .arg(project_root().join(FIXTURE))
-            .args([
-                MODEL,
-                "--port",
-                &free_port().to_string(),
-                "--host",
-                "127.0.0.1",
-            ])
+        let out = AimEngine::new()
+            .fixture(FIXTURE_NAME)
+            .arg(MODEL)
+            .public_port()
             .args(["--engine-port", &free_port().to_string()])
             .env("AIM_VLLM_COMMAND", launcher)
             .env("AIM_SGLANG_COMMAND", launcher)
-            .env("HF_HOME", dir.path())
-            .env("HF_HUB_OFFLINE", "1")
-            .output()
-            .expect("run");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "{launcher}: {err}");
+            .offline_hf()
+            .output();
+        out.expect_code(code);
+        let err = out.stderr();
         for needle in [launcher.as_str(), "AIM_VLLM_COMMAND", "PATH"] {
             assert!(err.contains(needle), "{needle} missing: {err}");
         }
@@ -950,17 +871,14 @@ fn health_503_after_ready_counts_as_hung() {
 fn public_port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("tmp");
-    let out = aim_engine()
-        .arg("--root")
-        .arg(project_root().join(FIXTURE))
+    let out = AimEngine::new()
+        .fixture(FIXTURE_NAME)
         .args([MODEL, "--port", &port.to_string(), "--host", "127.0.0.1"])
         .env("AIM_VLLM_COMMAND", "/nonexistent/vllm")
-        .env("HF_HOME", dir.path())
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+        .offline_hf()
+        .output();
+    out.expect_code(1);
+    let err = out.stderr();
     assert!(
         err.contains(&format!("127.0.0.1:{port}")) && err.contains("--port"),
         "{err}"

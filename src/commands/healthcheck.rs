@@ -1,4 +1,4 @@
-//! `aim-engine healthcheck` and `status`. OWNER: http helper.
+//! `aim-engine healthcheck` and `status`.
 //!
 //! Both ask the local supervisor over a blocking HTTP/1.1 GET on a std `TcpStream` (no runtime,
 //! no curl): the container's HEALTHCHECK runs this every few seconds, so it must stay light and

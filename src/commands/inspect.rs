@@ -1,0 +1,255 @@
+//! `aim-engine plan`, `dry-run`, `recipes`: plan through `plan::resolve` and print the
+//! result (text for humans, JSON with the stable names the README lists).
+
+use crate::cli::{Format, GlobalArgs, PlanArgs, SelectArgs};
+use crate::exit::{self, ExitError};
+use crate::gpu::Topology;
+use crate::plan::resolve::{self, ResolveError};
+use crate::plan::{self, Planned, RecipeVerdict};
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+
+fn exit_error(e: ResolveError) -> anyhow::Error {
+    ExitError::from(e).into()
+}
+
+/// Detects the GPUs and plans on all of them.
+fn planned(g: &GlobalArgs, select: &SelectArgs, port: u16) -> anyhow::Result<Planned> {
+    let topology = resolve::detect(g).map_err(exit_error)?;
+    resolve::plan_on(&topology, g, select, port).map_err(exit_error)
+}
+
+/// `aim-engine plan`.
+pub fn plan(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
+    let p = planned(g, &a.select, a.port)?;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&plan_json(&p))?),
+        Format::Text => print!("{}", plan_text(&p)),
+    }
+    Ok(exit::OK)
+}
+
+/// The `plan --format json` document (stable names; see the README).
+pub fn plan_json(p: &Planned) -> Value {
+    let l = &p.plan.launches[0];
+    let s = &p.sources[0];
+    let m = &s.recipe.metadata;
+    json!({
+        "model": p.plan.model,
+        "gpus": {
+            "usable": p.plan.usable_gpus,
+            "selected": l.gpus.iter().map(|g| g.ordinal).collect::<Vec<_>>(),
+            "product": p.plan.product,
+            "gfx": p.plan.gfx,
+        },
+        "recipe": {
+            "id": s.id,
+            "path": s.path.as_ref().map(|p| p.display().to_string()),
+            "engine": m.engine,
+            "gpu_count": m.gpu_count,
+            "precision": m.precision,
+            "metric": m.metric,
+            "type": m.kind,
+        },
+        "reasons": p.plan.reasons,
+        "fallbacks": p.sources[1..].iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        "command": { "argv": l.argv, "env": l.env },
+    })
+}
+
+/// Quotes a word for a POSIX shell when it needs it (display only; nothing runs a shell).
+pub fn shell_quote(w: &str) -> String {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c))
+    {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
+fn plan_text(p: &Planned) -> String {
+    let mut o = String::new();
+    let l = &p.plan.launches[0];
+    let s = &p.sources[0];
+    let m = &s.recipe.metadata;
+    let _ = writeln!(o, "Plan for {}", p.plan.model);
+    let _ = writeln!(
+        o,
+        "  GPUs:    {} usable {} ({}); this plan uses {}",
+        p.plan.usable_gpus,
+        p.plan.product.as_deref().unwrap_or("?"),
+        p.plan.gfx.as_deref().unwrap_or("?"),
+        l.gpus
+            .iter()
+            .map(|g| g.ordinal.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let _ = writeln!(
+        o,
+        "  Recipe:  {} ({}, {}, {} GPU(s), {}, {})",
+        s.id, m.kind, m.engine, m.gpu_count, m.precision, m.metric
+    );
+    if let Some(path) = &s.path {
+        let _ = writeln!(o, "           {}", path.display());
+    }
+    let _ = writeln!(o, "Why:");
+    for r in &p.plan.reasons {
+        let _ = writeln!(o, "  - {r}");
+    }
+    if p.sources.len() > 1 {
+        let _ = writeln!(
+            o,
+            "Fallbacks, in order (used when a failure says this recipe cannot work):"
+        );
+        for (i, (s, l)) in p.sources.iter().zip(&p.plan.launches).enumerate().skip(1) {
+            let m = &s.recipe.metadata;
+            let _ = writeln!(
+                o,
+                "  {i}. {} ({}, {} GPU(s) [{}], {}, {})",
+                s.id,
+                m.engine,
+                m.gpu_count,
+                l.gpus
+                    .iter()
+                    .map(|g| g.ordinal.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                m.precision,
+                m.metric
+            );
+        }
+    }
+    let _ = writeln!(o, "Command (engine on 127.0.0.1:{}):", l.engine_port);
+    for (k, v) in &l.env {
+        let _ = writeln!(o, "  {k}={}", shell_quote(v));
+    }
+    let argv: Vec<String> = l.argv.iter().map(|w| shell_quote(w)).collect();
+    let _ = writeln!(o, "  {}", argv.join(" "));
+    o
+}
+
+/// `aim-engine dry-run`: the AIM operator's JSON shape (text: a shell script for humans).
+pub fn dry_run(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
+    let p = planned(g, &a.select, a.port)?;
+    match a.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&dry_run_json(&p, &a.select)?)?
+        ),
+        Format::Text => {
+            let l = &p.plan.launches[0];
+            println!(
+                "#!/bin/sh\n# aim-engine dry-run: recipe {}\nset -e",
+                p.sources[0].id
+            );
+            for (k, v) in &l.env {
+                println!("export {k}={}", shell_quote(v));
+            }
+            let argv: Vec<String> = l.argv.iter().map(|w| shell_quote(w)).collect();
+            println!("exec {}", argv.join(" "));
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn dry_run_json(p: &Planned, select: &SelectArgs) -> anyhow::Result<Value> {
+    let s = &p.sources[0];
+    let mut args = s.recipe.engine_args.clone();
+    for (k, v) in resolve::parse_engine_args(select.engine_args.as_deref()).map_err(exit_error)? {
+        args.insert(k, v);
+    }
+    let filename = match &s.path {
+        Some(path) => path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        None => format!("{}.yaml", s.id),
+    };
+    let source = if s.checkpoint.starts_with('/') {
+        s.checkpoint.clone()
+    } else {
+        format!("hf://{}", s.checkpoint)
+    };
+    let size_gb = p
+        .weight_bytes
+        .map(|b| (b as f64 / 1e9 * 10.0).round() / 10.0);
+    Ok(json!([{
+        "filename": filename,
+        "profile": {
+            "model": s.checkpoint,
+            "metadata": s.recipe.metadata,
+            "engine_args": args,
+            "env_vars": s.recipe.env_vars,
+        },
+        "models": [{ "name": s.checkpoint, "source": source, "size_gb": size_gb }],
+    }]))
+}
+
+/// `aim-engine recipes [MODEL]`: every recipe with its verdict on this host.
+pub fn recipes(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
+    // A host without GPUs still gets the list (everything is then gpu_mismatch).
+    let topology = resolve::detect(g).unwrap_or_default();
+    let (rows, model) = resolve::verdicts_on(&topology, g, &a.select).map_err(exit_error)?;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Text => print!("{}", recipes_text(&rows, model.as_deref(), &topology)),
+    }
+    Ok(exit::OK)
+}
+
+fn recipes_text(rows: &[RecipeVerdict], model: Option<&str>, t: &Topology) -> String {
+    let mut o = String::new();
+    let usable = plan::usable_gpus(t);
+    let host = match usable.first() {
+        Some(g) => format!("{} x {} ({})", usable.len(), g.product, g.gfx),
+        None => "no usable GPU".into(),
+    };
+    let _ = writeln!(
+        o,
+        "{} recipe(s){} on this host: {host}",
+        rows.len(),
+        model.map(|m| format!(" for {m}")).unwrap_or_default()
+    );
+    let w = rows.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
+    let _ = writeln!(
+        o,
+        "{:<w$}  {:<7} {:<7} {:>4} {:<5} {:<10} {:<11} VERDICT",
+        "ID", "ENGINE", "GPU", "N", "PREC", "METRIC", "TYPE"
+    );
+    for r in rows {
+        let detail = if r.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.detail)
+        };
+        let _ = writeln!(
+            o,
+            "{:<w$}  {:<7} {:<7} {:>4} {:<5} {:<10} {:<11} {}{detail}",
+            r.id,
+            r.engine.as_str(),
+            r.gpu,
+            r.gpu_count,
+            r.precision.as_str(),
+            r.metric.as_str(),
+            r.kind.as_str(),
+            r.verdict.as_str()
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("--port"), "--port");
+        assert_eq!(shell_quote(r#"{"a": 1}"#), r#"'{"a": 1}'"#);
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

@@ -1,0 +1,468 @@
+use super::*;
+use crate::gpu::Gpu;
+
+pub(crate) fn gpu(index: u32, product: &str, gfx: &str, vram_gib: u64, hive: u64) -> Gpu {
+    Gpu {
+        index,
+        kfd_node: index + 2,
+        gpu_id: 1000 + index,
+        pci: format!("0000:{:02x}:00.0", index + 5),
+        render_minor: 128 + 8 * index,
+        gfx: gfx.into(),
+        device_id: 0x74a1,
+        product: product.into(),
+        vram_bytes: vram_gib << 30,
+        vram_used_bytes: None,
+        compute_units: 304,
+        numa_node: Some(0),
+        physical_index: index,
+        partition: None,
+        hive_id: hive,
+        unique_id: index as u64,
+    }
+}
+
+#[test]
+fn gpu_picking_prefers_hives_and_links() {
+    // GPUs 0,1 in hive A; 2..5 in hive B: 4 GPUs come from hive B.
+    let gs: Vec<Gpu> = (0..6)
+        .map(|i| gpu(i, "MI300X", "gfx942", 192, if i < 2 { 7 } else { 9 }))
+        .collect();
+    let refs: Vec<&Gpu> = gs.iter().collect();
+    let got: Vec<u32> = pick_gpus(&refs, &[], 4).iter().map(|g| g.index).collect();
+    assert_eq!(got, vec![2, 3, 4, 5]);
+    let got: Vec<u32> = pick_gpus(&refs, &[], 2).iter().map(|g| g.index).collect();
+    assert_eq!(got, vec![0, 1]);
+    // No hive ids: links decide; 0 is linked to nobody, 1-2-3 are a clique.
+    let gs: Vec<Gpu> = (0..4).map(|i| gpu(i, "MI300X", "gfx942", 192, 0)).collect();
+    let refs: Vec<&Gpu> = gs.iter().collect();
+    let links = [(1, 2), (1, 3), (2, 3)];
+    let got: Vec<u32> = pick_gpus(&refs, &links, 3)
+        .iter()
+        .map(|g| g.index)
+        .collect();
+    assert_eq!(got, vec![1, 2, 3]);
+    // Nothing known: the first N.
+    let got: Vec<u32> = pick_gpus(&refs, &[], 2).iter().map(|g| g.index).collect();
+    assert_eq!(got, vec![0, 1]);
+}
+
+#[test]
+fn usable_is_the_first_product() {
+    let t = Topology {
+        gpus: vec![
+            gpu(0, "RX 7900 XTX", "gfx1100", 24, 0),
+            gpu(1, "Raphael", "gfx1036", 1, 0),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(usable_gpus(&t).len(), 1);
+}
+
+use crate::model::config::{facts, tests::QWEN3_32B};
+use crate::recipe::{Origin, parse};
+use std::path::Path;
+
+fn recipe(id: &str, model: Option<&str>, meta: &str, priority: usize) -> LoadedRecipe {
+    let head = model
+        .map(|m| format!("aim_id: {m}\nmodel_id: {m}\n"))
+        .unwrap_or_default();
+    let text = format!("{head}metadata: {{{meta}}}\n");
+    LoadedRecipe {
+        id: id.into(),
+        path: format!("/r/{id}.yaml").into(),
+        origin: Origin {
+            priority,
+            builtin: priority > 0,
+        },
+        recipe: parse(&text, Path::new(id)).unwrap(),
+    }
+}
+
+fn catalogue() -> Vec<LoadedRecipe> {
+    let q = Some("Qwen/Qwen3-32B");
+    vec![
+        recipe(
+            "vllm-mi300x-bf16-tp1-latency",
+            q,
+            "engine: vllm, gpu: MI300X, gpu_count: 1, precision: bf16, metric: latency, type: optimized",
+            1,
+        ),
+        recipe(
+            "vllm-mi300x-bf16-tp4-latency",
+            q,
+            "engine: vllm, gpu: MI300X, gpu_count: 4, precision: bf16, metric: latency, type: unoptimized",
+            1,
+        ),
+        recipe(
+            "vllm-mi355x-bf16-tp4-latency",
+            q,
+            "engine: vllm, gpu: MI355X, gpu_count: 4, precision: bf16, metric: latency, type: optimized",
+            1,
+        ),
+        recipe(
+            "general/vllm-mi300x-bf16-tp2-latency",
+            None,
+            "engine: vllm, gpu: MI300X, gpu_count: 2, precision: bf16, metric: latency, type: general",
+            1,
+        ),
+        recipe(
+            "general/vllm-mi300x-bf16-tp8-latency",
+            None,
+            "engine: vllm, gpu: MI300X, gpu_count: 8, precision: bf16, metric: latency, type: general",
+            1,
+        ),
+    ]
+}
+
+fn mi300x(n: u32) -> Topology {
+    Topology {
+        gpus: (0..n).map(|i| gpu(i, "MI300X", "gfx942", 192, 0)).collect(),
+        ..Default::default()
+    }
+}
+
+struct Case {
+    what: &'static str,
+    model: &'static str,
+    config: Option<&'static str>,
+    topology: Topology,
+    want: Want,
+    recipes: Vec<LoadedRecipe>,
+    /// Ok(chosen id, fallback ids, selected ordinals) or Err(words in the error)
+    expect: Result<(&'static str, Vec<&'static str>, Vec<u32>), &'static str>,
+}
+
+fn run(c: &Case) -> Result<Planned, PlanError> {
+    let f = facts(c.model, c.config, None);
+    let args = IndexMap::new();
+    let launchers = Launchers::default();
+    decide(&PlanInput {
+        topology: &c.topology,
+        model: c.model,
+        checkpoint: c.model,
+        facts: &f,
+        recipes: &c.recipes,
+        want: &c.want,
+        user_args: &args,
+        launchers: &launchers,
+        engine_port: 8001,
+    })
+}
+
+#[test]
+fn planning_table() {
+    let cases = vec![
+        Case {
+            what: "Qwen3-32B on 8 MI300X: 4 GPUs bf16 vLLM, the rest as fallbacks",
+            model: "Qwen/Qwen3-32B",
+            config: None,
+            topology: mi300x(8),
+            want: Want::default(),
+            recipes: catalogue(),
+            expect: Ok((
+                "vllm-mi300x-bf16-tp4-latency",
+                vec![
+                    "general/vllm-mi300x-bf16-tp2-latency",
+                    "vllm-mi300x-bf16-tp1-latency",
+                    "general/vllm-mi300x-bf16-tp8-latency",
+                ],
+                vec![0, 1, 2, 3],
+            )),
+        },
+        Case {
+            what: "one GPU: the tp1 recipe",
+            model: "Qwen/Qwen3-32B",
+            config: None,
+            topology: mi300x(1),
+            want: Want::default(),
+            recipes: catalogue(),
+            expect: Ok(("vllm-mi300x-bf16-tp1-latency", vec![], vec![0])),
+        },
+        Case {
+            what: "--recipe picks exactly that one",
+            model: "Qwen/Qwen3-32B",
+            config: None,
+            topology: mi300x(8),
+            want: Want {
+                recipe: Some("general/vllm-mi300x-bf16-tp8-latency".into()),
+                ..Default::default()
+            },
+            recipes: catalogue(),
+            expect: Ok((
+                "general/vllm-mi300x-bf16-tp8-latency",
+                vec![],
+                (0..8).collect(),
+            )),
+        },
+        Case {
+            what: "--recipe unknown: close ids",
+            model: "Qwen/Qwen3-32B",
+            config: None,
+            topology: mi300x(8),
+            want: Want {
+                recipe: Some("vllm-mi300x-bf16-tp4-latncy".into()),
+                ..Default::default()
+            },
+            recipes: catalogue(),
+            expect: Err("did you mean: vllm-mi300x-bf16-tp4-latency"),
+        },
+        Case {
+            what: "--recipe for another GPU is still checked against the host",
+            model: "Qwen/Qwen3-32B",
+            config: None,
+            topology: mi300x(8),
+            want: Want {
+                recipe: Some("vllm-mi355x-bf16-tp4-latency".into()),
+                ..Default::default()
+            },
+            recipes: catalogue(),
+            expect: Err("gpu_mismatch"),
+        },
+        Case {
+            what: "--gpu-model MI355X matches the MI355X recipe",
+            model: "Qwen/Qwen3-32B",
+            config: None,
+            topology: mi300x(8),
+            want: Want {
+                gpu_model: Some("MI355X".into()),
+                ..Default::default()
+            },
+            recipes: catalogue(),
+            expect: Ok(("vllm-mi355x-bf16-tp4-latency", vec![], vec![0, 1, 2, 3])),
+        },
+        Case {
+            what: "more GPUs than usable",
+            model: "Qwen/Qwen3-32B",
+            config: None,
+            topology: mi300x(8),
+            want: Want {
+                gpu_count: Some(16),
+                ..Default::default()
+            },
+            recipes: catalogue(),
+            expect: Err("what would fit: recipe vllm-mi300x-bf16-tp4-latency"),
+        },
+        Case {
+            what: "no GPU",
+            model: "Qwen/Qwen3-32B",
+            config: None,
+            topology: Topology::default(),
+            want: Want::default(),
+            recipes: catalogue(),
+            expect: Err("no AMD GPU"),
+        },
+        Case {
+            what: "int4 cannot be generated from a bf16 checkpoint",
+            model: "Qwen/Qwen3-32B",
+            config: Some(QWEN3_32B),
+            topology: mi300x(8),
+            want: Want {
+                precision: Some(Precision::Int4),
+                ..Default::default()
+            },
+            recipes: catalogue(),
+            expect: Err("int4 cannot be generated"),
+        },
+        Case {
+            what: "no recipes at all: generated defaults sized from config.json",
+            model: "org/Custom-32B",
+            config: Some(QWEN3_32B),
+            topology: mi300x(8),
+            want: Want::default(),
+            recipes: vec![],
+            expect: Ok((
+                "generated/vllm-mi300x-bf16-tp4-latency",
+                vec![],
+                vec![0, 1, 2, 3],
+            )),
+        },
+        Case {
+            what: "generated with an invalid explicit count",
+            model: "org/Custom-32B",
+            config: Some(QWEN3_32B),
+            topology: mi300x(8),
+            want: Want {
+                gpu_count: Some(3),
+                ..Default::default()
+            },
+            recipes: vec![],
+            expect: Err("not divisible by tensor-parallel size 3"),
+        },
+        Case {
+            what: "does not fit on one 24 GiB card",
+            model: "org/Custom-32B",
+            config: Some(QWEN3_32B),
+            topology: Topology {
+                gpus: vec![gpu(0, "Radeon RX 7900 XTX", "gfx1100", 24, 0)],
+                ..Default::default()
+            },
+            want: Want::default(),
+            recipes: catalogue(),
+            expect: Err("does not fit on 1"),
+        },
+    ];
+    for c in &cases {
+        match (run(c), &c.expect) {
+            (Ok(p), Ok((id, fallbacks, ordinals))) => {
+                let ids: Vec<&str> = p.sources.iter().map(|s| s.id.as_str()).collect();
+                assert_eq!(ids[0], *id, "{}: {:?}", c.what, p.plan.reasons);
+                assert_eq!(&ids[1..], fallbacks.as_slice(), "{}", c.what);
+                let got: Vec<u32> = p.plan.launches[0].gpus.iter().map(|g| g.ordinal).collect();
+                assert_eq!(&got, ordinals, "{}", c.what);
+                // Launches and sources line up; every launch serves the asked model name.
+                assert_eq!(p.plan.launches.len(), p.sources.len());
+                for (l, s) in p.plan.launches.iter().zip(&p.sources) {
+                    assert_eq!(l.recipe_id, s.id);
+                    assert_eq!(l.served_model_name, crate::model::served_names(c.model).0);
+                    assert_eq!(l.gpus.len() as u32, l.gpu_count);
+                    assert_eq!(l.engine_port, 8001);
+                }
+                assert!(!p.plan.reasons.is_empty());
+            }
+            (Err(e), Err(words)) => {
+                assert!(
+                    e.to_string().contains(words),
+                    "{}: `{e}` should contain `{words}`",
+                    c.what
+                )
+            }
+            (got, want) => panic!(
+                "{}: got {:?}, want {want:?}",
+                c.what,
+                got.map(|p| p.sources[0].id.clone())
+            ),
+        }
+    }
+}
+
+#[test]
+fn generated_plan_limits_context_to_fit() {
+    // 80 GiB GPUs: Qwen3-32B weights fit on one, 32k of KV cache does not.
+    let c = Case {
+        what: "context",
+        model: "org/Custom-32B",
+        config: Some(QWEN3_32B),
+        topology: Topology {
+            gpus: vec![gpu(0, "MI210", "gfx90a", 80, 0)],
+            ..Default::default()
+        },
+        want: Want::default(),
+        recipes: vec![],
+        expect: Err(""),
+    };
+    let p = run(&c).unwrap();
+    let args = &p.sources[0].recipe.engine_args;
+    let len = args.get("max-model-len").and_then(Value::as_u64).unwrap();
+    assert!((2048..32768).contains(&len), "{len}");
+    assert!(
+        p.plan.reasons.iter().any(|r| r.contains("context limited")),
+        "{:?}",
+        p.plan.reasons
+    );
+    assert!(
+        p.plan
+            .reasons
+            .iter()
+            .any(|r| r.contains("divides the model's 64 attention heads"))
+    );
+}
+
+#[test]
+fn general_recipes_are_checked_against_the_model() {
+    // A 12-head model cannot use TP 8; the general tp8 recipe gets tp_invalid.
+    let cfg = QWEN3_32B.replace("\"num_attention_heads\":64", "\"num_attention_heads\":12");
+    let f = facts("org/Odd-32B", Some(&cfg), None);
+    let rows = assess_all(
+        &mi300x(8),
+        Some("org/Odd-32B"),
+        Some(&f),
+        &catalogue(),
+        &Want::default(),
+    );
+    let v = |id: &str| rows.iter().find(|r| r.id == id).unwrap().verdict;
+    assert_eq!(
+        v("general/vllm-mi300x-bf16-tp8-latency"),
+        Verdict::TpInvalid
+    );
+    assert_eq!(
+        v("general/vllm-mi300x-bf16-tp2-latency"),
+        Verdict::Compatible
+    );
+    assert_eq!(v("vllm-mi300x-bf16-tp4-latency"), Verdict::ModelMismatch);
+}
+
+fn case(topology: Topology, want: Want) -> Case {
+    Case {
+        what: "errors",
+        model: "Qwen/Qwen3-32B",
+        config: Some(QWEN3_32B),
+        topology,
+        want,
+        recipes: catalogue(),
+        expect: Err(""),
+    }
+}
+
+#[test]
+fn errors_are_data_rendered_by_display() {
+    let too_many = Want {
+        gpu_count: Some(16),
+        ..Default::default()
+    };
+    let e = run(&case(mi300x(8), too_many)).unwrap_err();
+    let PlanError::NoFit { why, hint } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        **why,
+        NoFit::TooFewGpus {
+            asked: 16,
+            usable: 8,
+            product: "MI300X".into()
+        }
+    );
+    let Suggestion::Recipe { id, gpu_count, .. } = hint else {
+        panic!("{hint:?}")
+    };
+    assert_eq!(
+        (id.as_str(), *gpu_count),
+        ("vllm-mi300x-bf16-tp4-latency", 4)
+    );
+    assert_eq!(
+        e.to_string(),
+        "16 GPUs were asked for but only 8 MI300X GPU(s) are usable; what would fit: recipe \
+         vllm-mi300x-bf16-tp4-latency (4 GPU(s), bf16, vllm, latency): \
+         `aim-engine plan Qwen/Qwen3-32B 4 --precision bf16 --backend vllm`"
+    );
+
+    let e = run(&case(Topology::default(), Want::default())).unwrap_err();
+    assert_eq!(e, PlanError::NoGpu(NoGpu::NoneFound));
+    let excluded = Topology {
+        excluded: vec![crate::gpu::Excluded {
+            kfd_node: 3,
+            reason: "not visible".into(),
+        }],
+        ..Default::default()
+    };
+    let e = run(&case(excluded, Want::default())).unwrap_err();
+    assert_eq!(
+        e,
+        PlanError::NoGpu(NoGpu::AllExcluded(vec![(3, "not visible".into())]))
+    );
+    assert_eq!(e.to_string(), "no usable AMD GPU (node 3: not visible)");
+
+    let unknown = Want {
+        recipe: Some("vllm-mi300x-bf16-tp1-latencyy".into()),
+        ..Default::default()
+    };
+    let e = run(&case(mi300x(8), unknown)).unwrap_err();
+    let PlanError::UnknownRecipe { id, close, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(id, "vllm-mi300x-bf16-tp1-latencyy");
+    assert!(
+        close.contains(&"vllm-mi300x-bf16-tp1-latency".to_string()),
+        "{close:?}"
+    );
+}
