@@ -10,16 +10,15 @@
 //! One engine start costs 50-90 s on two cores, so a case checks many things in sequence on
 //! one supervisor, and the cases run one at a time (a lock), whatever the test threads.
 
-use crate::support::{aim_engine, free_port, project_root, wait_exit, wait_for};
+use crate::support::{AimEngine, Running, free_port, project_root, wait_exit, wait_for};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-const FIXTURE: &str = "tests/fixtures/sysfs/mi300x-8gpu-spx";
+const FIXTURE: &str = "mi300x-8gpu-spx";
 /// Generous: the engine's own start is 50-90 s on an idle 2-core machine; CI may be busier.
 const READY_LIMIT: Duration = Duration::from_secs(420);
 /// Long enough that a 4,000-token stream takes seconds on the CPU: an abort that reaches the
@@ -145,54 +144,42 @@ fn json_of(a: &Answer) -> Value {
     serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("{e}: {} {}", a.head, a.body))
 }
 
-/// A running `aim-engine serve` with the real vLLM.
+/// A running `aim-engine serve` with the real vLLM (the suites' one harness underneath).
 struct Serve {
-    child: Child,
-    dir: tempfile::TempDir,
+    run: Running,
     port: u16,
     engine_port: u16,
 }
 
 impl Serve {
     fn start(model: &str, extra: &[&str], env: &[(&str, &Path)]) -> Serve {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (port, engine_port) = (free_port(), free_port());
-        let mut cmd = aim_engine();
-        cmd.arg("--root")
-            .arg(project_root().join(FIXTURE))
+        let engine_port = free_port();
+        let mut aim = AimEngine::new()
+            .fixture(FIXTURE)
+            .offline_hf()
             .args(["serve", model, "1"])
-            .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
+            .public_port()
             .args(["--engine-port", &engine_port.to_string()])
             .args(["--backoff-initial", "0.5s", "--stop-timeout", "30s"])
             .args(["--liveness-interval", "2s", "--vram-wait-timeout", "5s"])
             .args(extra)
             .env("AIM_VLLM_COMMAND", venv().join("bin/vllm"))
             .env("VLLM_CPU_KVCACHE_SPACE", "1")
-            .env("HF_HUB_OFFLINE", "1")
-            .env("HF_HOME", dir.path().join("hf-empty"))
-            .env("NO_COLOR", "1")
-            .env_remove("AIM_ENGINE")
-            .env_remove("AIM_ENGINE_ARGS")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("out.log")).expect("out.log"))
-            .stderr(std::fs::File::create(dir.path().join("err.log")).expect("err.log"));
+            .env("NO_COLOR", "1");
         for (k, v) in env {
-            cmd.env(k, v);
+            aim = aim.env(k, v);
         }
-        let child = cmd.spawn().expect("start aim-engine");
+        let run = aim.spawn();
         Serve {
-            child,
-            dir,
-            port,
+            port: run.port,
+            run,
             engine_port,
         }
     }
 
     /// Our log and the engine's output copied into it (both streams).
     fn logs(&self) -> String {
-        let read = |n| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
-        let all = format!("{}{}", read("out.log"), read("err.log"));
+        let all = format!("{}{}", self.run.stdout(), self.run.stderr());
         // Only the last lines: a failure message stays readable.
         let lines: Vec<&str> = all.lines().collect();
         lines[lines.len().saturating_sub(80)..].join("\n")
@@ -217,7 +204,7 @@ impl Serve {
     fn wait_ready(&mut self, restarts: u64) -> Value {
         let start = Instant::now();
         while start.elapsed() < READY_LIMIT {
-            if let Some(code) = self.child.try_wait().expect("try_wait") {
+            if let Some(code) = self.run.child.try_wait().expect("try_wait") {
                 panic!("aim-engine exited ({code}) before ready:\n{}", self.logs());
             }
             let ready = self.get("/health/ready").is_some_and(|a| a.status == 200);
@@ -244,16 +231,17 @@ impl Serve {
     fn signal(&self, sig: i32) {
         // SAFETY: a plain kill(2) on our own child.
         unsafe {
-            libc::kill(self.child.id() as i32, sig);
+            libc::kill(self.run.pid, sig);
         }
     }
 }
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
+        // SIGTERM first: a SIGKILL of ours (the harness's own drop) skips the engine's stop.
+        if self.run.child.try_wait().ok().flatten().is_none() {
             self.signal(libc::SIGTERM);
-            if wait_exit(&mut self.child, Duration::from_secs(40)).is_none() {
+            if wait_exit(&mut self.run.child, Duration::from_secs(40)).is_none() {
                 eprintln!("aim-engine did not stop after SIGTERM; killed");
             }
         }
@@ -569,7 +557,7 @@ fn serves_streams_aborts_restarts_and_stops() {
     // request_success_total{finished_reason="abort"}). vLLM's own disconnect detection
     // misses some aborts when the CPU is saturated, measured on a direct connection too, so
     // the engine side gets a few tries; ours must hold every time.
-    let aim = sv.child.id() as i32;
+    let aim = sv.run.pid;
     let mut shortfalls = Vec::new();
     for _ in 0..5 {
         let before = settled_generation_tokens(&sv);
@@ -632,7 +620,7 @@ fn serves_streams_aborts_restarts_and_stops() {
     assert!(engine_tree.len() >= 3, "engine tree {engine_tree:?}");
     let session = engine_pid(&st);
     sv.signal(libc::SIGTERM);
-    let code = wait_exit(&mut sv.child, Duration::from_secs(60));
+    let code = wait_exit(&mut sv.run.child, Duration::from_secs(60));
     assert_eq!(code.and_then(|c| c.code()), Some(0), "{}", sv.logs());
     let left: Vec<String> = engine_tree
         .iter()
@@ -670,7 +658,7 @@ fn an_engine_arg_vllm_rejects_stops_us_without_a_restart_loop() {
         &["--engine-args", &engine_args, "--log-format", "json"],
         &[],
     );
-    let code = wait_exit(&mut sv.child, Duration::from_secs(240));
+    let code = wait_exit(&mut sv.run.child, Duration::from_secs(240));
     let logs = sv.logs();
     assert_eq!(code.and_then(|c| c.code()), Some(64), "{logs}");
     let line = "max_num_batched_tokens (16) must be greater than or equal to max_num_seqs (64)";
@@ -707,6 +695,6 @@ fn serves_a_cached_model_offline_by_its_id() {
     );
     assert_eq!(a.status, 200, "{} {}", a.head, a.body);
     sv.signal(libc::SIGTERM);
-    let code = wait_exit(&mut sv.child, Duration::from_secs(60));
+    let code = wait_exit(&mut sv.run.child, Duration::from_secs(60));
     assert_eq!(code.and_then(|c| c.code()), Some(0), "{}", sv.logs());
 }
