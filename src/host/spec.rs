@@ -491,6 +491,7 @@ pub(crate) mod tests {
         );
         for part in [
             "docker run -d",
+            "--stop-timeout 60",
             "--device /dev/dri/renderD144",
             "--group-add 992",
             "-p 8001:8000",

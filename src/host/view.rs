@@ -364,6 +364,8 @@ pub fn docker_run_text(s: &ContainerSpec) -> String {
         "docker run -d".to_string(),
         format!("--name {}", s.name),
         format!("--restart {}", s.restart),
+        // Docker's default grace is 10 s, which kills vLLM in the middle of its shutdown.
+        format!("--stop-timeout {}", s.stop_timeout_s),
         format!("--ipc={}", s.ipc),
     ];
     for d in &s.devices {
