@@ -535,21 +535,30 @@ fn serves_streams_aborts_restarts_and_stops() {
         "chat template not applied: {v} vs {bare}"
     );
 
-    // SSE unbuffered: the first event arrives long before the last token is generated.
+    // SSE unbuffered: the first event arrives long before the last token is generated. When
+    // the CPU is saturated vLLM's own API server can fall behind its engine core and emit a
+    // whole stream late, so a try that shows no spread is repeated (three at most); a
+    // buffering proxy fails every try.
     let long = 4000;
     let body = json!({"model": "tiny-llama", "prompt": "Once", "max_tokens": long,
                       "ignore_eos": true, "stream": true});
-    let before = settled_generation_tokens(&sv);
-    let (times, text) = stream(sv.port, &body);
-    assert!(text.contains("data: [DONE]"), "{text}");
-    let (first, last) = (times[0], *times.last().expect("events"));
-    assert!(
-        times.len() >= 10 && first * 2 < last,
-        "the stream was buffered: {} reads, first {first:?}, last {last:?}",
-        times.len()
-    );
-    let full = settled_generation_tokens(&sv) - before;
-    assert_eq!(full, long as f64, "a full stream generates every token");
+    let mut tries = Vec::new();
+    let (first, last) = loop {
+        let before = settled_generation_tokens(&sv);
+        let (times, text) = stream(sv.port, &body);
+        assert!(text.contains("data: [DONE]"), "{text}");
+        let full = settled_generation_tokens(&sv) - before;
+        assert_eq!(full, long as f64, "a full stream generates every token");
+        let (first, last) = (times[0], *times.last().expect("events"));
+        tries.push((times.len(), first, last));
+        if times.len() >= 10 && first * 2 < last {
+            break (first, last);
+        }
+        assert!(
+            tries.len() < 3,
+            "the stream was buffered: (reads, first event, last event) per try {tries:?}"
+        );
+    };
     eprintln!("a {long}-token stream: first event after {first:?}, last after {last:?}");
 
     // A client that disconnects mid-stream: we close the stream's connection to the engine
