@@ -242,6 +242,10 @@ pub struct ServeArgs {
         default_value_t = 4096
     )]
     pub max_connections: usize,
+    /// Fetch the model into the Hugging Face cache first, in its own phase (`downloading`),
+    /// before the startup timeout starts; the engine then runs with HF_HUB_OFFLINE=1.
+    #[arg(long, env = "AIM_DOWNLOAD", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub download: bool,
     /// Skip the one-token test inference before declaring ready.
     #[arg(
         long = "skip-test-inference",

@@ -13,7 +13,8 @@ pub const USAGE: u8 = 64;
 pub const MODEL_UNAVAILABLE: u8 = 66;
 /// No usable GPU, or no recipe (and no generated default) fits this host.
 pub const NO_FIT: u8 = 69;
-/// The model does not fit on the disk that would hold its cache (`download`, `serve`).
+/// The model does not fit on the disk that would hold its cache (`download`,
+/// `serve --download`).
 pub const NO_SPACE: u8 = 73;
 /// A download that may succeed later: the Hub kept throttling (429), could not be reached, or
 /// sent a file that did not match its checksum, after every retry.

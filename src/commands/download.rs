@@ -13,15 +13,8 @@ use crate::model::{ModelRef, cache::process_env, parse_model_id};
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-/// The public Hub.
-pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
-
 fn usage(msg: impl Into<String>) -> anyhow::Error {
     ExitError::new(USAGE, msg).into()
-}
-
-fn set(k: &str) -> Option<String> {
-    process_env(k).filter(|v| !v.trim().is_empty())
 }
 
 /// The options for `repo` from the command line and the environment.
@@ -42,36 +35,19 @@ pub fn options(a: &DownloadArgs) -> anyhow::Result<Options> {
             a.revision
         )));
     }
-    if set("HF_HUB_OFFLINE").is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false")) {
+    if download::offline(&process_env) {
         return Err(ExitError::new(
             MODEL_UNAVAILABLE,
             "HF_HUB_OFFLINE is set, so the Hub may not be asked; unset it to download",
         )
         .into());
     }
-    let hub_root = download::write_root(&process_env).ok_or_else(|| {
-        usage("no cache folder: set HF_HOME (or AIM_CACHE_PATH, or HOME)".to_string())
-    })?;
-    let free_bytes_override = match set("AIM_TEST_FREE_BYTES") {
-        None => None,
-        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-            usage(format!(
-                "AIM_TEST_FREE_BYTES `{v}` is not a number of bytes (it is a test seam; unset it)"
-            ))
-        })?),
-    };
-    Ok(Options {
-        repo,
-        revision: rev.to_string(),
-        hub_root,
-        endpoint: set("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
-        token: set("HF_TOKEN").or_else(|| set("HUGGING_FACE_HUB_TOKEN")),
-        parallel: a.parallel.into(),
-        tries: a.tries,
-        backoff: a.retry_initial,
-        stall_timeout: a.stall_timeout,
-        free_bytes_override,
-    })
+    let mut opts = Options::from_env(&repo, rev, &process_env).map_err(|e| usage(e.0))?;
+    opts.parallel = a.parallel.into();
+    opts.tries = a.tries;
+    opts.backoff = a.retry_initial;
+    opts.stall_timeout = a.stall_timeout;
+    Ok(opts)
 }
 
 pub fn run(a: &DownloadArgs) -> anyhow::Result<u8> {

@@ -88,6 +88,61 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The longest Retry-After we honour as given.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
+/// The public Hub.
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// Why the environment does not allow a download (the message says what to change).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EnvError(pub String);
+
+impl Options {
+    /// Options for `repo` at `revision` with the defaults and the environment: HF_ENDPOINT,
+    /// HF_TOKEN (or HUGGING_FACE_HUB_TOKEN), the cache root (`write_root`) and the test seam
+    /// AIM_TEST_FREE_BYTES.
+    pub fn from_env(
+        repo: &str,
+        revision: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Options, EnvError> {
+        let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        let hub_root = write_root(env).ok_or_else(|| {
+            EnvError("no cache folder: set HF_HOME (or AIM_CACHE_PATH, or HOME)".into())
+        })?;
+        let free_bytes_override = match set("AIM_TEST_FREE_BYTES") {
+            None => None,
+            Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+                EnvError(format!(
+                    "AIM_TEST_FREE_BYTES `{v}` is not a number of bytes (it is a test seam; unset it)"
+                ))
+            })?),
+        };
+        Ok(Options {
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+            hub_root,
+            endpoint: set("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
+            token: set("HF_TOKEN").or_else(|| set("HUGGING_FACE_HUB_TOKEN")),
+            parallel: 4,
+            tries: 6,
+            backoff: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(60),
+            free_bytes_override,
+        })
+    }
+}
+
+/// Whether HF_HUB_OFFLINE (huggingface_hub's switch) forbids asking the Hub.
+pub fn offline(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    env("HF_HUB_OFFLINE").is_some_and(|v| {
+        let v = v.trim();
+        !v.is_empty()
+            && v != "0"
+            && !v.eq_ignore_ascii_case("false")
+            && !v.eq_ignore_ascii_case("no")
+    })
+}
+
 /// The hub cache root a download writes to: `$AIM_CACHE_PATH/hub` when set (as AIM's
 /// images do), else huggingface_hub's own root (HF_HUB_CACHE, $HF_HOME/hub, ...).
 pub fn write_root(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {

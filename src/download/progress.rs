@@ -21,7 +21,7 @@ pub struct Progress {
 }
 
 /// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub bytes_done: u64,
     pub bytes_total: u64,

@@ -819,3 +819,147 @@ fn huggingface_hub_reads_our_cache_offline() {
     assert_eq!(lines[1], format!("{snap}/model-00002-of-00002.safetensors"));
     assert_eq!(lines[2], "64", "transformers read config.json offline");
 }
+
+/// GET on a loopback port: (status, body without chunk framing for small JSON bodies).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|b| b.1.to_string())?;
+    Some((code, body))
+}
+
+fn status_json(port: u16) -> Option<serde_json::Value> {
+    let (_, body) = http_get(port, "/status")?;
+    let json = &body[body.find('{')?..=body.rfind('}')?];
+    serde_json::from_str(json).ok()
+}
+
+#[test]
+fn serve_downloads_first_in_its_own_phase_then_runs_the_engine_offline() {
+    let files = tiny_repo(300_000);
+    let hub = StandInHub::start().repo("acme/Tiny", files.clone(), false);
+    // About two seconds of download, longer than the startup timeout below.
+    hub.pace(4096, 25);
+    let run = AimEngine::new();
+    let env_file = run.dir().join("engine.env");
+    let hf = run.dir().join("hf");
+    let fake = crate::support::fake_engine();
+    let mut sup = run
+        .fixture("mi300x-8gpu-spx")
+        .arg("acme/Tiny")
+        .public_port()
+        .args(["--engine-port", &crate::support::free_port().to_string()])
+        .engine_script(&format!(
+            "env > '{}'\nexec '{}' \"$@\"",
+            env_file.display(),
+            fake.display()
+        ))
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("AIM_DOWNLOAD", "1")
+        .env("AIM_STARTUP_TIMEOUT", "1s")
+        .env("AIM_PROGRESS_INTERVAL", "0.5s")
+        .env("AIM_STOP_TIMEOUT", "5s")
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", &hf)
+        .env("FAKE_LOAD_SECS", "0.2")
+        .spawn();
+    let port = sup.port;
+    let started = Instant::now();
+    let mut seen_downloading = None;
+    let ready = wait_for(Duration::from_secs(30), || {
+        let Some(s) = status_json(port) else {
+            return false;
+        };
+        if s["phase"] == "downloading" && s["download"]["bytes_total"].as_u64() > Some(0) {
+            seen_downloading.get_or_insert(s.clone());
+        }
+        s["phase"] == "ready"
+    });
+    assert!(ready, "never ready\n{}", sup.report());
+    // The download took longer than the startup timeout, which did not count it.
+    assert!(
+        started.elapsed() > Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let s_ready = status_json(port).unwrap();
+    assert_eq!(
+        s_ready["attempt"], 1,
+        "the first attempt was not the one that served: {s_ready}"
+    );
+    assert!(
+        !sup.stderr().contains("not ready within"),
+        "{}",
+        sup.report()
+    );
+    let s =
+        seen_downloading.unwrap_or_else(|| panic!("no downloading phase seen\n{}", sup.report()));
+    let d = &s["download"];
+    for k in [
+        "bytes_done",
+        "bytes_total",
+        "files_done",
+        "files_total",
+        "rate_bytes_per_s",
+    ] {
+        assert!(d[k].is_u64(), "{k} missing in {d}");
+    }
+    assert_eq!(d["files_total"], NEEDED.len());
+    assert!(
+        s["attempt"] == 0,
+        "an engine started before the download ended: {s}"
+    );
+    // The engine found the complete cache, offline.
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(env.lines().any(|l| l == "HF_HUB_OFFLINE=1"), "{env}");
+    let root = hf.join("hub");
+    assert!(
+        env.lines()
+            .any(|l| l == format!("HF_HUB_CACHE={}", root.display())),
+        "{env}"
+    );
+    let snap = repo_dir(&hf, "acme/Tiny").join("snapshots").join(COMMIT);
+    assert!(snap.join("model-00002-of-00002.safetensors").is_file());
+    let final_status = status_json(port).unwrap();
+    assert_eq!(
+        final_status["download"]["bytes_done"],
+        final_status["download"]["bytes_total"]
+    );
+    assert!(
+        sup.stderr().contains("downloading acme/Tiny: "),
+        "{}",
+        sup.report()
+    );
+    sup.signal(libc::SIGTERM);
+    sup.expect_exit(0, Duration::from_secs(15));
+}
+
+#[test]
+fn serve_with_a_gated_model_fails_in_the_download_phase_with_the_fix() {
+    let hub = StandInHub::start().repo("acme/Gated", tiny_repo(1000), true);
+    let run = AimEngine::new();
+    let hf = run.dir().join("hf");
+    let mut sup = run
+        .fixture("mi300x-8gpu-spx")
+        .arg("acme/Gated")
+        .public_port()
+        .fake_engine()
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("AIM_DOWNLOAD", "1")
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", &hf)
+        .spawn();
+    sup.expect_exit(66, Duration::from_secs(20));
+    let e = sup.stderr();
+    assert!(e.contains("HF_TOKEN") && e.contains("/acme/Gated"), "{e}");
+    assert!(!e.contains("spawn"), "an engine was started: {e}");
+}
