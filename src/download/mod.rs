@@ -97,9 +97,10 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 pub struct EnvError(pub String);
 
 impl Options {
-    /// Options for `repo` at `revision` with the defaults and the environment: HF_ENDPOINT,
-    /// HF_TOKEN (or HUGGING_FACE_HUB_TOKEN), the cache root (`write_root`) and the test seam
-    /// AIM_TEST_FREE_BYTES.
+    /// Options for `repo` at `revision` from the environment: HF_ENDPOINT, HF_TOKEN (or
+    /// HUGGING_FACE_HUB_TOKEN), the cache root (`write_root`), the `download` command's
+    /// AIM_DOWNLOAD_{PARALLEL,TRIES,RETRY_INITIAL,STALL_TIMEOUT} (its defaults when unset) and
+    /// the test seam AIM_TEST_FREE_BYTES.
     pub fn from_env(
         repo: &str,
         revision: &str,
@@ -117,16 +118,29 @@ impl Options {
                 ))
             })?),
         };
+        let number = |k: &str, default: u64, min: u64, max: u64| match set(k) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(EnvError(format!(
+                    "{k} `{v}` is not a number from {min} to {max}; fix or unset it"
+                ))),
+            },
+        };
+        let duration = |k: &str, default: Duration| match set(k) {
+            None => Ok(default),
+            Some(v) => crate::cli::parse_duration(&v).map_err(|e| EnvError(format!("{k}: {e}"))),
+        };
         Ok(Options {
+            parallel: number("AIM_DOWNLOAD_PARALLEL", 4, 1, 32)? as usize,
+            tries: number("AIM_DOWNLOAD_TRIES", 6, 1, u32::MAX.into())? as u32,
+            backoff: duration("AIM_DOWNLOAD_RETRY_INITIAL", Duration::from_secs(1))?,
+            stall_timeout: duration("AIM_DOWNLOAD_STALL_TIMEOUT", Duration::from_secs(60))?,
             repo: repo.to_string(),
             revision: revision.to_string(),
             hub_root,
             endpoint: set("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
             token: set("HF_TOKEN").or_else(|| set("HUGGING_FACE_HUB_TOKEN")),
-            parallel: 4,
-            tries: 6,
-            backoff: Duration::from_secs(1),
-            stall_timeout: Duration::from_secs(60),
             free_bytes_override,
         })
     }

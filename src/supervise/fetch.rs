@@ -22,6 +22,25 @@ pub enum Fetched {
     Failed(ExitError),
 }
 
+/// The hub cache root that holds a complete snapshot of `opts.repo` at `refs/main`: its
+/// config.json and every shard its weight index names (links that resolve). Where the
+/// download writes is looked at first, then huggingface_hub's own roots.
+fn cached(opts: &Options) -> Option<PathBuf> {
+    use crate::download::select::{SAFETENSORS_INDEX, shards_of_index};
+    use crate::model::cache::{hub_cache_roots, process_env, snapshot_dir};
+    let complete = |snap: &std::path::Path| {
+        snap.join("config.json").is_file()
+            && match std::fs::read_to_string(snap.join(SAFETENSORS_INDEX)) {
+                Err(_) => true,
+                Ok(index) => shards_of_index(&index)
+                    .is_some_and(|shards| shards.iter().all(|s| snap.join(s).is_file())),
+            }
+    };
+    std::iter::once(opts.hub_root.clone())
+        .chain(hub_cache_roots(&process_env))
+        .find(|root| snapshot_dir(root, &opts.repo).is_some_and(|s| complete(&s)))
+}
+
 impl Supervisor {
     /// Downloads `opts.repo` with progress in the log every `log_every` and in `/status`.
     pub(super) async fn download_first(&mut self, opts: Options, log_every: Duration) -> Fetched {
@@ -99,9 +118,27 @@ impl Supervisor {
                 );
                 Fetched::Done(opts.hub_root)
             }
+            Waited::Done(Ok(Err(e @ DownloadError::Unreachable { .. })))
+                if cached(&opts).is_some() =>
+            {
+                let _ = thread.join();
+                let root = cached(&opts).unwrap_or_default();
+                tracing::warn!(
+                    "{e}; {} is in the cache under {}: serving it offline",
+                    opts.repo,
+                    root.display()
+                );
+                Fetched::Done(root)
+            }
             Waited::Done(Ok(Err(e))) => {
                 let _ = thread.join();
-                let msg = e.to_string();
+                let msg = match e {
+                    DownloadError::Unreachable { .. } => format!(
+                        "{e}; and the cache has no complete copy of {} to serve offline: allow access to HF_ENDPOINT, or mount a cache that has the model",
+                        opts.repo
+                    ),
+                    _ => e.to_string(),
+                };
                 self.fatal(&msg);
                 Fetched::Failed(ExitError::new(e.exit_code(), msg))
             }

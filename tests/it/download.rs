@@ -963,3 +963,117 @@ fn serve_with_a_gated_model_fails_in_the_download_phase_with_the_fix() {
     assert!(e.contains("HF_TOKEN") && e.contains("/acme/Gated"), "{e}");
     assert!(!e.contains("spawn"), "an engine was started: {e}");
 }
+
+#[test]
+fn the_disk_check_reads_the_real_free_space_of_a_small_filesystem() {
+    if std::env::var("AIM_TEST_PRIVILEGED").as_deref() != Ok("1") {
+        eprintln!(
+            "SKIPPED the_disk_check_reads_the_real_free_space_of_a_small_filesystem: needs root \
+             to mount a tmpfs in a new mount namespace; set AIM_TEST_PRIVILEGED=1 to run it"
+        );
+        return;
+    }
+    let files = tiny_repo(400_000);
+    let hub = StandInHub::start().repo("acme/Tiny", files, false);
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    // A 512 KiB tmpfs as HF_HOME, in a mount namespace of its own (nothing leaks out).
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=512k aim-test "$1" && exec "$2" download acme/Tiny"#)
+        .arg("sh")
+        .arg(&hf)
+        .arg(env!("CARGO_BIN_EXE_aim-engine"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HF_HOME", &hf)
+        .env("HF_ENDPOINT", &hub.url)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(73), "{e}");
+    let free: u64 = e
+        .split(" bytes) free")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no free-byte count in: {e}"));
+    assert!(free > 400_000 && free <= 512 * 1024, "free {free}: {e}");
+    assert!(
+        e.contains(&format!("filesystem of {}", hf.display())),
+        "{e}"
+    );
+    assert!(
+        hub.fetched()
+            .iter()
+            .all(|(f, _)| !f.ends_with(".safetensors")),
+        "{:?}",
+        hub.fetched()
+    );
+}
+
+#[test]
+fn serve_without_the_hub_serves_a_complete_cache_offline_and_refuses_an_incomplete_one() {
+    let files = tiny_repo(2000);
+    let hub = StandInHub::start().repo("acme/Tiny", files, false);
+    let first = download(&hub, "acme/Tiny");
+    let hf = first.dir().join("hf");
+    // `out` keeps the run's dir, and so the cache, for the whole test.
+    let out = first.output();
+    out.expect_code(0);
+    drop(hub);
+    let no_hub = format!("http://127.0.0.1:{}", crate::support::free_port());
+    let serve = |hf: &Path| {
+        let run = AimEngine::new();
+        let env_file = run.dir().join("engine.env");
+        let fake = crate::support::fake_engine();
+        let sup = run
+            .fixture("mi300x-8gpu-spx")
+            .arg("acme/Tiny")
+            .public_port()
+            .args(["--engine-port", &crate::support::free_port().to_string()])
+            .engine_script(&format!(
+                "env > '{}'\nexec '{}' \"$@\"",
+                env_file.display(),
+                fake.display()
+            ))
+            .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+            .env("AIM_DOWNLOAD", "1")
+            .env("AIM_DOWNLOAD_TRIES", "2")
+            .env("AIM_DOWNLOAD_RETRY_INITIAL", "0.05s")
+            .env("AIM_STOP_TIMEOUT", "5s")
+            .env("HF_ENDPOINT", &no_hub)
+            .env("HF_HOME", hf)
+            .env("FAKE_LOAD_SECS", "0.1")
+            .spawn();
+        (sup, env_file)
+    };
+    let (mut sup, env_file) = serve(&hf);
+    let port = sup.port;
+    let ready = wait_for(Duration::from_secs(30), || {
+        status_json(port).is_some_and(|s| s["phase"] == "ready")
+    });
+    assert!(ready, "never ready\n{}", sup.report());
+    assert!(
+        sup.stderr().contains("serving it offline"),
+        "{}",
+        sup.report()
+    );
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(env.lines().any(|l| l == "HF_HUB_OFFLINE=1"), "{env}");
+    sup.signal(libc::SIGTERM);
+    sup.expect_exit(0, Duration::from_secs(15));
+
+    // A shard missing: not served offline; the download's error, before any engine.
+    let snap = repo_dir(&hf, "acme/Tiny").join("snapshots").join(COMMIT);
+    std::fs::remove_file(snap.join("model-00002-of-00002.safetensors")).unwrap();
+    let (mut sup, env_file) = serve(&hf);
+    sup.expect_exit(75, Duration::from_secs(20));
+    let e = sup.stderr();
+    assert!(
+        e.contains("could not be fetched after 2 tries") && e.contains("no complete copy"),
+        "{e}"
+    );
+    assert!(!env_file.exists(), "an engine was started: {e}");
+}
