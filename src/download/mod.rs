@@ -6,7 +6,8 @@
 //! shards), the selection (`select`), the disk check (bytes still missing against the free
 //! space), then the files, a few at a time. A file already in `blobs/` is not fetched again;
 //! a `blobs/<x>.incomplete` continues with a Range request; each file is checked against its
-//! size and, for LFS files, its sha256 before it becomes a blob. 429 waits as Retry-After
+//! size and, for LFS files, its sha256 before it becomes a blob. A blob is written only under
+//! huggingface_hub's lock file for it (`.locks/models--org--name/<blob>.lock`, flock). 429 waits as Retry-After
 //! says; connection errors, 5xx and stalls retry with backoff from where the bytes stopped.
 //!
 //! IO shell: `hub` (HTTP), `store` (the cache layout); `select` and `progress` formatting
@@ -72,6 +73,8 @@ struct Entry {
     /// The blob's name: the LFS sha256, else the git blob id.
     blob: String,
     sha256: Option<String>,
+    /// Its bytes on disk when the progress totals were taken.
+    counted: u64,
 }
 
 struct Ctx<'a> {
@@ -342,6 +345,7 @@ fn entries(
                 size,
                 blob: blob.to_ascii_lowercase(),
                 sha256: s.sha256.as_ref().map(|h| h.to_ascii_lowercase()),
+                counted: 0,
             })
         })
         .collect()
@@ -384,9 +388,12 @@ pub async fn download(
         None => None,
     };
     let wanted = select::select(&names, index.as_deref());
-    let files = entries(&listing, &wanted, &url)?;
+    let mut files = entries(&listing, &wanted, &url)?;
+    for f in &mut files {
+        f.counted = ctx.repo.have(&f.blob, f.size);
+    }
     let total: u64 = files.iter().map(|f| f.size).sum();
-    let have: u64 = files.iter().map(|f| ctx.repo.have(&f.blob, f.size)).sum();
+    let have: u64 = files.iter().map(|f| f.counted).sum();
     let missing = total - have;
     // The disk check, before any weights are written.
     let (free, at) = match opts.free_bytes_override {
@@ -461,6 +468,38 @@ fn hex(d: &[u8]) -> String {
 /// the progress (so progress moves only by what arrives).
 async fn fetch_file(ctx: &Ctx<'_>, e: &Entry, counted: bool) -> Result<(), DownloadError> {
     let blob = ctx.repo.blob(&e.blob);
+    let complete = || std::fs::metadata(&blob).is_ok_and(|m| m.len() == e.size);
+    // Another download (ours or huggingface_hub's) of this blob goes first.
+    let _lock = if complete() {
+        None
+    } else {
+        let path = ctx.repo.lock_file(&e.blob);
+        let name = e.name.clone();
+        let at = path.clone();
+        let l = tokio::task::spawn_blocking(move || {
+            store::lock(&path, || {
+                tracing::info!(
+                    "`{name}`: another download holds {}; waiting for it",
+                    at.display()
+                )
+            })
+        })
+        .await
+        .map_err(|err| DownloadError::Io {
+            path: ctx.repo.lock_file(&e.blob),
+            source: std::io::Error::other(err),
+        })??;
+        Some(l)
+    };
+    // What the other download did meanwhile counts as done.
+    if counted {
+        let now = ctx.repo.have(&e.blob, e.size);
+        if now > e.counted {
+            ctx.progress.add(now - e.counted);
+        } else {
+            ctx.progress.sub(e.counted - now);
+        }
+    }
     let done = || -> Result<(), DownloadError> {
         ctx.repo.link(&ctx.commit, &e.name, &e.blob)?;
         if counted {
@@ -468,7 +507,7 @@ async fn fetch_file(ctx: &Ctx<'_>, e: &Entry, counted: bool) -> Result<(), Downl
         }
         Ok(())
     };
-    if std::fs::metadata(&blob).is_ok_and(|m| m.len() == e.size) {
+    if complete() {
         return done();
     }
     let blobs = ctx.repo.dir.join("blobs");

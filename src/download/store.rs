@@ -49,6 +49,13 @@ impl RepoDir {
         self.dir.join("blobs").join(format!("{blob}.incomplete"))
     }
 
+    /// huggingface_hub's lock file for a blob: `<hub root>/.locks/models--org--name/<blob>.lock`.
+    pub fn lock_file(&self, blob: &str) -> PathBuf {
+        let name = self.dir.file_name().map(PathBuf::from).unwrap_or_default();
+        let root = self.dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        root.join(".locks").join(name).join(format!("{blob}.lock"))
+    }
+
     pub fn snapshot(&self, commit: &str) -> PathBuf {
         self.dir.join("snapshots").join(commit)
     }
@@ -97,6 +104,39 @@ impl RepoDir {
         let tmp = path.with_extension("aim-engine-tmp");
         fs::write(&tmp, commit).map_err(DownloadError::io(&tmp))?;
         fs::rename(&tmp, &path).map_err(DownloadError::io(&path))
+    }
+}
+
+/// An exclusive `flock` on `path` (created), held until dropped: what huggingface_hub's
+/// `filelock` takes on the same file, so two downloads (ours or theirs) of one blob never
+/// write it at once. Blocks while another holder has it; `on_wait` runs once if so.
+pub fn lock(
+    path: &Path,
+    on_wait: impl FnOnce(),
+) -> Result<nix::fcntl::Flock<fs::File>, DownloadError> {
+    use nix::fcntl::{Flock, FlockArg};
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(DownloadError::io(parent))?;
+    }
+    let open = || {
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(DownloadError::io(path))
+    };
+    let errno = |e: nix::errno::Errno| DownloadError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::from(e),
+    };
+    match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(l),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            on_wait();
+            Flock::lock(open()?, FlockArg::LockExclusive).map_err(|(_, e)| errno(e))
+        }
+        Err((_, e)) => Err(errno(e)),
     }
 }
 
@@ -158,6 +198,14 @@ mod tests {
         assert_eq!(fs::read_to_string(r.dir.join("refs/main")).unwrap(), commit);
         r.write_ref(&commit, &commit).unwrap();
         assert!(!r.dir.join("refs").join(&commit).exists());
+        assert_eq!(
+            r.lock_file(&blob),
+            t.path()
+                .join(".locks/models--org--m")
+                .join(format!("{blob}.lock"))
+        );
+        let held = lock(&r.lock_file(&blob), || panic!("nobody holds it")).unwrap();
+        drop(held);
         assert_eq!(r.have(&blob, 5), 5);
         assert_eq!(r.have(&blob, 9), 0);
         fs::write(r.incomplete(&blob), "hel").unwrap();

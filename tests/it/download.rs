@@ -1077,3 +1077,38 @@ fn serve_without_the_hub_serves_a_complete_cache_offline_and_refuses_an_incomple
     );
     assert!(!env_file.exists(), "an engine was started: {e}");
 }
+
+#[test]
+fn a_blob_another_download_holds_is_waited_for_through_huggingface_hubs_lock_file() {
+    use nix::fcntl::{Flock, FlockArg};
+    let files = tiny_repo(5000);
+    let hub = StandInHub::start().repo("acme/Tiny", files.clone(), false);
+    let run = download(&hub, "acme/Tiny");
+    let hf = run.dir().join("hf");
+    let shard = files
+        .iter()
+        .find(|f| f.name == "model-00001-of-00002.safetensors")
+        .unwrap();
+    let lock_path = hf
+        .join("hub/.locks/models--acme--Tiny")
+        .join(format!("{}.lock", shard.blob()));
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(&lock_path).unwrap();
+    let held = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let mut sup = run.spawn();
+    assert!(
+        wait_for(Duration::from_secs(10), || sup
+            .stderr()
+            .contains("another download holds")),
+        "{}",
+        sup.report()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(sup.child.try_wait().unwrap().is_none(), "{}", sup.report());
+    assert!(!hub.fetched().iter().any(|(f, _)| f == &shard.name));
+    drop(held);
+    sup.expect_exit(0, Duration::from_secs(20));
+    assert!(hub.fetched().iter().any(|(f, _)| f == &shard.name));
+}
