@@ -41,6 +41,18 @@ fn cached(opts: &Options) -> Option<PathBuf> {
         .find(|root| snapshot_dir(root, &opts.repo).is_some_and(|s| complete(&s)))
 }
 
+/// The download's counters into `/status` and `/metrics`.
+fn copy_counts(shared: &crate::shared::Shared, c: download::progress::Counts) {
+    let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    shared.metrics.download_bytes_done.set(g(c.bytes_done));
+    shared.metrics.download_bytes_total.set(g(c.bytes_total));
+    shared
+        .metrics
+        .download_rate_bytes_per_second
+        .set(g(c.rate_bytes_per_s));
+    shared.status.send_modify(|s| s.download = Some(c));
+}
+
 impl Supervisor {
     /// Downloads `opts.repo` with progress in the log every `log_every` and in `/status`.
     pub(super) async fn download_first(&mut self, opts: Options, log_every: Duration) -> Fetched {
@@ -95,7 +107,7 @@ impl Supervisor {
             loop {
                 tick.tick().await;
                 let c = p.counts();
-                shared.status.send_modify(|s| s.download = Some(c));
+                copy_counts(&shared, c);
             }
         });
         let waited = self
@@ -104,8 +116,7 @@ impl Supervisor {
         stop.cancel();
         copier.abort();
         let _ = reporter.await;
-        let c = progress.counts();
-        self.update(|s| s.download = Some(c));
+        copy_counts(&self.shared, progress.counts());
         match waited {
             Waited::Done(Ok(Ok(d))) => {
                 let _ = thread.join();

@@ -939,6 +939,24 @@ fn serve_downloads_first_in_its_own_phase_then_runs_the_engine_offline() {
         "{}",
         sup.report()
     );
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    let total: u64 = NEEDED
+        .iter()
+        .map(|n| files.iter().find(|f| f.name == *n).unwrap().data.len() as u64)
+        .sum();
+    for line in [
+        format!("aim_download_bytes_done {total}"),
+        format!("aim_download_bytes_total {total}"),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("aim_phase{phase=\"downloading\"} 0"),
+        "{metrics}"
+    );
     sup.signal(libc::SIGTERM);
     sup.expect_exit(0, Duration::from_secs(15));
 }
