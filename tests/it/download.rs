@@ -106,6 +106,8 @@ struct State {
     pause_ms: AtomicU64,
     /// Files whose bytes are served flipped.
     corrupt: Mutex<Vec<String>>,
+    /// Once: the next LFS file body stops after this many bytes and then sends nothing (0: off).
+    stall_after: AtomicU64,
     seen: Mutex<Vec<Seen>>,
 }
 
@@ -152,6 +154,7 @@ impl StandInHub {
             chunk: AtomicU64::new(0),
             pause_ms: AtomicU64::new(0),
             corrupt: Mutex::new(Vec::new()),
+            stall_after: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -332,6 +335,24 @@ async fn answer(st: &State, req: Request<hyper::body::Incoming>) -> Response<Bod
             .status(StatusCode::PARTIAL_CONTENT)
             .header("content-range", format!("bytes {f}-{}/{len}", len - 1));
         data.drain(..f as usize);
+    }
+    let stall = if file.lfs {
+        st.stall_after.swap(0, SeqCst) as usize
+    } else {
+        0
+    };
+    if stall > 0 && stall < data.len() {
+        let head = Bytes::copy_from_slice(&data[..stall]);
+        let stream = futures_util::stream::unfold(Some(head), |head| async move {
+            match head {
+                Some(h) => Some((Ok::<_, Infallible>(Frame::data(h)), None)),
+                None => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    None
+                }
+            }
+        });
+        return resp.body(StreamBody::new(stream).boxed()).unwrap();
     }
     let chunk = st.chunk.load(SeqCst) as usize;
     let pause = Duration::from_millis(st.pause_ms.load(SeqCst));
@@ -1129,4 +1150,76 @@ fn a_blob_another_download_holds_is_waited_for_through_huggingface_hubs_lock_fil
     drop(held);
     sup.expect_exit(0, Duration::from_secs(20));
     assert!(hub.fetched().iter().any(|(f, _)| f == &shard.name));
+}
+
+#[test]
+fn a_stalled_body_is_cut_and_resumed_from_where_it_stopped() {
+    let files: Vec<HubFile> = tiny_repo(600_000)
+        .into_iter()
+        .filter(|f| f.name.ends_with(".safetensors") || f.name == "config.json")
+        .collect();
+    let hub = StandInHub::start().repo("acme/Tiny", files.clone(), false);
+    let run = download(&hub, "acme/Tiny").args(["--stall-timeout", "0.3s", "--parallel", "1"]);
+    let hf = run.dir().join("hf");
+    // The first shard served stops after 200 000 bytes.
+    hub.state.stall_after.store(200_000, SeqCst);
+    let out = run.output();
+    out.expect_code(0);
+    let e = out.stderr();
+    assert!(e.contains("stalled"), "{e}");
+    // Resumed in the same run from the last byte received: nothing is fetched twice.
+    let ranges: Vec<_> = hub
+        .fetched()
+        .into_iter()
+        .filter(|(_, r)| r.is_some())
+        .collect();
+    assert_eq!(ranges.len(), 1, "{ranges:?}\n{e}");
+    assert_eq!(ranges[0].1.as_deref(), Some("bytes=200000-"), "{e}");
+    let snap = repo_dir(&hf, "acme/Tiny").join("snapshots").join(COMMIT);
+    for f in &files {
+        assert!(
+            std::fs::read(snap.join(&f.name)).unwrap() == f.data,
+            "{}",
+            f.name
+        );
+    }
+}
+
+#[test]
+fn on_a_terminal_progress_is_a_bar() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED on_a_terminal_progress_is_a_bar: needs `script` (util-linux) for a pty");
+        return;
+    }
+    let hub = StandInHub::start().repo("acme/Tiny", tiny_repo(3000), false);
+    let dir = tempfile::tempdir().unwrap();
+    // `script` runs the command on a pseudo-terminal and copies what it wrote to stdout.
+    let out = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "'{}' download acme/Tiny",
+            env!("CARGO_BIN_EXE_aim-engine")
+        ))
+        .arg("/dev/null")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HF_HOME", dir.path().join("hf"))
+        .env("HF_ENDPOINT", &hub.url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("\r\x1b[2K[##############################] ") && text.contains("(100%)"),
+        "{text:?}"
+    );
+    assert!(
+        !text.contains("downloading acme/Tiny: "),
+        "log lines on a terminal: {text:?}"
+    );
 }
