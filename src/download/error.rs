@@ -93,10 +93,10 @@ fn unauthorized(repo: &str, page: &str, status: u16, token_set: bool) -> String 
             "{repo} refused access (401 Unauthorized) without a token: it is gated or private (or the id is wrong; the Hub answers 401 for unknown ids without a token). Accept its terms on {page} and set HF_TOKEN to a read token of that account"
         ),
         (401, true) => format!(
-            "{repo} refused the token in HF_TOKEN (401 Unauthorized): it is invalid or expired, or the model id is wrong. Create a read token in your Hub settings, set HF_TOKEN to it, and check the id on {page}"
+            "{repo} refused the token (HF_TOKEN, or the one saved in $HF_HOME/token) (401 Unauthorized): it is invalid or expired, or the model id is wrong. Create a read token in your Hub settings, set HF_TOKEN to it, and check the id on {page}"
         ),
         _ => format!(
-            "{repo} is not open to the token in HF_TOKEN ({status} Forbidden): the model is gated. Request access on {page} with the account of that token (and give the token read access to gated repos)"
+            "{repo} is not open to the token (HF_TOKEN, or the one saved in $HF_HOME/token) ({status} Forbidden): the model is gated. Request access on {page} with the account of that token (and give the token read access to gated repos)"
         ),
     }
 }

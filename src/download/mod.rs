@@ -101,7 +101,7 @@ pub struct EnvError(pub String);
 
 impl Options {
     /// Options for `repo` at `revision` from the environment: HF_ENDPOINT, HF_TOKEN (or
-    /// HUGGING_FACE_HUB_TOKEN), the cache root (`write_root`), the `download` command's
+    /// HUGGING_FACE_HUB_TOKEN, or the saved `$HF_HOME/token`), the cache root (`write_root`), the `download` command's
     /// AIM_DOWNLOAD_{PARALLEL,TRIES,RETRY_INITIAL,STALL_TIMEOUT} (its defaults when unset) and
     /// the test seam AIM_TEST_FREE_BYTES.
     pub fn from_env(
@@ -143,10 +143,24 @@ impl Options {
             revision: revision.to_string(),
             hub_root,
             endpoint: set("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
-            token: set("HF_TOKEN").or_else(|| set("HUGGING_FACE_HUB_TOKEN")),
+            token: set("HF_TOKEN")
+                .or_else(|| set("HUGGING_FACE_HUB_TOKEN"))
+                .or_else(|| saved_token(env)),
             free_bytes_override,
         })
     }
+}
+
+/// The token `huggingface-cli login` saved: `$HF_TOKEN_PATH`, else `$HF_HOME/token`, else
+/// `~/.cache/huggingface/token`.
+fn saved_token(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+    let path = set("HF_TOKEN_PATH")
+        .or_else(|| set("HF_HOME").map(|h| h.join("token")))
+        .or_else(|| set("HOME").map(|h| h.join(".cache/huggingface/token")))?;
+    let t = std::fs::read_to_string(path).ok()?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.to_string())
 }
 
 /// Whether HF_HUB_OFFLINE (huggingface_hub's switch) forbids asking the Hub.

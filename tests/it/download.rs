@@ -650,8 +650,11 @@ fn a_gated_model_names_hf_token_and_the_model_page() {
         "the token must not be printed: {e}"
     );
 
-    let run = download(&hub, "acme/Gated").env("HF_TOKEN", TOKEN);
+    // The token `huggingface-cli login` saved in $HF_HOME/token counts too.
+    let run = download(&hub, "acme/Gated");
     let hf = run.dir().join("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    std::fs::write(hf.join("token"), format!("{TOKEN}\n")).unwrap();
     let out = run.output();
     out.expect_code(0);
     assert_layout(&hf, "acme/Gated", &files, &out);
