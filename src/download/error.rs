@@ -48,10 +48,14 @@ pub enum DownloadError {
         url: String,
     },
     #[error(
-        "the Hub kept throttling (429 Too Many Requests) after {tries} tries, waiting each time as its Retry-After asked, for {url}: try again later, or set HF_TOKEN (authenticated requests get higher limits)"
+        "the Hub kept throttling (429 Too Many Requests) after {}, waiting each time as its Retry-After asked, for {url}: try again later, or set HF_TOKEN (authenticated requests get higher limits)",
+        tries_text(*.tries)
     )]
     Throttled { url: String, tries: u32 },
-    #[error("{url} could not be fetched after {tries} tries: {why}")]
+    #[error(
+        "{url} could not be fetched after {}: {why}; check the network and HF_ENDPOINT",
+        tries_text(*.tries)
+    )]
     Unreachable {
         url: String,
         tries: u32,
@@ -85,6 +89,14 @@ pub enum DownloadError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn tries_text(n: u32) -> String {
+    if n == 1 {
+        "1 try".into()
+    } else {
+        format!("{n} tries")
+    }
 }
 
 fn unauthorized(repo: &str, page: &str, status: u16, token_set: bool) -> String {
