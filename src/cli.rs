@@ -104,6 +104,9 @@ pub enum Command {
     Healthcheck(HealthcheckArgs),
     /// Print the local supervisor's /status for humans.
     Status(StatusArgs),
+    /// Fetch what an engine needs of a Hub model into the Hugging Face cache (resumable).
+    #[command(visible_alias = "download-to-cache")]
+    Download(DownloadArgs),
     /// Host side: start a container serving MODEL on free GPUs (Docker Engine API).
     Launch(LaunchArgs),
     /// Host side: list aim-engine containers.
@@ -122,6 +125,8 @@ impl Command {
         "gpus",
         "healthcheck",
         "status",
+        "download",
+        "download-to-cache",
         "launch",
         "list",
         "stop",
@@ -237,6 +242,10 @@ pub struct ServeArgs {
         default_value_t = 4096
     )]
     pub max_connections: usize,
+    /// Fetch the model into the Hugging Face cache first, in its own phase (`downloading`),
+    /// before the startup timeout starts; the engine then runs with HF_HUB_OFFLINE=1.
+    #[arg(long, env = "AIM_DOWNLOAD", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub download: bool,
     /// Skip the one-token test inference before declaring ready.
     #[arg(
         long = "skip-test-inference",
@@ -244,6 +253,31 @@ pub struct ServeArgs {
         default_value_t = false
     )]
     pub skip_test_inference: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DownloadArgs {
+    /// Hugging Face model id (`org/name`).
+    #[arg(env = "AIM_MODEL_ID", value_name = "MODEL")]
+    pub model: String,
+    /// Branch, tag or commit to fetch.
+    #[arg(long, env = "AIM_MODEL_REVISION", default_value = "main")]
+    pub revision: String,
+    /// Files fetched at once.
+    #[arg(long, env = "AIM_DOWNLOAD_PARALLEL", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub parallel: u16,
+    /// How often progress is logged (a bar is drawn instead when stderr is a terminal).
+    #[arg(long = "progress-interval", env = "AIM_DOWNLOAD_PROGRESS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub progress_interval: Duration,
+    /// A file whose bytes stop coming for this long is resumed from where it stopped.
+    #[arg(long = "stall-timeout", env = "AIM_DOWNLOAD_STALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+    /// Tries per request (connection errors, 5xx, stalls, 429) before giving up.
+    #[arg(long, env = "AIM_DOWNLOAD_TRIES", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tries: u32,
+    /// First retry delay; doubles up to 30s. A 429 waits as its Retry-After says.
+    #[arg(long = "retry-initial", env = "AIM_DOWNLOAD_RETRY_INITIAL", default_value = "1s", value_parser = parse_duration)]
+    pub retry_initial: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

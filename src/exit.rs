@@ -13,6 +13,12 @@ pub const USAGE: u8 = 64;
 pub const MODEL_UNAVAILABLE: u8 = 66;
 /// No usable GPU, or no recipe (and no generated default) fits this host.
 pub const NO_FIT: u8 = 69;
+/// The model does not fit on the disk that would hold its cache (`download`,
+/// `serve --download`).
+pub const NO_SPACE: u8 = 73;
+/// A download that may succeed later: the Hub kept throttling (429), could not be reached, or
+/// sent a file that did not match its checksum, after every retry.
+pub const DOWNLOAD_FAILED: u8 = 75;
 /// The engine kept failing: every restart and every fallback recipe was used up.
 pub const GAVE_UP: u8 = 70;
 /// The engine's launcher exists but cannot be executed (permissions, bad interpreter).

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod download;
 pub mod engine;
 pub mod exit;
 pub mod gpu;

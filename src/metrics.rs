@@ -44,6 +44,10 @@ pub struct Metrics {
     pub streamed_bytes: Counter,
     /// Forwarded responses the engine cut short (passed on visibly cut).
     pub responses_cut: Counter,
+    /// `serve --download`: bytes of the model in the cache so far, in all, and the rate.
+    pub download_bytes_done: Gauge,
+    pub download_bytes_total: Gauge,
+    pub download_rate_bytes_per_second: Gauge,
 }
 
 impl Default for Metrics {
@@ -68,7 +72,25 @@ impl Metrics {
             request_duration_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             streamed_bytes: Counter::default(),
             responses_cut: Counter::default(),
+            download_bytes_done: Gauge::default(),
+            download_bytes_total: Gauge::default(),
+            download_rate_bytes_per_second: Gauge::default(),
         };
+        registry.register(
+            "download_bytes_done",
+            "Bytes of the model in the cache so far (serve --download)",
+            m.download_bytes_done.clone(),
+        );
+        registry.register(
+            "download_bytes_total",
+            "Bytes of the model's files to have in the cache (serve --download)",
+            m.download_bytes_total.clone(),
+        );
+        registry.register(
+            "download_rate_bytes_per_second",
+            "Download rate over the last seconds (serve --download)",
+            m.download_rate_bytes_per_second.clone(),
+        );
         registry.register(
             "phase",
             "Current supervisor phase (1 for the current one)",

@@ -10,6 +10,8 @@ use std::fmt;
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Detecting,
+    /// `serve --download`: fetching the model into the cache before any engine starts.
+    Downloading,
     Starting,
     Loading,
     Validating,
@@ -23,6 +25,7 @@ pub enum Phase {
 impl Phase {
     pub const ALL: &'static [Phase] = &[
         Phase::Detecting,
+        Phase::Downloading,
         Phase::Starting,
         Phase::Loading,
         Phase::Validating,
@@ -35,6 +38,7 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Detecting => "detecting",
+            Phase::Downloading => "downloading",
             Phase::Starting => "starting",
             Phase::Loading => "loading",
             Phase::Validating => "validating",
@@ -114,6 +118,10 @@ pub struct Status {
     pub fatal: Option<String>,
     /// The engine's last log line (progress while loading).
     pub last_log_line: Option<String>,
+    /// The model download of `serve --download`: bytes and files done and in all, and the
+    /// recent rate (absent when there was none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<crate::download::progress::Counts>,
 }
 
 impl Status {
@@ -133,6 +141,7 @@ impl Status {
             last_liveness: None,
             fatal: None,
             last_log_line: None,
+            download: None,
         }
     }
 

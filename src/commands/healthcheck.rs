@@ -71,6 +71,9 @@ pub fn render(s: &Status) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "phase:     {}", s.phase);
     let _ = writeln!(o, "model:     {}", s.model);
+    if let Some(d) = &s.download {
+        let _ = writeln!(o, "download:  {}", crate::download::progress::line(d));
+    }
     match &s.recipe {
         Some(r) => {
             let _ = writeln!(

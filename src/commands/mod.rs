@@ -1,6 +1,7 @@
 //! One function per subcommand: it takes what clap parsed, calls the library and prints;
 //! `main` maps what it returns to the exit status. Nothing outside `commands` imports it.
 
+pub mod download;
 pub mod gpus;
 pub mod healthcheck;
 pub mod host;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Gpus(a) => gpus::run(g, &a),
         Command::Healthcheck(a) => healthcheck::healthcheck(&a),
         Command::Status(a) => healthcheck::status(&a),
+        Command::Download(a) => download::run(&a),
         Command::Launch(a) => host::launch(g, a),
         Command::List(a) => host::list(g, &a),
         Command::Stop(a) => host::stop(g, &a),

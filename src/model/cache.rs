@@ -46,7 +46,7 @@ pub fn snapshot_dir(root: &Path, hub_id: &str) -> Option<PathBuf> {
 }
 
 /// The folder holding the model's config.json, if any: a local model folder itself, AIM's
-/// cache (`$AIM_CACHE_PATH/org/name`), else the first hub cache root that has a snapshot.
+/// cache (`$AIM_CACHE_PATH/org/name`, or a hub layout in `$AIM_CACHE_PATH/hub`), else the first hub cache root that has a snapshot.
 pub fn model_files_dir(model: &ModelRef, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     match model {
         ModelRef::Local(p) => Some(p.clone()),
@@ -55,6 +55,10 @@ pub fn model_files_dir(model: &ModelRef, env: &dyn Fn(&str) -> Option<String>) -
                 let d = Path::new(&aim).join(id);
                 if d.join("config.json").is_file() {
                     return Some(d);
+                }
+                // Where `aim-engine download` puts it when AIM_CACHE_PATH is set.
+                if let Some(snap) = snapshot_dir(&Path::new(&aim).join("hub"), id) {
+                    return Some(snap);
                 }
             }
             hub_cache_roots(env)

@@ -12,6 +12,8 @@ use std::time::Duration;
 /// What happened, as far as the phase is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
+    /// `serve --download` fetches the model before the first attempt.
+    Downloading,
     /// About to start an attempt (version probe, spawn).
     Launching,
     /// The engine process exists.
@@ -37,7 +39,8 @@ pub fn transition(from: Phase, event: Event) -> Option<Phase> {
     match (from, event) {
         // Terminal phases are never left.
         (P::Failed | P::Stopped, _) => None,
-        (P::Detecting | P::Restarting, E::Launching) => Some(P::Starting),
+        (P::Detecting, E::Downloading) => Some(P::Downloading),
+        (P::Detecting | P::Downloading | P::Restarting, E::Launching) => Some(P::Starting),
         (P::Starting, E::Spawned) => Some(P::Loading),
         (P::Loading, E::Healthy) => Some(P::Validating),
         (P::Validating, E::Validated) => Some(P::Ready),
@@ -255,6 +258,11 @@ mod tests {
     fn transitions_table() {
         let cases: &[(Phase, Event, Option<Phase>)] = &[
             (P::Detecting, E::Launching, Some(P::Starting)),
+            (P::Detecting, E::Downloading, Some(P::Downloading)),
+            (P::Downloading, E::Launching, Some(P::Starting)),
+            (P::Downloading, E::StopRequested, Some(P::Draining)),
+            (P::Downloading, E::GaveUp, Some(P::Failed)),
+            (P::Restarting, E::Downloading, None),
             (P::Restarting, E::Launching, Some(P::Starting)),
             (P::Starting, E::Spawned, Some(P::Loading)),
             (P::Loading, E::Healthy, Some(P::Validating)),

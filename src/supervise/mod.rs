@@ -15,6 +15,7 @@
 
 mod attempt;
 pub mod backoff;
+mod fetch;
 pub mod logs;
 pub mod machine;
 pub mod probe;

@@ -14,7 +14,10 @@
 //!   failure the policy acts on. The run only ends on its own with MODEL_UNAVAILABLE (66),
 //!   GAVE_UP (70, after every restart and fallback, with a summary of every attempt), or
 //!   ENGINE_NOT_FOUND (127) / ENGINE_NOT_EXECUTABLE (126) when no launch's launcher can run.
+//! - `--download`: a download that fails ends the run before any engine with its own status
+//!   (66 for 401/403/404, NO_SPACE 73, DOWNLOAD_FAILED 75; see `download::DownloadError`).
 
+use super::fetch::Fetched;
 use super::machine::PolicyConfig;
 use super::reaper::Reaper;
 use super::signals;
@@ -147,9 +150,42 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
     ));
 
     let cfg = Config::from_args(g, &a);
+    let log_every = cfg.progress_interval.min(Duration::from_secs(5));
     let mut sup = Supervisor::new(shared.clone(), reaper, signals, notifier, cfg);
+    let mut offline_cache = None;
+    if let Some(opts) = download_options(&a) {
+        match opts {
+            Err(e) => {
+                sup.fatal(&e.message);
+                shared.stopping.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(1), public).await;
+                return Err(e.into());
+            }
+            Ok(opts) => match sup.download_first(opts, log_every).await {
+                Fetched::Done(root) => offline_cache = Some(root),
+                Fetched::Stopped(code) => {
+                    let _ = tokio::time::timeout(a.stop_timeout, public).await;
+                    return Ok(code);
+                }
+                Fetched::Failed(e) => {
+                    shared.stopping.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), public).await;
+                    return Err(e.into());
+                }
+            },
+        }
+    }
     let result = match crate::plan::resolve::resolve(g, &a.select, a.port) {
-        Ok(plan) => sup.supervise(plan).await,
+        Ok(mut plan) => {
+            if let Some(root) = &offline_cache {
+                for l in &mut plan.launches {
+                    l.env.insert("HF_HUB_OFFLINE".into(), "1".into());
+                    l.env
+                        .insert("HF_HUB_CACHE".into(), root.display().to_string());
+                }
+            }
+            sup.supervise(plan).await
+        }
         Err(e) => {
             sup.fatal(&e.to_string());
             Err(ExitError::from(e))
@@ -159,6 +195,24 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
     shared.stopping.cancel();
     let _ = tokio::time::timeout(a.stop_timeout.max(Duration::from_secs(1)), public).await;
     Ok(result?)
+}
+
+/// The download `serve --download` does first, if any: only for a Hub id, and not when
+/// HF_HUB_OFFLINE forbids the Hub (the engine then reads the cache as it is).
+fn download_options(a: &ServeArgs) -> Option<Result<crate::download::Options, ExitError>> {
+    use crate::model::{ModelRef, cache::process_env, parse_model_id};
+    if !a.download || crate::download::offline(&process_env) {
+        return None;
+    }
+    let model = a.select.model.as_deref().unwrap_or_default();
+    // An invalid id is left to the planner, which says what is wrong with it.
+    let Ok(ModelRef::Hub(repo)) = parse_model_id(model) else {
+        return None;
+    };
+    Some(
+        crate::download::Options::from_env(&repo, "main", &process_env)
+            .map_err(|e| ExitError::new(exit::USAGE, e.0)),
+    )
 }
 
 /// A free loopback port (the kernel's choice, released at once for the engine to bind).

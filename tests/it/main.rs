@@ -4,6 +4,7 @@
 mod support;
 
 mod chaos;
+mod download;
 mod fake_engine;
 mod gpus;
 mod host;

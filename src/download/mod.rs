@@ -1,0 +1,716 @@
+//! The model cache manager: fetches what an engine needs of a Hub repo into the standard
+//! Hugging Face cache, so that the engine then runs with `HF_HUB_OFFLINE=1`.
+//!
+//! In order: the listing (`/api/models/{repo}/revision/{rev}?blobs=true`: the commit, every
+//! file with its size and LFS sha256), the weight index when there is one (it names the
+//! shards), the selection (`select`), the disk check (bytes still missing against the free
+//! space), then the files, a few at a time. A file already in `blobs/` is not fetched again;
+//! a `blobs/<x>.incomplete` continues with a Range request; each file is checked against its
+//! size and, for LFS files, its sha256 before it becomes a blob. A blob is written only under
+//! huggingface_hub's lock file for it (`.locks/models--org--name/<blob>.lock`, flock). 429 waits as Retry-After
+//! says; connection errors, 5xx and stalls retry with backoff from where the bytes stopped.
+//!
+//! IO shell: `hub` (HTTP), `store` (the cache layout); `select` and `progress` formatting
+//! are pure.
+
+pub mod error;
+pub mod hub;
+pub mod progress;
+pub mod select;
+pub mod store;
+
+pub use error::DownloadError;
+pub use progress::Progress;
+
+use futures_util::{StreamExt, TryStreamExt};
+use http_body_util::BodyExt;
+use hub::{Failure, Hub};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use store::RepoDir;
+use tokio::io::AsyncWriteExt;
+
+/// What to download, where, and how.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub repo: String,
+    pub revision: String,
+    /// The hub cache root (`.../hub`), where `models--org--name` goes.
+    pub hub_root: PathBuf,
+    pub endpoint: String,
+    pub token: Option<String>,
+    /// Files fetched at once.
+    pub parallel: usize,
+    /// Tries per request before giving up (progress made resets the count).
+    pub tries: u32,
+    /// First retry delay; doubles up to 30 s.
+    pub backoff: Duration,
+    /// A body that sends nothing for this long is cut and resumed.
+    pub stall_timeout: Duration,
+    /// Test seam (`AIM_TEST_FREE_BYTES`): the free space to assume instead of asking the
+    /// filesystem.
+    pub free_bytes_override: Option<u64>,
+}
+
+/// What was downloaded.
+#[derive(Debug, Clone)]
+pub struct Downloaded {
+    pub commit: String,
+    pub snapshot: PathBuf,
+    pub files: usize,
+    pub bytes_total: u64,
+    /// Bytes that came over the network this time (0 when the cache was complete).
+    pub bytes_fetched: u64,
+}
+
+/// One file to fetch.
+#[derive(Debug, Clone)]
+struct Entry {
+    name: String,
+    size: u64,
+    /// The blob's name: the LFS sha256, else the git blob id.
+    blob: String,
+    sha256: Option<String>,
+    /// Its bytes on disk when the progress totals were taken.
+    counted: u64,
+}
+
+struct Ctx<'a> {
+    opts: &'a Options,
+    hub: Hub,
+    repo: RepoDir,
+    commit: String,
+    progress: Arc<Progress>,
+}
+
+/// Bytes held in memory before they go to the `.incomplete` file (what a kill can lose).
+const WRITE_BUFFER: usize = 128 << 10;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest Retry-After we honour as given.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// The public Hub.
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// Why the environment does not allow a download (the message says what to change).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EnvError(pub String);
+
+impl Options {
+    /// Options for `repo` at `revision` from the environment: HF_ENDPOINT, HF_TOKEN (or
+    /// HUGGING_FACE_HUB_TOKEN, or the saved `$HF_HOME/token`), the cache root (`write_root`), the `download` command's
+    /// AIM_DOWNLOAD_{PARALLEL,TRIES,RETRY_INITIAL,STALL_TIMEOUT} (its defaults when unset) and
+    /// the test seam AIM_TEST_FREE_BYTES.
+    pub fn from_env(
+        repo: &str,
+        revision: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Options, EnvError> {
+        let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        let hub_root = write_root(env).ok_or_else(|| {
+            EnvError("no cache folder: set HF_HOME (or AIM_CACHE_PATH, or HOME)".into())
+        })?;
+        let free_bytes_override = match set("AIM_TEST_FREE_BYTES") {
+            None => None,
+            Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+                EnvError(format!(
+                    "AIM_TEST_FREE_BYTES `{v}` is not a number of bytes (it is a test seam; unset it)"
+                ))
+            })?),
+        };
+        let number = |k: &str, default: u64, min: u64, max: u64| match set(k) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(EnvError(format!(
+                    "{k} `{v}` is not a number from {min} to {max}; fix or unset it"
+                ))),
+            },
+        };
+        let duration = |k: &str, default: Duration| match set(k) {
+            None => Ok(default),
+            Some(v) => crate::cli::parse_duration(&v).map_err(|e| EnvError(format!("{k}: {e}"))),
+        };
+        Ok(Options {
+            parallel: number("AIM_DOWNLOAD_PARALLEL", 4, 1, 32)? as usize,
+            tries: number("AIM_DOWNLOAD_TRIES", 6, 1, u32::MAX.into())? as u32,
+            backoff: duration("AIM_DOWNLOAD_RETRY_INITIAL", Duration::from_secs(1))?,
+            stall_timeout: duration("AIM_DOWNLOAD_STALL_TIMEOUT", Duration::from_secs(60))?,
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+            hub_root,
+            endpoint: set("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
+            token: set("HF_TOKEN")
+                .or_else(|| set("HUGGING_FACE_HUB_TOKEN"))
+                .or_else(|| saved_token(env)),
+            free_bytes_override,
+        })
+    }
+}
+
+/// The token `huggingface-cli login` saved: `$HF_TOKEN_PATH`, else `$HF_HOME/token`, else
+/// `~/.cache/huggingface/token`.
+fn saved_token(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+    let path = set("HF_TOKEN_PATH")
+        .or_else(|| set("HF_HOME").map(|h| h.join("token")))
+        .or_else(|| set("HOME").map(|h| h.join(".cache/huggingface/token")))?;
+    let t = std::fs::read_to_string(path).ok()?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+/// Whether HF_HUB_OFFLINE (huggingface_hub's switch) forbids asking the Hub.
+pub fn offline(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    env("HF_HUB_OFFLINE").is_some_and(|v| {
+        let v = v.trim();
+        !v.is_empty()
+            && v != "0"
+            && !v.eq_ignore_ascii_case("false")
+            && !v.eq_ignore_ascii_case("no")
+    })
+}
+
+/// The hub cache root a download writes to: `$AIM_CACHE_PATH/hub` when set (as AIM's
+/// images do), else huggingface_hub's own root (HF_HUB_CACHE, $HF_HOME/hub, ...).
+pub fn write_root(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(aim) = env("AIM_CACHE_PATH").filter(|v| !v.trim().is_empty()) {
+        return Some(PathBuf::from(aim).join("hub"));
+    }
+    crate::model::cache::hub_cache_roots(env).into_iter().next()
+}
+
+enum Step {
+    Retry(Failure),
+    Fatal(DownloadError),
+}
+
+impl Options {
+    fn delay(&self, try_no: u32) -> Duration {
+        self.backoff
+            .saturating_mul(1 << try_no.saturating_sub(1).min(16))
+            .min(MAX_BACKOFF)
+    }
+}
+
+/// Waits before try `try_no + 1` after `f`; Err when the tries are used up.
+async fn back_off(opts: &Options, url: &str, try_no: u32, f: Failure) -> Result<(), DownloadError> {
+    match f {
+        Failure::Throttled(after) => {
+            if try_no >= opts.tries {
+                return Err(DownloadError::Throttled {
+                    url: url.to_string(),
+                    tries: try_no,
+                });
+            }
+            let wait = after
+                .unwrap_or_else(|| opts.delay(try_no))
+                .min(MAX_RETRY_AFTER);
+            tracing::warn!(
+                "the Hub is throttling requests (429 Too Many Requests) for {url}; waiting {}s{} before try {} of {}",
+                wait.as_secs_f64(),
+                if after.is_some() {
+                    " as its Retry-After asks"
+                } else {
+                    ""
+                },
+                try_no + 1,
+                opts.tries
+            );
+            tokio::time::sleep(wait).await;
+        }
+        Failure::Transient(why) => {
+            if try_no >= opts.tries {
+                return Err(DownloadError::Unreachable {
+                    url: url.to_string(),
+                    tries: try_no,
+                    why,
+                });
+            }
+            let wait = opts.delay(try_no);
+            tracing::warn!(
+                "{url}: {why}; trying again in {:.1}s (try {} of {})",
+                wait.as_secs_f64(),
+                try_no + 1,
+                opts.tries
+            );
+            tokio::time::sleep(wait).await;
+        }
+        Failure::Status { status, .. } => {
+            return Err(DownloadError::BadListing {
+                url: url.to_string(),
+                why: format!("it answered {status}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The error for a status that will not change, for the listing (`file` None) or a file.
+fn status_error(
+    ctx_hub: &Hub,
+    opts: &Options,
+    url: &str,
+    file: Option<&str>,
+    status: u16,
+    code: &str,
+) -> Step {
+    let repo = opts.repo.clone();
+    let page = ctx_hub.page(&opts.repo);
+    Step::Fatal(match (status, file) {
+        (401 | 403, _) => DownloadError::Unauthorized {
+            repo,
+            page,
+            status,
+            token_set: ctx_hub.token_set(),
+        },
+        (404, Some(f)) => DownloadError::FileNotFound {
+            repo,
+            file: f.to_string(),
+            url: url.to_string(),
+        },
+        (404, None) if code == "RevisionNotFound" => DownloadError::RevisionNotFound {
+            repo,
+            revision: opts.revision.clone(),
+            page,
+        },
+        (404, None) if code == "RepoNotFound" || opts.revision == "main" => {
+            DownloadError::RepoNotFound { repo, page }
+        }
+        (404, None) => DownloadError::NotFound {
+            repo,
+            revision: opts.revision.clone(),
+            page,
+        },
+        _ => DownloadError::BadListing {
+            url: url.to_string(),
+            why: format!("it answered {status}"),
+        },
+    })
+}
+
+async fn listing(hub: &Hub, opts: &Options) -> Result<hub::Listing, DownloadError> {
+    let url = hub.listing_url(&opts.repo, &opts.revision);
+    let mut try_no = 0;
+    loop {
+        try_no += 1;
+        let failure = match hub.get(&url, 0).await {
+            Ok(resp) => match resp.into_body().collect().await {
+                Ok(body) => {
+                    return hub::parse_listing(&body.to_bytes()).map_err(|why| {
+                        DownloadError::BadListing {
+                            url: url.clone(),
+                            why,
+                        }
+                    });
+                }
+                Err(e) => Failure::Transient(e.to_string()),
+            },
+            Err(Failure::Status { status, error_code }) => {
+                match status_error(hub, opts, &url, None, status, &error_code) {
+                    Step::Fatal(e) => return Err(e),
+                    Step::Retry(f) => f,
+                }
+            }
+            Err(f) => f,
+        };
+        back_off(opts, &url, try_no, failure).await?;
+    }
+}
+
+/// The files of the listing to fetch, each with its size and blob name.
+fn entries(
+    listing: &hub::Listing,
+    wanted: &[String],
+    url: &str,
+) -> Result<Vec<Entry>, DownloadError> {
+    let bad = |why: String| DownloadError::BadListing {
+        url: url.to_string(),
+        why,
+    };
+    wanted
+        .iter()
+        .map(|name| {
+            let s = listing
+                .siblings
+                .iter()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| bad(format!("`{name}` is not listed")))?;
+            let size = s.size.ok_or_else(|| {
+                bad(format!(
+                    "`{name}` has no size (the endpoint must answer `?blobs=true` as the Hub does)"
+                ))
+            })?;
+            let blob = s
+                .sha256
+                .clone()
+                .or_else(|| s.blob_id.clone())
+                .ok_or_else(|| bad(format!("`{name}` has neither an LFS sha256 nor a blobId")))?;
+            if !store::safe_blob_name(&blob) {
+                return Err(bad(format!(
+                    "`{name}` has the blob id `{blob}`, not a hex digest"
+                )));
+            }
+            Ok(Entry {
+                name: name.clone(),
+                size,
+                blob: blob.to_ascii_lowercase(),
+                sha256: s.sha256.as_ref().map(|h| h.to_ascii_lowercase()),
+                counted: 0,
+            })
+        })
+        .collect()
+}
+
+/// Downloads `opts.repo` at `opts.revision` into the cache, with `progress` kept current.
+pub async fn download(
+    opts: &Options,
+    progress: Arc<Progress>,
+) -> Result<Downloaded, DownloadError> {
+    let hub = Hub::new(&opts.endpoint, opts.token.clone())?;
+    let listing = listing(&hub, opts).await?;
+    let url = hub.listing_url(&opts.repo, &opts.revision);
+    if let Some(bad) = listing
+        .siblings
+        .iter()
+        .find(|s| !store::safe_file_name(&s.name))
+    {
+        return Err(DownloadError::BadListing {
+            url,
+            why: format!("the file name `{}` is not a safe relative path", bad.name),
+        });
+    }
+    let repo = RepoDir::new(&opts.hub_root, &opts.repo);
+    let ctx = Ctx {
+        opts,
+        hub,
+        repo,
+        commit: listing.commit.clone(),
+        progress,
+    };
+    let names: Vec<&str> = listing.siblings.iter().map(|s| s.name.as_str()).collect();
+    // The index (small) first: it names the shards to fetch.
+    let index = match select::index_to_read(&names) {
+        Some(idx) => {
+            let e = entries(&listing, &[idx.to_string()], &url)?;
+            fetch_file(&ctx, &e[0], false).await?;
+            std::fs::read_to_string(ctx.repo.blob(&e[0].blob)).ok()
+        }
+        None => None,
+    };
+    let wanted = select::select(&names, index.as_deref());
+    let mut files = entries(&listing, &wanted, &url)?;
+    for f in &mut files {
+        f.counted = ctx.repo.have(&f.blob, f.size);
+    }
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let have: u64 = files.iter().map(|f| f.counted).sum();
+    let missing = total - have;
+    // The disk check, before any weights are written.
+    let (free, at) = match opts.free_bytes_override {
+        Some(f) => (f, ctx.repo.dir.clone()),
+        None => store::free_bytes(&ctx.repo.dir)?,
+    };
+    if missing > free {
+        return Err(DownloadError::NoSpace {
+            repo: opts.repo.clone(),
+            need: missing,
+            free,
+            path: at,
+        });
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    ctx.progress.bytes_total.store(total, Relaxed);
+    ctx.progress.files_total.store(files.len() as u64, Relaxed);
+    ctx.progress.bytes_done.store(have, Relaxed);
+    if missing > 0 {
+        tracing::info!(
+            "downloading {} at {} (commit {}): {} files, {} of {} still to fetch, into {}",
+            opts.repo,
+            opts.revision,
+            ctx.commit,
+            files.len(),
+            crate::gpu::detect::human_bytes(missing),
+            crate::gpu::detect::human_bytes(total),
+            ctx.repo.dir.display()
+        );
+    }
+    futures_util::stream::iter(files.iter().map(|f| fetch_file(&ctx, f, true)))
+        .buffer_unordered(opts.parallel.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    ctx.repo.write_ref(&opts.revision, &ctx.commit)?;
+    Ok(Downloaded {
+        snapshot: ctx.repo.snapshot(&ctx.commit),
+        commit: ctx.commit,
+        files: files.len(),
+        bytes_total: total,
+        bytes_fetched: missing,
+    })
+}
+
+/// The sha256 of the first bytes of a partial file (to continue hashing where it stopped).
+async fn hash_prefix(path: PathBuf) -> Result<Sha256, DownloadError> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut h = Sha256::new();
+        let mut f = std::fs::File::open(&path).map_err(DownloadError::io(&path))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(DownloadError::io(&path))?;
+            if n == 0 {
+                return Ok(h);
+            }
+            h.update(&buf[..n]);
+        }
+    })
+    .await
+    .map_err(|e| DownloadError::Io {
+        path: PathBuf::new(),
+        source: std::io::Error::other(e),
+    })?
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One file into `blobs/` and its snapshot link; `counted`: its bytes already on disk are in
+/// the progress (so progress moves only by what arrives).
+async fn fetch_file(ctx: &Ctx<'_>, e: &Entry, counted: bool) -> Result<(), DownloadError> {
+    let blob = ctx.repo.blob(&e.blob);
+    let complete = || std::fs::metadata(&blob).is_ok_and(|m| m.len() == e.size);
+    // Another download (ours or huggingface_hub's) of this blob goes first.
+    let _lock = if complete() {
+        None
+    } else {
+        let path = ctx.repo.lock_file(&e.blob);
+        let name = e.name.clone();
+        let at = path.clone();
+        let l = tokio::task::spawn_blocking(move || {
+            store::lock(&path, || {
+                tracing::info!(
+                    "`{name}`: another download holds {}; waiting for it",
+                    at.display()
+                )
+            })
+        })
+        .await
+        .map_err(|err| DownloadError::Io {
+            path: ctx.repo.lock_file(&e.blob),
+            source: std::io::Error::other(err),
+        })??;
+        Some(l)
+    };
+    // What the other download did meanwhile counts as done.
+    if counted {
+        let now = ctx.repo.have(&e.blob, e.size);
+        if now > e.counted {
+            ctx.progress.add(now - e.counted);
+        } else {
+            ctx.progress.sub(e.counted - now);
+        }
+    }
+    let done = || -> Result<(), DownloadError> {
+        ctx.repo.link(&ctx.commit, &e.name, &e.blob)?;
+        if counted {
+            ctx.progress.file_done();
+        }
+        Ok(())
+    };
+    if complete() {
+        return done();
+    }
+    let blobs = ctx.repo.dir.join("blobs");
+    tokio::fs::create_dir_all(&blobs)
+        .await
+        .map_err(DownloadError::io(&blobs))?;
+    let part = ctx.repo.incomplete(&e.blob);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&part)
+        .map_err(DownloadError::io(&part))?;
+    let mut have = file.metadata().map_err(DownloadError::io(&part))?.len();
+    let mut w = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file));
+    let progress = |n: u64, add: bool| {
+        if counted {
+            if add {
+                ctx.progress.add(n)
+            } else {
+                ctx.progress.sub(n)
+            }
+        }
+    };
+    if have > e.size {
+        w.get_mut()
+            .set_len(0)
+            .await
+            .map_err(DownloadError::io(&part))?;
+        progress(e.size, false);
+        have = 0;
+    }
+    let mut hasher = match (&e.sha256, have) {
+        (None, _) => None,
+        (Some(_), 0) => Some(Sha256::new()),
+        (Some(_), _) => Some(hash_prefix(part.clone()).await?),
+    };
+    let url = ctx.hub.file_url(&ctx.opts.repo, &ctx.commit, &e.name);
+    let mut try_no = 0;
+    let mut bad_sums = 0;
+    loop {
+        let before = have;
+        let step = if have < e.size {
+            fetch_range(ctx, &url, e, &mut w, &mut have, &mut hasher, &progress).await
+        } else {
+            Ok(())
+        };
+        w.flush().await.map_err(DownloadError::io(&part))?;
+        match step {
+            Ok(()) if have == e.size => {}
+            Ok(()) => {
+                let f = Failure::Transient(format!("the body ended at byte {have} of {}", e.size));
+                try_no = if have > before { 1 } else { try_no + 1 };
+                back_off(ctx.opts, &url, try_no, f).await?;
+                continue;
+            }
+            Err(Step::Fatal(err)) => return Err(err),
+            Err(Step::Retry(f)) => {
+                try_no = if have > before { 1 } else { try_no + 1 };
+                back_off(ctx.opts, &url, try_no, f).await?;
+                continue;
+            }
+        }
+        if let (Some(want), Some(h)) = (&e.sha256, hasher.take()) {
+            let got = hex(&h.finalize());
+            if &got != want {
+                bad_sums += 1;
+                w.get_mut()
+                    .set_len(0)
+                    .await
+                    .map_err(DownloadError::io(&part))?;
+                progress(have, false);
+                have = 0;
+                hasher = Some(Sha256::new());
+                if bad_sums >= 2 {
+                    drop(w);
+                    let _ = std::fs::remove_file(&part);
+                    return Err(DownloadError::Corrupt {
+                        repo: ctx.opts.repo.clone(),
+                        file: e.name.clone(),
+                        what: "sha256",
+                        expected: want.clone(),
+                        got,
+                    });
+                }
+                tracing::warn!(
+                    "`{}` did not match its sha256 (expected {want}, got {got}); fetching it again",
+                    e.name
+                );
+                continue;
+            }
+        }
+        w.get_mut()
+            .sync_all()
+            .await
+            .map_err(DownloadError::io(&part))?;
+        drop(w);
+        std::fs::rename(&part, &blob).map_err(DownloadError::io(&blob))?;
+        return done();
+    }
+}
+
+/// One request for the rest of a file, appended to `w`.
+async fn fetch_range(
+    ctx: &Ctx<'_>,
+    url: &str,
+    e: &Entry,
+    w: &mut tokio::io::BufWriter<tokio::fs::File>,
+    have: &mut u64,
+    hasher: &mut Option<Sha256>,
+    progress: &dyn Fn(u64, bool),
+) -> Result<(), Step> {
+    let io = |err| Step::Fatal(DownloadError::io(ctx.repo.incomplete(&e.blob))(err));
+    let resp = match ctx.hub.get(url, *have).await {
+        Ok(r) => r,
+        Err(Failure::Status { status: 416, .. }) => {
+            // The range is past the end: start over.
+            w.get_mut().set_len(0).await.map_err(io)?;
+            progress(*have, false);
+            *have = 0;
+            *hasher = hasher.as_ref().map(|_| Sha256::new());
+            return Err(Step::Retry(Failure::Transient(
+                "416 Range Not Satisfiable; starting the file over".into(),
+            )));
+        }
+        Err(Failure::Status { status, error_code }) => {
+            return Err(status_error(
+                &ctx.hub,
+                ctx.opts,
+                url,
+                Some(&e.name),
+                status,
+                &error_code,
+            ));
+        }
+        Err(f) => return Err(Step::Retry(f)),
+    };
+    let resumed = resp.status() == hyper::StatusCode::PARTIAL_CONTENT
+        && resp
+            .headers()
+            .get(hyper::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(&format!("bytes {}-", *have)));
+    if !resumed && *have > 0 {
+        // A whole file (or another range) came back: start over.
+        w.get_mut().set_len(0).await.map_err(io)?;
+        progress(*have, false);
+        *have = 0;
+        *hasher = hasher.as_ref().map(|_| Sha256::new());
+        if resp.status() == hyper::StatusCode::PARTIAL_CONTENT {
+            return Err(Step::Retry(Failure::Transient(
+                "the server sent another range than asked".into(),
+            )));
+        }
+    }
+    let mut body = resp.into_body();
+    loop {
+        let frame = match tokio::time::timeout(ctx.opts.stall_timeout, body.frame()).await {
+            Err(_) => {
+                return Err(Step::Retry(Failure::Transient(format!(
+                    "no bytes for {}s (stalled)",
+                    ctx.opts.stall_timeout.as_secs_f64()
+                ))));
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(err))) => {
+                return Err(Step::Retry(Failure::Transient(format!(
+                    "the body was cut: {err}"
+                ))));
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let n = data.len() as u64;
+        if *have + n > e.size {
+            return Err(Step::Fatal(DownloadError::Corrupt {
+                repo: ctx.opts.repo.clone(),
+                file: e.name.clone(),
+                what: "size",
+                expected: e.size.to_string(),
+                got: format!("more than {}", *have),
+            }));
+        }
+        w.write_all(&data).await.map_err(io)?;
+        if let Some(h) = hasher.as_mut() {
+            h.update(&data);
+        }
+        *have += n;
+        progress(n, true);
+    }
+}
