@@ -146,6 +146,15 @@ fn error(status: StatusCode, code: &str) -> Response<Body> {
     r
 }
 
+/// The disk check refused before any weights were written: no `.safetensors` was fetched.
+fn assert_no_weights_fetched(hub: &StandInHub) {
+    let fetched = hub.fetched();
+    assert!(
+        fetched.iter().all(|(f, _)| !f.ends_with(".safetensors")),
+        "{fetched:?}"
+    );
+}
+
 impl StandInHub {
     fn start() -> StandInHub {
         let state = Arc::new(State {
@@ -745,13 +754,7 @@ fn the_disk_check_refuses_before_any_weights_are_written() {
             && e.contains(&path.display().to_string()),
         "{e}"
     );
-    assert!(
-        hub.fetched()
-            .iter()
-            .all(|(f, _)| !f.ends_with(".safetensors")),
-        "{:?}",
-        hub.fetched()
-    );
+    assert_no_weights_fetched(&hub);
 }
 
 #[test]
@@ -1046,13 +1049,7 @@ fn the_disk_check_reads_the_real_free_space_of_a_small_filesystem() {
         e.contains(&format!("filesystem of {}", hf.display())),
         "{e}"
     );
-    assert!(
-        hub.fetched()
-            .iter()
-            .all(|(f, _)| !f.ends_with(".safetensors")),
-        "{:?}",
-        hub.fetched()
-    );
+    assert_no_weights_fetched(&hub);
 }
 
 #[test]

@@ -324,12 +324,11 @@ fn engine_pid(st: &Value) -> i32 {
     st["engine_pid"].as_i64().expect("engine_pid in /status") as i32
 }
 
-/// The times at which each read of a streamed completion returned, and the whole text.
-fn stream(port: u16, body: &Value) -> (Vec<Duration>, String) {
+/// A connection that has sent `POST /v1/completions` with `body` (and `Connection: close`).
+fn post_completion(port: u16, body: &Value) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let body = body.to_string();
-    let t = Instant::now();
     write!(
         s,
         "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
@@ -337,6 +336,13 @@ fn stream(port: u16, body: &Value) -> (Vec<Duration>, String) {
         body.len()
     )
     .expect("send");
+    s
+}
+
+/// The times at which each read of a streamed completion returned, and the whole text.
+fn stream(port: u16, body: &Value) -> (Vec<Duration>, String) {
+    let t = Instant::now();
+    let mut s = post_completion(port, body);
     let (mut times, mut text, mut buf) = (Vec::new(), String::new(), [0u8; 16384]);
     loop {
         match s.read(&mut buf) {
@@ -356,16 +362,7 @@ fn stream(port: u16, body: &Value) -> (Vec<Duration>, String) {
 /// Sends a streamed completion, reads two events, takes `snapshot` and drops the connection
 /// (as a client that gave up does). Returns the snapshot and the text read.
 fn abort_mid_stream<T>(port: u16, body: &Value, snapshot: impl FnOnce() -> T) -> (T, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let body = body.to_string();
-    write!(
-        s,
-        "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
+    let mut s = post_completion(port, body);
     let (mut text, mut buf) = (String::new(), [0u8; 16384]);
     while text.matches("data: {").count() < 2 {
         match s.read(&mut buf) {
