@@ -5,7 +5,8 @@
 //!
 //! Layout: `router` picks the answer for a path; `health` answers from the supervisor's status
 //! (never from the engine); `metrics` assembles our text and the engine's; `proxy` forwards the
-//! rest; `auth` checks the optional API key; `limits` holds the protection knobs; `reply` builds
+//! rest; `target` puts the request target in the one normal form that routing, the key check and
+//! the proxy share; `auth` checks the optional API key; `limits` holds the protection knobs; `reply` builds
 //! the small JSON answers (OpenAI error shape).
 //!
 //! # Shutdown handshake (for the supervisor)
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reply;
 pub mod router;
+pub mod target;
 
 use crate::shared::Shared;
 use crate::status::Phase;

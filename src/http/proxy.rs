@@ -134,8 +134,14 @@ fn count(shared: &Shared, class: &str) {
         .inc();
 }
 
-/// Forwards `req` to the engine, or answers 503 itself.
-pub async fn forward(ctx: &Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// Forwards `req` to the engine with `target` (its path and query in normal form, see
+/// `super::target`) as the request target, or answers 503 itself.
+pub async fn forward(
+    ctx: &Arc<Ctx>,
+    req: Request<Incoming>,
+    target: &str,
+    peer: SocketAddr,
+) -> Response<Body> {
     let shared = &ctx.shared;
     let refused = {
         let status = shared.status.borrow();
@@ -153,8 +159,13 @@ pub async fn forward(ctx: &Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -
     let tracker = Tracker::start(shared.clone());
     let port = shared.engine_port();
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = match Uri::try_from(format!("http://127.0.0.1:{port}{path}")) {
+    // Built from parts, never by pasting strings: the target cannot change the authority.
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(format!("127.0.0.1:{port}"))
+        .path_and_query(target)
+        .build();
+    parts.uri = match uri {
         Ok(u) => u,
         Err(e) => {
             return reply::error(

@@ -1101,3 +1101,82 @@ fn end_to_end_through_the_real_binary_and_the_fake_engine() {
         "port still open"
     );
 }
+
+// ---------------------------------------------------------------- request targets
+
+/// One raw request (`Connection: close` added) to the public port; the whole answer.
+async fn raw_answer(addr: SocketAddr, request_line: &str, headers: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{request_line}\r\nHost: x\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("answered")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every spelling of a protected path that a percent-decoding engine (uvicorn) would route to
+/// `/v1/models` needs the key: without it the answer is 401 or 400, never the engine's 200.
+#[tokio::test]
+async fn api_key_is_checked_on_every_spelling_of_a_protected_path() {
+    let h = start(Phase::Ready, Some("s3cret")).await;
+    for path in [
+        "/v1%2Fmodels",
+        "/v1%2fmodels",
+        "/%76%31/models",
+        "/%76%31%2F%6d%6f%64%65%6c%73",
+        "/v1/%6dodels",
+        "//v1/models",
+        "/v1//models",
+        "/x/../v1/models",
+        "/x/%2e%2e/v1/models",
+        "/v1/./models",
+        "/./v1/models",
+        "/v1%5Cmodels",
+        "/v1\\models",
+    ] {
+        let a = raw_answer(h.addr, &format!("GET {path} HTTP/1.1"), "").await;
+        assert!(
+            a.starts_with("HTTP/1.1 401") || a.starts_with("HTTP/1.1 400"),
+            "{path}: {a}"
+        );
+    }
+    // With the key, a decodable spelling is forwarded in the form that was checked.
+    let auth = "Authorization: Bearer s3cret\r\n";
+    let a = raw_answer(h.addr, "GET /%76%31/models HTTP/1.1", auth).await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    let a = raw_answer(h.addr, "GET //%65cho?a=%2F HTTP/1.1", auth).await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    assert!(a.contains(r#""target":"/echo?a=%2F""#), "{a}");
+    // Encoded slashes and dot segments are refused whatever the key.
+    for path in ["/v1%2Fmodels", "/a/../echo", "/echo/."] {
+        let a = raw_answer(h.addr, &format!("GET {path} HTTP/1.1"), auth).await;
+        assert!(a.starts_with("HTTP/1.1 400"), "{path}: {a}");
+        assert!(a.contains("bad_target"), "{path}: {a}");
+    }
+}
+
+/// Only origin-form targets are forwarded: `OPTIONS *` is answered by us, every other
+/// asterisk-form, absolute-form or authority-form target is a 400 and reaches nobody.
+#[tokio::test]
+async fn asterisk_and_absolute_form_targets_never_leave_the_port() {
+    let h = start(Phase::Ready, None).await;
+    let a = raw_answer(h.addr, "OPTIONS * HTTP/1.1", "").await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    assert!(a.to_ascii_lowercase().contains("allow: "), "{a}");
+    for line in [
+        "POST * HTTP/1.1",
+        "GET * HTTP/1.1",
+        "GET http://127.0.0.1:80/v1/models HTTP/1.1",
+        &format!("GET http://127.0.0.1:{}/echo HTTP/1.1", h.engine_port),
+        "CONNECT 127.0.0.1:80 HTTP/1.1",
+    ] {
+        let a = raw_answer(h.addr, line, "").await;
+        assert!(a.starts_with("HTTP/1.1 400"), "{line}: {a}");
+        assert!(a.contains("bad_target"), "{line}: {a}");
+    }
+}

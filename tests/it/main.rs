@@ -13,3 +13,4 @@ mod plan;
 mod props;
 mod restart_load;
 mod supervise;
+mod target_props;
