@@ -71,6 +71,26 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> 
     }
 }
 
+/// Answers a request on a reserved connection (the caps were reached): health and `/status`
+/// as usual, anything else 503 `over_capacity`.
+pub fn handle_reserved(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+    let route = match target::parse(req.method(), req.uri()) {
+        Ok(Target::Origin(n)) => route(&n.path),
+        Ok(Target::ServerOptions) => return server_options(),
+        Err(e) => return bad_target(e),
+    };
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    match route {
+        Route::Health(probe) if read_only => health::answer(&ctx.shared, probe),
+        Route::Status if read_only => health::status(&ctx.shared),
+        _ => reply::unavailable(
+            "too many connections to the public port",
+            "over_capacity",
+            Some(1),
+        ),
+    }
+}
+
 /// The answer to `OPTIONS *` (a question about the server, never forwarded).
 fn server_options() -> Response<Body> {
     let mut r = Response::new(reply::full(""));

@@ -155,7 +155,7 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
             }
         });
     }
-    let public = tokio::spawn(crate::http::serve_public(
+    let public = tokio::spawn(crate::http::serve_public_with(
         listener,
         shared.clone(),
         crate::http::PublicConfig {
@@ -163,6 +163,7 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
             max_connections: a.max_connections,
             drain_grace: a.stop_timeout,
         },
+        crate::http::Limits::from_args(&a),
     ));
 
     let cfg = Config::from_args(g, &a);

@@ -198,6 +198,7 @@ fn test_limits() -> Limits {
     Limits {
         header_read_timeout: Duration::from_millis(300),
         engine_metrics_timeout: Duration::from_millis(300),
+        body_read_timeout: Duration::from_millis(500),
         ..Limits::default()
     }
 }
@@ -681,7 +682,12 @@ async fn over_the_connection_cap_gets_503_at_once() {
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
         held.push(s);
     }
+    // Over the cap an API request gets 503 at once (health would still be answered there,
+    // see `health_answers_under_a_connection_flood`).
     let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf))
         .await
@@ -690,6 +696,13 @@ async fn over_the_connection_cap_gets_503_at_once() {
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(text.contains("over_capacity"), "{text}");
+    // A connection that says nothing there is closed after the short head timeout.
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf))
+        .await
+        .expect("closed")
+        .expect("read");
     drop(held);
     // Permits come back when those connections close.
     let t = Instant::now();
@@ -1178,5 +1191,119 @@ async fn asterisk_and_absolute_form_targets_never_leave_the_port() {
         let a = raw_answer(h.addr, line, "").await;
         assert!(a.starts_with("HTTP/1.1 400"), "{line}: {a}");
         assert!(a.contains("bad_target"), "{line}: {a}");
+    }
+}
+
+// ---------------------------------------------------------------- floods
+
+/// A connection to the port from `source` (another loopback address plays another client).
+async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(format!("{source}:0").parse().expect("source"))
+        .expect("bind the source address");
+    sock.connect(addr).await.expect("connect")
+}
+
+/// One client (127.0.0.2) holds more connections than the port takes, idle, slowloris and
+/// slow-body ones mixed; another (127.0.0.1: Docker's or the kubelet's probe) still gets
+/// `/health/live` and `aim-engine healthcheck` answered, and the flooder's API requests get
+/// 503 `over_capacity` rather than hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_under_a_connection_flood() {
+    let h = start_with(Phase::Ready, None, 32).await;
+    let mut flood = Vec::new();
+    for i in 0..120 {
+        let mut s = connect_from("127.0.0.2", h.addr).await;
+        match i % 3 {
+            0 => {}
+            1 => {
+                let _ = s
+                    .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                    .await;
+            }
+            _ => {
+                let _ = s
+                    .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nx")
+                    .await;
+            }
+        }
+        flood.push(s);
+    }
+    for path in ["/health/live", "/health", "/v1/health/ready"] {
+        let a = get(h.addr, path).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+    }
+    let port = h.addr.port().to_string();
+    let (code, _) = run_bin(&["healthcheck".into(), "--port".into(), port]).await;
+    assert_eq!(code, 0, "aim-engine healthcheck under the flood");
+    // The flooder's next API request is refused at once, not queued.
+    let mut s = connect_from("127.0.0.2", h.addr).await;
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("answered")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("over_capacity"), "{text}");
+    drop(flood);
+}
+
+// ---------------------------------------------------------------- client faults
+
+/// A request body that stalls is cut after the body read timeout with 408, and counted as a
+/// client fault (4xx), never as an engine that did not answer.
+#[tokio::test]
+async fn stalled_request_body_is_a_408_client_fault() {
+    let h = start(Phase::Ready, None).await;
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("cut after the body read timeout")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
+    let m = h.shared.metrics.render();
+    assert!(
+        m.contains(r#"aim_proxied_requests_total{code="4xx"} 1"#),
+        "{m}"
+    );
+    assert!(!m.contains(r#"code="error""#), "{m}");
+}
+
+/// A client that goes away in the middle of its body is counted as 499 (client closed), not
+/// as an engine error.
+#[tokio::test]
+async fn client_gone_mid_body_is_a_499_not_an_engine_error() {
+    let h = start(Phase::Ready, None).await;
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    // Wait until the request is being forwarded, then leave.
+    let t = Instant::now();
+    while h.shared.inflight.count() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "never forwarded");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(s);
+    let t = Instant::now();
+    loop {
+        let m = h.shared.metrics.render();
+        assert!(!m.contains(r#"code="error""#), "{m}");
+        if m.contains(r#"aim_proxied_requests_total{code="499"} 1"#) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{m}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
