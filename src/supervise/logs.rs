@@ -108,29 +108,31 @@ pub fn start_copy<R: Read + Send + 'static>(
     ring: SharedRing,
 ) -> std::io::Result<oneshot::Receiver<()>> {
     let (done_tx, done_rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("engine-log".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let mut buf = [0u8; 8192];
-            loop {
-                match src.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        let chunk = &buf[..n];
-                        // Write errors (our stdout closed) must not stop the tail or the engine.
-                        let _ = match sink {
-                            Sink::Stdout => std::io::stdout().lock().write_all(chunk),
-                            Sink::Stderr => std::io::stderr().lock().write_all(chunk),
-                        };
-                        lock(&ring).push(chunk);
+    super::signals::with_all_blocked(|| {
+        std::thread::Builder::new()
+            .name("engine-log".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let mut buf = [0u8; 8192];
+                loop {
+                    match src.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            let chunk = &buf[..n];
+                            // Write errors (our stdout closed) must not stop the tail or the engine.
+                            let _ = match sink {
+                                Sink::Stdout => std::io::stdout().lock().write_all(chunk),
+                                Sink::Stderr => std::io::stderr().lock().write_all(chunk),
+                            };
+                            lock(&ring).push(chunk);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
                 }
-            }
-            let _ = done_tx.send(());
-        })?;
+                let _ = done_tx.send(());
+            })
+    })?;
     Ok(done_rx)
 }
 

@@ -2,7 +2,8 @@
 //!
 //! One current-thread tokio runtime runs everything: signal streams, the reaper, the public
 //! port, readiness and liveness probes, and this loop, which also spawns every engine (one
-//! long-lived thread context; no PR_SET_PDEATHSIG).
+//! long-lived thread context; no PR_SET_PDEATHSIG: a watchdog in the engine's process group
+//! stops it if we die, see `spawn`).
 //!
 //! Exit status (see also `exit.rs`):
 //! - A stop we were asked for (SIGTERM/SIGINT/SIGQUIT): the status of the engine attempt that
@@ -570,15 +571,17 @@ impl Supervisor {
         let (tx, rx) = oneshot::channel();
         if let Some(mut stdout) = sp.child.stdout.take() {
             let out = out.clone();
-            let _ = std::thread::Builder::new()
-                .stack_size(64 * 1024)
-                .spawn(move || {
-                    use std::io::Read;
-                    let mut buf = Vec::new();
-                    let _ = stdout.read_to_end(&mut buf);
-                    *out.lock().unwrap_or_else(|p| p.into_inner()) = buf;
-                    let _ = tx.send(());
-                });
+            let _ = signals::with_all_blocked(|| {
+                std::thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        use std::io::Read;
+                        let mut buf = Vec::new();
+                        let _ = stdout.read_to_end(&mut buf);
+                        *out.lock().unwrap_or_else(|p| p.into_inner()) = buf;
+                        let _ = tx.send(());
+                    })
+            });
         }
         if let Some(stderr) = sp.child.stderr.take() {
             let _ = logs::start_copy(

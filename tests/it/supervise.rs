@@ -1364,3 +1364,98 @@ fn loading_progress_is_logged_with_the_engines_last_line() {
     sup.stop(libc::SIGTERM);
     sup.expect_exit(0, Duration::from_secs(20));
 }
+
+// ---------------------------------------------------------------- signals we do not act on
+
+/// Signals whose default action would end the supervisor (SIGALRM, SIGVTALRM, SIGPROF, SIGIO,
+/// SIGXCPU, SIGXFSZ, SIGPWR, SIGSTKFLT and every real-time signal) neither stop nor kill it:
+/// the engine keeps running, is not restarted, and a later SIGTERM still ends the run with
+/// the engine's status.
+fn default_fatal_signals_are_harmless(pid1: bool) {
+    let script = format!(
+        "{RECORD}\ntrap 'echo HUP >> \"$FAKE_DIR/got\"' HUP\ntrap 'exit 0' TERM\ntouch \"$FAKE_DIR/ready\"\nwhile :; do sleep 0.02; done"
+    );
+    let mut o = Opts::new(&script);
+    o.pid1 = pid1;
+    let mut sup = start(o);
+    assert!(sup.wait_file("ready", Duration::from_secs(60)));
+    let mut sigs = vec![
+        libc::SIGALRM,
+        libc::SIGVTALRM,
+        libc::SIGPROF,
+        libc::SIGIO,
+        libc::SIGXCPU,
+        libc::SIGXFSZ,
+        libc::SIGPWR,
+        libc::SIGSTKFLT,
+    ];
+    sigs.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
+    for &sig in &sigs {
+        sup.stop(sig);
+    }
+    // A forwarded signal after them: once the engine saw it, ours were all delivered.
+    sup.stop(libc::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(5), || sup.read("got").contains("HUP")),
+        "the supervisor stopped forwarding ({:?} after {sigs:?}); stderr:\n{}",
+        sup.child.try_wait(),
+        sup.stderr()
+    );
+    assert!(
+        sup.child.try_wait().expect("try_wait").is_none(),
+        "{}",
+        sup.stderr()
+    );
+    assert_eq!(sup.spawns().len(), 1, "{}", sup.stderr());
+    sup.stop(libc::SIGTERM);
+    sup.expect_exit(0, Duration::from_secs(20));
+}
+
+#[test]
+fn default_fatal_signals_are_harmless_as_subreaper() {
+    default_fatal_signals_are_harmless(false);
+}
+
+#[test]
+fn default_fatal_signals_are_harmless_as_pid1() {
+    if !privileged() {
+        skip("default_fatal_signals_are_harmless_as_pid1");
+        return;
+    }
+    default_fatal_signals_are_harmless(true);
+}
+
+/// The engine never outlives the supervisor: when the supervisor is SIGKILLed (nothing of it
+/// runs), the engine's main process and the workers in its process group are stopped too.
+#[test]
+fn engine_tree_dies_with_a_killed_supervisor() {
+    let script = format!(
+        r#"{RECORD}
+trap 'exit 0' TERM
+sh -c 'trap "" TERM; echo $$ >> "$FAKE_DIR/workers"; while :; do sleep 0.05; done' &
+while [ ! -s "$FAKE_DIR/workers" ]; do sleep 0.01; done
+touch "$FAKE_DIR/ready"
+while :; do sleep 0.02; done"#
+    );
+    let mut sup = start(Opts::new(&script));
+    assert!(sup.wait_file("ready", Duration::from_secs(60)));
+    let engine: i32 = sup.spawns()[0]
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("engine pid");
+    let worker: i32 = sup.read("workers").trim().parse().expect("worker pid");
+    assert!(alive(engine) && alive(worker));
+    sup.stop(libc::SIGKILL);
+    let _ = wait_exit(&mut sup.child, Duration::from_secs(5));
+    let gone = wait_for(Duration::from_secs(5), || !alive(engine) && !alive(worker));
+    let left: Vec<i32> = [engine, worker].into_iter().filter(|&p| alive(p)).collect();
+    // Leave nothing behind even when the assertion fails.
+    for &p in &left {
+        signal(p, libc::SIGKILL);
+    }
+    assert!(
+        gone,
+        "still running after the supervisor was killed: {left:?}"
+    );
+}
