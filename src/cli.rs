@@ -72,6 +72,14 @@ pub struct GlobalArgs {
         global = true
     )]
     pub log_level: String,
+    /// Messages held for a slow stdout/stderr reader before new ones are dropped (counted).
+    #[arg(
+        long = "log-buffer",
+        env = "AIM_LOG_BUFFER",
+        default_value_t = crate::logging::DEFAULT_CAPACITY,
+        global = true
+    )]
+    pub log_buffer: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -8,6 +8,7 @@ mod fake_engine;
 mod gpus;
 mod host;
 mod http;
+mod logpath;
 mod notify;
 mod plan;
 mod props;
