@@ -803,6 +803,15 @@ impl Supervisor {
                     }
                     match r {
                         Readiness::NotHealthy(d) => last_detail = d,
+                        Readiness::Unauthorized(msg) => {
+                            tracing::error!("{msg}");
+                            self.event(Event::AttemptFailed, "the engine refuses our checks");
+                            let bad_args = Failure::Exited {
+                                class: engine::FailureClass::BadArgs,
+                                suggested_max_model_len: None,
+                            };
+                            return self.end_alive(&mut eng, bad_args, msg, false).await;
+                        }
                         Readiness::Healthy(d) => {
                             self.event(Event::Healthy, "validating");
                             last_detail = d;

@@ -545,3 +545,32 @@ fn catalogue_choices_on_8_mi300x() {
         );
     }
 }
+
+/// `api-key` among the engine args would make the engine refuse the supervisor's own
+/// readiness checks: refused up front, pointing at `--api-key`. A model id part that starts
+/// with `-` would land in the engine's argv as a flag: refused too.
+#[test]
+fn api_key_engine_arg_and_dash_model_ids_are_refused() {
+    let hf = tempfile::tempdir().unwrap();
+    for args in [
+        r#"{"api-key":"k"}"#,
+        r#"{"api_key":"k"}"#,
+        r#"{"--api-key":"k"}"#,
+    ] {
+        let o = run(
+            &mut cmd(MI300X, hf.path()),
+            &["plan", "Qwen/Qwen3-32B", "--engine-args", args],
+        );
+        assert_eq!(o.status.code(), Some(64), "{args}: {}", stderr(&o));
+        assert!(stderr(&o).contains("AIM_API_KEY"), "{args}: {}", stderr(&o));
+    }
+    for id in ["--api-key/x", "org/-x", "-org/name", "hf://-o/n"] {
+        let o = run(cmd(MI300X, hf.path()).env("AIM_MODEL_ID", id), &["plan"]);
+        assert_eq!(o.status.code(), Some(64), "{id}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("starts with `-`"),
+            "{id}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -1459,3 +1459,23 @@ while :; do sleep 0.02; done"#
         "still running after the supervisor was killed: {left:?}"
     );
 }
+
+/// An engine that answers 401 (it was given an API key some other way) is a configuration
+/// error: the attempt ends at once with a message pointing at `--api-key`, and no recipe
+/// waits for its startup timeout.
+#[test]
+fn an_engine_that_answers_401_is_a_configuration_error() {
+    let fake = crate::support::fake_engine();
+    let script = format!("exec {} \"$@\" --api-key engine-only", fake.display());
+    let env = [("FAKE_LOAD_SECS", "0.1".to_string())];
+    let mut o = Opts::new(&script);
+    o.env = &env;
+    o.args = &["--startup-timeout", "120s"];
+    let mut sup = start(o);
+    let t = Instant::now();
+    sup.expect_exit(70, Duration::from_secs(60));
+    assert!(t.elapsed() < Duration::from_secs(60));
+    let err = sup.stderr();
+    assert!(err.contains("401"), "{err}");
+    assert!(err.contains("AIM_API_KEY"), "{err}");
+}
