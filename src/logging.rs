@@ -193,9 +193,51 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for TracingWriter {
     }
 }
 
+/// Whether log lines get colour: only on a terminal, and never when `NO_COLOR` is set to
+/// anything but the empty string (no-color.org).
+pub fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// The first line of `serve`: version, public URL, model, the chosen recipe and its GPUs.
+pub fn first_line(url: &str, plan: &crate::plan::Plan) -> String {
+    let mut line = format!(
+        "aim-engine {}: serving {} at {url}",
+        env!("CARGO_PKG_VERSION"),
+        plan.model
+    );
+    if let Some(l) = plan.launches.first() {
+        line.push_str(&format!(
+            " with recipe {} ({}, {})",
+            l.recipe_id, l.engine, l.precision
+        ));
+        let ordinals: Vec<String> = l.gpus.iter().map(|g| g.ordinal.to_string()).collect();
+        let product = l.gpus.first().map(|g| g.product.as_str()).unwrap_or("");
+        match ordinals.len() {
+            0 => line.push_str(" (no GPU restriction)"),
+            1 => line.push_str(&format!(" on GPU {} ({product})", ordinals[0])),
+            _ => line.push_str(&format!(" on GPUs {} ({product})", ordinals.join(","))),
+        }
+        if plan.launches.len() > 1 {
+            line.push_str(&format!("; {} fallback(s)", plan.launches.len() - 1));
+        }
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some(OsStr::new(""))));
+    }
 
     #[test]
     fn a_full_queue_drops_and_counts_and_never_blocks() {

@@ -42,6 +42,10 @@ fn init_logging(g: &cli::GlobalArgs) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .log_internal_errors(false)
+        .with_ansi(logging::colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_writer(logging::TracingWriter);
     match g.log_format {
         cli::LogFormat::Json => builder.json().init(),

@@ -135,6 +135,13 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
             ),
         )
     })?;
+    // The address really bound (`--port 0` picks one), for the first log line.
+    let url = format!(
+        "http://{}",
+        listener
+            .local_addr()
+            .map_or(addr.clone(), |l| l.to_string())
+    );
     let model = a.select.model.clone().unwrap_or_default();
     let engine_port = a
         .select
@@ -179,7 +186,10 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
         ready_once: false,
     };
     let result = match crate::commands::plan::resolve(g, &a.select, a.port) {
-        Ok(plan) => sup.supervise(plan).await,
+        Ok(plan) => {
+            tracing::info!("{}", crate::logging::first_line(&url, &plan));
+            sup.supervise(plan).await
+        }
         Err(e) => {
             let code = exit::code_of(&e);
             sup.fatal(&format!("{e:#}"));

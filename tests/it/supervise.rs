@@ -1479,3 +1479,35 @@ fn an_engine_that_answers_401_is_a_configuration_error() {
     assert!(err.contains("401"), "{err}");
     assert!(err.contains("AIM_API_KEY"), "{err}");
 }
+
+/// Logs for machines and people: no colour codes when stderr is not a terminal (`docker
+/// logs`, a file), and the first line says the version, the public URL, the model, the recipe
+/// and the GPUs.
+#[test]
+fn logs_are_plain_off_a_terminal_and_start_with_a_summary_line() {
+    let script = format!(
+        "{RECORD}\ntrap 'exit 0' TERM\ntouch \"$FAKE_DIR/ready\"\nwhile :; do sleep 0.02; done"
+    );
+    let mut sup = start(Opts::new(&script));
+    assert!(sup.wait_file("ready", Duration::from_secs(60)));
+    sup.stop(libc::SIGTERM);
+    sup.expect_exit(0, Duration::from_secs(20));
+    let err = sup.stderr();
+    assert!(
+        !err.contains('\u{1b}'),
+        "escape codes in a log file:\n{err}"
+    );
+    let first = err.lines().next().unwrap_or_default();
+    for want in [
+        format!("aim-engine {}", env!("CARGO_PKG_VERSION")),
+        format!("http://127.0.0.1:{}", sup.port),
+        MODEL.to_string(),
+        "recipe general/vllm-".to_string(),
+        "GPU 0".to_string(),
+    ] {
+        assert!(
+            first.contains(&want),
+            "{want:?} not in the first line: {first}"
+        );
+    }
+}
