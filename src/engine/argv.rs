@@ -1,6 +1,6 @@
 //! The engine command line and environment for one attempt (pure).
 //!
-//! Rules (design.md "Recipes", peers.md §1.2.5 AIM command generation):
+//! Rules (the command shape AMD's AIM containers generate from their profiles):
 //! - argv: launcher words, then for vLLM `serve MODEL`, for SGLang `--model-path MODEL`,
 //!   then the system flags `--host 127.0.0.1 --port P` + TP + `--served-model-name ID`,
 //!   then the merged recipe/user args in recipe order (new user keys appended).

@@ -1,6 +1,7 @@
 //! Why an engine attempt ended, from its exit status and the tail of its log (pure).
 //!
-//! Texts are the stable substrings from engines.md §1.6 (vLLM), §3.3 (SGLang) and §6.5.
+//! Texts are stable substrings of the messages vLLM and SGLang print for each failure (the
+//! table test quotes them as the engines print them).
 //!
 //! Precedence: a fixed priority over classes (the order of [`RULES`]), not line order,
 //! because the engines print the root cause first and generic wrappers after it, and one
@@ -229,7 +230,7 @@ mod tests {
         text.lines().map(str::to_string).collect()
     }
 
-    /// Real texts from engines.md §1.6 / §3.3 (with the process prefixes the engines add).
+    /// Real texts as vLLM and SGLang print them (with the process prefixes the engines add).
     #[test]
     fn classification_table() {
         let table: &[(ExitKind, &str, FailureClass, Option<u64>)] = &[

@@ -3,7 +3,8 @@
 //!
 //! The tables are the union over the engine versions we support (vLLM 0.9 … 0.33, SGLang
 //! 0.5.x): a flag that only some versions accept is known here and gated per version in
-//! `version.rs`. Sources: engines.md §1.2/§1.3/§3.1 and the AIM profiles in peers.md §1.2.1.
+//! `version.rs`. Sources: each version's `vllm serve --help` and SGLang's server arguments,
+//! and the flags AMD's published AIM profiles use.
 
 use crate::types::Engine;
 

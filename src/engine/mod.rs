@@ -190,7 +190,7 @@ pub fn parse_version_output(output: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// Every engine_args key of the AIM profiles in peers.md §1.2.1 (vLLM 0.11.1 images).
+    /// Every engine_args key of AMD's published AIM profiles (vLLM 0.11.1 images).
     #[test]
     fn aim_profile_flags_are_known() {
         for flag in [

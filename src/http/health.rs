@@ -1,7 +1,7 @@
 //! Health, readiness and `/status`, answered from the supervisor's status alone (never by
 //! asking the engine, so they stay fast whatever the engine or the proxied traffic does).
 //!
-//! Meanings (design.md "Public port"): `/health` and `/health/ready` are 200 only when the
+//! Meanings: `/health` and `/health/ready` are 200 only when the
 //! engine is ready and nothing fatal happened (vLLM's `/health` meaning), and go to 503 as soon
 //! as a stop was asked (so load balancers stop sending); `/health/live` is 200 while the
 //! supervisor still works on it (load and restarts included) and 503 once it has given up.

@@ -163,7 +163,8 @@ impl ModelConfig {
         matches!(self.model_type.as_deref(), Some("qwen3" | "qwen3_moe"))
     }
 
-    /// Parameter count from the architecture (engines.md §4.2 formulas).
+    /// Parameter count from the architecture: the weight shapes of the embedding, every layer
+    /// and the head, summed (the tests check it against published safetensors totals).
     pub fn param_count(&self) -> u64 {
         let h = self.hidden_size;
         let l = self.num_hidden_layers;
@@ -240,7 +241,7 @@ impl ModelConfig {
         }
     }
 
-    /// KV cache bytes per token on each GPU at tensor-parallel size `tp` (§4.3).
+    /// KV cache bytes per token on each GPU at tensor-parallel size `tp`.
     pub fn kv_bytes_per_token_per_gpu(&self, tp: u32, kv_bytes: u64) -> u64 {
         let l = self.num_hidden_layers;
         if let Some(kr) = self.kv_lora_rank {
@@ -251,7 +252,7 @@ impl ModelConfig {
         (2 * l * heads * self.head_dim).saturating_mul(kv_bytes)
     }
 
-    /// Whether the model can be split over `tp` GPUs (vLLM's own rules, §4.3).
+    /// Whether the model can be split over `tp` GPUs (vLLM's own rules).
     pub fn tp_check(&self, tp: u32) -> Result<(), String> {
         let t = u64::from(tp.max(1));
         if !self.num_attention_heads.is_multiple_of(t) {
@@ -556,7 +557,7 @@ pub struct Fit {
     pub kv_known: bool,
 }
 
-/// Fixed per-GPU allowance for activations, graphs and the runtime (engines.md §4.3).
+/// Fixed per-GPU allowance for activations, graphs and the runtime (a generous 5 GiB).
 pub const OVERHEAD_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Whether weights/TP + overhead + KV for `context` tokens fit in `util` of each GPU.
@@ -646,12 +647,12 @@ pub(crate) mod tests {
 
     #[test]
     fn param_counts_match_published_totals() {
-        // Exact totals from the safetensors indexes (engines.md §4.1/§4.2).
+        // Exact totals from the models' published safetensors indexes.
         let cases = [
             (LLAMA_8B, 8_030_261_248u64),
             (LLAMA_70B, 70_553_706_496),
             (QWEN3_32B, 32_762_123_264),
-            // engines.md's components sum to this; its printed total has a typo (…094…).
+            // The index's components sum to this (a total often quoted as …094… is a typo).
             (QWEN3_235B, 235_093_634_560),
         ];
         for (text, want) in cases {

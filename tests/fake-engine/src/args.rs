@@ -37,7 +37,7 @@ pub struct Args {
 pub struct ArgError(pub String);
 
 /// vLLM `serve` flags taking one value (long names without dashes). The union over vLLM
-/// 0.9 … 0.33; version-specific ones are gated in `vllm_has`. Facts from engines.md §1.2/§1.3.
+/// 0.9 … 0.33; version-specific ones are gated in `vllm_has`. From each version's `vllm serve --help`.
 const VLLM_VALUE: &[&str] = &[
     "model",
     "host",
@@ -450,7 +450,7 @@ pub fn version_tuple(v: &str) -> (u32, u32) {
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
-/// Whether the long flag `name` exists in this vLLM version (see engines.md §1.3).
+/// Whether the long flag `name` exists in this vLLM version.
 fn vllm_has(name: &str, version: (u32, u32)) -> bool {
     match name {
         "max-seq-len-to-capture" => version < (0, 11),
