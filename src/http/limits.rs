@@ -105,6 +105,39 @@ pub async fn refuse_over_capacity(mut stream: TcpStream) {
     .await;
 }
 
+/// Raises our soft open-file limit to the hard one (systemd gives services a soft limit of
+/// 1024) and warns when even that cannot hold every connection the port may take: past the fd
+/// limit `accept` fails and no slot, reserved or not, can answer health.
+pub fn fit_fd_limit(max_connections: usize, health_connections: usize) {
+    // Connections to the engine (one per forwarded request) and our own files come on top.
+    let wanted = (2 * max_connections + health_connections + 256) as u64;
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+        if lim.rlim_cur < wanted {
+            tracing::warn!(
+                limit = lim.rlim_cur,
+                wanted,
+                "the open-file limit is below what --max-connections needs: under a flood, \
+                 accept would fail before the caps apply and health would go unanswered; \
+                 raise it (ulimit -n, LimitNOFILE=, --ulimit nofile) or lower --max-connections"
+            );
+        }
+    }
+}
+
 /// Connections held per peer address, against a limit.
 #[derive(Clone, Default)]
 pub struct PeerCounts(Arc<Mutex<HashMap<IpAddr, usize>>>);

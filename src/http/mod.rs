@@ -96,6 +96,7 @@ pub async fn serve_public_with(
         client: proxy::client(),
         limits: limits.clone(),
     });
+    limits::fit_fd_limit(cfg.max_connections, limits.health_connections);
     let permits = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
     let reserve = Arc::new(Semaphore::new(limits.health_connections));
     let peers = limits::PeerCounts::default();

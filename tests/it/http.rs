@@ -1307,3 +1307,28 @@ async fn client_gone_mid_body_is_a_499_not_an_engine_error() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// An idle keep-alive connection is closed after the header read timeout (hyper runs that
+/// timer whenever it waits for a request head), so idle connections cannot hold the cap.
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_header_read_timeout() {
+    let h = start(Phase::Ready, None).await; // header_read_timeout: 300 ms
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Now idle: the server ends the connection (EOF, or a 408 first) well within 5 s.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("idle connection closed by the server")
+        .expect("read");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}

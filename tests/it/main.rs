@@ -5,6 +5,7 @@ mod support;
 
 mod chaos;
 mod fake_engine;
+mod fd_limit;
 mod gpus;
 mod host;
 mod http;
