@@ -72,6 +72,14 @@ pub struct GlobalArgs {
         global = true
     )]
     pub log_level: String,
+    /// Messages held for a slow stdout/stderr reader before new ones are dropped (counted).
+    #[arg(
+        long = "log-buffer",
+        env = "AIM_LOG_BUFFER",
+        default_value_t = crate::logging::DEFAULT_CAPACITY,
+        global = true
+    )]
+    pub log_buffer: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -246,6 +254,27 @@ pub struct ServeArgs {
     /// before the startup timeout starts; the engine then runs with HF_HUB_OFFLINE=1.
     #[arg(long, env = "AIM_DOWNLOAD", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub download: bool,
+    /// Longest wait for a request head on the public port; also closes idle keep-alive
+    /// connections.
+    #[arg(long = "header-read-timeout", env = "AIM_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Longest pause between two pieces of a request body (then 408).
+    #[arg(long = "body-read-timeout", env = "AIM_BODY_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+    /// Connections one client address may hold on the public port (0: no cap).
+    #[arg(
+        long = "max-connections-per-peer",
+        env = "AIM_MAX_CONNECTIONS_PER_PEER",
+        default_value_t = 1024
+    )]
+    pub max_connections_per_peer: usize,
+    /// Connections kept for health and /status when the caps are reached.
+    #[arg(
+        long = "health-connections",
+        env = "AIM_HEALTH_CONNECTIONS",
+        default_value_t = 64
+    )]
+    pub health_connections: usize,
     /// Skip the one-token test inference before declaring ready.
     #[arg(
         long = "skip-test-inference",

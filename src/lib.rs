@@ -15,6 +15,7 @@ pub mod gpu;
 pub mod host;
 pub mod http;
 pub mod launch;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod notify;

@@ -1,7 +1,7 @@
 //! Entry point: parse, set up logging, run, map the result to an exit status. Nothing else.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-use aim_engine::{cli, commands, exit};
+use aim_engine::{cli, commands, exit, logging};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -21,21 +21,32 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli.global);
-    match commands::run(cli) {
-        Ok(code) => ExitCode::from(code),
+    let code = match commands::run(cli) {
+        Ok(code) => code,
         Err(err) => {
-            eprintln!("aim-engine: error: {err:#}");
-            ExitCode::from(exit::code_of(&err))
+            // Through the log path: a closed stderr must not turn an exit into an abort.
+            logging::stderr().send(format!("aim-engine: error: {err:#}\n").into_bytes());
+            exit::code_of(&err)
         }
-    }
+    };
+    logging::flush(std::time::Duration::from_secs(2));
+    ExitCode::from(code)
 }
 
 fn init_logging(g: &cli::GlobalArgs) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&g.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    logging::set_capacity(g.log_buffer);
+    // Bounded and non-blocking (`logging`); tracing's own complaint about a failed write would
+    // go to stderr with eprintln! and panic there.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .log_internal_errors(false)
+        .with_ansi(logging::colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
+        .with_writer(logging::TracingWriter);
     match g.log_format {
         cli::LogFormat::Json => builder.json().init(),
         cli::LogFormat::Text => builder.with_target(false).init(),

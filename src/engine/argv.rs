@@ -1,6 +1,6 @@
 //! The engine command line and environment for one attempt (pure).
 //!
-//! Rules (those of AMD AIM's own command generation from a profile, plus ours):
+//! Rules (the command shape AMD's AIM containers generate from their profiles):
 //! - argv: launcher words, then for vLLM `serve MODEL`, for SGLang `--model-path MODEL`,
 //!   then the system flags `--host 127.0.0.1 --port P` + TP + `--served-model-name ID`,
 //!   then the merged recipe/user args in recipe order (new user keys appended).
@@ -92,6 +92,9 @@ fn merge(
                     suggestion: flags::suggest(engine, key),
                 });
             };
+            if logical.name == "api-key" {
+                return Err(CommandError::ApiKeyArg { origin: source });
+            }
             // `insert` keeps the recipe's position when the user overrides a flag.
             merged.insert(logical.name.clone(), (logical, value.clone()));
         }
@@ -659,10 +662,14 @@ mod tests {
     }
 
     fn key_strategy(engine: Engine) -> impl Strategy<Value = String> {
+        // `api-key` is known but refused (`CommandError::ApiKeyArg`).
         let known: Vec<&'static str> = match engine {
             Engine::Vllm => flags::VLLM_FLAGS.to_vec(),
             Engine::Sglang => flags::SGLANG_FLAGS.to_vec(),
-        };
+        }
+        .into_iter()
+        .filter(|f| *f != "api-key")
+        .collect();
         (proptest::sample::select(known), any::<bool>()).prop_map(|(k, under)| {
             if under {
                 k.replace('-', "_")

@@ -1,7 +1,7 @@
 //! Why an engine attempt ended, from its exit status and the tail of its log (pure).
 //!
-//! Texts are stable substrings of what vLLM and SGLang print for each failure (the tests hold
-//! real examples).
+//! Texts are stable substrings of the messages vLLM and SGLang print for each failure (the
+//! table test quotes them as the engines print them).
 //!
 //! Precedence: a fixed priority over classes (the order of [`RULES`]), not line order,
 //! because the engines print the root cause first and generic wrappers after it, and one

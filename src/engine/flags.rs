@@ -3,8 +3,8 @@
 //!
 //! The tables are the union over the engine versions we support (vLLM 0.9 … 0.33, SGLang
 //! 0.5.x): a flag that only some versions accept is known here and gated per version in
-//! `version.rs`. Sources: vLLM's `EngineArgs` and SGLang's `ServerArgs` argparse in those
-//! versions, and every engine_args key that AMD AIM's published profiles use.
+//! `version.rs`. Sources: each version's `vllm serve --help` and SGLang's server arguments,
+//! and the flags AMD's published AIM profiles use.
 
 use crate::types::Engine;
 

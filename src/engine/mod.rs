@@ -71,6 +71,14 @@ pub enum CommandError {
         origin: &'static str,
         suggestion: Option<String>,
     },
+    /// `api-key` in the engine args: the engine would refuse our own readiness checks.
+    #[error(
+        "`api-key` in the {origin} engine args: the engine would answer 401 to aim-engine's own readiness checks; set the key with --api-key / AIM_API_KEY instead (aim-engine checks it at the public port)"
+    )]
+    ApiKeyArg {
+        /// `"recipe"` or `"user"` (`--engine-args` / AIM_ENGINE_ARGS).
+        origin: &'static str,
+    },
     #[error("no model to serve: the model id/path is empty")]
     EmptyModel,
     #[error("tensor parallel size 0 is invalid; it must be at least 1")]
@@ -186,7 +194,7 @@ pub fn parse_version_output(output: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// Every engine_args key that AMD AIM's published profiles use (for its vLLM 0.11.1 images).
+    /// Every engine_args key of AMD's published AIM profiles (vLLM 0.11.1 images).
     #[test]
     fn aim_profile_flags_are_known() {
         for flag in [

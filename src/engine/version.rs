@@ -1,8 +1,7 @@
 //! Engine versions: parsing, the version probe argv, flag gating per version, and
 //! rewriting the max-model-len flag (all pure).
 //!
-//! Gating table, from each vLLM release's argparse (`EngineArgs`), vLLM only (SGLang 0.5.x
-//! has no known breaks):
+//! Gating table, vLLM only (SGLang 0.5.x has no known breaks):
 //! | flag | versions | action |
 //! |---|---|---|
 //! | `--max-seq-len-to-capture` | >= 0.11 | drop (gone in 0.11, argparse exit 2) |
@@ -12,7 +11,7 @@
 //! | `--swap-space` | >= 0.18 | drop (removed in 0.18: vllm-project/vllm PR #36216; `EngineArgs` has it up to 0.17.1 and not from 0.18.0 on; the V1 engine never used it) |
 //! | `--num-scheduler-steps` | >= 0.10 | drop (gone in 0.10) |
 //! | `--kv-cache-memory-bytes` | < 0.11 | drop (new in 0.11) |
-//! | `--shutdown-timeout` | < 0.18 | drop (added in 0.18, PRs #34730/#36666) |
+//! | `--shutdown-timeout` | < 0.18 | drop (added in 0.18, vllm-project/vllm PRs #34730/#36666) |
 //! | `--attention-backend` | < 0.12 | drop (absent before 0.12: set env VLLM_ATTENTION_BACKEND instead) |
 //!
 //! Versions are compared on (major, minor, patch) only: `0.12.0rc1` gates like `0.12.0`,

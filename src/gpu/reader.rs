@@ -43,23 +43,7 @@ impl FsReader {
 
 impl SysReader for FsReader {
     fn read(&self, rel: &str) -> io::Result<String> {
-        // open + read + close: sysfs attributes fit one page and come in one read, so a short
-        // read is the end; read_to_string would add statx/lseek calls to every file.
-        let mut file = std::fs::File::open(self.path(rel))?;
-        let mut buf = [0u8; 4096];
-        let mut out = Vec::new();
-        loop {
-            let n = match file.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            out.extend_from_slice(&buf[..n]);
-            if n < buf.len() {
-                break;
-            }
-        }
-        String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        read_attribute(&self.path(rel))
     }
 
     fn read_dir(&self, rel: &str) -> io::Result<Vec<String>> {
@@ -81,6 +65,54 @@ impl SysReader for FsReader {
         access(&self.path(rel), AccessFlags::R_OK | AccessFlags::W_OK)
             .map_err(|e| io::Error::from_raw_os_error(e as i32))
     }
+}
+
+/// Most bytes a sysfs attribute may have: four pages (a KFD `properties` file is about 1.5
+/// KiB). Longer means it is not a sysfs attribute.
+pub const MAX_ATTRIBUTE_BYTES: usize = 16 * 1024;
+
+/// Reads one sysfs attribute: a regular file of at most `MAX_ATTRIBUTE_BYTES`. Opened
+/// non-blocking, so a FIFO or a device planted in the tree fails at once instead of blocking
+/// or (`/dev/zero`) growing without bound. Errors keep the OS error's kind (callers tell
+/// EPERM from ENOENT) and name the file.
+pub fn read_attribute(path: &Path) -> io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let named = |kind: io::ErrorKind, why: String| {
+        io::Error::new(kind, format!("{}: {why}", path.display()))
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(named(
+            io::ErrorKind::InvalidData,
+            "not a regular file".into(),
+        ));
+    }
+    // open + fstat + read + close: sysfs attributes come in one read, so a short read is the
+    // end; read_to_string would add statx/lseek calls to every file.
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::new();
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(named(e.kind(), e.to_string())),
+        };
+        out.extend_from_slice(&buf[..n]);
+        if out.len() > MAX_ATTRIBUTE_BYTES {
+            return Err(named(
+                io::ErrorKind::InvalidData,
+                format!("larger than {MAX_ATTRIBUTE_BYTES} bytes: not a sysfs attribute"),
+            ));
+        }
+        if n < buf.len() {
+            break;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|e| named(io::ErrorKind::InvalidData, format!("not UTF-8 ({e})")))
 }
 
 /// A reader that plays a container scenario over another reader: reads of the listed paths

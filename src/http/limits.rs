@@ -1,9 +1,23 @@
-//! Protection of the public port: slow or oversized request heads and too many connections.
+//! Protection of the public port: slow or oversized request heads, slow bodies, idle
+//! connections and too many connections.
 //!
 //! Health must stay fast whatever the proxied traffic does: every connection is its own task,
 //! health never waits on the engine, a client that dribbles its headers is cut off after
-//! `header_read_timeout`, and a head larger than `max_header_bytes` gets 431 from hyper.
+//! `header_read_timeout` (the same timer closes an idle keep-alive connection: hyper starts it
+//! whenever it waits for a request head), a request body that stalls for `body_read_timeout`
+//! is cut with 408, and a head larger than `max_header_bytes` gets 431 from hyper.
+//!
+//! Floods: one peer (IP address) holds at most `max_connections_per_peer` connections. A
+//! connection over that or over the global cap is not refused at once: it takes one of the
+//! `health_connections` reserved slots (a peer may hold an eighth of them), where only health
+//! and `/status` are answered (one request, a short head timeout) and anything else is 503
+//! `over_capacity`. Only when the reserve is full too is a connection answered 503 without
+//! being read. So Docker's and Kubernetes' probes get their answer while one client floods.
 
+use crate::cli::ServeArgs;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -22,6 +36,12 @@ pub struct Limits {
     pub engine_metrics_timeout: Duration,
     /// Retry-After seconds while the engine loads, restarts or we drain.
     pub retry_after_s: u32,
+    /// Longest pause between two pieces of a request body (slow-body floods).
+    pub body_read_timeout: Duration,
+    /// Connections one peer address may hold (0: no per-peer cap).
+    pub max_connections_per_peer: usize,
+    /// Connection slots kept for health and `/status` when the caps are reached.
+    pub health_connections: usize,
 }
 
 impl Default for Limits {
@@ -33,11 +53,35 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             engine_metrics_timeout: Duration::from_millis(500),
             retry_after_s: 5,
+            body_read_timeout: Duration::from_secs(60),
+            max_connections_per_peer: 1024,
+            health_connections: 64,
         }
     }
 }
 
 impl Limits {
+    /// The limits `serve` was given.
+    pub fn from_args(a: &ServeArgs) -> Limits {
+        Limits {
+            header_read_timeout: a.header_read_timeout,
+            body_read_timeout: a.body_read_timeout,
+            max_connections_per_peer: a.max_connections_per_peer,
+            health_connections: a.health_connections,
+            ..Limits::default()
+        }
+    }
+
+    /// How long a reserved (health-only) connection may take to send its request head.
+    pub fn reserved_head_timeout(&self) -> Duration {
+        self.header_read_timeout.min(Duration::from_secs(2))
+    }
+
+    /// Reserved slots one peer may hold.
+    pub fn reserved_per_peer(&self) -> usize {
+        (self.health_connections / 8).max(1)
+    }
+
     /// The value for hyper's `max_buf_size` (which asserts a minimum).
     pub fn max_buf_size(&self) -> usize {
         self.max_header_bytes.max(HYPER_MIN_BUF)
@@ -61,6 +105,77 @@ pub async fn refuse_over_capacity(mut stream: TcpStream) {
     .await;
 }
 
+/// Raises our soft open-file limit to the hard one (systemd gives services a soft limit of
+/// 1024) and warns when even that cannot hold every connection the port may take: past the fd
+/// limit `accept` fails and no slot, reserved or not, can answer health.
+pub fn fit_fd_limit(max_connections: usize, health_connections: usize) {
+    // Connections to the engine (one per forwarded request) and our own files come on top.
+    let wanted = (2 * max_connections + health_connections + 256) as u64;
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+        if lim.rlim_cur < wanted {
+            tracing::warn!(
+                limit = lim.rlim_cur,
+                wanted,
+                "the open-file limit is below what --max-connections needs: under a flood, \
+                 accept would fail before the caps apply and health would go unanswered; \
+                 raise it (ulimit -n, LimitNOFILE=, --ulimit nofile) or lower --max-connections"
+            );
+        }
+    }
+}
+
+/// Connections held per peer address, against a limit.
+#[derive(Clone, Default)]
+pub struct PeerCounts(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One connection of a peer; gives its place back when dropped.
+pub struct PeerSlot {
+    counts: PeerCounts,
+    ip: IpAddr,
+}
+
+impl PeerCounts {
+    /// A slot for `ip` unless it already holds `limit` (0: no limit).
+    pub fn try_enter(&self, ip: IpAddr, limit: usize) -> Option<PeerSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if limit != 0 && *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +193,23 @@ mod tests {
         assert_eq!(declared, body.len());
         let v: serde_json::Value = serde_json::from_str(body).expect("json body");
         assert_eq!(v["error"]["code"], "over_capacity");
+    }
+
+    #[test]
+    fn peer_slots_are_counted_and_given_back() {
+        let counts = PeerCounts::default();
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        let one = counts.try_enter(a, 2).expect("first");
+        let two = counts.try_enter(a, 2).expect("second");
+        assert!(counts.try_enter(a, 2).is_none());
+        assert!(counts.try_enter(b, 2).is_some());
+        drop(one);
+        let three = counts.try_enter(a, 2).expect("a place came back");
+        drop((two, three));
+        assert!(counts.0.lock().expect("lock").is_empty());
+        let many: Vec<_> = (0..10).filter_map(|_| counts.try_enter(a, 0)).collect();
+        assert_eq!(many.len(), 10, "0 means no cap");
     }
 
     #[test]

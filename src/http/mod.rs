@@ -3,7 +3,8 @@
 //!
 //! Layout: `router` picks the answer for a path; `health` answers from the supervisor's status
 //! (never from the engine); `scrape` (/metrics) assembles our text and the engine's; `proxy` forwards the
-//! rest; `auth` checks the optional API key; `limits` holds the protection knobs; `reply` builds
+//! rest; `target` puts the request target in the one normal form that routing, the key check and
+//! the proxy share; `auth` checks the optional API key; `limits` holds the protection knobs; `reply` builds
 //! the small JSON answers (OpenAI error shape).
 //!
 //! # Shutdown handshake (for the supervisor)
@@ -28,6 +29,7 @@ pub mod proxy;
 pub mod reply;
 pub mod router;
 pub mod scrape;
+pub mod target;
 
 use crate::shared::Shared;
 use crate::status::Phase;
@@ -92,7 +94,11 @@ pub async fn serve_public_with(
         client: proxy::client(),
         limits: limits.clone(),
     });
+    limits::fit_fd_limit(cfg.max_connections, limits.health_connections);
     let permits = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let reserve = Arc::new(Semaphore::new(limits.health_connections));
+    let peers = limits::PeerCounts::default();
+    let reserved_peers = limits::PeerCounts::default();
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -101,6 +107,14 @@ pub async fn serve_public_with(
         .max_buf_size(limits.max_buf_size())
         .max_header_size(limits.max_header_bytes)
         .keep_alive(true);
+    // Reserved connections: one request, a short head timeout, health and /status only.
+    let mut reserved = http1::Builder::new();
+    reserved
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.reserved_head_timeout())
+        .max_buf_size(limits.max_buf_size())
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(false);
 
     let finished = finished(&shared);
     tokio::pin!(finished);
@@ -120,10 +134,29 @@ pub async fn serve_public_with(
         };
         // Token streams are many small writes: Nagle would add up to 40 ms per chunk.
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // Over the cap: answer 503 at once and close, rather than leave the client hanging
-            // in the backlog (it can retry elsewhere or later).
-            tokio::spawn(limits::refuse_over_capacity(stream));
+        let full = peers
+            .try_enter(peer.ip(), limits.max_connections_per_peer)
+            .and_then(|slot| Some((slot, permits.clone().try_acquire_owned().ok()?)));
+        let Some(held) = full else {
+            // Over a cap: health may still be asked on a reserved slot; with none left,
+            // answer 503 at once and close rather than leave the client in the backlog.
+            let slot = reserved_peers
+                .try_enter(peer.ip(), limits.reserved_per_peer())
+                .and_then(|slot| Some((slot, reserve.clone().try_acquire_owned().ok()?)));
+            let Some(held) = slot else {
+                tokio::spawn(limits::refuse_over_capacity(stream));
+                continue;
+            };
+            let ctx = ctx.clone();
+            let service = service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(router::handle_reserved(&ctx, req)) }
+            });
+            let conn = graceful.watch(reserved.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(held);
+            });
             continue;
         };
         let ctx = ctx.clone();
@@ -136,7 +169,7 @@ pub async fn serve_public_with(
             if let Err(err) = conn.await {
                 tracing::debug!(error = %err, %peer, "public port: connection ended with an error");
             }
-            drop(permit);
+            drop(held);
         });
     }
     drop(listener);

@@ -20,9 +20,11 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -134,8 +136,14 @@ fn count(shared: &Shared, class: &str) {
         .inc();
 }
 
-/// Forwards `req` to the engine, or answers 503 itself.
-pub async fn forward(ctx: &Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// Forwards `req` to the engine with `target` (its path and query in normal form, see
+/// `super::target`) as the request target, or answers 503 itself.
+pub async fn forward(
+    ctx: &Arc<Ctx>,
+    req: Request<Incoming>,
+    target: &str,
+    peer: SocketAddr,
+) -> Response<Body> {
     let shared = &ctx.shared;
     let refused = {
         let status = shared.status.borrow();
@@ -153,8 +161,13 @@ pub async fn forward(ctx: &Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -
     let tracker = Tracker::start(shared.clone());
     let port = shared.engine_port();
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = match Uri::try_from(format!("http://127.0.0.1:{port}{path}")) {
+    // Built from parts, never by pasting strings: the target cannot change the authority.
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(format!("127.0.0.1:{port}"))
+        .path_and_query(target)
+        .build();
+    parts.uri = match uri {
         Ok(u) => u,
         Err(e) => {
             return reply::error(
@@ -168,7 +181,14 @@ pub async fn forward(ctx: &Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     set_forwarded(&mut parts.headers, peer, port);
-    let upstream = Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+    let fault = Arc::new(AtomicU8::new(FAULT_NONE));
+    let body = ClientBody {
+        inner: body,
+        timeout: ctx.limits.body_read_timeout,
+        deadline: None,
+        fault: fault.clone(),
+    };
+    let upstream = Request::from_parts(parts, body.boxed_unsync());
 
     match ctx.client.request(upstream).await {
         Ok(resp) => {
@@ -183,12 +203,100 @@ pub async fn forward(ctx: &Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -
             };
             Response::from_parts(parts, body.boxed_unsync())
         }
+        Err(_) if fault.load(Ordering::Relaxed) == FAULT_STALLED => {
+            count(shared, "4xx");
+            let limit = ctx.limits.body_read_timeout;
+            tracing::debug!(%peer, ?limit, "proxy: the client's request body stalled");
+            reply::error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body stalled for more than {limit:?} (--body-read-timeout / \
+                     AIM_BODY_READ_TIMEOUT); send it without long pauses"
+                ),
+                "invalid_request_error",
+                "body_timeout",
+            )
+        }
+        Err(e) if fault.load(Ordering::Relaxed) == FAULT_GONE => {
+            // The client went away (or sent less than it announced): nginx's 499, nobody
+            // reads this answer.
+            count(shared, "499");
+            tracing::debug!(%peer, error = %error_chain(&e), "proxy: the client went away during its request body");
+            reply::error(
+                StatusCode::BAD_REQUEST,
+                "the request body ended early",
+                "invalid_request_error",
+                "client_closed",
+            )
+        }
         Err(e) => {
             count(shared, "error");
             let why = error_chain(&e);
             tracing::warn!(error = %why, port, "proxy: engine did not answer");
             engine_unreachable(&why, ctx.limits.retry_after_s)
         }
+    }
+}
+
+/// No fault of the client's body (yet).
+const FAULT_NONE: u8 = 0;
+/// The client paused its body for longer than the body read timeout.
+const FAULT_STALLED: u8 = 1;
+/// The client's body failed: it went away or sent less than announced.
+const FAULT_GONE: u8 = 2;
+
+/// The client's request body on its way to the engine: cut when it stalls for `timeout`, and
+/// any failure recorded in `fault`, so that a client's fault is never reported as the
+/// engine's.
+struct ClientBody {
+    inner: Incoming,
+    timeout: Duration,
+    /// Armed while a read waits.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    fault: Arc<AtomicU8>,
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = this.deadline.as_mut() {
+                    d.as_mut().reset(tokio::time::Instant::now() + this.timeout);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.fault.store(FAULT_GONE, Ordering::Relaxed);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let d = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if d.as_mut().poll(cx).is_ready() {
+                    this.fault.store(FAULT_STALLED, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err("the request body stalled".into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

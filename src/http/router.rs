@@ -1,7 +1,9 @@
 //! Picks the answer for a request: our own endpoints by exact path (a plain `match`, no
-//! framework), the API key on `/v1/*`, everything else to the proxy.
+//! framework), the API key on `/v1/*`, everything else to the proxy. Routing, the key check
+//! and the proxy all use the one normal form of the target (`target`).
 
 use super::health::{self, Probe};
+use super::target::{self, Target};
 use super::{Body, Ctx, auth, proxy, reply, scrape};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, HeaderValue};
@@ -31,11 +33,16 @@ pub fn route(path: &str) -> Route {
 
 /// Answers one request; never fails (errors become HTTP answers).
 pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let route = route(req.uri().path());
+    let normal = match target::parse(req.method(), req.uri()) {
+        Ok(Target::Origin(n)) => n,
+        Ok(Target::ServerOptions) => return server_options(),
+        Err(e) => return bad_target(e),
+    };
+    let route = route(&normal.path);
     if route != Route::Forward && !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut r = reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
-            &format!("{} only answers GET and HEAD", req.uri().path()),
+            &format!("{} only answers GET and HEAD", normal.path),
             "invalid_request_error",
             "method_not_allowed",
         );
@@ -49,7 +56,7 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> 
         Route::Metrics => scrape::answer(&ctx).await,
         Route::Forward => {
             if let Some(key) = &ctx.api_key
-                && auth::protected(req.uri().path())
+                && auth::protected(&normal.path)
                 && !key.accepts(req.headers())
             {
                 return reply::error(
@@ -59,9 +66,49 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> 
                     "invalid_api_key",
                 );
             }
-            proxy::forward(&ctx, req, peer).await
+            proxy::forward(&ctx, req, &normal.forward, peer).await
         }
     }
+}
+
+/// Answers a request on a reserved connection (the caps were reached): health and `/status`
+/// as usual, anything else 503 `over_capacity`.
+pub fn handle_reserved(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+    let route = match target::parse(req.method(), req.uri()) {
+        Ok(Target::Origin(n)) => route(&n.path),
+        Ok(Target::ServerOptions) => return server_options(),
+        Err(e) => return bad_target(e),
+    };
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    match route {
+        Route::Health(probe) if read_only => health::answer(&ctx.shared, probe),
+        Route::Status if read_only => health::status(&ctx.shared),
+        _ => reply::unavailable(
+            "too many connections to the public port",
+            "over_capacity",
+            Some(1),
+        ),
+    }
+}
+
+/// The answer to `OPTIONS *` (a question about the server, never forwarded).
+fn server_options() -> Response<Body> {
+    let mut r = Response::new(reply::full(""));
+    r.headers_mut().insert(
+        ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
+    r
+}
+
+/// 400 for a target we do not forward (see `target`).
+fn bad_target(e: target::TargetError) -> Response<Body> {
+    reply::error(
+        StatusCode::BAD_REQUEST,
+        &format!("bad request target: {e}"),
+        "invalid_request_error",
+        "bad_target",
+    )
 }
 
 #[cfg(test)]

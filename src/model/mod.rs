@@ -53,6 +53,12 @@ fn safe_part(part: &str) -> Result<(), String> {
     if part.starts_with('.') {
         return Err(format!("`{part}` starts with a dot"));
     }
+    if part.starts_with('-') {
+        // The id becomes an argument of the engine's command line, where it would be a flag.
+        return Err(format!(
+            "`{part}` starts with `-` (the engine would read it as a flag)"
+        ));
+    }
     if part.contains("..") {
         return Err(format!("`{part}` contains `..`"));
     }
@@ -210,6 +216,8 @@ mod tests {
             ("../etc/passwd", "`..`"),
             ("a/..", "`..`"),
             ("a/.hidden", "starts with a dot"),
+            ("--api-key/x", "starts with `-`"),
+            ("org/-x", "starts with `-`"),
             ("/", "model folder"),
             ("org/", "empty"),
             ("/models/../etc", "normalised"),

@@ -266,6 +266,7 @@ mod tests {
             builtin_recipes: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/recipes").into()),
             log_format: crate::cli::LogFormat::Text,
             log_level: "info".into(),
+            log_buffer: crate::logging::DEFAULT_CAPACITY,
         }
     }
 

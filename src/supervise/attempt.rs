@@ -279,6 +279,18 @@ impl Supervisor {
                 a.live = Some(Box::pin(async move { p.health(port, timeout).await }));
                 None
             }
+            Wake::Readiness(Readiness::Unauthorized(msg)) => {
+                a.readiness = None;
+                // The engine was given a key of its own: a configuration error that a restart
+                // does not fix, classed as bad args.
+                tracing::error!("{msg}");
+                self.event(Event::AttemptFailed, "the engine refuses our checks");
+                let bad_args = Failure::Exited {
+                    class: engine::FailureClass::BadArgs,
+                    suggested_max_model_len: None,
+                };
+                Some(self.end_alive(&mut a.eng, bad_args, msg, false).await)
+            }
             Wake::Readiness(r) => {
                 a.readiness = None;
                 self.on_readiness(a, r);
@@ -345,6 +357,7 @@ impl Supervisor {
         }
         match r {
             Readiness::NotHealthy(d) => a.last_detail = d.to_string(),
+            Readiness::Unauthorized(msg) => a.last_detail = msg,
             Readiness::Healthy(d) => {
                 self.event(Event::Healthy, "validating");
                 a.last_detail = d.to_string();

@@ -4,12 +4,14 @@
 //! every byte is written through unchanged (stdout to our stdout, stderr to our stderr), and
 //! the same bytes feed a ring buffer of the last lines for failure classification, the
 //! `log_tail` of `/status` failures and `last_log_line`. Copying runs on two small plain
-//! threads per attempt, so a slow log reader can never stall the supervisor's event loop.
+//! threads per attempt and writes through `crate::logging`'s bounded queues, so a slow or
+//! gone log reader can stall neither the engine nor the supervisor's event loop (output is
+//! then dropped and counted).
 //! The threads end at EOF, i.e. when the last process holding the pipe (the engine or one
 //! of its workers) is gone, which the tree teardown guarantees.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -108,29 +110,32 @@ pub fn start_copy<R: Read + Send + 'static>(
     ring: SharedRing,
 ) -> std::io::Result<oneshot::Receiver<()>> {
     let (done_tx, done_rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("engine-log".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let mut buf = [0u8; 8192];
-            loop {
-                match src.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        let chunk = &buf[..n];
-                        // Write errors (our stdout closed) must not stop the tail or the engine.
-                        let _ = match sink {
-                            Sink::Stdout => std::io::stdout().lock().write_all(chunk),
-                            Sink::Stderr => std::io::stderr().lock().write_all(chunk),
-                        };
-                        lock(&ring).push(chunk);
+    super::signals::with_all_blocked(|| {
+        std::thread::Builder::new()
+            .name("engine-log".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let mut buf = [0u8; 8192];
+                loop {
+                    match src.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            let chunk = &buf[..n];
+                            // Never blocks: a stuck or gone reader of ours drops (and
+                            // counts) output instead of stalling the engine or us.
+                            match sink {
+                                Sink::Stdout => crate::logging::stdout().send(chunk.to_vec()),
+                                Sink::Stderr => crate::logging::stderr().send(chunk.to_vec()),
+                            }
+                            lock(&ring).push(chunk);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
                 }
-            }
-            let _ = done_tx.send(());
-        })?;
+                let _ = done_tx.send(());
+            })
+    })?;
     Ok(done_rx)
 }
 

@@ -30,6 +30,9 @@ pub enum Readiness {
     NotHealthy(ProbeError),
     /// /health is 200 but the model list or the test inference is not right yet.
     Healthy(ProbeError),
+    /// The engine answered 401/403: it was given an API key of its own. A configuration error,
+    /// not something a restart or waiting fixes.
+    Unauthorized(String),
     Ready,
 }
 
@@ -63,6 +66,16 @@ pub enum ProbeError {
     InferenceNotJson(String),
     #[error("test inference answer has no choices[0].text")]
     NoText,
+}
+
+/// The message for an engine that refuses our checks with `status`.
+fn unauthorized(path: &str, status: u16) -> Readiness {
+    Readiness::Unauthorized(format!(
+        "{path} answered {status}: the engine was given an API key of its own (an `api-key` \
+         engine arg through the launcher, or VLLM_API_KEY), so it refuses aim-engine's \
+         readiness checks; remove it and set the key with --api-key / AIM_API_KEY, which \
+         aim-engine checks at the public port"
+    ))
 }
 
 impl Default for Prober {
@@ -166,6 +179,7 @@ impl Prober {
                     return Readiness::Healthy(e);
                 }
             }
+            Ok((s @ (401 | 403), _)) => return unauthorized("/v1/models", s),
             Ok((status, _)) => {
                 return Readiness::Healthy(ProbeError::Status {
                     path: "/v1/models",
@@ -191,6 +205,7 @@ impl Prober {
                         return Readiness::Healthy(e);
                     }
                 }
+                Ok((s @ (401 | 403), _)) => return unauthorized("/v1/completions", s),
                 Ok((status, body)) => {
                     let text = String::from_utf8_lossy(&body);
                     let text: String = text.chars().take(200).collect();

@@ -3,7 +3,8 @@
 //!
 //! One current-thread tokio runtime runs everything: signal streams, the reaper, the public
 //! port, readiness and liveness probes, and this loop, which also spawns every engine (one
-//! long-lived thread context; no PR_SET_PDEATHSIG).
+//! long-lived thread context; no PR_SET_PDEATHSIG: a watchdog in the engine's process group
+//! stops it if we die, see `spawn`).
 //!
 //! Exit status (see also `exit.rs`):
 //! - A stop we were asked for (SIGTERM/SIGINT/SIGQUIT): the status of the engine attempt that
@@ -118,6 +119,13 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
             ),
         )
     })?;
+    // The address really bound (`--port 0` picks one), for the first log line.
+    let url = format!(
+        "http://{}",
+        listener
+            .local_addr()
+            .map_or(addr.clone(), |l| l.to_string())
+    );
     let model = a.select.model.clone().unwrap_or_default();
     let engine_port = a
         .select
@@ -139,7 +147,7 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
             }
         });
     }
-    let public = tokio::spawn(crate::http::serve_public(
+    let public = tokio::spawn(crate::http::serve_public_with(
         listener,
         shared.clone(),
         crate::http::PublicConfig {
@@ -147,6 +155,7 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
             max_connections: a.max_connections,
             drain_grace: a.stop_timeout,
         },
+        crate::http::Limits::from_args(&a),
     ));
 
     let cfg = Config::from_args(g, &a);
@@ -177,6 +186,7 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
     }
     let result = match crate::plan::resolve::resolve(g, &a.select, a.port) {
         Ok(mut plan) => {
+            tracing::info!("{}", crate::logging::first_line(&url, &plan));
             if let Some(root) = &offline_cache {
                 for l in &mut plan.launches {
                     l.env.insert("HF_HUB_OFFLINE".into(), "1".into());

@@ -5,6 +5,14 @@
 //! signal mask is emptied (std children inherit ours since Rust 1.66) and every disposition
 //! is reset to default (we never ignore signals, but our parent may have, and PID 1 must not
 //! pass that on). Only async-signal-safe calls run there: no allocation, no locks, no logs.
+//!
+//! The engine never outlives the supervisor. Before exec the child forks a watchdog that
+//! stays in the engine's process group, holds the read end of a pipe whose only write end
+//! is ours (close-on-exec, so no engine process keeps it), and blocks reading it. When we die
+//! in any way, SIGKILL included, the write end closes, the read returns EOF and the watchdog
+//! SIGKILLs its process group: the engine and every worker that stayed in its group. While
+//! we live, every teardown kills that group, the watchdog with it. (PR_SET_PDEATHSIG would
+//! reach only the engine's main process, and it fires when the forking *thread* exits.)
 
 use super::reaper::{Reaper, Spawned};
 use indexmap::IndexMap;
@@ -167,10 +175,12 @@ pub fn spawn_engine(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let watch = death_pipe_read_end().map_err(|e| SpawnError::Other(program.clone(), e))?;
     // SAFETY: the closure only makes async-signal-safe calls (setsid, sigemptyset,
-    // sigprocmask, signal) and touches no memory shared with other threads.
+    // sigprocmask, signal, fork, read, kill, _exit and fd calls) and touches no memory shared
+    // with other threads.
     unsafe {
-        cmd.pre_exec(child_setup);
+        cmd.pre_exec(move || child_setup(watch));
     }
     reaper.spawn(&mut cmd).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOENT) => SpawnError::NotFound(program.clone()),
@@ -181,8 +191,65 @@ pub fn spawn_engine(
     })
 }
 
+/// The read end of the pipe whose write end only we hold (both close-on-exec), made once.
+fn death_pipe_read_end() -> io::Result<libc::c_int> {
+    static PIPE: std::sync::OnceLock<Result<libc::c_int, i32>> = std::sync::OnceLock::new();
+    let r = PIPE.get_or_init(|| {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 writes two descriptors into the array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
+        }
+        // Both ends stay open for the life of the process: the write end closes only when we
+        // are gone.
+        Ok(fds[0])
+    });
+    r.map_err(io::Error::from_raw_os_error)
+}
+
+/// The watchdog (a fork of the child, before exec): waits for EOF on `watch` (the supervisor
+/// is gone), then SIGKILLs its process group. Never returns.
+///
+/// # Safety
+/// Only in a freshly forked child: async-signal-safe calls only.
+unsafe fn watchdog(watch: libc::c_int) -> ! {
+    // SAFETY: async-signal-safe calls on local data, in a forked child.
+    unsafe {
+        // Keep nothing of the engine's or std's: stdin is the pipe, stdout/stderr /dev/null
+        // (the engine's log pipes must close when the engine's processes are gone), and
+        // every other descriptor is closed (std's exec-status pipe among them, which the
+        // parent reads until it closes).
+        libc::dup2(watch, 0);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+        }
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+            for fd in 3..65536 {
+                libc::close(fd);
+            }
+        }
+        let mut byte = 0u8;
+        loop {
+            let n = libc::read(0, (&raw mut byte).cast(), 1);
+            if n < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            if n <= 0 {
+                break;
+            }
+        }
+        // The supervisor is gone: stop the engine's whole group (ourselves included).
+        libc::kill(0, libc::SIGKILL);
+        libc::_exit(0)
+    }
+}
+
 /// Runs in the forked child before exec.
-fn child_setup() -> io::Result<()> {
+fn child_setup(watch: libc::c_int) -> io::Result<()> {
     // SAFETY: async-signal-safe libc calls on local data.
     unsafe {
         if libc::setsid() < 0 {
@@ -201,6 +268,12 @@ fn child_setup() -> io::Result<()> {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
             }
+        }
+        // The watchdog, in the engine's new session and process group (see the module docs).
+        match libc::fork() {
+            0 => watchdog(watch),
+            pid if pid < 0 => return Err(io::Error::last_os_error()),
+            _ => {}
         }
     }
     Ok(())

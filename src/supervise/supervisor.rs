@@ -9,7 +9,7 @@ use super::reaper::Reaper;
 use super::run::{
     Config, free_loopback_port, give_up_summary, model_unavailable_message, with_port,
 };
-use super::signals::SigEvent;
+use super::signals::{self, SigEvent};
 use super::spawn::{self, SpawnError};
 use super::vram::{self, Baseline};
 use super::{logs, logs::Sink, tree};
@@ -511,15 +511,17 @@ impl Supervisor {
         let (tx, rx) = oneshot::channel();
         if let Some(mut stdout) = sp.child.stdout.take() {
             let out = out.clone();
-            let _ = std::thread::Builder::new()
-                .stack_size(64 * 1024)
-                .spawn(move || {
-                    use std::io::Read;
-                    let mut buf = Vec::new();
-                    let _ = stdout.read_to_end(&mut buf);
-                    *out.lock().unwrap_or_else(|p| p.into_inner()) = buf;
-                    let _ = tx.send(());
-                });
+            let _ = signals::with_all_blocked(|| {
+                std::thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        use std::io::Read;
+                        let mut buf = Vec::new();
+                        let _ = stdout.read_to_end(&mut buf);
+                        *out.lock().unwrap_or_else(|p| p.into_inner()) = buf;
+                        let _ = tx.send(());
+                    })
+            });
         }
         if let Some(stderr) = sp.child.stderr.take() {
             let _ = logs::start_copy(

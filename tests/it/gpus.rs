@@ -283,3 +283,45 @@ fn cpx_partitions_from_the_builder_via_aim_root() {
         assert_eq!(gpu["vram_bytes"], 206141652992u64 / 8);
     }
 }
+
+/// sysfs attributes are read with a bound and only from regular files: a 300 MB file, one
+/// linked to /dev/zero and a FIFO each fail at once with an error that names the file, and
+/// never grow memory or block.
+#[test]
+fn sysfs_reads_are_bounded_and_regular_files_only() {
+    use aim_engine::gpu::{FsReader, SysReader};
+    let dir = tempfile::tempdir().expect("tmp");
+    let base = dir.path().join("sys/a");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    std::fs::write(base.join("small"), "ok\n").expect("small");
+    std::fs::File::create(base.join("big"))
+        .and_then(|f| f.set_len(300 << 20))
+        .expect("sparse 300 MB file");
+    symlink("/dev/zero", base.join("zero")).expect("symlink");
+    nix::unistd::mkfifo(&base.join("fifo"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let root = dir.path().to_path_buf();
+    for (name, why) in [
+        ("big", "larger than"),
+        ("zero", "not a regular file"),
+        ("fifo", "not a regular file"),
+    ] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root = root.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(FsReader::new(&root).read(&format!("sys/a/{name}")));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("reading {name} did not end within 5 s"));
+        let err = match got {
+            Ok(text) => panic!("{name}: read {} bytes instead of failing", text.len()),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(&format!("sys/a/{name}")), "{name}: {err}");
+        assert!(err.contains(why), "{name}: {err}");
+    }
+    assert_eq!(
+        FsReader::new(&root).read("sys/a/small").expect("small"),
+        "ok\n"
+    );
+}

@@ -198,6 +198,7 @@ fn test_limits() -> Limits {
     Limits {
         header_read_timeout: Duration::from_millis(300),
         engine_metrics_timeout: Duration::from_millis(300),
+        body_read_timeout: Duration::from_millis(500),
         ..Limits::default()
     }
 }
@@ -681,7 +682,12 @@ async fn over_the_connection_cap_gets_503_at_once() {
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
         held.push(s);
     }
+    // Over the cap an API request gets 503 at once (health would still be answered there,
+    // see `health_answers_under_a_connection_flood`).
     let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf))
         .await
@@ -690,6 +696,13 @@ async fn over_the_connection_cap_gets_503_at_once() {
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(text.contains("over_capacity"), "{text}");
+    // A connection that says nothing there is closed after the short head timeout.
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf))
+        .await
+        .expect("closed")
+        .expect("read");
     drop(held);
     // Permits come back when those connections close.
     let t = Instant::now();
@@ -1064,5 +1077,223 @@ fn end_to_end_through_the_real_binary_and_the_fake_engine() {
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "port still open"
+    );
+}
+
+// ---------------------------------------------------------------- request targets
+
+/// One raw request (`Connection: close` added) to the public port; the whole answer.
+async fn raw_answer(addr: SocketAddr, request_line: &str, headers: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{request_line}\r\nHost: x\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("answered")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every spelling of a protected path that a percent-decoding engine (uvicorn) would route to
+/// `/v1/models` needs the key: without it the answer is 401 or 400, never the engine's 200.
+#[tokio::test]
+async fn api_key_is_checked_on_every_spelling_of_a_protected_path() {
+    let h = start(Phase::Ready, Some("s3cret")).await;
+    for path in [
+        "/v1%2Fmodels",
+        "/v1%2fmodels",
+        "/%76%31/models",
+        "/%76%31%2F%6d%6f%64%65%6c%73",
+        "/v1/%6dodels",
+        "//v1/models",
+        "/v1//models",
+        "/x/../v1/models",
+        "/x/%2e%2e/v1/models",
+        "/v1/./models",
+        "/./v1/models",
+        "/v1%5Cmodels",
+        "/v1\\models",
+    ] {
+        let a = raw_answer(h.addr, &format!("GET {path} HTTP/1.1"), "").await;
+        assert!(
+            a.starts_with("HTTP/1.1 401") || a.starts_with("HTTP/1.1 400"),
+            "{path}: {a}"
+        );
+    }
+    // With the key, a decodable spelling is forwarded in the form that was checked.
+    let auth = "Authorization: Bearer s3cret\r\n";
+    let a = raw_answer(h.addr, "GET /%76%31/models HTTP/1.1", auth).await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    let a = raw_answer(h.addr, "GET //%65cho?a=%2F HTTP/1.1", auth).await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    assert!(a.contains(r#""target":"/echo?a=%2F""#), "{a}");
+    // Encoded slashes and dot segments are refused whatever the key.
+    for path in ["/v1%2Fmodels", "/a/../echo", "/echo/."] {
+        let a = raw_answer(h.addr, &format!("GET {path} HTTP/1.1"), auth).await;
+        assert!(a.starts_with("HTTP/1.1 400"), "{path}: {a}");
+        assert!(a.contains("bad_target"), "{path}: {a}");
+    }
+}
+
+/// Only origin-form targets are forwarded: `OPTIONS *` is answered by us, every other
+/// asterisk-form, absolute-form or authority-form target is a 400 and reaches nobody.
+#[tokio::test]
+async fn asterisk_and_absolute_form_targets_never_leave_the_port() {
+    let h = start(Phase::Ready, None).await;
+    let a = raw_answer(h.addr, "OPTIONS * HTTP/1.1", "").await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    assert!(a.to_ascii_lowercase().contains("allow: "), "{a}");
+    for line in [
+        "POST * HTTP/1.1",
+        "GET * HTTP/1.1",
+        "GET http://127.0.0.1:80/v1/models HTTP/1.1",
+        &format!("GET http://127.0.0.1:{}/echo HTTP/1.1", h.engine_port),
+        "CONNECT 127.0.0.1:80 HTTP/1.1",
+    ] {
+        let a = raw_answer(h.addr, line, "").await;
+        assert!(a.starts_with("HTTP/1.1 400"), "{line}: {a}");
+        assert!(a.contains("bad_target"), "{line}: {a}");
+    }
+}
+
+// ---------------------------------------------------------------- floods
+
+/// A connection to the port from `source` (another loopback address plays another client).
+async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(format!("{source}:0").parse().expect("source"))
+        .expect("bind the source address");
+    sock.connect(addr).await.expect("connect")
+}
+
+/// One client (127.0.0.2) holds more connections than the port takes, idle, slowloris and
+/// slow-body ones mixed; another (127.0.0.1: Docker's or the kubelet's probe) still gets
+/// `/health/live` and `aim-engine healthcheck` answered, and the flooder's API requests get
+/// 503 `over_capacity` rather than hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_under_a_connection_flood() {
+    let h = start_with(Phase::Ready, None, 32).await;
+    let mut flood = Vec::new();
+    for i in 0..120 {
+        let mut s = connect_from("127.0.0.2", h.addr).await;
+        match i % 3 {
+            0 => {}
+            1 => {
+                let _ = s
+                    .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                    .await;
+            }
+            _ => {
+                let _ = s
+                    .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nx")
+                    .await;
+            }
+        }
+        flood.push(s);
+    }
+    for path in ["/health/live", "/health", "/v1/health/ready"] {
+        let a = get(h.addr, path).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+    }
+    let port = h.addr.port().to_string();
+    let (code, _) = run_bin(&["healthcheck".into(), "--port".into(), port]).await;
+    assert_eq!(code, 0, "aim-engine healthcheck under the flood");
+    // The flooder's next API request is refused at once, not queued.
+    let mut s = connect_from("127.0.0.2", h.addr).await;
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("answered")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("over_capacity"), "{text}");
+    drop(flood);
+}
+
+// ---------------------------------------------------------------- client faults
+
+/// A request body that stalls is cut after the body read timeout with 408, and counted as a
+/// client fault (4xx), never as an engine that did not answer.
+#[tokio::test]
+async fn stalled_request_body_is_a_408_client_fault() {
+    let h = start(Phase::Ready, None).await;
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("cut after the body read timeout")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
+    let m = h.shared.metrics.render();
+    assert!(
+        m.contains(r#"aim_proxied_requests_total{code="4xx"} 1"#),
+        "{m}"
+    );
+    assert!(!m.contains(r#"code="error""#), "{m}");
+}
+
+/// A client that goes away in the middle of its body is counted as 499 (client closed), not
+/// as an engine error.
+#[tokio::test]
+async fn client_gone_mid_body_is_a_499_not_an_engine_error() {
+    let h = start(Phase::Ready, None).await;
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    // Wait until the request is being forwarded, then leave.
+    let t = Instant::now();
+    while h.shared.inflight.count() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "never forwarded");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(s);
+    let t = Instant::now();
+    loop {
+        let m = h.shared.metrics.render();
+        assert!(!m.contains(r#"code="error""#), "{m}");
+        if m.contains(r#"aim_proxied_requests_total{code="499"} 1"#) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{m}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An idle keep-alive connection is closed after the header read timeout (hyper runs that
+/// timer whenever it waits for a request head), so idle connections cannot hold the cap.
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_header_read_timeout() {
+    let h = start(Phase::Ready, None).await; // header_read_timeout: 300 ms
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Now idle: the server ends the connection (EOF, or a 408 first) well within 5 s.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("idle connection closed by the server")
+        .expect("read");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
     );
 }

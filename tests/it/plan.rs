@@ -560,3 +560,32 @@ fn harness_reports_the_command_status_and_output() {
         "{text}"
     );
 }
+
+/// `api-key` among the engine args would make the engine refuse the supervisor's own
+/// readiness checks: refused up front, pointing at `--api-key`. A model id part that starts
+/// with `-` would land in the engine's argv as a flag: refused too.
+#[test]
+fn api_key_engine_arg_and_dash_model_ids_are_refused() {
+    let hf = tempfile::tempdir().unwrap();
+    for args in [
+        r#"{"api-key":"k"}"#,
+        r#"{"api_key":"k"}"#,
+        r#"{"--api-key":"k"}"#,
+    ] {
+        let o = run(
+            cmd(MI300X, hf.path()),
+            &["plan", "Qwen/Qwen3-32B", "--engine-args", args],
+        );
+        o.expect_code(64);
+        assert!(o.stderr().contains("AIM_API_KEY"), "{args}: {}", o.report());
+    }
+    for id in ["--api-key/x", "org/-x", "-org/name", "hf://-o/n"] {
+        let o = run(cmd(MI300X, hf.path()).env("AIM_MODEL_ID", id), &["plan"]);
+        o.expect_code(64);
+        assert!(
+            o.stderr().contains("starts with `-`"),
+            "{id}: {}",
+            o.report()
+        );
+    }
+}

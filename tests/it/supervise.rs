@@ -1282,3 +1282,150 @@ fn loading_progress_is_logged_with_the_engines_last_line() {
     sup.stop(libc::SIGTERM);
     sup.expect_exit(0, Duration::from_secs(20));
 }
+
+// ---------------------------------------------------------------- signals we do not act on
+
+/// Signals whose default action would end the supervisor (SIGALRM, SIGVTALRM, SIGPROF, SIGIO,
+/// SIGXCPU, SIGXFSZ, SIGPWR, SIGSTKFLT and every real-time signal) neither stop nor kill it:
+/// the engine keeps running, is not restarted, and a later SIGTERM still ends the run with
+/// the engine's status.
+fn default_fatal_signals_are_harmless(pid1: bool) {
+    let script = format!(
+        "{RECORD}\ntrap 'echo HUP >> \"$FAKE_DIR/got\"' HUP\ntrap 'exit 0' TERM\ntouch \"$FAKE_DIR/ready\"\nwhile :; do sleep 0.02; done"
+    );
+    let mut o = Opts::new(&script);
+    o.pid1 = pid1;
+    let mut sup = start(o);
+    assert!(sup.wait_file("ready", Duration::from_secs(60)));
+    let mut sigs = vec![
+        libc::SIGALRM,
+        libc::SIGVTALRM,
+        libc::SIGPROF,
+        libc::SIGIO,
+        libc::SIGXCPU,
+        libc::SIGXFSZ,
+        libc::SIGPWR,
+        libc::SIGSTKFLT,
+    ];
+    sigs.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
+    for &sig in &sigs {
+        sup.stop(sig);
+    }
+    // A forwarded signal after them: once the engine saw it, ours were all delivered.
+    sup.stop(libc::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(5), || sup.read("got").contains("HUP")),
+        "the supervisor stopped forwarding ({:?} after {sigs:?}); stderr:\n{}",
+        sup.child.try_wait(),
+        sup.stderr()
+    );
+    assert!(
+        sup.child.try_wait().expect("try_wait").is_none(),
+        "{}",
+        sup.stderr()
+    );
+    assert_eq!(sup.spawns().len(), 1, "{}", sup.stderr());
+    sup.stop(libc::SIGTERM);
+    sup.expect_exit(0, Duration::from_secs(20));
+}
+
+#[test]
+fn default_fatal_signals_are_harmless_as_subreaper() {
+    default_fatal_signals_are_harmless(false);
+}
+
+#[test]
+fn default_fatal_signals_are_harmless_as_pid1() {
+    if !privileged() {
+        skip("default_fatal_signals_are_harmless_as_pid1");
+        return;
+    }
+    default_fatal_signals_are_harmless(true);
+}
+
+/// The engine never outlives the supervisor: when the supervisor is SIGKILLed (nothing of it
+/// runs), the engine's main process and the workers in its process group are stopped too.
+#[test]
+fn engine_tree_dies_with_a_killed_supervisor() {
+    let script = format!(
+        r#"{RECORD}
+trap 'exit 0' TERM
+sh -c 'trap "" TERM; echo $$ >> "$FAKE_DIR/workers"; while :; do sleep 0.05; done' &
+while [ ! -s "$FAKE_DIR/workers" ]; do sleep 0.01; done
+touch "$FAKE_DIR/ready"
+while :; do sleep 0.02; done"#
+    );
+    let mut sup = start(Opts::new(&script));
+    assert!(sup.wait_file("ready", Duration::from_secs(60)));
+    let engine: i32 = sup.spawns()[0]
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("engine pid");
+    let worker: i32 = sup.read("workers").trim().parse().expect("worker pid");
+    assert!(alive(engine) && alive(worker));
+    sup.stop(libc::SIGKILL);
+    let _ = wait_exit(&mut sup.child, Duration::from_secs(5));
+    let gone = wait_for(Duration::from_secs(5), || !alive(engine) && !alive(worker));
+    let left: Vec<i32> = [engine, worker].into_iter().filter(|&p| alive(p)).collect();
+    // Leave nothing behind even when the assertion fails.
+    for &p in &left {
+        signal(p, libc::SIGKILL);
+    }
+    assert!(
+        gone,
+        "still running after the supervisor was killed: {left:?}"
+    );
+}
+
+/// An engine that answers 401 (it was given an API key some other way) is a configuration
+/// error: the attempt ends at once with a message pointing at `--api-key`, and no recipe
+/// waits for its startup timeout.
+#[test]
+fn an_engine_that_answers_401_is_a_configuration_error() {
+    let fake = crate::support::fake_engine();
+    let script = format!("exec {} \"$@\" --api-key engine-only", fake.display());
+    let env = [("FAKE_LOAD_SECS", "0.1".to_string())];
+    let mut o = Opts::new(&script);
+    o.env = &env;
+    o.args = &["--startup-timeout", "120s"];
+    let mut sup = start(o);
+    let t = Instant::now();
+    sup.expect_exit(70, Duration::from_secs(60));
+    assert!(t.elapsed() < Duration::from_secs(60));
+    let err = sup.stderr();
+    assert!(err.contains("401"), "{err}");
+    assert!(err.contains("AIM_API_KEY"), "{err}");
+}
+
+/// Logs for machines and people: no colour codes when stderr is not a terminal (`docker
+/// logs`, a file), and the first line says the version, the public URL, the model, the recipe
+/// and the GPUs.
+#[test]
+fn logs_are_plain_off_a_terminal_and_start_with_a_summary_line() {
+    let script = format!(
+        "{RECORD}\ntrap 'exit 0' TERM\ntouch \"$FAKE_DIR/ready\"\nwhile :; do sleep 0.02; done"
+    );
+    let mut sup = start(Opts::new(&script));
+    assert!(sup.wait_file("ready", Duration::from_secs(60)));
+    sup.stop(libc::SIGTERM);
+    sup.expect_exit(0, Duration::from_secs(20));
+    let err = sup.stderr();
+    assert!(
+        !err.contains('\u{1b}'),
+        "escape codes in a log file:\n{err}"
+    );
+    let first = err.lines().next().unwrap_or_default();
+    for want in [
+        format!("aim-engine {}", env!("CARGO_PKG_VERSION")),
+        format!("http://127.0.0.1:{}", sup.port),
+        MODEL.to_string(),
+        "recipe general/vllm-".to_string(),
+        "GPU 0".to_string(),
+    ] {
+        assert!(
+            first.contains(&want),
+            "{want:?} not in the first line: {first}"
+        );
+    }
+}
