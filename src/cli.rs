@@ -189,6 +189,15 @@ pub struct PlanArgs {
     pub port: u16,
     #[arg(long, default_value = "text")]
     pub format: Format,
+    /// The engine version to plan for: `0.32.0`, or per engine `vllm=0.32.0,sglang=0.5.23`.
+    /// Flags are checked against its table and its version rules applied; default: the
+    /// version the engine command reports when one is installed, else the newest pinned table.
+    #[arg(
+        long = "engine-version",
+        env = "AIM_ENGINE_VERSION",
+        value_name = "VERSION"
+    )]
+    pub engine_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,6 +2,7 @@
 //! result (text for humans, JSON with the stable names the README lists).
 
 use crate::cli::{Format, GlobalArgs, PlanArgs, SelectArgs};
+use crate::engine::EngineVersions;
 use crate::exit::{self, ExitError};
 use crate::gpu::Topology;
 use crate::plan::resolve::{self, ResolveError};
@@ -13,15 +14,50 @@ fn exit_error(e: ResolveError) -> anyhow::Error {
     ExitError::from(e).into()
 }
 
-/// Detects the GPUs and plans on all of them.
-fn planned(g: &GlobalArgs, select: &SelectArgs, port: u16) -> anyhow::Result<Planned> {
+/// Detects the GPUs and plans on all of them, for the engine version of `--engine-version`
+/// (else the installed engine's, else the newest pinned table), and says which; warns of
+/// `VLLM_*` / `SGLANG_*` variables in our own environment (passed through to the engine)
+/// that this version does not read.
+fn planned(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<Planned> {
+    let given = match a.engine_version.as_deref().map(str::trim) {
+        Some(text) if !text.is_empty() => EngineVersions::parse(text).map_err(|e| {
+            ExitError::new(
+                exit::USAGE,
+                format!("--engine-version / AIM_ENGINE_VERSION: {e}"),
+            )
+        })?,
+        _ => EngineVersions::default(),
+    };
     let topology = resolve::detect(g).map_err(exit_error)?;
-    resolve::plan_on(&topology, g, select, port).map_err(exit_error)
+    let (versions, sources) = resolve::engine_versions(&given);
+    let mut p =
+        resolve::plan_for(&topology, g, &a.select, a.port, &versions).map_err(exit_error)?;
+    let engine = p.plan.launches[0].engine;
+    let source = sources
+        .iter()
+        .find(|(e, _)| *e == engine)
+        .map(|(_, s)| s.to_string())
+        .unwrap_or_default();
+    let mut extra = vec![format!(
+        "engine version: {}",
+        versions.describe(engine, &source)
+    )];
+    let user_env: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    extra.extend(crate::engine::env_notes(
+        engine,
+        versions.get(engine),
+        "user env",
+        &user_env,
+    ));
+    p.plan.reasons.splice(0..0, extra);
+    Ok(p)
 }
 
 /// `aim-engine plan`.
 pub fn plan(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
-    let p = planned(g, &a.select, a.port)?;
+    let p = planned(g, a)?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&plan_json(&p))?),
         Format::Text => print!("{}", plan_text(&p)),
@@ -133,7 +169,7 @@ fn plan_text(p: &Planned) -> String {
 
 /// `aim-engine dry-run`: the AIM operator's JSON shape (text: a shell script for humans).
 pub fn dry_run(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
-    let p = planned(g, &a.select, a.port)?;
+    let p = planned(g, a)?;
     match a.format {
         Format::Json => println!(
             "{}",

@@ -5,8 +5,17 @@
 //!   then the system flags `--host 127.0.0.1 --port P` + TP + `--served-model-name ID`,
 //!   then the merged recipe/user args in recipe order (new user keys appended).
 //! - Values: null / true -> bare flag; false -> omitted; list -> flag then each value
-//!   (an empty list is omitted: argparse would reject a bare `nargs='+'` flag); map ->
-//!   one compact JSON argument; number/string -> flag then value.
+//!   (an empty list is omitted: argparse would reject a bare `nargs='+'` flag), except for
+//!   an option whose value is JSON text (vLLM's `allowed-origins`), which gets the list as
+//!   one JSON argument; map -> one compact JSON argument; number/string -> flag then value.
+//! - Flags and values are checked against the table of the engine version that will run
+//!   (`CommandInput::engine_version`, else the newest pinned table): an unknown or ambiguous
+//!   flag, or a value of the wrong type or outside the choices, is an error naming the flag,
+//!   its origin and the fix. With a version, the version rules (`version.rs`) are applied to
+//!   the argv here and each change is a note; without one (serve, before its probe) the
+//!   supervisor applies them once it knows the version.
+//! - Env: `VLLM_*` / `SGLANG_*` / `SGL_*` names the engine's table does not list are notes
+//!   ([`env_notes`]); the engine ignores them.
 //! - Merge: user args over recipe args per logical flag (`tp`, `tensor_parallel_size`,
 //!   `--tensor-parallel-size` are one flag; so are `enable-x` and `no-enable-x`).
 //! - System values (model, host, port, served-model-name, tensor-parallel-size) always
@@ -21,7 +30,8 @@
 //!   before HIP does, so combined with our HIP ordinals it would pick the wrong devices.
 //!   With no ordinals (no GPU restriction planned) neither variable is set by us.
 
-use super::flags::{self, Logical};
+use super::flags::{self, Logical, Resolved};
+use super::table::{self, Table};
 use super::{CommandError, CommandInput, EngineCommand};
 use crate::types::Engine;
 use indexmap::IndexMap;
@@ -55,6 +65,14 @@ fn tp_flag(engine: Engine) -> &'static str {
     }
 }
 
+/// The logical (table) name of the TP size.
+fn tp_name(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Vllm => "tensor-parallel-size",
+        Engine::Sglang => "tp-size",
+    }
+}
+
 /// Logical names the system sets itself; recipe/user values for them are dropped.
 fn system_flags(engine: Engine) -> &'static [&'static str] {
     match engine {
@@ -65,41 +83,125 @@ fn system_flags(engine: Engine) -> &'static [&'static str] {
             "served-model-name",
             "tensor-parallel-size",
         ],
-        Engine::Sglang => &[
-            "model-path",
-            "host",
-            "port",
-            "served-model-name",
-            "tensor-parallel-size",
-        ],
+        Engine::Sglang => &["model-path", "host", "port", "served-model-name", "tp-size"],
     }
 }
 
-/// Merges recipe then user args per logical flag. Errors on the first unknown flag.
+/// The table the input is checked against: its version's, else the newest.
+fn table_of(input: &CommandInput<'_>) -> &'static Table {
+    match input.engine_version {
+        Some(v) => table::for_version(input.engine, v),
+        None => table::newest(input.engine),
+    }
+}
+
+/// Merges recipe then user args per logical flag. Errors on the first unknown or ambiguous
+/// flag or bad value.
 fn merge(
-    engine: Engine,
+    table: &Table,
     recipe: &IndexMap<String, Value>,
     user: &IndexMap<String, Value>,
 ) -> Result<IndexMap<String, (Logical, Value)>, CommandError> {
+    let engine = table.engine;
     let mut merged: IndexMap<String, (Logical, Value)> = IndexMap::new();
+    let system = system_flags(engine);
     for (source, args) in [("recipe", recipe), ("user", user)] {
         for (key, value) in args {
-            let Some(logical) = flags::logical(engine, key) else {
-                return Err(CommandError::UnknownFlag {
+            let (logical, opt) = match flags::resolve(table, key) {
+                Resolved::Known { logical, opt } => (logical, opt),
+                Resolved::Ambiguous(candidates) => {
+                    return Err(CommandError::AmbiguousFlag {
+                        engine,
+                        version: table.version.clone(),
+                        flag: key.clone(),
+                        origin: source,
+                        candidates,
+                    });
+                }
+                Resolved::Unknown => {
+                    return Err(CommandError::UnknownFlag {
+                        engine,
+                        version: table.version.clone(),
+                        flag: key.clone(),
+                        origin: source,
+                        suggestion: flags::suggest_in(table, key),
+                    });
+                }
+            };
+            // System flags are dropped whatever their value (with a note), so not checked.
+            if let Some(opt) = opt
+                && !system.contains(&logical.name.as_str())
+                && let Err(why) = flags::check_value(opt, value)
+            {
+                return Err(CommandError::BadValue {
                     engine,
+                    version: table.version.clone(),
                     flag: key.clone(),
                     origin: source,
-                    suggestion: flags::suggest(engine, key),
+                    why,
                 });
+            }
+            let value = match (opt.map(|o| o.kind), value) {
+                // A list for a JSON-text option is one JSON argument, not several words.
+                (Some(super::table::Kind::Json), Value::Array(_)) => {
+                    Value::String(value.to_string())
+                }
+                _ => value.clone(),
             };
             if logical.name == "api-key" {
                 return Err(CommandError::ApiKeyArg { origin: source });
             }
             // `insert` keeps the recipe's position when the user overrides a flag.
-            merged.insert(logical.name.clone(), (logical, value.clone()));
+            merged.insert(logical.name.clone(), (logical, value));
         }
     }
     Ok(merged)
+}
+
+/// One note per `VLLM_*` / `SGLANG_*` / `SGL_*` name in `names` that the engine version of
+/// `table` does not read (with the closest name it does read, if one is close), and per
+/// name of the other engine. `origin` says where the names come from (`recipe env`).
+pub fn env_notes<'n>(
+    table: &Table,
+    origin: &str,
+    names: impl IntoIterator<Item = &'n str>,
+) -> Vec<String> {
+    let ours: &[&str] = match table.engine {
+        Engine::Vllm => &["VLLM_"],
+        Engine::Sglang => &["SGLANG_", "SGL_"],
+    };
+    let theirs: &[&str] = match table.engine {
+        Engine::Vllm => &["SGLANG_", "SGL_"],
+        Engine::Sglang => &["VLLM_"],
+    };
+    let mut notes = Vec::new();
+    for name in names {
+        if ours.iter().any(|p| name.starts_with(p)) {
+            if table.knows_env(name) {
+                continue;
+            }
+            let limit = (name.len() / 3).max(2);
+            let close = table
+                .env_names()
+                .map(|c| (flags::edit_distance(name, c), c))
+                .filter(|(d, _)| *d <= limit)
+                .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+            notes.push(format!(
+                "warning: {origin} `{name}` is not a variable {} {} reads; it has no effect{}",
+                table.engine,
+                table.version,
+                close
+                    .map(|(_, c)| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default()
+            ));
+        } else if theirs.iter().any(|p| name.starts_with(p)) {
+            notes.push(format!(
+                "warning: {origin} `{name}` is a variable of the other engine; {} does not read it",
+                table.engine
+            ));
+        }
+    }
+    notes
 }
 
 /// A scalar list element or flag value as one argv word.
@@ -140,9 +242,7 @@ fn render(out: &mut Vec<String>, logical: &Logical, value: &Value) {
 /// The TP size an args map asks for (any spelling), if it names one as an integer.
 pub fn requested_tensor_parallel(engine: Engine, args: &IndexMap<String, Value>) -> Option<u32> {
     args.iter()
-        .filter(|(k, _)| {
-            flags::logical(engine, k).is_some_and(|l| l.name == "tensor-parallel-size")
-        })
+        .filter(|(k, _)| flags::logical(engine, k).is_some_and(|l| l.name == tp_name(engine)))
         .filter_map(|(_, v)| match v {
             Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
             Value::String(s) => s.trim().parse().ok(),
@@ -166,24 +266,34 @@ fn system_value(name: &str, input: &CommandInput<'_>) -> String {
         "host" => "127.0.0.1".to_string(),
         "port" => input.port.to_string(),
         "served-model-name" => served_name(input).to_string(),
-        "tensor-parallel-size" => input.tensor_parallel.to_string(),
+        "tensor-parallel-size" | "tp-size" => input.tensor_parallel.to_string(),
         // model / model-path
         _ => input.model.to_string(),
     }
 }
 
-/// Like [`build`], plus one note per recipe/user arg replaced by a system value
-/// (e.g. a user `tensor-parallel-size: 4` when the plan runs TP 2), for `plan` to show.
+/// Like [`build`], plus notes for `plan` to show: one per recipe/user arg replaced by a system
+/// value (e.g. a user `tensor-parallel-size: 4` when the plan runs TP 2), one per flag the
+/// version rules dropped or renamed, one per deprecated flag, one per unknown env name.
 pub fn build_with_notes(
     input: &CommandInput<'_>,
 ) -> Result<(EngineCommand, Vec<String>), CommandError> {
-    let command = build(input)?;
+    let (command, mut gate_notes) = build_gated(input)?;
     let engine = input.engine;
+    let table = table_of(input);
     let system = system_flags(engine);
     let mut notes = Vec::new();
     for (origin, args) in [("recipe", input.recipe_args), ("user", input.user_args)] {
         for (key, value) in args {
-            let Some(logical) = flags::logical(engine, key) else {
+            if let Resolved::Known { opt: Some(opt), .. } = flags::resolve(table, key)
+                && opt.deprecated
+            {
+                notes.push(format!(
+                    "warning: {origin} arg `{key}` is deprecated in {engine} {}",
+                    table.version
+                ));
+            }
+            let Some(logical) = flags::logical_in(table, key) else {
                 continue;
             };
             if !system.contains(&logical.name.as_str()) {
@@ -201,10 +311,32 @@ pub fn build_with_notes(
             }
         }
     }
+    notes.append(&mut gate_notes);
+    notes.extend(env_notes(
+        table,
+        "recipe env",
+        input.recipe_env.keys().map(String::as_str),
+    ));
     Ok((command, notes))
 }
 
 pub fn build(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError> {
+    build_gated(input).map(|(command, _)| command)
+}
+
+/// The command, with the version rules applied when the input names a version, and the notes
+/// of those rules.
+fn build_gated(input: &CommandInput<'_>) -> Result<(EngineCommand, Vec<String>), CommandError> {
+    let mut command = build_ungated(input)?;
+    let Some(version) = input.engine_version else {
+        return Ok((command, Vec::new()));
+    };
+    let (argv, notes) = super::version::gate(input.engine, version, command.argv);
+    command.argv = argv;
+    Ok((command, notes))
+}
+
+fn build_ungated(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError> {
     let engine = input.engine;
     if input.model.trim().is_empty() {
         return Err(CommandError::EmptyModel);
@@ -212,7 +344,7 @@ pub fn build(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError> {
     if input.tensor_parallel == 0 {
         return Err(CommandError::ZeroTensorParallel);
     }
-    let merged = merge(engine, input.recipe_args, input.user_args)?;
+    let merged = merge(table_of(input), input.recipe_args, input.user_args)?;
 
     let mut argv = launcher_words(engine, input.launcher);
     match engine {
@@ -315,6 +447,7 @@ mod tests {
                 recipe_env: &self.env,
                 ordinals: &self.ordinals,
                 launcher: self.launcher,
+                engine_version: None,
             })
         }
     }
@@ -354,18 +487,24 @@ mod tests {
                 vec!["--gpu-memory-utilization", "0.95"],
             ),
             ("dtype", json!("float16"), vec!["--dtype", "float16"]),
+            // vLLM's allowed-origins is JSON text (json.loads): a list is one argument.
             (
                 "allowed-origins",
                 json!(["a", 1, "b"]),
-                vec!["--allowed-origins", "a", "1", "b"],
+                vec!["--allowed-origins", r#"["a",1,"b"]"#],
             ),
-            ("allowed-origins", json!([]), vec![]),
+            (
+                "middleware",
+                json!(["a.B", "c.D"]),
+                vec!["--middleware", "a.B", "c.D"],
+            ),
+            ("middleware", json!([]), vec![]),
             (
                 "compilation-config",
-                json!({"cudagraph_mode": "FULL_AND_PIECEWISE", "level": 3}),
+                json!({"cudagraph_mode": "FULL_AND_PIECEWISE", "mode": 3}),
                 vec![
                     "--compilation-config",
-                    r#"{"cudagraph_mode":"FULL_AND_PIECEWISE","level":3}"#,
+                    r#"{"cudagraph_mode":"FULL_AND_PIECEWISE","mode":3}"#,
                 ],
             ),
             (
@@ -379,6 +518,8 @@ mod tests {
                 vec!["--no-enable-prefix-caching"],
             ),
             ("-q", json!("fp8"), vec!["--quantization", "fp8"]),
+            // In vLLM 0.32.0 `-O3` is `--optimization-level 3`.
+            ("O", json!(3), vec!["--optimization-level", "3"]),
             (
                 "compilation_config.cudagraph_mode",
                 json!("FULL"),
@@ -470,6 +611,7 @@ mod tests {
             recipe_env: &case.env,
             ordinals: &[0, 1],
             launcher: None,
+            engine_version: None,
         })
         .expect("builds");
         assert!(command.argv.contains(&"8001".to_string()));
@@ -572,6 +714,7 @@ mod tests {
             err,
             CommandError::UnknownFlag {
                 engine: Engine::Vllm,
+                version: "0.32.0".into(),
                 flag: "gpu-memory-utilisation".into(),
                 origin: "user",
                 suggestion: Some("gpu-memory-utilization".into()),
@@ -609,6 +752,7 @@ mod tests {
             recipe_env: &env,
             ordinals: &[0],
             launcher: None,
+            engine_version: None,
         };
         let got = build_command(&input).expect("builds");
         assert_eq!(
@@ -645,38 +789,50 @@ mod tests {
                 recipe_env: &env,
                 ordinals: &[0],
                 launcher: None,
+                engine_version: None,
             };
             assert_eq!(build_command(&input).expect("builds").argv, words(want));
         }
     }
 
-    fn value_strategy() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(|n| json!(n)),
-            "[a-z0-9]([a-z0-9 _.-]{0,7})?".prop_map(Value::String),
-            proptest::collection::vec("[a-z0-9]{1,4}", 0..3).prop_map(|v| json!(v)),
-            ("[a-z]{1,4}", any::<u8>()).prop_map(|(k, v)| json!({ k: v })),
-        ]
-    }
-
-    fn key_strategy(engine: Engine) -> impl Strategy<Value = String> {
-        // `api-key` is known but refused (`CommandError::ApiKeyArg`).
-        let known: Vec<&'static str> = match engine {
-            Engine::Vllm => flags::VLLM_FLAGS.to_vec(),
-            Engine::Sglang => flags::SGLANG_FLAGS.to_vec(),
-        }
-        .into_iter()
-        .filter(|f| *f != "api-key")
-        .collect();
-        (proptest::sample::select(known), any::<bool>()).prop_map(|(k, under)| {
-            if under {
-                k.replace('-', "_")
-            } else {
-                k.to_string()
-            }
-        })
+    /// A known key with a value of the kind it takes: switches get null/true/false, plain
+    /// string options any scalar, list options a list, JSON options a map.
+    fn arg_strategy(engine: Engine) -> impl Strategy<Value = (String, Value)> {
+        let opts: Vec<(String, table::Kind)> = table::newest(engine)
+            .options
+            .iter()
+            // `api-key` is known but refused (`CommandError::ApiKeyArg`).
+            .filter(|o| {
+                o.name != "api-key"
+                    && o.choices.is_none()
+                    && matches!(
+                        o.value_type,
+                        table::ValueType::Str | table::ValueType::None | table::ValueType::Json
+                    )
+            })
+            .map(|o| (o.name.clone(), o.kind))
+            .collect();
+        (
+            proptest::sample::select(opts),
+            any::<bool>(),
+            any::<u8>(),
+            "[a-z0-9]([a-z0-9 _.-]{0,7})?",
+        )
+            .prop_map(|((name, kind), under, n, text)| {
+                let value = match kind {
+                    table::Kind::Flag | table::Kind::BoolOptional => match n % 3 {
+                        0 => Value::Null,
+                        1 => json!(true),
+                        _ => json!(false),
+                    },
+                    table::Kind::Value if n % 2 == 0 => json!(n),
+                    table::Kind::Value => Value::String(text),
+                    table::Kind::List => json!([text, n]),
+                    table::Kind::Json => json!({ "k": n }),
+                };
+                let key = if under { name.replace('-', "_") } else { name };
+                (key, value)
+            })
     }
 
     proptest! {
@@ -685,9 +841,9 @@ mod tests {
         #[test]
         fn any_known_args_build_cleanly(
             sglang in any::<bool>(),
-            recipe in proptest::collection::vec((key_strategy(Engine::Vllm), value_strategy()), 0..8),
-            srecipe in proptest::collection::vec((key_strategy(Engine::Sglang), value_strategy()), 0..8),
-            user in proptest::collection::vec((key_strategy(Engine::Vllm), value_strategy()), 0..4),
+            recipe in proptest::collection::vec(arg_strategy(Engine::Vllm), 0..8),
+            srecipe in proptest::collection::vec(arg_strategy(Engine::Sglang), 0..8),
+            user in proptest::collection::vec(arg_strategy(Engine::Vllm), 0..4),
         ) {
             let (engine, recipe, user) = if sglang {
                 (Engine::Sglang, srecipe, Vec::new())
@@ -730,6 +886,7 @@ mod tests {
             recipe_env: &env,
             ordinals: &[],
             launcher: None,
+            engine_version: None,
         };
         assert_eq!(build_command(&base), Err(CommandError::EmptyModel));
         let zero = CommandInput {

@@ -3,7 +3,10 @@
 //!
 //! Everything here is pure (no IO). Files:
 //! - `argv.rs`: [`build_command`]: argv/env rendering, recipe/user/system merge rules.
-//! - `flags.rs`: the flags each engine accepts, spelling normalisation, "did you mean".
+//! - `table.rs`: the flag tables of the pinned engine versions (`tables/*.json`, generated
+//!   from the real parsers by `tests/real-engine/gen-flags.sh`), parsed once.
+//! - `flags.rs`: resolving a key in a table (spellings, aliases, prefixes, `no-` forms),
+//!   "did you mean", value checks against type and choices.
 //! - `version.rs`: version parsing, [`version_probe`], [`gate_for_version`],
 //!   [`with_max_model_len`].
 //! - `classify.rs`: [`classify`]: failure class from exit status and log tail.
@@ -15,6 +18,7 @@
 mod argv;
 mod classify;
 mod flags;
+mod table;
 mod version;
 
 pub use argv::{
@@ -23,11 +27,88 @@ pub use argv::{
 };
 pub use classify::rejected_user_arg;
 pub use flags::{edit_distance, suggest as suggest_flag};
+pub use table::versions as pinned_versions;
 pub use version::{Version, max_len_flag, parse_version};
 
 use crate::types::Engine;
 use indexmap::IndexMap;
 use serde::Serialize;
+
+/// The engine versions a plan is for (`--engine-version` / AIM_ENGINE_VERSION): one per
+/// engine, `None` for "not given".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineVersions {
+    pub vllm: Option<String>,
+    pub sglang: Option<String>,
+}
+
+impl EngineVersions {
+    /// Parses `0.32.0` (every engine), `vllm=0.32.0`, or `vllm=0.32.0,sglang=0.5.23`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut out = EngineVersions::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (engines, version) = match part.split_once('=') {
+                Some((e, v)) => (vec![e.parse::<Engine>()?], v.trim()),
+                None => (Engine::ALL.to_vec(), part),
+            };
+            if parse_version(version).is_none() {
+                return Err(format!(
+                    "engine version `{version}` does not parse; write it like `0.32.0`, or per engine `vllm=0.32.0,sglang=0.5.23`"
+                ));
+            }
+            for e in engines {
+                *out.slot(e) = Some(version.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn set(&mut self, engine: Engine, version: String) {
+        *self.slot(engine) = Some(version);
+    }
+
+    fn slot(&mut self, engine: Engine) -> &mut Option<String> {
+        match engine {
+            Engine::Vllm => &mut self.vllm,
+            Engine::Sglang => &mut self.sglang,
+        }
+    }
+
+    pub fn get(&self, engine: Engine) -> Option<&str> {
+        match engine {
+            Engine::Vllm => self.vllm.as_deref(),
+            Engine::Sglang => self.sglang.as_deref(),
+        }
+    }
+
+    /// Every engine's version filled in: the given one, else the newest pinned table's.
+    pub fn or_newest(&self) -> Self {
+        let pick = |e: Engine| {
+            self.get(e)
+                .map(str::to_string)
+                .or_else(|| table::versions(e).last().map(|v| (*v).to_string()))
+        };
+        EngineVersions {
+            vllm: pick(Engine::Vllm),
+            sglang: pick(Engine::Sglang),
+        }
+    }
+
+    /// How `plan` says which version it planned for, e.g. `vllm 0.32.0 (--engine-version)`;
+    /// `source` says where the version came from.
+    pub fn describe(&self, engine: Engine, source: &str) -> String {
+        let v = self.get(engine).unwrap_or("?");
+        let table = table::for_version(engine, v);
+        if table.version == v {
+            format!("{engine} {v} ({source})")
+        } else {
+            format!(
+                "{engine} {v} ({source}; flags checked against the {} table plus the version rules)",
+                table.version
+            )
+        }
+    }
+}
 
 /// Inputs for one engine command line.
 #[derive(Debug, Clone)]
@@ -49,6 +130,10 @@ pub struct CommandInput<'a> {
     pub ordinals: &'a [u32],
     /// AIM_VLLM_COMMAND / AIM_SGLANG_COMMAND (whitespace-split launcher words), if set.
     pub launcher: Option<&'a str>,
+    /// The engine version that will run, when known: its table checks the args and its
+    /// version rules are applied (with notes). `None`: the newest table, no rules (the
+    /// supervisor applies them after its version probe).
+    pub engine_version: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,13 +144,15 @@ pub struct EngineCommand {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    /// A recipe or user arg names a flag the engine does not accept in any supported version.
+    /// A recipe or user arg names a flag the engine version does not accept.
     #[error(
-        "unknown {engine} flag `{flag}` in the {origin} engine args{}; fix or remove it (flags are written without leading dashes, e.g. `max-model-len: 8192`)",
+        "unknown {engine} {version} flag `{flag}` in the {origin} engine args{}; fix or remove it (flags are written without leading dashes, e.g. `max-model-len: 8192`)",
         suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
     )]
     UnknownFlag {
         engine: Engine,
+        /// The version of the table it was checked against.
+        version: String,
         flag: String,
         /// `"recipe"` or `"user"` (`--engine-args` / AIM_ENGINE_ARGS).
         origin: &'static str,
@@ -78,6 +165,27 @@ pub enum CommandError {
     ApiKeyArg {
         /// `"recipe"` or `"user"` (`--engine-args` / AIM_ENGINE_ARGS).
         origin: &'static str,
+    },
+    /// A prefix of several flags: the engine's parser refuses it as ambiguous.
+    #[error(
+        "ambiguous {engine} {version} flag `{flag}` in the {origin} engine args: it is the start of {}; write the one you mean in full",
+        candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+    )]
+    AmbiguousFlag {
+        engine: Engine,
+        version: String,
+        flag: String,
+        origin: &'static str,
+        candidates: Vec<String>,
+    },
+    /// A value the engine's parser would refuse (type, choices, a value for a switch).
+    #[error("bad value for {engine} {version} flag `{flag}` in the {origin} engine args: {why}")]
+    BadValue {
+        engine: Engine,
+        version: String,
+        flag: String,
+        origin: &'static str,
+        why: String,
     },
     #[error("no model to serve: the model id/path is empty")]
     EmptyModel,
@@ -152,6 +260,21 @@ pub fn classify(exit: ExitKind, log_tail: &[String]) -> Classified {
     classify::classify(exit, log_tail)
 }
 
+/// Warnings for `VLLM_*` / `SGLANG_*` env names that `engine` at `version` (else its newest
+/// pinned version) does not read; `origin` names where they come from (`user env`).
+pub fn env_notes(
+    engine: Engine,
+    version: Option<&str>,
+    origin: &str,
+    names: &[String],
+) -> Vec<String> {
+    let table = match version {
+        Some(v) => table::for_version(engine, v),
+        None => table::newest(engine),
+    };
+    argv::env_notes(table, origin, names.iter().map(String::as_str))
+}
+
 /// Drops or renames flags the given engine version no longer accepts. Returns the new argv
 /// and one note per change.
 /// The table of rules is in `version.rs`; an unparseable version changes nothing (one note).
@@ -170,10 +293,10 @@ pub fn with_max_model_len(engine: Engine, argv: &[String], len: u64) -> Vec<Stri
     version::set_max_model_len(engine, argv, len)
 }
 
-/// Whether `flag` (without leading dashes, e.g. `tensor-parallel-size`) is a flag `engine`
-/// accepts in the versions we support. Used to check every recipe in the catalogue.
-/// Underscores/dashes and leading dashes are normalised; short aliases (`tp`) and vLLM
-/// `no-` forms of boolean flags count.
+/// Whether `flag` (without leading dashes, e.g. `tensor-parallel-size`) is a flag the newest
+/// pinned version of `engine` accepts, or one a version rule knows. Underscores/dashes and
+/// leading dashes are normalised; short aliases (`tp`), `no-` forms of boolean flags and
+/// unique prefixes (where the engine's parser takes them) count.
 pub fn is_known_flag(engine: Engine, flag: &str) -> bool {
     flags::is_known(engine, flag)
 }
@@ -194,7 +317,8 @@ pub fn parse_version_output(output: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// Every engine_args key of AMD's published AIM profiles (vLLM 0.11.1 images).
+    /// Every engine_args key of AMD's AIM profiles (vLLM 0.11.1 images): accepted by the
+    /// newest table or known to a version rule.
     #[test]
     fn aim_profile_flags_are_known() {
         for flag in [
@@ -235,7 +359,7 @@ mod tests {
             "attention-backend",
             "chunked-prefill-size",
             "disable-radix-cache",
-            "cuda_graph_max_bs",
+            "cuda-graph-max-bs-decode",
             "trust-remote-code",
             "enable-dp-attention",
         ] {
@@ -247,6 +371,8 @@ mod tests {
             (Engine::Sglang, "gpu-memory-utilization"),
             (Engine::Sglang, "no-enable-prefix-caching"),
             (Engine::Vllm, ""),
+            // Ambiguous in SGLang 0.5.23 (-decode / -prefill), as its parser says.
+            (Engine::Sglang, "cuda_graph_max_bs"),
         ] {
             assert!(!is_known_flag(engine, flag), "{engine} {flag}");
         }

@@ -1,7 +1,10 @@
 //! Engine versions: parsing, the version probe argv, flag gating per version, and
 //! rewriting the max-model-len flag (all pure).
 //!
-//! Gating table, vLLM only (SGLang 0.5.x has no known breaks):
+//! The flag tables (`table.rs`) say what the pinned versions accept; these rules hold what
+//! changed before them, for the older versions a container may run: a flag a rule names is
+//! accepted in recipes and engine args, and dropped or renamed (with a note) where the rule
+//! applies to the version that runs. vLLM only (no SGLang rule is known):
 //! | flag | versions | action |
 //! |---|---|---|
 //! | `--max-seq-len-to-capture` | >= 0.11 | drop (gone in 0.11, argparse exit 2) |
@@ -125,6 +128,15 @@ const VLLM_RULES: &[Rule] = &[
         why: "no such flag before vLLM 0.12; set env VLLM_ATTENTION_BACKEND instead",
     },
 ];
+
+/// Whether a version rule of `engine` names the (normalised) flag.
+pub fn rule_knows(engine: Engine, flag: &str) -> bool {
+    let rules: &[Rule] = match engine {
+        Engine::Vllm => VLLM_RULES,
+        Engine::Sglang => &[],
+    };
+    rules.iter().any(|r| r.flag == flag)
+}
 
 /// If `token` is `--flag` or `--flag=value` (any `_`/`-` spelling), the normalised flag
 /// name and the `=value` tail.

@@ -78,10 +78,16 @@ pub fn decide(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
         ));
     }
 
-    let launches = sources
-        .iter()
-        .map(|s| build_launch(input, &on, s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut launches = Vec::with_capacity(sources.len());
+    for (i, s) in sources.iter().enumerate() {
+        let (launch, notes) = build_launch(input, &on, s)?;
+        // The chosen launch's notes (what the plan will change or warn about); the fallbacks'
+        // show when they run.
+        if i == 0 {
+            reasons.extend(notes.into_iter().map(|n| format!("{}: {n}", s.id)));
+        }
+        launches.push(launch);
+    }
     Ok(Planned {
         plan: Plan {
             model: input.model.to_string(),
@@ -266,7 +272,7 @@ fn build_launch(
     input: &PlanInput<'_>,
     on: &OnGpus<'_>,
     src: &LaunchSource,
-) -> Result<Launch, PlanError> {
+) -> Result<(Launch, Vec<String>), PlanError> {
     let m = &src.recipe.metadata;
     let gpus = pick_gpus(&on.usable, &input.topology.xgmi, m.gpu_count as usize);
     let ordinals: Vec<u32> = gpus.iter().map(|g| g.index).collect();
@@ -287,12 +293,14 @@ fn build_launch(
         recipe_env: &src.recipe.env_vars,
         ordinals: &ordinals,
         launcher,
+        engine_version: input.launchers.versions.get(m.engine),
     };
-    let cmd = engine::build_command(&ci).map_err(|source| PlanError::Command {
-        recipe: src.id.clone(),
-        source,
-    })?;
-    Ok(Launch {
+    let (cmd, notes) =
+        engine::build_command_with_notes(&ci).map_err(|source| PlanError::Command {
+            recipe: src.id.clone(),
+            source,
+        })?;
+    let launch = Launch {
         recipe_id: src.id.clone(),
         engine: m.engine,
         precision: m.precision,
@@ -311,7 +319,8 @@ fn build_launch(
         env: cmd.env,
         engine_port: input.engine_port,
         user_flags: input.user_args.keys().cloned().collect(),
-    })
+    };
+    Ok((launch, notes))
 }
 
 fn type_words(t: RecipeType) -> &'static str {

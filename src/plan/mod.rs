@@ -71,6 +71,9 @@ pub struct Want {
 pub struct Launchers {
     pub vllm: Option<String>,
     pub sglang: Option<String>,
+    /// The engine versions to plan for (`plan`/`dry-run`); none: the newest flag tables, and
+    /// the version rules are left to the supervisor's probe (`serve`).
+    pub versions: crate::engine::EngineVersions,
 }
 
 /// Everything `decide` decides on.

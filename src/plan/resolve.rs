@@ -7,11 +7,13 @@
 
 use super::{Launchers, Plan, PlanError, PlanInput, Planned, RecipeVerdict, Want};
 use crate::cli::{GlobalArgs, SelectArgs};
+use crate::engine::EngineVersions;
 use crate::exit::{self, ExitError};
 use crate::gpu::{self, GpuError, Topology, VisibilityEnv};
 use crate::model::{self, ModelIdError, ModelRef, cache};
 use crate::recipe::RecipeError;
 use crate::recipe::load::{self, SearchPath};
+use crate::types::Engine;
 use indexmap::IndexMap;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -96,6 +98,18 @@ pub fn plan_on(
     select: &SelectArgs,
     public_port: u16,
 ) -> Result<Planned, ResolveError> {
+    plan_for(topology, g, select, public_port, &EngineVersions::default())
+}
+
+/// [`plan_on`] for given engine versions (`plan`/`dry-run --engine-version`): their tables
+/// check the args and their version rules apply, with notes in the reasons.
+pub fn plan_for(
+    topology: &Topology,
+    g: &GlobalArgs,
+    select: &SelectArgs,
+    public_port: u16,
+    versions: &EngineVersions,
+) -> Result<Planned, ResolveError> {
     let model_text = select.model.as_deref().ok_or(ResolveError::NoModel)?;
     let model_ref = validated_model(model_text)?;
     let want = want_of(select);
@@ -105,6 +119,7 @@ pub fn plan_on(
     let launchers = Launchers {
         vllm: env_nonempty("AIM_VLLM_COMMAND"),
         sglang: env_nonempty("AIM_SGLANG_COMMAND"),
+        versions: versions.clone(),
     };
     let engine_port = match select.engine_port {
         Some(p) => p,
@@ -160,6 +175,86 @@ pub fn verdicts_on(
         }
     })
 }
+
+/// Where the engine version a plan is for came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSource {
+    /// `--engine-version` / AIM_ENGINE_VERSION.
+    Given,
+    /// The installed engine's own report (its version probe).
+    Installed,
+    /// Neither: the newest pinned flag table.
+    NewestTable,
+}
+
+impl std::fmt::Display for VersionSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VersionSource::Given => "--engine-version / AIM_ENGINE_VERSION",
+            VersionSource::Installed => "reported by the installed engine",
+            VersionSource::NewestTable => {
+                "no engine installed here: the newest pinned table; --engine-version or AIM_ENGINE_VERSION to change"
+            }
+        })
+    }
+}
+
+/// The engine versions `plan`/`dry-run` plan for, per engine, with where each came from:
+/// `given`, else what the installed engine reports (the same probe `serve` runs; none for a
+/// launcher that is not the real engine), else the newest pinned table.
+pub fn engine_versions(given: &EngineVersions) -> (EngineVersions, Vec<(Engine, VersionSource)>) {
+    let mut out = given.clone();
+    let mut sources = Vec::new();
+    for &engine in Engine::ALL {
+        let source = if given.get(engine).is_some() {
+            VersionSource::Given
+        } else if let Some(v) = installed_version(engine) {
+            out.set(engine, v);
+            VersionSource::Installed
+        } else {
+            VersionSource::NewestTable
+        };
+        sources.push((engine, source));
+    }
+    (out.or_newest(), sources)
+}
+
+/// Runs the engine's version probe (at most [`PROBE_TIMEOUT`]); `None` when there is no
+/// probe for its launcher, it is not installed, or it says nothing that parses.
+fn installed_version(engine: Engine) -> Option<String> {
+    let var = match engine {
+        Engine::Vllm => "AIM_VLLM_COMMAND",
+        Engine::Sglang => "AIM_SGLANG_COMMAND",
+    };
+    let argv = crate::engine::version_probe(engine, env_nonempty(var).as_deref())?;
+    let mut child = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let until = std::time::Instant::now() + PROBE_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut text).ok()?;
+    crate::engine::parse_version_output(&text)
+}
+
+/// How long `plan` waits for an engine to report its version.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 fn env_nonempty(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.trim().is_empty())

@@ -402,6 +402,10 @@ mod tests {
                     m.engine
                 );
             }
+            // Every VLLM_* / SGLANG_* name is one the newest pinned engine reads.
+            let names: Vec<String> = r.recipe.env_vars.keys().cloned().collect();
+            let notes = crate::engine::env_notes(m.engine, None, "recipe env", &names);
+            assert!(notes.is_empty(), "{}: {notes:?}", r.path.display());
         }
         // The starter set the design promises.
         let models: HashSet<&str> = all

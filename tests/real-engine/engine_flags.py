@@ -82,7 +82,9 @@ def type_of(action):
     if ok["{}"]:
         try:
             if not isinstance(fn("{}"), str):
-                return "json"
+                # json.loads takes any JSON; a config type (vLLM's CompilationConfig) only an
+                # object.
+                return "json" if ok["1"] else "json_object"
         except BaseException:
             pass
     if ok["1"] and not ok["1.5"] and not ok["abc"]:
@@ -100,7 +102,7 @@ def kind_of(action, type_name):
         return "bool_optional"
     if action.nargs == 0:
         return "flag"
-    if type_name == "json":
+    if type_name in ("json", "json_object"):
         return "json"
     if action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 1):
         return "list"
@@ -161,11 +163,21 @@ def main():
             for o in opts:
                 if o["name"] == "optimization-level":
                     o.setdefault("aliases", []).append("-O")
+    # vLLM's parser also takes dotted keys into JSON-valued options (`--compilation-config.mode
+    # 3`); plain argparse (SGLang) does not. Asked of the parser, not assumed.
+    dotted = False
+    if engine == "vllm":
+        try:
+            ns = parser.parse_args(["--compilation-config.mode", "3"])
+            dotted = getattr(ns, "compilation_config", None) is not None
+        except BaseException:
+            dotted = False
     table = {
         "engine": engine,
         "version": version,
         "generated_by": "tests/real-engine/gen-flags.sh",
         "allow_abbrev": bool(parser.allow_abbrev),
+        "dotted_json_keys": dotted,
         "options": opts,
         "env": env,
     }
