@@ -21,6 +21,14 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli.global);
+    if prints_only(&cli) {
+        // `aim-engine plan | head`: end quietly at a closed pipe, as other CLI tools do,
+        // instead of failing a print. Commands that run or supervise keep SIGPIPE ignored.
+        // SAFETY: plain syscall, before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let code = match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -31,6 +39,15 @@ fn main() -> ExitCode {
     };
     logging::flush(std::time::Duration::from_secs(2));
     ExitCode::from(code)
+}
+
+/// The commands that only print (a report, a plan, a table).
+fn prints_only(cli: &cli::Cli) -> bool {
+    use cli::Command as C;
+    matches!(
+        cli.command,
+        C::Plan(_) | C::DryRun(_) | C::Recipes(_) | C::Gpus(_) | C::List(_)
+    )
 }
 
 fn init_logging(g: &cli::GlobalArgs) {
