@@ -589,3 +589,26 @@ fn api_key_engine_arg_and_dash_model_ids_are_refused() {
         );
     }
 }
+
+/// `aim-engine plan | head -1`: a reader that closed the pipe ends the command quietly (killed
+/// by SIGPIPE, as other command-line tools end), not with a panic about a failed print.
+#[test]
+fn a_closed_stdout_ends_plan_quietly() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::process::ExitStatusExt;
+    let hf = tempfile::tempdir().unwrap();
+    let (read_end, write_end): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aim-engine"))
+        .env("AIM_ROOT", project_root().join(MI300X))
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("HF_HUB_CACHE", hf.path())
+        .args(["plan", "Qwen/Qwen3-32B"])
+        .stdout(std::process::Stdio::from(write_end))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

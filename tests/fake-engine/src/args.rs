@@ -1,5 +1,7 @@
-//! Command-line parsing that mimics vLLM's and SGLang's argparse front ends: the flags the
-//! supervisor emits are accepted, anything else fails the way argparse fails (exit 2 and
+//! Command-line parsing that mimics vLLM's and SGLang's argparse front ends. The flags are the
+//! ones aim-engine's generated tables hold (read from the pinned engines' own parsers), with
+//! the same abbreviation rule (a unique prefix of a long option counts; several is
+//! "ambiguous option"); anything else fails the way argparse fails (exit 2 and
 //! `<prog>: error: unrecognized arguments: ...`), so supervisor tests see the real failure mode.
 
 /// Which engine the fake impersonates.
@@ -36,407 +38,91 @@ pub struct Args {
 #[derive(Debug, PartialEq, Eq)]
 pub struct ArgError(pub String);
 
-/// vLLM `serve` flags taking one value (long names without dashes). The union over vLLM
-/// 0.9 … 0.33; version-specific ones are gated in `vllm_has`. The per-version facts are
-/// those `aim_engine::engine::version` gates on.
-const VLLM_VALUE: &[&str] = &[
-    "model",
-    "host",
-    "port",
-    "uds",
-    "uvicorn-log-level",
-    "allowed-origins",
-    "allowed-methods",
-    "allowed-headers",
-    "chat-template",
-    "chat-template-content-format",
-    "response-role",
-    "ssl-keyfile",
-    "ssl-certfile",
-    "ssl-ca-certs",
-    "ssl-cert-reqs",
-    "root-path",
-    "middleware",
-    "tool-call-parser",
-    "tool-parser-plugin",
-    "tool-server",
-    "log-config-file",
-    "max-log-len",
-    "h11-max-incomplete-event-size",
-    "h11-max-header-count",
-    "api-server-count",
-    "config",
-    "runner",
-    "convert",
-    "task",
-    "tokenizer",
-    "tokenizer-mode",
-    "dtype",
-    "seed",
-    "hf-config-path",
-    "allowed-local-media-path",
-    "allowed-media-domains",
-    "revision",
-    "code-revision",
-    "rope-scaling",
-    "rope-theta",
-    "tokenizer-revision",
-    "max-model-len",
-    "quantization",
-    "max-seq-len-to-capture",
-    "max-logprobs",
-    "logprobs-mode",
-    "config-format",
-    "hf-token",
-    "hf-overrides",
-    "pooler-config",
-    "override-pooler-config",
-    "logits-processor-pattern",
-    "generation-config",
-    "override-generation-config",
-    "model-impl",
-    "override-attention-dtype",
-    "logits-processors",
-    "io-processor-plugin",
-    "override-neuron-config",
-    "load-format",
-    "download-dir",
-    "safetensors-load-strategy",
-    "model-loader-extra-config",
-    "ignore-patterns",
-    "pt-load-map-location",
-    "reasoning-parser",
-    "guided-decoding-backend",
-    "structured-outputs-config",
-    "distributed-executor-backend",
-    "pipeline-parallel-size",
-    "tensor-parallel-size",
-    "decode-context-parallel-size",
-    "data-parallel-size",
-    "data-parallel-rank",
-    "data-parallel-start-rank",
-    "data-parallel-size-local",
-    "data-parallel-address",
-    "data-parallel-rpc-port",
-    "data-parallel-backend",
-    "dbo-decode-token-threshold",
-    "dbo-prefill-token-threshold",
-    "eplb-config",
-    "expert-placement-strategy",
-    "num-redundant-experts",
-    "max-parallel-loading-workers",
-    "worker-cls",
-    "worker-extension-cls",
-    "all2all-backend",
-    "nnodes",
-    "node-rank",
-    "master-addr",
-    "master-port",
-    "block-size",
-    "gpu-memory-utilization",
-    "kv-cache-memory-bytes",
-    "swap-space",
-    "kv-cache-dtype",
-    "num-gpu-blocks-override",
-    "prefix-caching-hash-algo",
-    "cpu-offload-gb",
-    "mamba-cache-dtype",
-    "mamba-ssm-cache-dtype",
-    "limit-mm-per-prompt",
-    "media-io-kwargs",
-    "mm-processor-kwargs",
-    "mm-processor-cache-gb",
-    "mm-encoder-tp-mode",
-    "max-loras",
-    "max-lora-rank",
-    "lora-extra-vocab-size",
-    "lora-dtype",
-    "max-cpu-loras",
-    "default-mm-loras",
-    "show-hidden-metrics-for-version",
-    "otlp-traces-endpoint",
-    "collect-detailed-traces",
-    "max-num-batched-tokens",
-    "max-num-seqs",
-    "max-num-partial-prefills",
-    "max-long-partial-prefills",
-    "long-prefill-token-threshold",
-    "num-lookahead-slots",
-    "scheduling-policy",
-    "scheduler-cls",
-    "num-scheduler-steps",
-    "scheduler-delay-factor",
-    "preemption-mode",
-    "compilation-config",
-    "attention-backend",
-    "kv-transfer-config",
-    "kv-events-config",
-    "additional-config",
-    "speculative-config",
-    "device",
-    "tokenizer-pool-size",
-    "attention-config",
-    "max-cudagraph-capture-size",
-    "kv-offloading-size",
-    "kv-offloading-backend",
-    "moe-backend",
-    "mamba-cache-mode",
-    "profiler-config",
-    "stream-interval",
-    "shutdown-timeout",
-];
+/// The flag tables aim-engine generates from the real parsers (`src/engine/tables/`): the fake
+/// accepts exactly what the pinned engine's parser accepts, plus the older flags of `vllm_has`.
+const VLLM_TABLE: &str = include_str!("../../../src/engine/tables/vllm-0.32.0.json");
+const SGLANG_TABLE: &str = include_str!("../../../src/engine/tables/sglang-0.5.23.json");
 
-/// vLLM flags with argparse `nargs='+'`.
-const VLLM_MANY: &[&str] = &[
-    "served-model-name",
-    "api-key",
-    "lora-modules",
-    "cuda-graph-sizes",
-    "cudagraph-capture-sizes",
-];
+/// One engine's parser, as the fake needs it.
+struct Table {
+    /// argparse `allow_abbrev`: a unique prefix of a long option counts as that option.
+    allow_abbrev: bool,
+    /// vLLM: `--json-option.key value` sets one key of a JSON option.
+    dotted: bool,
+    /// Every spelling (`--name`, `--no-name`, aliases) → canonical `--name` and arity.
+    spellings: Vec<(String, String, Arity)>,
+    /// Canonical names of the JSON-valued options.
+    json: Vec<String>,
+}
 
-/// vLLM flags without a value; those marked in `VLLM_NO_FORM` also accept `--no-<name>`
-/// (argparse BooleanOptionalAction).
-const VLLM_BARE: &[&str] = &[
-    "headless",
-    "disable-log-requests",
-    "disable-log-stats",
-    "use-v2-block-manager",
-    "guided-decoding-disable-fallback",
-    "guided-decoding-disable-any-whitespace",
-    "guided-decoding-disable-additional-properties",
-    "multi-step-stream-outputs",
-];
+#[derive(serde::Deserialize)]
+struct RawTable {
+    allow_abbrev: bool,
+    #[serde(default)]
+    dotted_json_keys: bool,
+    options: Vec<RawOpt>,
+}
 
-const VLLM_NO_FORM: &[&str] = &[
-    "disable-uvicorn-access-log",
-    "allow-credentials",
-    "enable-ssl-refresh",
-    "return-tokens-as-token-ids",
-    "disable-frontend-multiprocessing",
-    "enable-request-id-headers",
-    "enable-auto-tool-choice",
-    "exclude-tools-when-tool-choice-none",
-    "disable-fastapi-docs",
-    "enable-prompt-tokens-details",
-    "enable-server-load-tracking",
-    "enable-force-include-usage",
-    "enable-tokenizer-info-endpoint",
-    "enable-log-outputs",
-    "log-error-stack",
-    "enable-log-requests",
-    "trust-remote-code",
-    "enforce-eager",
-    "disable-sliding-window",
-    "disable-cascade-attn",
-    "skip-tokenizer-init",
-    "enable-prompt-embeds",
-    "enable-sleep-mode",
-    "use-tqdm-on-load",
-    "enable-reasoning",
-    "data-parallel-hybrid-lb",
-    "data-parallel-external-lb",
-    "enable-expert-parallel",
-    "enable-dbo",
-    "enable-eplb",
-    "ray-workers-use-nsight",
-    "disable-custom-all-reduce",
-    "enable-multimodal-encoder-data-parallel",
-    "enable-prefix-caching",
-    "calculate-kv-scales",
-    "kv-sharing-fast-prefill",
-    "disable-mm-preprocessor-cache",
-    "interleave-mm-strings",
-    "skip-mm-profiling",
-    "enable-lora",
-    "enable-lora-bias",
-    "fully-sharded-loras",
-    "enable-chunked-prefill",
-    "disable-chunked-mm-input",
-    "disable-hybrid-kv-cache-manager",
-    "async-scheduling",
-    "disable-async-output-proc",
-];
+#[derive(serde::Deserialize)]
+struct RawOpt {
+    name: String,
+    kind: String,
+    #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(default)]
+    no_form: Option<String>,
+}
 
-/// vLLM short spellings (single dash) → long name.
-const VLLM_SHORT: &[(&str, &str)] = &[
-    ("-tp", "tensor-parallel-size"),
-    ("-pp", "pipeline-parallel-size"),
-    ("-dp", "data-parallel-size"),
-    ("-dpl", "data-parallel-size-local"),
-    ("-dpa", "data-parallel-address"),
-    ("-dpp", "data-parallel-rpc-port"),
-    ("-dpb", "data-parallel-backend"),
-    ("-dcp", "decode-context-parallel-size"),
-    ("-q", "quantization"),
-    ("-O", "compilation-config"),
-    ("-cc", "compilation-config"),
-    ("-asc", "api-server-count"),
-];
+fn load(text: &str) -> Table {
+    let raw: RawTable = match serde_json::from_str(text) {
+        Ok(t) => t,
+        // The tables are checked in and tested; a broken one is a build defect.
+        Err(e) => panic!("fake-engine: a bundled flag table does not parse: {e}"),
+    };
+    let mut t = Table {
+        allow_abbrev: raw.allow_abbrev,
+        dotted: raw.dotted_json_keys,
+        spellings: Vec::new(),
+        json: Vec::new(),
+    };
+    for o in raw.options {
+        let arity = match o.kind.as_str() {
+            "flag" | "bool_optional" => Arity::Bare,
+            "list" => Arity::Many,
+            _ => Arity::One,
+        };
+        let long = format!("--{}", o.name);
+        if o.kind == "json" {
+            t.json.push(long.clone());
+        }
+        if let Some(no) = o.no_form {
+            t.spellings
+                .push((format!("--{no}"), format!("--{no}"), Arity::Bare));
+        }
+        for a in o.aliases {
+            t.spellings.push((a, long.clone(), arity));
+        }
+        t.spellings.push((long.clone(), long, arity));
+    }
+    t
+}
 
-/// vLLM flags holding one JSON object, which also take dotted keys (`-O.level 3`).
-const VLLM_JSON: &[&str] = &[
-    "compilation-config",
-    "speculative-config",
-    "attention-config",
-    "kv-transfer-config",
-    "kv-events-config",
-    "structured-outputs-config",
-    "eplb-config",
-    "profiler-config",
-    "additional-config",
-    "hf-overrides",
-];
+fn table(mode: Mode) -> &'static Table {
+    static VLLM: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
+    static SGLANG: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
+    match mode {
+        Mode::Vllm => VLLM.get_or_init(|| load(VLLM_TABLE)),
+        Mode::Sglang => SGLANG.get_or_init(|| load(SGLANG_TABLE)),
+    }
+}
 
-/// SGLang flags taking one value (0.5.x); every `enable-*`/`disable-*` flag and those in
-/// `SGLANG_BARE` take none, those in `SGLANG_MANY` one or more.
-const SGLANG_VALUE: &[&str] = &[
-    "model-path",
-    "tokenizer-path",
-    "tokenizer-mode",
-    "tokenizer-worker-num",
-    "load-format",
-    "model-loader-extra-config",
-    "context-length",
-    "revision",
-    "model-impl",
-    "host",
-    "port",
-    "warmups",
-    "nccl-port",
-    "dtype",
-    "quantization",
-    "quantization-param-path",
-    "kv-cache-dtype",
-    "mem-fraction-static",
-    "max-running-requests",
-    "max-queued-requests",
-    "max-total-tokens",
-    "chunked-prefill-size",
-    "max-prefill-tokens",
-    "schedule-policy",
-    "schedule-conservativeness",
-    "page-size",
-    "hybrid-kvcache-ratio",
-    "swa-full-tokens-ratio",
-    "device",
-    "tensor-parallel-size",
-    "pipeline-parallel-size",
-    "max-micro-batch-size",
-    "stream-interval",
-    "random-seed",
-    "constrained-json-whitespace-pattern",
-    "watchdog-timeout",
-    "dist-timeout",
-    "download-dir",
-    "base-gpu-id",
-    "gpu-id-step",
-    "log-level",
-    "log-level-http",
-    "log-requests-level",
-    "crash-dump-folder",
-    "bucket-time-to-first-token",
-    "bucket-inter-token-latency",
-    "bucket-e2e-request-latency",
-    "decode-log-interval",
-    "kv-events-config",
-    "api-key",
-    "served-model-name",
-    "weight-version",
-    "chat-template",
-    "completion-template",
-    "file-storage-path",
-    "reasoning-parser",
-    "tool-call-parser",
-    "tool-server",
-    "data-parallel-size",
-    "load-balance-method",
-    "dist-init-addr",
-    "nnodes",
-    "node-rank",
-    "json-model-override-args",
-    "preferred-sampling-params",
-    "max-lora-rank",
-    "max-loras-per-batch",
-    "lora-backend",
-    "attention-backend",
-    "prefill-attention-backend",
-    "decode-attention-backend",
-    "sampling-backend",
-    "grammar-backend",
-    "mm-attention-backend",
-    "speculative-algorithm",
-    "speculative-draft-model-path",
-    "speculative-num-steps",
-    "speculative-eagle-topk",
-    "speculative-num-draft-tokens",
-    "expert-parallel-size",
-    "moe-a2a-backend",
-    "moe-runner-backend",
-    "ep-num-redundant-experts",
-    "cuda-graph-max-bs",
-    "torch-compile-max-bs",
-    "torchao-config",
-    "triton-attention-num-kv-splits",
-    "num-continuous-decode-steps",
-    "disaggregation-mode",
-    "disaggregation-transfer-backend",
-    "disaggregation-bootstrap-port",
-    "hicache-ratio",
-    "hicache-size",
-    "config",
-    "moe-dense-tp-size",
-    "deepep-mode",
-    "ep-dispatch-algorithm",
-    "init-expert-location",
-    "num-reserved-decode-tokens",
-    "hicache-storage-backend",
-    "hicache-write-policy",
-    "hicache-io-backend",
-    "hicache-mem-layout",
-    "mamba-ssm-dtype",
-    "max-mamba-cache-size",
-    "speculative-draft-model-revision",
-    "speculative-accept-threshold-single",
-    "speculative-token-map",
-    "cpu-offload-gb",
-    "offload-group-size",
-    "offload-num-in-group",
-    "offload-prefetch-step",
-    "offload-mode",
-    "otlp-traces-endpoint",
-    "sampling-defaults",
-];
-
-const SGLANG_MANY: &[&str] = &["cuda-graph-bs", "lora-paths", "lora-target-modules"];
-
-const SGLANG_BARE: &[&str] = &[
-    "skip-tokenizer-init",
-    "trust-remote-code",
-    "is-embedding",
-    "skip-server-warmup",
-    "stream-output",
-    "sleep-on-idle",
-    "log-requests",
-    "show-time-cost",
-    "collect-tokens-histogram",
-    "delete-ckpt-after-loading",
-    "allow-auto-truncate",
-    "triton-attention-reduce-in-fp32",
-    "flashinfer-mla-disable-ragged",
-    "keep-mm-feature-on-device",
-];
-
-/// SGLang alternative spellings → long name (`--tp` works by argparse prefix abbreviation).
-const SGLANG_SHORT: &[(&str, &str)] = &[
-    ("--model", "model-path"),
-    ("--tp-size", "tensor-parallel-size"),
-    ("--tp", "tensor-parallel-size"),
-    ("--pp-size", "pipeline-parallel-size"),
-    ("--dp-size", "data-parallel-size"),
-    ("--dp", "data-parallel-size"),
-    ("--ep-size", "expert-parallel-size"),
-    ("--ep", "expert-parallel-size"),
+/// Flags older vLLM versions had and the pinned table no longer has (the version rules of
+/// `src/engine/version.rs`), with their arity; accepted where `vllm_has` says so.
+const VLLM_OLD: &[(&str, Arity)] = &[
+    ("swap-space", Arity::One),
+    ("max-seq-len-to-capture", Arity::One),
+    ("num-scheduler-steps", Arity::One),
+    ("disable-log-requests", Arity::Bare),
 ];
 
 /// Parses `major.minor` out of a version string like `0.11.1`; unknown parts count as 0.
@@ -459,7 +145,7 @@ fn vllm_has(name: &str, version: (u32, u32)) -> bool {
         "num-scheduler-steps" => version < (0, 10),
         "disable-log-requests" => version < (0, 12),
         "enable-log-requests" | "no-enable-log-requests" => version >= (0, 11),
-        "swap-space" => version < (0, 33),
+        "swap-space" => version < (0, 18),
         "kv-cache-memory-bytes" => version >= (0, 11),
         "attention-backend" => version >= (0, 12),
         "shutdown-timeout" => version >= (0, 18),
@@ -467,78 +153,78 @@ fn vllm_has(name: &str, version: (u32, u32)) -> bool {
     }
 }
 
-type Aliases = &'static [(&'static str, &'static str)];
-type Names = &'static [&'static str];
+/// What a flag on the command line is.
+enum Found {
+    Flag(String, Arity),
+    Unknown,
+    /// A prefix of several long options (argparse: "ambiguous option").
+    Ambiguous(Vec<String>),
+}
 
-/// Looks a (normalised) flag up; returns its canonical name and arity.
-fn lookup(
-    mode: Mode,
-    flag: &str,
-    version: (u32, u32),
-    extra: &[String],
-) -> Option<(String, Arity)> {
+/// Looks a (normalised) flag up as the engine's parser would: an exact spelling, vLLM's
+/// `-O3` and dotted JSON keys, the older flags of `vllm_has`, then a unique prefix.
+fn lookup(mode: Mode, flag: &str, version: (u32, u32), extra: &[String]) -> Found {
     if extra.iter().any(|e| e == flag) {
-        return Some((flag.to_string(), Arity::One));
+        return Found::Flag(flag.to_string(), Arity::One);
     }
     if extra.iter().any(|e| e.strip_suffix('!') == Some(flag)) {
-        return Some((flag.to_string(), Arity::Bare));
+        return Found::Flag(flag.to_string(), Arity::Bare);
     }
-    let (short, value, many, bare): (Aliases, Names, Names, Names) = match mode {
-        Mode::Vllm => (VLLM_SHORT, VLLM_VALUE, VLLM_MANY, VLLM_BARE),
-        Mode::Sglang => (SGLANG_SHORT, SGLANG_VALUE, SGLANG_MANY, SGLANG_BARE),
-    };
-    if let Some((_, long)) = short.iter().find(|(s, _)| *s == flag) {
-        return Some((
-            format!("--{long}"),
-            if many.contains(long) {
-                Arity::Many
-            } else {
-                Arity::One
-            },
-        ));
+    let t = table(mode);
+    let gated =
+        |name: &str| mode == Mode::Sglang || vllm_has(name.trim_start_matches('-'), version);
+    if let Some((_, long, arity)) = t.spellings.iter().find(|(s, _, _)| s == flag) {
+        return if gated(long) {
+            Found::Flag(long.clone(), *arity)
+        } else {
+            Found::Unknown
+        };
     }
     if mode == Mode::Vllm {
-        // `-O3` (optimisation level) and dotted JSON keys (`-O.level`, `--compilation-config.x`).
+        // `-O3`: the short option with its value attached.
         if flag.len() > 2 && flag.starts_with("-O") && flag[2..].chars().all(|c| c.is_ascii_digit())
         {
-            return Some((flag.to_string(), Arity::Bare));
+            return Found::Flag(flag.to_string(), Arity::Bare);
         }
-        if let Some((head, field)) = flag.split_once('.') {
-            let long = short
-                .iter()
-                .find(|(s, _)| *s == head)
-                .map(|(_, l)| (*l).to_string())
-                .or_else(|| head.strip_prefix("--").map(str::to_string))?;
-            return (VLLM_JSON.contains(&long.as_str()) && !field.is_empty())
-                .then(|| (flag.to_string(), Arity::One));
+        if let Some(name) = flag.strip_prefix("--")
+            && let Some((_, arity)) = VLLM_OLD.iter().find(|(n, _)| *n == name)
+            && vllm_has(name, version)
+        {
+            return Found::Flag(flag.to_string(), *arity);
         }
     }
-    let name = flag.strip_prefix("--")?;
-    if mode == Mode::Vllm && !vllm_has(name, version) {
-        return None;
+    if t.dotted
+        && let Some((head, field)) = flag.split_once('.')
+    {
+        let long = t
+            .spellings
+            .iter()
+            .find(|(s, _, _)| s == head)
+            .map(|(_, l, _)| l.clone());
+        return match long {
+            Some(l) if t.json.contains(&l) && !field.is_empty() => {
+                Found::Flag(flag.to_string(), Arity::One)
+            }
+            _ => Found::Unknown,
+        };
     }
-    let arity = if value.contains(&name) {
-        Arity::One
-    } else if many.contains(&name) {
-        Arity::Many
-    } else if bare.contains(&name) {
-        Arity::Bare
-    } else {
-        match mode {
-            Mode::Vllm => {
-                let base = name.strip_prefix("no-").unwrap_or(name);
-                if !VLLM_NO_FORM.contains(&base) {
-                    return None;
-                }
-                Arity::Bare
+    if t.allow_abbrev && flag.starts_with("--") {
+        let mut hits: Vec<(&str, &str, Arity)> = t
+            .spellings
+            .iter()
+            .filter(|(s, l, _)| s.starts_with("--") && s.starts_with(flag) && gated(l))
+            .map(|(s, l, a)| (s.as_str(), l.as_str(), *a))
+            .collect();
+        hits.sort_by(|a, b| a.0.cmp(b.0));
+        match hits.as_slice() {
+            [] => {}
+            [(_, long, arity)] => return Found::Flag((*long).to_string(), *arity),
+            many => {
+                return Found::Ambiguous(many.iter().map(|(s, _, _)| (*s).to_string()).collect());
             }
-            Mode::Sglang if name.starts_with("enable-") || name.starts_with("disable-") => {
-                Arity::Bare
-            }
-            Mode::Sglang => return None,
         }
-    };
-    Some((flag.to_string(), arity))
+    }
+    Found::Unknown
 }
 
 /// `--foo_bar` and `--foo-bar` are the same flag in vLLM's FlexibleArgumentParser.
@@ -614,14 +300,26 @@ pub fn parse(
             }
             _ => (normalise(raw), None),
         };
-        let Some((name, arity)) = lookup(mode, &name, version, extra) else {
-            unknown.push(raw.clone());
-            // argparse lists the values that followed an unknown flag as unrecognized too.
-            while i < argv.len() && !argv[i].starts_with('-') {
-                unknown.push(argv[i].clone());
-                i += 1;
+        let (name, arity) = match lookup(mode, &name, version, extra) {
+            Found::Flag(name, arity) => (name, arity),
+            Found::Ambiguous(candidates) => {
+                return Err(err(
+                    mode,
+                    &format!(
+                        "ambiguous option: {name} could match {}",
+                        candidates.join(", ")
+                    ),
+                ));
             }
-            continue;
+            Found::Unknown => {
+                unknown.push(raw.clone());
+                // argparse lists the values that followed an unknown flag as unrecognized too.
+                while i < argv.len() && !argv[i].starts_with('-') {
+                    unknown.push(argv[i].clone());
+                    i += 1;
+                }
+                continue;
+            }
         };
         let mut values = Vec::new();
         match (arity, inline) {
@@ -716,7 +414,7 @@ pub fn parse(
             .map_err(|_| err(mode, &format!("argument --port: invalid int value: '{p}'")))?,
         None => port_default,
     };
-    let tp_names: &[&str] = &["--tensor-parallel-size"];
+    let tp_names: &[&str] = &["--tensor-parallel-size", "--tp-size"];
     let tp = match last(tp_names) {
         Some(t) => t.parse::<u32>().map_err(|_| {
             err(
@@ -864,7 +562,7 @@ mod tests {
                 "0.11.1",
             ),
             (
-                "serve m -O3 -O.level 3 -O.cudagraph_mode=FULL --compilation-config.level=2",
+                "serve m -O3 -cc.cudagraph_mode=FULL --compilation-config.mode=3 --compilation-config.mode 3",
                 "0.11.1",
             ),
             (
@@ -872,7 +570,7 @@ mod tests {
                 "0.11.1",
             ),
             (
-                "serve m -tp 8 -dp 2 -q fp8 --cuda-graph-sizes 1 2 4 --served-model-name a",
+                "serve m -tp 8 -dp 2 -q fp8 --cudagraph-capture-sizes 1 2 4 --served-model-name a",
                 "0.11.1",
             ),
             (
@@ -884,7 +582,7 @@ mod tests {
                 "0.11.1",
             ),
             (
-                "--model-path m --enable-torch-compile --disable-radix-cache --cuda-graph-bs 1 2 --tp 2",
+                "--model-path m --enable-torch-compile --disable-radix-cache --cuda-graph-bs-decode 1 2 --tp 2 --mem-fraction 0.8 --max-running 4",
                 "0.5.3",
             ),
             (
@@ -914,16 +612,23 @@ mod tests {
                 "0.11.1",
                 "--num-scheduler-steps 8",
             ),
+            ("serve m -O.level 3", "0.11.1", "unrecognized arguments"),
+            ("serve m --swap-space 4", "0.18.0", "--swap-space 4"),
             (
-                "serve m -O.bad_flag_for_nothing",
+                "serve m --cuda-graph-sizes 8",
                 "0.11.1",
-                "expected one argument",
+                "--cuda-graph-sizes 8",
+            ),
+            (
+                "--model-path m --cuda-graph-max-bs 8",
+                "0.5.23",
+                "ambiguous option: --cuda-graph-max-bs could match --cuda-graph-max-bs-decode, --cuda-graph-max-bs-prefill",
             ),
             ("serve m --dtype.x 1", "0.11.1", "--dtype.x 1"),
             (
-                "--model-path m --mem-fraction 0.8",
+                "--model-path m --mem-fraction-dynamic 0.8",
                 "0.5.3",
-                "--mem-fraction 0.8",
+                "--mem-fraction-dynamic 0.8",
             ),
         ] {
             let argv = v(line);
