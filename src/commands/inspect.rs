@@ -5,7 +5,7 @@ use crate::cli::{Format, GlobalArgs, PlanArgs, SelectArgs};
 use crate::engine::EngineVersions;
 use crate::exit::{self, ExitError};
 use crate::gpu::Topology;
-use crate::plan::resolve::{self, ResolveError};
+use crate::plan::resolve::{self, ResolveError, VersionSource};
 use crate::plan::{self, Planned, RecipeVerdict};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -29,15 +29,25 @@ fn planned(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<Planned> {
         _ => EngineVersions::default(),
     };
     let topology = resolve::detect(g).map_err(exit_error)?;
-    let (versions, sources) = resolve::engine_versions(&given);
+    let mut versions = given.or_newest();
     let mut p =
         resolve::plan_for(&topology, g, &a.select, a.port, &versions).map_err(exit_error)?;
+    // Only the chosen launch's engine is asked for its version (one probe); the plan is made
+    // again when it reports another version than the newest table's.
     let engine = p.plan.launches[0].engine;
-    let source = sources
-        .iter()
-        .find(|(e, _)| *e == engine)
-        .map(|(_, s)| s.to_string())
-        .unwrap_or_default();
+    let source = if given.get(engine).is_some() {
+        VersionSource::Given
+    } else if let Some(v) = resolve::installed_version(engine) {
+        if versions.get(engine) != Some(v.as_str()) {
+            versions.set(engine, v);
+            p = resolve::plan_for(&topology, g, &a.select, a.port, &versions)
+                .map_err(exit_error)?;
+        }
+        VersionSource::Installed
+    } else {
+        VersionSource::NewestTable
+    };
+    let source = source.to_string();
     let mut extra = vec![format!(
         "engine version: {}",
         versions.describe(engine, &source)

@@ -199,29 +199,9 @@ impl std::fmt::Display for VersionSource {
     }
 }
 
-/// The engine versions `plan`/`dry-run` plan for, per engine, with where each came from:
-/// `given`, else what the installed engine reports (the same probe `serve` runs; none for a
-/// launcher that is not the real engine), else the newest pinned table.
-pub fn engine_versions(given: &EngineVersions) -> (EngineVersions, Vec<(Engine, VersionSource)>) {
-    let mut out = given.clone();
-    let mut sources = Vec::new();
-    for &engine in Engine::ALL {
-        let source = if given.get(engine).is_some() {
-            VersionSource::Given
-        } else if let Some(v) = installed_version(engine) {
-            out.set(engine, v);
-            VersionSource::Installed
-        } else {
-            VersionSource::NewestTable
-        };
-        sources.push((engine, source));
-    }
-    (out.or_newest(), sources)
-}
-
 /// Runs the engine's version probe (at most [`PROBE_TIMEOUT`]); `None` when there is no
 /// probe for its launcher, it is not installed, or it says nothing that parses.
-fn installed_version(engine: Engine) -> Option<String> {
+pub fn installed_version(engine: Engine) -> Option<String> {
     let var = match engine {
         Engine::Vllm => "AIM_VLLM_COMMAND",
         Engine::Sglang => "AIM_SGLANG_COMMAND",

@@ -612,3 +612,75 @@ fn a_closed_stdout_ends_plan_quietly() {
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A stand-in installed vLLM: `DIR/vllm` (never run by `plan`) and the `python3` beside it,
+/// which answers the version probe with `version`.
+fn installed_vllm(dir: &Path, version: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let vllm = dir.join("vllm");
+    for (path, body) in [
+        (vllm.clone(), "#!/bin/sh\nexit 1\n".to_string()),
+        (dir.join("python3"), format!("#!/bin/sh\necho {version}\n")),
+    ] {
+        fs::write(&path, body).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    vllm
+}
+
+/// `plan` plans for the engine version: `--engine-version` first, else what the installed
+/// engine reports, else the newest pinned table; the first reason says which, and the
+/// version's rules apply (`swap-space` is gone from 0.18 on, kept before).
+#[test]
+fn plan_uses_the_given_else_the_installed_engine_version() {
+    let hf = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let args = [
+        "plan",
+        "Qwen/Qwen3-32B",
+        "--engine-args",
+        r#"{"swap-space": 4}"#,
+        "--format",
+        "json",
+    ];
+    let plan_with = |extra: &[(&str, &str)]| -> Value {
+        let mut c = cmd(MI300X, hf.path());
+        for (k, v) in extra {
+            c = c.env(k, v);
+        }
+        let o = run(c, &args);
+        o.expect_code(0);
+        serde_json::from_str(&o.stdout()).unwrap()
+    };
+    let reasons = |p: &Value| p["reasons"].to_string();
+    let argv = |p: &Value| p["command"]["argv"].to_string();
+
+    let old = installed_vllm(bin.path(), "0.17.1");
+    let p = plan_with(&[("AIM_VLLM_COMMAND", old.to_str().unwrap())]);
+    assert!(
+        reasons(&p).contains("vllm 0.17.1 (reported by the installed engine"),
+        "{p}"
+    );
+    assert!(argv(&p).contains("--swap-space"), "{p}");
+
+    let new = installed_vllm(bin.path(), "0.32.0");
+    let p = plan_with(&[("AIM_VLLM_COMMAND", new.to_str().unwrap())]);
+    assert!(
+        reasons(&p).contains("vllm 0.32.0 (reported by the installed engine"),
+        "{p}"
+    );
+    assert!(!argv(&p).contains("--swap-space"), "{p}");
+    assert!(reasons(&p).contains("dropped `--swap-space 4`"), "{p}");
+
+    // --engine-version wins over the installed engine.
+    let p = plan_with(&[
+        ("AIM_VLLM_COMMAND", new.to_str().unwrap()),
+        ("AIM_ENGINE_VERSION", "vllm=0.17.0"),
+    ]);
+    assert!(reasons(&p).contains("vllm 0.17.0 (--engine-version"), "{p}");
+    assert!(argv(&p).contains("--swap-space"), "{p}");
+
+    // No engine here (a launcher that is not the real engine has no probe): the newest table.
+    let p = plan_with(&[("AIM_VLLM_COMMAND", "/bin/true")]);
+    assert!(reasons(&p).contains("the newest pinned table"), "{p}");
+}
