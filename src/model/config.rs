@@ -671,6 +671,8 @@ pub struct Fit {
     pub context: u64,
     /// Whether the KV cache was estimated (needs config.json).
     pub kv_known: bool,
+    /// The weights are the Hub listing's (the model is not in the cache).
+    pub weights_from_hub: bool,
 }
 
 /// Fixed per-GPU allowance for activations, graphs and the runtime: vLLM needs about
@@ -703,6 +705,7 @@ pub fn fit(
         budget_per_gpu,
         context,
         kv_known: facts.config.is_some(),
+        weights_from_hub: matches!(facts.source, SizeSource::Hub { .. }),
     };
     if weights_per_gpu
         .saturating_add(OVERHEAD_BYTES)
@@ -744,8 +747,13 @@ impl Fit {
             "KV cache (not estimated without config.json)".to_string()
         };
         format!(
-            "{:.1} GiB weights + {kv} + {:.0} GiB overhead per GPU vs {:.1} GiB usable",
+            "{:.1} GiB weights{} + {kv} + {:.0} GiB overhead per GPU vs {:.1} GiB usable",
             self.weights_per_gpu as f64 / GIB,
+            if self.weights_from_hub {
+                " (from the Hub's file listing)"
+            } else {
+                ""
+            },
             OVERHEAD_BYTES as f64 / GIB,
             self.budget_per_gpu as f64 / GIB
         )

@@ -7,9 +7,10 @@
 
 use super::{Launchers, Plan, PlanError, PlanInput, Planned, RecipeVerdict, Want};
 use crate::cli::{GlobalArgs, SelectArgs};
+use crate::download::{self, DownloadError};
 use crate::exit::{self, ExitError};
 use crate::gpu::{self, GpuError, Topology, VisibilityEnv};
-use crate::model::{self, ModelIdError, ModelRef, cache};
+use crate::model::{self, HubWeights, ModelFacts, ModelIdError, ModelRef, cache};
 use crate::recipe::RecipeError;
 use crate::recipe::load::{self, SearchPath};
 use indexmap::IndexMap;
@@ -78,30 +79,160 @@ impl From<ResolveError> for ExitError {
     }
 }
 
-/// Detects, loads and selects: the plan `serve` acts on.
+/// Where the model's size may come from when the cache does not hold the model.
+#[derive(Debug, Clone, Copy)]
+pub enum HubSizing<'a> {
+    /// Ask the Hub when `--size-from-hub` / AIM_SIZE_FROM_HUB is set (this thread waits
+    /// for the listing).
+    FromArgs,
+    /// Already asked (`serve` does it before planning): these weights, or none.
+    Given(Option<&'a HubWeights>),
+}
+
+/// Detects, loads and selects: the plan `serve` acts on. `hub`: the weights from the Hub's
+/// listing `serve` read, used when the model is not in the cache.
 pub fn resolve(
     g: &GlobalArgs,
     select: &SelectArgs,
     public_port: u16,
+    hub: Option<&HubWeights>,
 ) -> Result<Plan, ResolveError> {
     let topology = detect(g)?;
-    Ok(plan_on(&topology, g, select, public_port)?.plan)
+    Ok(plan_sized(&topology, g, select, public_port, HubSizing::Given(hub))?.plan)
 }
 
 /// Plans on an already-detected topology (e.g. the subset of the host's GPUs that no other
-/// container holds).
+/// container holds), sizing from the Hub when `--size-from-hub` asks for it.
 pub fn plan_on(
     topology: &Topology,
     g: &GlobalArgs,
     select: &SelectArgs,
     public_port: u16,
 ) -> Result<Planned, ResolveError> {
+    plan_sized(topology, g, select, public_port, HubSizing::FromArgs)
+}
+
+/// The Hub id to size from the Hub's listing: MODEL when it is a Hub id whose config.json
+/// no cache holds. None for a local folder, a cached model or an invalid id (the planner
+/// says what is wrong with that).
+pub fn uncached_hub_repo(select: &SelectArgs) -> Option<String> {
+    let m = model::parse_model_id(select.model.as_deref()?).ok()?;
+    let ModelRef::Hub(repo) = &m else {
+        return None;
+    };
+    cache::read_facts(&m, &cache::process_env)
+        .1
+        .is_none()
+        .then(|| repo.clone())
+}
+
+/// The download's options (HF_ENDPOINT, the token, the cache root) for reading `repo`'s
+/// listing at `main`, with at most 3 tries: sizing is worth a short wait, not a long one.
+pub fn sizing_options(repo: &str) -> Result<download::Options, String> {
+    let mut o = download::Options::from_env(repo, "main", &cache::process_env).map_err(|e| e.0)?;
+    o.tries = o.tries.min(3);
+    Ok(o)
+}
+
+/// The weights from a sizing answer; why there are none goes to the log, and the model is
+/// then sized from its name.
+pub fn sized(repo: &str, got: Result<Option<HubWeights>, DownloadError>) -> Option<HubWeights> {
+    match got {
+        Ok(Some(w)) => {
+            tracing::info!(
+                "{repo} is not in the cache: sized from the Hub's listing, {} {} file(s) of {} bytes",
+                w.files,
+                w.format,
+                w.bytes
+            );
+            Some(w)
+        }
+        Ok(None) => {
+            tracing::warn!(
+                "the Hub lists no safetensors, .bin or .pt weights for {repo}: it is sized from its name"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot size {repo} from the Hub's listing ({e}): it is sized from its name"
+            );
+            None
+        }
+    }
+}
+
+/// `--size-from-hub` for the commands that plan without serving: asks the Hub for the
+/// weights of `select`'s model when the cache does not hold it (the request runs on a
+/// thread of its own; this one waits).
+fn hub_weights_from_args(select: &SelectArgs) -> Option<HubWeights> {
+    if !select.size_from_hub {
+        return None;
+    }
+    let repo = uncached_hub_repo(select)?;
+    if download::offline(&cache::process_env) {
+        tracing::warn!(
+            "--size-from-hub / AIM_SIZE_FROM_HUB: HF_HUB_OFFLINE is set, so the Hub is not asked; {repo} is sized from its name"
+        );
+        return None;
+    }
+    let opts = match sizing_options(&repo) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(
+                "cannot size {repo} from the Hub's listing ({e}): it is sized from its name"
+            );
+            return None;
+        }
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let got = match download::hub_weights_on_thread(opts, move |got| {
+        let _ = tx.send(got);
+    }) {
+        Ok(t) => {
+            let got = rx.recv().ok();
+            let _ = t.join();
+            got
+        }
+        Err(e) => {
+            tracing::warn!("cannot start the thread that asks the Hub for {repo}'s sizes: {e}");
+            None
+        }
+    }?;
+    sized(&repo, got)
+}
+
+/// The model's facts: the cache's, else (not cached) the Hub listing's weights when there
+/// are any, else its name.
+fn facts_of(model_ref: &ModelRef, select: &SelectArgs, hub: HubSizing<'_>) -> ModelFacts {
+    let (facts, found) = cache::read_facts(model_ref, &cache::process_env);
+    if found.is_some() || !matches!(model_ref, ModelRef::Hub(_)) {
+        return facts;
+    }
+    let w = match hub {
+        HubSizing::Given(w) => w.cloned(),
+        HubSizing::FromArgs => hub_weights_from_args(select),
+    };
+    match w {
+        Some(w) => facts.with_hub_weights(&w),
+        None => facts,
+    }
+}
+
+/// [`plan_on`] with the Hub's sizes as `hub` says.
+pub fn plan_sized(
+    topology: &Topology,
+    g: &GlobalArgs,
+    select: &SelectArgs,
+    public_port: u16,
+    hub: HubSizing<'_>,
+) -> Result<Planned, ResolveError> {
     let model_text = select.model.as_deref().ok_or(ResolveError::NoModel)?;
     let model_ref = validated_model(model_text)?;
     let want = want_of(select);
     let user_args = parse_engine_args(select.engine_args.as_deref())?;
     let recipes = load::load_for_model(&search_path(g), model_ref.hub_id())?;
-    let (facts, _) = cache::read_facts(&model_ref, &cache::process_env);
+    let facts = facts_of(&model_ref, select, hub);
     let launchers = Launchers {
         vllm: env_nonempty("AIM_VLLM_COMMAND"),
         sglang: env_nonempty("AIM_SGLANG_COMMAND"),
@@ -144,7 +275,7 @@ pub fn verdicts_on(
         Some(text) => {
             let m = validated_model(text)?;
             let recipes = load::load_for_model(&sp, m.hub_id())?;
-            let (facts, _) = cache::read_facts(&m, &cache::process_env);
+            let facts = facts_of(&m, select, HubSizing::FromArgs);
             let name = m.name();
             (
                 super::assess_all(topology, Some(&name), Some(&facts), &recipes, &want),
@@ -280,6 +411,7 @@ mod tests {
             gpu_model: None,
             engine_args: None,
             engine_port: None,
+            size_from_hub: false,
         }
     }
 

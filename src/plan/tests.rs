@@ -426,6 +426,11 @@ fn hub_listing_sizes_override_the_name_guess() {
     assert_eq!(plan(&guess, &one).unwrap().plan.launches[0].gpu_count, 1);
     let e = plan(&listed(150), &one).unwrap_err();
     assert!(matches!(e, PlanError::NoFit { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("150.0 GiB weights (from the Hub's file listing)"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -53,7 +53,49 @@ fn copy_counts(shared: &crate::shared::Shared, c: download::progress::Counts) {
     shared.status.send_modify(|s| s.download = Some(c));
 }
 
+/// How asking the Hub for the model's sizes ended.
+pub enum Sized {
+    /// The answer (`plan::resolve::sized` turns it into the weights or a log line).
+    Got(Result<Option<crate::model::HubWeights>, DownloadError>),
+    /// A stop request came first: end with this status.
+    Stopped(u8),
+}
+
 impl Supervisor {
+    /// The weights of `opts.repo` from the Hub's listing (`download::hub_weights`, on a
+    /// thread of its own), waited for while signals are handled.
+    pub(super) async fn hub_sizes_first(&mut self, opts: Options) -> Sized {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let thread = download::hub_weights_on_thread(opts, move |got| {
+            let _ = tx.send(got);
+        });
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => {
+                return Sized::Got(Err(DownloadError::Io {
+                    path: PathBuf::new(),
+                    source: e,
+                }));
+            }
+        };
+        match self
+            .await_handling_signals(rx, None, None, EndsOn::AnyStop)
+            .await
+        {
+            Waited::Done(got) => {
+                let _ = thread.join();
+                Sized::Got(got.unwrap_or_else(|_| {
+                    Err(DownloadError::Io {
+                        path: PathBuf::new(),
+                        source: std::io::Error::other("the sizing thread ended without an answer"),
+                    })
+                }))
+            }
+            // The thread is left behind: the process ends.
+            Waited::Stop | Waited::Deadline => Sized::Stopped(self.finish_idle_stop().await),
+        }
+    }
+
     /// Downloads `opts.repo` with progress in the log every `log_every` and in `/status`.
     pub(super) async fn download_first(&mut self, opts: Options, log_every: Duration) -> Fetched {
         self.event(Event::Downloading, &format!("downloading {}", opts.repo));

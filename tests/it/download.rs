@@ -24,6 +24,8 @@ struct HubFile {
     name: String,
     data: Vec<u8>,
     lfs: bool,
+    /// The size the listing claims, when not the data's (a large model, without its bytes).
+    listed: Option<u64>,
 }
 
 fn sha256_hex(d: &[u8]) -> String {
@@ -39,7 +41,13 @@ impl HubFile {
             name: name.into(),
             data: data.into(),
             lfs,
+            listed: None,
         }
+    }
+    /// The listing says the file has `size` bytes.
+    fn claiming(mut self, size: u64) -> HubFile {
+        self.listed = Some(size);
+        self
     }
     /// The name of its blob in the cache: the LFS sha256, else a git-blob-like id.
     fn blob(&self) -> String {
@@ -294,11 +302,12 @@ async fn answer(st: &State, req: Request<hyper::body::Incoming>) -> Response<Bod
         let siblings: Vec<serde_json::Value> = files
             .iter()
             .map(|f| {
-                let mut s = serde_json::json!({"rfilename": f.name, "size": f.data.len(),
+                let size = f.listed.unwrap_or(f.data.len() as u64);
+                let mut s = serde_json::json!({"rfilename": f.name, "size": size,
                     "blobId": sha256_hex(&f.data)[..40]});
                 if f.lfs {
                     s["lfs"] = serde_json::json!({"sha256": sha256_hex(&f.data),
-                        "size": f.data.len(), "pointerSize": 134});
+                        "size": size, "pointerSize": 134});
                 }
                 s
             })
@@ -966,6 +975,16 @@ fn serve_downloads_first_in_its_own_phase_then_runs_the_engine_offline() {
         "{}",
         sup.report()
     );
+    // Not in the cache yet: planned from the Hub's listing first (two shards).
+    assert!(
+        sup.stderr().contains(
+            "planned before the download, from the Hub's file listing: 8 usable MI300X GPU(s)"
+        ) && sup
+            .stderr()
+            .contains("of weights in 2 file(s) (from the Hub's file listing"),
+        "{}",
+        sup.report()
+    );
     let (_, metrics) = http_get(port, "/metrics").unwrap();
     let total: u64 = NEEDED
         .iter()
@@ -1221,5 +1240,175 @@ fn on_a_terminal_progress_is_a_bar() {
     assert!(
         !text.contains("downloading acme/Tiny: "),
         "log lines on a terminal: {text:?}"
+    );
+}
+
+/// `tiny_repo` as a large model: each shard claims `shard_gib` GiB in the listing, and the
+/// `.bin` and `original/` weights (which are not the chosen format) claim a terabyte each.
+fn large_repo(shard_gib: u64) -> Vec<HubFile> {
+    tiny_repo(1000)
+        .into_iter()
+        .map(|f| match f.name.as_str() {
+            n if n.ends_with(".safetensors") => f.claiming(shard_gib << 30),
+            "pytorch_model.bin" | "original/consolidated.00.pth" => f.claiming(1 << 40),
+            _ => f,
+        })
+        .collect()
+}
+
+fn plan_of(hub: &StandInHub, id: &str) -> AimEngine {
+    let run = AimEngine::new();
+    let hf = run.dir().join("hf");
+    run.fixture("mi300x-8gpu-spx")
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", hf)
+        .env("AIM_DOWNLOAD_RETRY_INITIAL", "0.05s")
+        .args(["plan", id])
+}
+
+/// A model not in the cache: by default `plan` sizes it from its name and asks nobody;
+/// with --size-from-hub (AIM_SIZE_FROM_HUB) the Hub's listing of the weight files an engine
+/// would load (the shards the index names, not the other formats) sizes it, and says so.
+#[test]
+fn plan_sizes_a_model_not_in_the_cache_from_the_hubs_listing() {
+    let hub = StandInHub::start().repo("acme/Mystery", large_repo(30), false);
+    let out = plan_of(&hub, "acme/Mystery").output();
+    out.expect_code(0);
+    let text = out.stdout();
+    assert!(
+        text.contains("acme/Mystery: size unknown"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        text.contains("--tensor-parallel-size 8"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        hub.seen().is_empty(),
+        "plan asked the Hub: {:?}",
+        hub.seen()
+    );
+
+    let out = plan_of(&hub, "acme/Mystery")
+        .arg("--size-from-hub")
+        .output();
+    out.expect_code(0);
+    let text = out.stdout();
+    assert!(
+        text.contains(
+            "acme/Mystery: 32B parameters, 60.0 GiB of weights in 2 file(s) (from the Hub's file listing; the model is not in the cache)"
+        ),
+        "{}",
+        out.report()
+    );
+    assert!(
+        text.contains("preferred 4 GPU(s) in bf16") && text.contains("--tensor-parallel-size 4"),
+        "{}",
+        out.report()
+    );
+    // The listing and the index (read into memory), nothing else; nothing is written.
+    let paths: Vec<String> = hub.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/models/acme/Mystery/revision/main".to_string(),
+            format!("/acme/Mystery/resolve/{COMMIT}/model.safetensors.index.json")
+        ],
+        "{}",
+        out.report()
+    );
+
+    // The same by the environment, as JSON; dry-run's size for the operator is the Hub's.
+    let out = plan_of(&hub, "acme/Mystery")
+        .env("AIM_SIZE_FROM_HUB", "1")
+        .args(["--format", "json"])
+        .output();
+    out.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(v["recipe"]["gpu_count"], 4, "{}", out.report());
+    assert!(
+        v["reasons"]
+            .to_string()
+            .contains("from the Hub's file listing"),
+        "{}",
+        out.report()
+    );
+    let run = AimEngine::new();
+    let hf = run.dir().join("hf");
+    let out = run
+        .fixture("mi300x-8gpu-spx")
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", hf)
+        .env("AIM_SIZE_FROM_HUB", "1")
+        .args(["dry-run", "acme/Mystery", "--format", "json"])
+        .output();
+    out.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(v[0]["models"][0]["size_gb"], 64.4, "{}", out.report());
+
+    // HF_HUB_OFFLINE wins: nobody is asked, and the log says why.
+    let before = hub.seen().len();
+    let out = plan_of(&hub, "acme/Mystery")
+        .arg("--size-from-hub")
+        .env("HF_HUB_OFFLINE", "1")
+        .output();
+    out.expect_code(0);
+    assert!(out.stdout().contains("size unknown"), "{}", out.report());
+    assert!(
+        out.stderr().contains("HF_HUB_OFFLINE is set"),
+        "{}",
+        out.report()
+    );
+    assert_eq!(hub.seen().len(), before);
+
+    // 2 TiB of weights fit on no number of these GPUs: refused, naming the Hub's size.
+    let hub = StandInHub::start().repo("acme/Huge", large_repo(1024), false);
+    let out = plan_of(&hub, "acme/Huge").arg("--size-from-hub").output();
+    out.expect_code(69);
+    assert!(
+        out.stderr().contains(
+            "acme/Huge does not fit on 8 MI300X GPU(s): 256.0 GiB weights (from the Hub's file listing) + "
+        ),
+        "{}",
+        out.report()
+    );
+}
+
+/// `serve --download` plans from the Hub's listing before it fetches anything: a model that
+/// cannot run here is refused without a byte of weights written.
+#[test]
+fn serve_download_refuses_a_model_that_cannot_fit_before_fetching_weights() {
+    let hub = StandInHub::start().repo("acme/Huge", large_repo(1024), false);
+    let run = AimEngine::new();
+    let hf = run.dir().join("hf");
+    let mut sup = run
+        .fixture("mi300x-8gpu-spx")
+        .arg("acme/Huge")
+        .public_port()
+        .fake_engine()
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("AIM_DOWNLOAD", "1")
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", &hf)
+        .spawn();
+    sup.expect_exit(69, Duration::from_secs(20));
+    let e = sup.stderr();
+    assert!(
+        e.contains("from the Hub's file listing; nothing was downloaded"),
+        "{}",
+        sup.report()
+    );
+    assert!(!e.contains("spawn"), "an engine was started: {e}");
+    assert_no_weights_fetched(&hub);
+    assert!(
+        !repo_dir(&hf, "acme/Huge").join("blobs").exists()
+            || std::fs::read_dir(repo_dir(&hf, "acme/Huge").join("blobs"))
+                .unwrap()
+                .next()
+                .is_none()
     );
 }
