@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const COMMIT: &str = "4f1c2b3a4d5e6f708192a3b4c5d6e7f809102132";
+pub(crate) const COMMIT: &str = "4f1c2b3a4d5e6f708192a3b4c5d6e7f809102132";
 const TOKEN: &str = "hf_good_token";
 
 #[derive(Clone)]
-struct HubFile {
+pub(crate) struct HubFile {
     name: String,
     data: Vec<u8>,
     lfs: bool,
@@ -36,13 +36,22 @@ fn sha256_hex(d: &[u8]) -> String {
 }
 
 impl HubFile {
-    fn new(name: &str, data: impl Into<Vec<u8>>, lfs: bool) -> HubFile {
+    pub(crate) fn new(name: &str, data: impl Into<Vec<u8>>, lfs: bool) -> HubFile {
         HubFile {
             name: name.into(),
             data: data.into(),
             lfs,
             listed: None,
         }
+    }
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.data
+    }
+    pub(crate) fn len(&self) -> u64 {
+        self.data.len() as u64
     }
     /// The listing says the file has `size` bytes.
     fn claiming(mut self, size: u64) -> HubFile {
@@ -99,8 +108,8 @@ const NEEDED: &[&str] = &[
 ];
 
 #[derive(Debug, Clone)]
-struct Seen {
-    path: String,
+pub(crate) struct Seen {
+    pub(crate) path: String,
     range: Option<String>,
     auth: Option<String>,
 }
@@ -120,8 +129,8 @@ struct State {
 }
 
 /// The stand-in Hub, serving on 127.0.0.1 from its own thread until dropped.
-struct StandInHub {
-    url: String,
+pub(crate) struct StandInHub {
+    pub(crate) url: String,
     state: Arc<State>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -164,7 +173,7 @@ fn assert_no_weights_fetched(hub: &StandInHub) {
 }
 
 impl StandInHub {
-    fn start() -> StandInHub {
+    pub(crate) fn start() -> StandInHub {
         let state = Arc::new(State {
             repos: Mutex::new(Vec::new()),
             throttle: AtomicU32::new(0),
@@ -212,7 +221,7 @@ impl StandInHub {
         }
     }
 
-    fn repo(self, id: &str, files: Vec<HubFile>, gated: bool) -> Self {
+    pub(crate) fn repo(self, id: &str, files: Vec<HubFile>, gated: bool) -> Self {
         self.state
             .repos
             .lock()
@@ -226,12 +235,12 @@ impl StandInHub {
         self.state.pause_ms.store(pause_ms, SeqCst);
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
     }
 
     /// The file requests (`resolve/`) seen, by file name.
-    fn fetched(&self) -> Vec<(String, Option<String>)> {
+    pub(crate) fn fetched(&self) -> Vec<(String, Option<String>)> {
         self.seen()
             .into_iter()
             .filter_map(|s| {
