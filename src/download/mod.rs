@@ -163,6 +163,19 @@ fn saved_token(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
+/// A `--revision` (branch, tag or commit; `refs/pr/1` too), trimmed, or what is wrong with it:
+/// it becomes a path under `refs/` in the cache, so it must be a safe relative path.
+pub fn check_revision(flag: &str, revision: &str) -> Result<String, String> {
+    let rev = revision.trim();
+    if store::safe_file_name(rev) && !rev.starts_with('.') {
+        Ok(rev.to_string())
+    } else {
+        Err(format!(
+            "{flag} `{revision}` is not a branch, tag or commit name; use e.g. `main` or a 40-hex commit"
+        ))
+    }
+}
+
 /// Whether HF_HUB_OFFLINE (huggingface_hub's switch) forbids asking the Hub.
 pub fn offline(env: &dyn Fn(&str) -> Option<String>) -> bool {
     env("HF_HUB_OFFLINE").is_some_and(|v| {

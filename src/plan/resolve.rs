@@ -42,6 +42,8 @@ pub enum ResolveError {
     SamePorts(u16),
     #[error("cannot use the GPUs under {}: {source}", root.display())]
     Gpus { root: PathBuf, source: GpuError },
+    #[error("{0}")]
+    Revision(String),
     #[error(transparent)]
     Plan(#[from] PlanError),
 }
@@ -66,6 +68,7 @@ impl ResolveError {
             | ResolveError::ModelId(_)
             | ResolveError::NoLocalFolder(_)
             | ResolveError::EngineArgs(_)
+            | ResolveError::Revision(_)
             | ResolveError::Recipe(_)
             | ResolveError::NoEnginePort
             | ResolveError::SamePorts(_) => exit::USAGE,
@@ -120,16 +123,31 @@ pub fn uncached_hub_repo(select: &SelectArgs) -> Option<String> {
     let ModelRef::Hub(repo) = &m else {
         return None;
     };
-    cache::read_facts(&m, &cache::process_env)
+    let rev = revision_of(select).ok()?;
+    cache::read_facts_at(&m, rev.as_deref().unwrap_or("main"), &cache::process_env)
         .1
         .is_none()
         .then(|| repo.clone())
 }
 
+/// `--revision` / AIM_MODEL_REVISION, checked and trimmed; None when unset or blank.
+pub fn revision_of(select: &SelectArgs) -> Result<Option<String>, ResolveError> {
+    match select.revision.as_deref().filter(|r| !r.trim().is_empty()) {
+        None => Ok(None),
+        Some(r) => download::check_revision("--revision / AIM_MODEL_REVISION", r)
+            .map(Some)
+            .map_err(ResolveError::Revision),
+    }
+}
+
 /// The download's options (HF_ENDPOINT, the token, the cache root) for reading `repo`'s
-/// listing at `main`, with at most 3 tries: sizing is worth a short wait, not a long one.
-pub fn sizing_options(repo: &str) -> Result<download::Options, String> {
-    let mut o = download::Options::from_env(repo, "main", &cache::process_env).map_err(|e| e.0)?;
+/// listing at `select`'s revision (main by default), with at most 3 tries: sizing is worth
+/// a short wait, not a long one.
+pub fn sizing_options(repo: &str, select: &SelectArgs) -> Result<download::Options, String> {
+    let rev = revision_of(select)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| "main".into());
+    let mut o = download::Options::from_env(repo, &rev, &cache::process_env).map_err(|e| e.0)?;
     o.tries = o.tries.min(3);
     Ok(o)
 }
@@ -176,7 +194,7 @@ fn hub_weights_from_args(select: &SelectArgs) -> Option<HubWeights> {
         );
         return None;
     }
-    let opts = match sizing_options(&repo) {
+    let opts = match sizing_options(&repo, select) {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(
@@ -204,8 +222,14 @@ fn hub_weights_from_args(select: &SelectArgs) -> Option<HubWeights> {
 
 /// The model's facts: the cache's, else (not cached) the Hub listing's weights when there
 /// are any, else its name.
-fn facts_of(model_ref: &ModelRef, select: &SelectArgs, hub: HubSizing<'_>) -> ModelFacts {
-    let (facts, found) = cache::read_facts(model_ref, &cache::process_env);
+fn facts_of(
+    model_ref: &ModelRef,
+    revision: Option<&str>,
+    select: &SelectArgs,
+    hub: HubSizing<'_>,
+) -> ModelFacts {
+    let (facts, found) =
+        cache::read_facts_at(model_ref, revision.unwrap_or("main"), &cache::process_env);
     if found.is_some() || !matches!(model_ref, ModelRef::Hub(_)) {
         return facts;
     }
@@ -230,9 +254,13 @@ pub fn plan_sized(
     let model_text = select.model.as_deref().ok_or(ResolveError::NoModel)?;
     let model_ref = validated_model(model_text)?;
     let want = want_of(select);
-    let user_args = parse_engine_args(select.engine_args.as_deref())?;
+    let mut user_args = parse_engine_args(select.engine_args.as_deref())?;
+    let revision = revision_of(select)?;
+    if let Some(r) = &revision {
+        with_revision(&model_ref, r, &mut user_args)?;
+    }
     let recipes = load::load_for_model(&search_path(g), model_ref.hub_id())?;
-    let facts = facts_of(&model_ref, select, hub);
+    let facts = facts_of(&model_ref, revision.as_deref(), select, hub);
     let launchers = Launchers {
         vllm: env_nonempty("AIM_VLLM_COMMAND"),
         sglang: env_nonempty("AIM_SGLANG_COMMAND"),
@@ -275,7 +303,8 @@ pub fn verdicts_on(
         Some(text) => {
             let m = validated_model(text)?;
             let recipes = load::load_for_model(&sp, m.hub_id())?;
-            let facts = facts_of(&m, select, HubSizing::FromArgs);
+            let revision = revision_of(select)?;
+            let facts = facts_of(&m, revision.as_deref(), select, HubSizing::FromArgs);
             let name = m.name();
             (
                 super::assess_all(topology, Some(&name), Some(&facts), &recipes, &want),
@@ -290,6 +319,31 @@ pub fn verdicts_on(
             )
         }
     })
+}
+
+/// `--revision R` becomes the engine's `--revision R` (vLLM and SGLang both take it), for a
+/// Hub id only; the same revision in `--engine-args` is fine, another one is an error.
+fn with_revision(
+    model: &ModelRef,
+    revision: &str,
+    user_args: &mut IndexMap<String, Value>,
+) -> Result<(), ResolveError> {
+    if let ModelRef::Local(p) = model {
+        return Err(ResolveError::Revision(format!(
+            "--revision / AIM_MODEL_REVISION `{revision}` is for a Hugging Face id; {} is a local folder, which has no revisions: unset it",
+            p.display()
+        )));
+    }
+    match user_args.get("revision") {
+        Some(Value::String(v)) if v == revision => Ok(()),
+        Some(other) => Err(ResolveError::Revision(format!(
+            "--revision / AIM_MODEL_REVISION `{revision}` and --engine-args' revision {other} disagree; give the revision once"
+        ))),
+        None => {
+            user_args.insert("revision".into(), Value::String(revision.into()));
+            Ok(())
+        }
+    }
 }
 
 fn env_nonempty(k: &str) -> Option<String> {
@@ -411,7 +465,62 @@ mod tests {
             gpu_model: None,
             engine_args: None,
             engine_port: None,
+            revision: None,
             size_from_hub: false,
+        }
+    }
+
+    /// `--revision R`: the engine gets `--revision R`; a local folder, a revision that is
+    /// not a safe name, or another revision in --engine-args are usage errors naming it.
+    #[test]
+    fn revision_goes_to_the_engine() {
+        let t = Topology {
+            gpus: (0..2).map(gpu::Gpu::mi300x).collect(),
+            ..Default::default()
+        };
+        let with = |model: &str, rev: &str, args: Option<&str>| {
+            let mut s = select(model);
+            s.revision = Some(rev.into());
+            s.engine_args = args.map(str::to_string);
+            plan_on(&t, &global(), &s, 8100)
+        };
+        let p = with("Qwen/Qwen3-32B", " v2 ", None).unwrap();
+        let argv = &p.plan.launches[0].argv;
+        let at = argv
+            .iter()
+            .position(|a| a == "--revision")
+            .expect("--revision");
+        assert_eq!(argv[at + 1], "v2", "{argv:?}");
+        assert!(with("Qwen/Qwen3-32B", "v2", Some(r#"{"revision":"v2"}"#)).is_ok());
+        let none = plan_on(&t, &global(), &select("Qwen/Qwen3-32B"), 8100).unwrap();
+        assert!(!none.plan.launches[0].argv.iter().any(|a| a == "--revision"));
+        for (model, rev, args, words) in [
+            (
+                "Qwen/Qwen3-32B",
+                "../x",
+                None,
+                "`../x` is not a branch, tag or commit",
+            ),
+            (
+                "Qwen/Qwen3-32B",
+                "v2",
+                Some(r#"{"revision":"v3"}"#),
+                "disagree",
+            ),
+            (
+                concat!(env!("CARGO_MANIFEST_DIR"), "/recipes"),
+                "v2",
+                None,
+                "is a local folder, which has no revisions",
+            ),
+        ] {
+            let e = with(model, rev, args).unwrap_err();
+            assert_eq!(e.exit_code(), exit::USAGE, "{e}");
+            assert!(e.to_string().contains(words), "{e}");
+            assert!(
+                e.to_string().contains("--revision / AIM_MODEL_REVISION"),
+                "{e}"
+            );
         }
     }
 

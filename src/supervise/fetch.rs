@@ -22,12 +22,12 @@ pub enum Fetched {
     Failed(ExitError),
 }
 
-/// The hub cache root that holds a complete snapshot of `opts.repo` at `refs/main`: its
+/// The hub cache root that holds a complete snapshot of `opts.repo` at `opts.revision`: its
 /// config.json and every shard its weight index names (links that resolve). Where the
 /// download writes is looked at first, then huggingface_hub's own roots.
 fn cached(opts: &Options) -> Option<PathBuf> {
     use crate::download::select::{SAFETENSORS_INDEX, shards_of_index};
-    use crate::model::cache::{hub_cache_roots, process_env, snapshot_dir};
+    use crate::model::cache::{hub_cache_roots, process_env, snapshot_dir_at};
     let complete = |snap: &std::path::Path| {
         snap.join("config.json").is_file()
             && match std::fs::read_to_string(snap.join(SAFETENSORS_INDEX)) {
@@ -38,7 +38,9 @@ fn cached(opts: &Options) -> Option<PathBuf> {
     };
     std::iter::once(opts.hub_root.clone())
         .chain(hub_cache_roots(&process_env))
-        .find(|root| snapshot_dir(root, &opts.repo).is_some_and(|s| complete(&s)))
+        .find(|root| {
+            snapshot_dir_at(root, &opts.repo, &opts.revision).is_some_and(|s| complete(&s))
+        })
 }
 
 /// The download's counters into `/status` and `/metrics`.

@@ -241,8 +241,13 @@ fn download_options(a: &ServeArgs) -> Option<Result<crate::download::Options, Ex
         return None;
     };
     Some(
-        crate::download::Options::from_env(&repo, "main", &process_env)
-            .map_err(|e| ExitError::new(exit::USAGE, e.0)),
+        crate::plan::resolve::revision_of(&a.select)
+            .map_err(ExitError::from)
+            .and_then(|rev| {
+                let rev = rev.unwrap_or_else(|| "main".into());
+                crate::download::Options::from_env(&repo, &rev, &process_env)
+                    .map_err(|e| ExitError::new(exit::USAGE, e.0))
+            }),
     )
 }
 
@@ -264,7 +269,7 @@ fn sizing_options_for(
             o.tries = o.tries.min(3);
             o
         }
-        None => match crate::plan::resolve::sizing_options(&repo) {
+        None => match crate::plan::resolve::sizing_options(&repo, &a.select) {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(

@@ -1421,3 +1421,92 @@ fn serve_download_refuses_a_model_that_cannot_fit_before_fetching_weights() {
                 .is_none()
     );
 }
+
+/// `serve --download --revision R` (AIM_MODEL_REVISION): the listing and the files at R,
+/// `refs/R` in the cache, and the engine started with `--revision R`; a revision the Hub
+/// does not have ends the run with 66 before any engine, naming it.
+#[test]
+fn serve_download_at_a_revision_fetches_it_and_passes_it_to_the_engine() {
+    let hub = StandInHub::start().repo("acme/Tiny", tiny_repo(1000), false);
+    let run = AimEngine::new();
+    let argv_file = run.dir().join("engine.argv");
+    let hf = run.dir().join("hf");
+    let fake = crate::support::fake_engine();
+    let mut sup = run
+        .fixture("mi300x-8gpu-spx")
+        .arg("acme/Tiny")
+        .public_port()
+        .args(["--engine-port", &crate::support::free_port().to_string()])
+        .args(["--revision", COMMIT])
+        .engine_script(&format!(
+            "printf '%s\\n' \"$@\" > '{}'\nexec '{}' \"$@\"",
+            argv_file.display(),
+            fake.display()
+        ))
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("AIM_DOWNLOAD", "1")
+        .env("AIM_STOP_TIMEOUT", "5s")
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", &hf)
+        .env("FAKE_LOAD_SECS", "0.2")
+        .spawn();
+    let port = sup.port;
+    let ready = wait_for(Duration::from_secs(30), || {
+        status_json(port).is_some_and(|s| s["phase"] == "ready")
+    });
+    assert!(ready, "never ready\n{}", sup.report());
+    let argv = std::fs::read_to_string(&argv_file).unwrap_or_default();
+    let argv: Vec<&str> = argv.lines().collect();
+    assert!(
+        argv.windows(2).any(|w| w == ["--revision", COMMIT]),
+        "{argv:?}"
+    );
+    let listings: Vec<String> = hub
+        .seen()
+        .into_iter()
+        .map(|s| s.path)
+        .filter(|p| p.starts_with("/api/"))
+        .collect();
+    assert!(
+        !listings.is_empty()
+            && listings
+                .iter()
+                .all(|p| *p == format!("/api/models/acme/Tiny/revision/{COMMIT}")),
+        "{listings:?}"
+    );
+    let repo = repo_dir(&hf, "acme/Tiny");
+    // A commit is its own snapshot (no ref, as huggingface_hub does); main is not touched.
+    assert!(
+        repo.join("snapshots")
+            .join(COMMIT)
+            .join("config.json")
+            .is_file(),
+        "{}",
+        sup.report()
+    );
+    assert!(!repo.join("refs/main").exists(), "refs/main was written");
+    sup.signal(libc::SIGTERM);
+    sup.expect_exit(0, Duration::from_secs(15));
+
+    let run = AimEngine::new();
+    let hf = run.dir().join("hf");
+    let mut sup = run
+        .fixture("mi300x-8gpu-spx")
+        .arg("acme/Tiny")
+        .public_port()
+        .fake_engine()
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("AIM_DOWNLOAD", "1")
+        .env("AIM_MODEL_REVISION", "nope")
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", &hf)
+        .spawn();
+    sup.expect_exit(66, Duration::from_secs(20));
+    let e = sup.stderr();
+    assert!(
+        e.contains("revision `nope` of acme/Tiny was not found (404)"),
+        "{}",
+        sup.report()
+    );
+    assert!(!e.contains("spawn"), "an engine was started: {e}");
+}
