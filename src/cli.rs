@@ -178,6 +178,15 @@ pub struct SelectArgs {
     /// Loopback port the engine listens on (default: the public port + 1).
     #[arg(long = "engine-port", env = "AIM_ENGINE_PORT", value_name = "PORT")]
     pub engine_port: Option<u16>,
+    /// Branch, tag or commit of a Hub model: downloaded (`serve --download`), looked up in
+    /// the cache, and passed to the engine as `--revision`. Default: the engine's (main).
+    #[arg(long, env = "AIM_MODEL_REVISION", value_name = "REVISION")]
+    pub revision: Option<String>,
+    /// When the model is not in the cache, size it from the Hub's file listing (HF_ENDPOINT)
+    /// instead of the size in its name. Asks the network; off by default (`serve --download`
+    /// does it anyway).
+    #[arg(long = "size-from-hub", env = "AIM_SIZE_FROM_HUB", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub size_from_hub: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -28,13 +28,7 @@ pub fn options(a: &DownloadArgs) -> anyhow::Result<Options> {
             )));
         }
     };
-    let rev = a.revision.trim();
-    if !crate::download::store::safe_file_name(rev) || rev.starts_with('.') {
-        return Err(usage(format!(
-            "--revision `{}` is not a branch, tag or commit name; use e.g. `main` or a 40-hex commit",
-            a.revision
-        )));
-    }
+    let rev = download::check_revision("--revision", &a.revision).map_err(usage)?;
     if download::offline(&process_env) {
         return Err(ExitError::new(
             MODEL_UNAVAILABLE,
@@ -42,7 +36,7 @@ pub fn options(a: &DownloadArgs) -> anyhow::Result<Options> {
         )
         .into());
     }
-    let mut opts = Options::from_env(&repo, rev, &process_env).map_err(|e| usage(e.0))?;
+    let mut opts = Options::from_env(&repo, &rev, &process_env).map_err(|e| usage(e.0))?;
     opts.parallel = a.parallel.into();
     opts.tries = a.tries;
     opts.backoff = a.retry_initial;

@@ -163,6 +163,19 @@ fn saved_token(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
+/// A `--revision` (branch, tag or commit; `refs/pr/1` too), trimmed, or what is wrong with it:
+/// it becomes a path under `refs/` in the cache, so it must be a safe relative path.
+pub fn check_revision(flag: &str, revision: &str) -> Result<String, String> {
+    let rev = revision.trim();
+    if store::safe_file_name(rev) && !rev.starts_with('.') {
+        Ok(rev.to_string())
+    } else {
+        Err(format!(
+            "{flag} `{revision}` is not a branch, tag or commit name; use e.g. `main` or a 40-hex commit"
+        ))
+    }
+}
+
 /// Whether HF_HUB_OFFLINE (huggingface_hub's switch) forbids asking the Hub.
 pub fn offline(env: &dyn Fn(&str) -> Option<String>) -> bool {
     env("HF_HUB_OFFLINE").is_some_and(|v| {
@@ -363,6 +376,100 @@ fn entries(
             })
         })
         .collect()
+}
+
+/// A small file of the repo (an index) into memory, with the listing's retries.
+async fn small_file(
+    hub: &Hub,
+    opts: &Options,
+    commit: &str,
+    name: &str,
+) -> Result<String, DownloadError> {
+    const MAX: usize = 64 << 20;
+    let url = hub.file_url(&opts.repo, commit, name);
+    let mut try_no = 0;
+    loop {
+        try_no += 1;
+        let failure = match hub.get(&url, 0).await {
+            Ok(resp) => match http_body_util::Limited::new(resp.into_body(), MAX)
+                .collect()
+                .await
+            {
+                Ok(body) => {
+                    return String::from_utf8(body.to_bytes().to_vec()).map_err(|_| {
+                        DownloadError::BadListing {
+                            url: url.clone(),
+                            why: format!("`{name}` is not UTF-8 text"),
+                        }
+                    });
+                }
+                Err(e) => Failure::Transient(e.to_string()),
+            },
+            Err(Failure::Status { status, error_code }) => {
+                match status_error(hub, opts, &url, Some(name), status, &error_code) {
+                    Step::Fatal(e) => return Err(e),
+                    Step::Retry(f) => f,
+                }
+            }
+            Err(f) => f,
+        };
+        back_off(opts, &url, try_no, failure).await?;
+    }
+}
+
+/// The weights a download of `opts.repo` at `opts.revision` would fetch, from the Hub's
+/// listing (and the weight index, read into memory): their total size, for the planner when
+/// the model is not in the cache. Nothing is written. None when the repo has no weights in a
+/// format an engine loads.
+pub async fn hub_weights(
+    opts: &Options,
+) -> Result<Option<crate::model::HubWeights>, DownloadError> {
+    let hub = Hub::new(&opts.endpoint, opts.token.clone())?;
+    let listing = listing(&hub, opts).await?;
+    let url = hub.listing_url(&opts.repo, &opts.revision);
+    let names: Vec<&str> = listing.siblings.iter().map(|s| s.name.as_str()).collect();
+    let index = match select::index_to_read(&names) {
+        Some(idx) => Some(small_file(&hub, opts, &listing.commit, idx).await?),
+        None => None,
+    };
+    let (format, files) = select::weight_files(&names, index.as_deref());
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let entries = entries(&listing, &files, &url)?;
+    Ok(Some(crate::model::HubWeights {
+        bytes: entries.iter().map(|e| e.size).sum(),
+        files: entries.len(),
+        format: format.name(),
+    }))
+}
+
+/// [`hub_weights`] on a thread and runtime of its own, so that the caller's thread (a plain
+/// command, or `serve`'s runtime, which forks engines and keeps no runtime threads of its
+/// own) is left as it was; `done` gets the answer on that thread.
+pub fn hub_weights_on_thread(
+    opts: Options,
+    done: impl FnOnce(Result<Option<crate::model::HubWeights>, DownloadError>) + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("hub-sizes".into())
+        .spawn(move || {
+            let got = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    let got = rt.block_on(hub_weights(&opts));
+                    rt.shutdown_timeout(Duration::from_secs(5));
+                    got
+                }
+                Err(e) => Err(DownloadError::Io {
+                    path: opts.hub_root.clone(),
+                    source: e,
+                }),
+            };
+            done(got);
+        })
 }
 
 /// Downloads `opts.repo` at `opts.revision` into the cache, with `progress` kept current.

@@ -73,6 +73,38 @@ pub fn shards_of_index(index_json: &str) -> Option<Vec<String>> {
     Some(shards)
 }
 
+impl WeightFormat {
+    /// "safetensors", "bin", "pt"; "" for none.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::Safetensors => "safetensors",
+            WeightFormat::Bin => "bin",
+            WeightFormat::Pt => "pt",
+            WeightFormat::None => "",
+        }
+    }
+
+    fn holds(self, name: &str) -> bool {
+        match self {
+            WeightFormat::Safetensors => ext(name) == "safetensors",
+            WeightFormat::Bin => ext(name) == "bin",
+            WeightFormat::Pt => matches!(ext(name), "pt" | "pth"),
+            WeightFormat::None => false,
+        }
+    }
+}
+
+/// The weight files of [`select`]'s choice (one format, the shards the index names), with
+/// the format: what sizes a model from the Hub's listing.
+pub fn weight_files(names: &[&str], index: Option<&str>) -> (WeightFormat, Vec<String>) {
+    let format = weight_format(names);
+    let files = select(names, index)
+        .into_iter()
+        .filter(|n| format.holds(n))
+        .collect();
+    (format, files)
+}
+
 /// The files to fetch, in the repo's order. `index` is the chosen format's index text when
 /// the repo has one (see [`index_to_read`]); an unreadable index means every top-level file of
 /// the format.
@@ -80,12 +112,7 @@ pub fn select(names: &[&str], index: Option<&str>) -> Vec<String> {
     let format = weight_format(names);
     let shards = index.and_then(shards_of_index);
     let chosen_index = index_to_read(names);
-    let is_weight = |n: &str| match format {
-        WeightFormat::Safetensors => ext(n) == "safetensors",
-        WeightFormat::Bin => ext(n) == "bin",
-        WeightFormat::Pt => matches!(ext(n), "pt" | "pth"),
-        WeightFormat::None => false,
-    };
+    let is_weight = |n: &str| format.holds(n);
     names
         .iter()
         .filter(|n| top_level(n))
@@ -200,6 +227,15 @@ mod tests {
                 "model.safetensors.index.json"
             ]
         );
+        // What sizes the model: the chosen shards only, not consolidated.safetensors.
+        assert_eq!(
+            weight_files(&names, Some(index)),
+            (
+                WeightFormat::Safetensors,
+                vec!["model-00001-of-00001.safetensors".to_string()]
+            )
+        );
+        assert_eq!(weight_files(&["config.json"], None).1, Vec::<String>::new());
         // An index that is not one: every shard of the format.
         assert_eq!(select(&names, Some("not json")).len(), 4);
         assert_eq!(

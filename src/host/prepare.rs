@@ -110,6 +110,12 @@ pub fn explicit_settings(select: &SelectArgs) -> Vec<(String, String)> {
     if let Some(p) = select.engine_port {
         env.push(("AIM_ENGINE_PORT".to_string(), p.to_string()));
     }
+    if let Some(r) = &select.revision {
+        env.push(("AIM_MODEL_REVISION".to_string(), r.clone()));
+    }
+    if select.size_from_hub {
+        env.push(("AIM_SIZE_FROM_HUB".to_string(), "1".to_string()));
+    }
     env
 }
 
@@ -180,6 +186,8 @@ mod tests {
             gpu_model: None,
             engine_args: None,
             engine_port: None,
+            revision: None,
+            size_from_hub: false,
         }
     }
 
@@ -239,6 +247,8 @@ mod tests {
             gpu_model: Some("MI300X".into()),
             engine_args: Some(r#"{"max-model-len": 8192}"#.into()),
             engine_port: Some(9001),
+            revision: Some("v2".into()),
+            size_from_hub: true,
             ..select()
         };
         let settings = explicit_settings(&s);
@@ -252,7 +262,9 @@ mod tests {
                 ("AIM_METRIC", "throughput"),
                 ("AIM_GPU_MODEL", "MI300X"),
                 ("AIM_ENGINE_ARGS", r#"{"max-model-len": 8192}"#),
-                ("AIM_ENGINE_PORT", "9001")
+                ("AIM_ENGINE_PORT", "9001"),
+                ("AIM_MODEL_REVISION", "v2"),
+                ("AIM_SIZE_FROM_HUB", "1")
             ]
         );
         assert_eq!(wanted_gpus(&select()), 1);

@@ -34,8 +34,27 @@ pub fn hub_cache_roots(env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
 
 /// The snapshot folder of `org/name` at `refs/main` under a hub cache root, if present.
 pub fn snapshot_dir(root: &Path, hub_id: &str) -> Option<PathBuf> {
+    snapshot_dir_at(root, hub_id, "main")
+}
+
+/// The snapshot folder of `org/name` at `revision` under a hub cache root, if present: a
+/// 40-hex commit is its own snapshot, a branch or tag goes through `refs/<revision>` (as
+/// huggingface_hub resolves it offline). `revision` is a checked relative path.
+pub fn snapshot_dir_at(root: &Path, hub_id: &str, revision: &str) -> Option<PathBuf> {
     let repo = root.join(format!("models--{}", hub_id.replace('/', "--")));
-    let rev = fs::read_to_string(repo.join("refs/main")).ok()?;
+    if revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()) {
+        let snap = repo.join("snapshots").join(revision);
+        if snap.is_dir() {
+            return Some(snap);
+        }
+    }
+    if revision
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        return None;
+    }
+    let rev = fs::read_to_string(repo.join("refs").join(revision)).ok()?;
     let rev = rev.trim();
     // A revision is a 40-hex commit id; anything else is not trusted as a path part.
     if rev.is_empty() || !rev.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -48,22 +67,32 @@ pub fn snapshot_dir(root: &Path, hub_id: &str) -> Option<PathBuf> {
 /// The folder holding the model's config.json, if any: a local model folder itself, AIM's
 /// cache (`$AIM_CACHE_PATH/org/name`, or a hub layout in `$AIM_CACHE_PATH/hub`), else the first hub cache root that has a snapshot.
 pub fn model_files_dir(model: &ModelRef, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    model_files_dir_at(model, "main", env)
+}
+
+/// [`model_files_dir`] with a Hub model's snapshot at `revision` (`$AIM_CACHE_PATH/org/name`
+/// has no revisions and counts only for `main`).
+pub fn model_files_dir_at(
+    model: &ModelRef,
+    revision: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<PathBuf> {
     match model {
         ModelRef::Local(p) => Some(p.clone()),
         ModelRef::Hub(id) => {
             if let Some(aim) = env("AIM_CACHE_PATH").filter(|v| !v.trim().is_empty()) {
                 let d = Path::new(&aim).join(id);
-                if d.join("config.json").is_file() {
+                if revision == "main" && d.join("config.json").is_file() {
                     return Some(d);
                 }
                 // Where `aim-engine download` puts it when AIM_CACHE_PATH is set.
-                if let Some(snap) = snapshot_dir(&Path::new(&aim).join("hub"), id) {
+                if let Some(snap) = snapshot_dir_at(&Path::new(&aim).join("hub"), id, revision) {
                     return Some(snap);
                 }
             }
             hub_cache_roots(env)
                 .iter()
-                .find_map(|root| snapshot_dir(root, id))
+                .find_map(|root| snapshot_dir_at(root, id, revision))
         }
     }
 }
@@ -74,7 +103,16 @@ pub fn read_facts(
     model: &ModelRef,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> (ModelFacts, Option<PathBuf>) {
-    let dir = model_files_dir(model, env);
+    read_facts_at(model, "main", env)
+}
+
+/// [`read_facts`] of a Hub model at `revision`.
+pub fn read_facts_at(
+    model: &ModelRef,
+    revision: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (ModelFacts, Option<PathBuf>) {
+    let dir = model_files_dir_at(model, revision, env);
     let read = |f: &str| {
         dir.as_ref()
             .and_then(|d| fs::read_to_string(d.join(f)).ok())
@@ -168,6 +206,16 @@ mod tests {
         let (f, dir) = read_facts(&ModelRef::Hub("Qwen/Qwen3-8B".into()), &env);
         assert_eq!(f.source, SizeSource::Name);
         assert!(dir.is_none());
+        // At a revision: a commit is its own snapshot; a tag goes through refs/<tag>.
+        assert!(read_facts_at(&m, rev, &env).1.unwrap().ends_with(rev));
+        assert!(read_facts_at(&m, "v1", &env).1.is_none());
+        fs::create_dir_all(hub.join("models--Qwen--Qwen3-32B/refs/pr")).unwrap();
+        fs::write(hub.join("models--Qwen--Qwen3-32B/refs/v1"), rev).unwrap();
+        fs::write(hub.join("models--Qwen--Qwen3-32B/refs/pr/1"), rev).unwrap();
+        assert!(read_facts_at(&m, "v1", &env).1.unwrap().ends_with(rev));
+        assert!(read_facts_at(&m, "pr/1", &env).1.unwrap().ends_with(rev));
+        assert!(read_facts_at(&m, "../refs/v1", &env).1.is_none());
+        assert!(read_facts_at(&m, &"f".repeat(40), &env).1.is_none());
         // A refs/main that is not a commit id is not followed.
         fs::write(hub.join("models--Qwen--Qwen3-32B/refs/main"), "../../etc").unwrap();
         assert_eq!(read_facts(&m, &env).0.source, SizeSource::Name);

@@ -353,7 +353,34 @@ pub enum SizeSource {
     Config,
     /// From the size in the model's name ("32B").
     Name,
+    /// Weight bytes from the Hub's file listing (the model is not in the cache): the sum of
+    /// the weight files a download would fetch (`files` of them).
+    Hub {
+        files: usize,
+    },
     Unknown,
+}
+
+/// The weights of a model not in the cache, as the Hub's listing gives them: the files a
+/// download would fetch (one format, the shards the index names) and their total size. The
+/// IO shell (`download::hub_weights`) reads it; the planner only sees the numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubWeights {
+    /// Total bytes of the weight files.
+    pub bytes: u64,
+    pub files: usize,
+    /// "safetensors", "bin" or "pt".
+    pub format: &'static str,
+}
+
+/// Bytes per parameter of a checkpoint stored in `p` (bf16/fp16 when unknown).
+fn bytes_per_param_of(p: Option<Precision>) -> f64 {
+    match p {
+        Some(Precision::Fp8 | Precision::Int8) => 1.0,
+        Some(Precision::Fp4 | Precision::Int4) => 0.55,
+        Some(Precision::Fp32) => 4.0,
+        _ => 2.0,
+    }
 }
 
 /// What is known about the model's size.
@@ -380,12 +407,46 @@ impl ModelFacts {
         }
     }
 
+    /// The facts with the weight bytes from the Hub's listing: the weights replace an
+    /// estimate (from config.json or the name), and without config.json the parameter count
+    /// follows from them (2 bytes a parameter, 1 for an FP8/INT8 checkpoint). An exact
+    /// safetensors index already in the cache wins and is kept.
+    pub fn with_hub_weights(self, w: &HubWeights) -> ModelFacts {
+        if self.source == SizeSource::Index || w.bytes == 0 {
+            return self;
+        }
+        let params = match &self.config {
+            Some(_) => self.params,
+            None => Some(w.bytes as f64 / bytes_per_param_of(self.checkpoint_precision)),
+        };
+        ModelFacts {
+            params,
+            weight_bytes: Some(w.bytes),
+            source: SizeSource::Hub { files: w.files },
+            ..self
+        }
+    }
+
     /// "32.8B parameters (config.json)" and the like.
     pub fn describe(&self) -> String {
+        if let SizeSource::Hub { files } = self.source {
+            let weights = format!(
+                "{} of weights in {files} file(s) (from the Hub's file listing; the model is not in the cache)",
+                fmt_bytes(self.weight_bytes.unwrap_or(0))
+            );
+            return match (self.params, &self.config) {
+                (Some(p), Some(_)) => {
+                    format!("{} parameters (from config.json), {weights}", fmt_params(p))
+                }
+                (Some(p), None) => format!("{} parameters, {weights}", fmt_params(p)),
+                (None, _) => weights,
+            };
+        }
         let src = match self.source {
             SizeSource::Index => "safetensors index",
             SizeSource::Config => "config.json",
             SizeSource::Name => "its name",
+            SizeSource::Hub { .. } => "the Hub's file listing",
             SizeSource::Unknown => return "size unknown (no config.json in the Hugging Face cache and no size in the name)".into(),
         };
         let mut s = match self.params {
@@ -401,9 +462,27 @@ impl ModelFacts {
     }
 }
 
+/// "61.0 GiB", "390.6 KiB": GiB with one decimal from 1 GiB up, else the nearest unit.
+fn fmt_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 fn fmt_params(p: f64) -> String {
     let b = p / 1e9;
-    if b >= 10.0 {
+    if b < 0.1 {
+        format!("{:.1}M", p / 1e6)
+    } else if b >= 10.0 {
         format!("{b:.0}B")
     } else {
         format!("{b:.1}B")
@@ -500,13 +579,7 @@ pub fn facts(name: &str, config: Option<&str>, index: Option<&str>) -> ModelFact
         (None, None) => match params_from_name(name) {
             Some(p) => ModelFacts {
                 params: Some(p),
-                weight_bytes: Some(
-                    (p * match name_precision {
-                        Some(Precision::Fp8 | Precision::Int8) => 1.0,
-                        Some(Precision::Fp4 | Precision::Int4) => 0.55,
-                        _ => 2.0,
-                    }) as u64,
-                ),
+                weight_bytes: Some((p * bytes_per_param_of(name_precision)) as u64),
                 config: None,
                 source: SizeSource::Name,
                 checkpoint_precision: name_precision,
@@ -598,6 +671,8 @@ pub struct Fit {
     pub context: u64,
     /// Whether the KV cache was estimated (needs config.json).
     pub kv_known: bool,
+    /// The weights are the Hub listing's (the model is not in the cache).
+    pub weights_from_hub: bool,
 }
 
 /// Fixed per-GPU allowance for activations, graphs and the runtime: vLLM needs about
@@ -630,6 +705,7 @@ pub fn fit(
         budget_per_gpu,
         context,
         kv_known: facts.config.is_some(),
+        weights_from_hub: matches!(facts.source, SizeSource::Hub { .. }),
     };
     if weights_per_gpu
         .saturating_add(OVERHEAD_BYTES)
@@ -671,8 +747,13 @@ impl Fit {
             "KV cache (not estimated without config.json)".to_string()
         };
         format!(
-            "{:.1} GiB weights + {kv} + {:.0} GiB overhead per GPU vs {:.1} GiB usable",
+            "{:.1} GiB weights{} + {kv} + {:.0} GiB overhead per GPU vs {:.1} GiB usable",
             self.weights_per_gpu as f64 / GIB,
+            if self.weights_from_hub {
+                " (from the Hub's file listing)"
+            } else {
+                ""
+            },
             OVERHEAD_BYTES as f64 / GIB,
             self.budget_per_gpu as f64 / GIB
         )
@@ -797,6 +878,52 @@ pub(crate) mod tests {
             let got = params_from_name(name);
             assert_eq!(got.map(|v| v.round()), want.map(|v| v.round()), "{name}");
         }
+    }
+
+    #[test]
+    fn hub_weights_replace_a_guess_but_not_an_index() {
+        let hub = |bytes| HubWeights {
+            bytes,
+            files: 3,
+            format: "safetensors",
+        };
+        // The name says 7B (14 GB in bf16); the listing says 150 GiB: the listing wins and
+        // the parameter count follows from it.
+        let f = facts("org/Odd-7B", None, None).with_hub_weights(&hub(150 << 30));
+        assert_eq!(f.source, SizeSource::Hub { files: 3 });
+        assert_eq!(f.weight_bytes, Some(150 << 30));
+        assert_eq!(f.params.map(|p| (p / 1e9).round()), Some(81.0));
+        assert_eq!(
+            f.describe(),
+            "81B parameters, 150.0 GiB of weights in 3 file(s) (from the Hub's file listing; the model is not in the cache)"
+        );
+        // An FP8 checkpoint: one byte a parameter.
+        let f = facts("org/Thing-FP8", None, None).with_hub_weights(&hub(8_000_000_000));
+        assert_eq!(f.params, Some(8e9));
+        // No size in the name: now there is one.
+        let f = facts("org/mystery", None, None).with_hub_weights(&hub(400_000));
+        assert_eq!(f.params, Some(200_000.0));
+        assert!(
+            f.describe()
+                .starts_with("0.2M parameters, 390.6 KiB of weights"),
+            "{}",
+            f.describe()
+        );
+        // config.json keeps its parameter count; the weights are the listing's.
+        let f = facts("Qwen/Qwen3-32B", Some(QWEN3_32B), None).with_hub_weights(&hub(70 << 30));
+        assert_eq!(f.weight_bytes, Some(70 << 30));
+        assert!(
+            f.describe()
+                .contains("parameters (from config.json), 70.0 GiB"),
+            "{}",
+            f.describe()
+        );
+        // An exact index in the cache is kept, and an empty listing changes nothing.
+        let idx = r#"{"metadata":{"total_size":65524246528},"weight_map":{}}"#;
+        let f = facts("Qwen/Qwen3-32B", None, Some(idx));
+        assert_eq!(f.clone().with_hub_weights(&hub(1 << 30)), f);
+        let f = facts("org/Odd-7B", None, None);
+        assert_eq!(f.clone().with_hub_weights(&hub(0)), f);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 pub mod cache;
 pub mod config;
 
-pub use config::{ModelConfig, ModelFacts, SizeSource};
+pub use config::{HubWeights, ModelConfig, ModelFacts, SizeSource};
 
 use std::path::PathBuf;
 

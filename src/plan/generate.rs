@@ -48,9 +48,14 @@ pub(super) fn generate(
     let mut tp = tensor_parallel(input, on.count(), preferred.0, &valid)?;
     if let (Some(vram), Some(_)) = (on.vram, input.facts.weight_bytes) {
         if cfg.is_none() {
-            reasons.push(
-                "no config.json in the Hugging Face cache: memory checked for the weights only (size from the name), tensor-parallel validity not checked".into(),
-            );
+            let from = match input.facts.source {
+                crate::model::SizeSource::Hub { .. } => "the Hub's file listing",
+                crate::model::SizeSource::Index => "the safetensors index",
+                _ => "the name",
+            };
+            reasons.push(format!(
+                "no config.json in the Hugging Face cache: memory checked for the weights only (size from {from}), tensor-parallel validity not checked"
+            ));
         }
         let sizing = Sizing {
             input,

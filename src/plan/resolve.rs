@@ -7,10 +7,11 @@
 
 use super::{Launchers, Plan, PlanError, PlanInput, Planned, RecipeVerdict, Want};
 use crate::cli::{GlobalArgs, SelectArgs};
+use crate::download::{self, DownloadError};
 use crate::engine::EngineVersions;
 use crate::exit::{self, ExitError};
 use crate::gpu::{self, GpuError, Topology, VisibilityEnv};
-use crate::model::{self, ModelIdError, ModelRef, cache};
+use crate::model::{self, HubWeights, ModelFacts, ModelIdError, ModelRef, cache};
 use crate::recipe::RecipeError;
 use crate::recipe::load::{self, SearchPath};
 use crate::types::Engine;
@@ -43,6 +44,8 @@ pub enum ResolveError {
     SamePorts(u16),
     #[error("cannot use the GPUs under {}: {source}", root.display())]
     Gpus { root: PathBuf, source: GpuError },
+    #[error("{0}")]
+    Revision(String),
     #[error(transparent)]
     Plan(#[from] PlanError),
 }
@@ -67,6 +70,7 @@ impl ResolveError {
             | ResolveError::ModelId(_)
             | ResolveError::NoLocalFolder(_)
             | ResolveError::EngineArgs(_)
+            | ResolveError::Revision(_)
             | ResolveError::Recipe(_)
             | ResolveError::NoEnginePort
             | ResolveError::SamePorts(_) => exit::USAGE,
@@ -80,25 +84,52 @@ impl From<ResolveError> for ExitError {
     }
 }
 
-/// Detects, loads and selects: the plan `serve` acts on.
+/// Where the model's size may come from when the cache does not hold the model.
+#[derive(Debug, Clone, Copy)]
+pub enum HubSizing<'a> {
+    /// Ask the Hub when `--size-from-hub` / AIM_SIZE_FROM_HUB is set (this thread waits
+    /// for the listing).
+    FromArgs,
+    /// Already asked (`serve` does it before planning): these weights, or none.
+    Given(Option<&'a HubWeights>),
+}
+
+/// Detects, loads and selects: the plan `serve` acts on. `hub`: the weights from the Hub's
+/// listing `serve` read, used when the model is not in the cache.
 pub fn resolve(
     g: &GlobalArgs,
     select: &SelectArgs,
     public_port: u16,
+    hub: Option<&HubWeights>,
 ) -> Result<Plan, ResolveError> {
     let topology = detect(g)?;
-    Ok(plan_on(&topology, g, select, public_port)?.plan)
+    let p = plan_sized(
+        &topology,
+        g,
+        select,
+        public_port,
+        HubSizing::Given(hub),
+        &EngineVersions::default(),
+    )?;
+    Ok(p.plan)
 }
 
 /// Plans on an already-detected topology (e.g. the subset of the host's GPUs that no other
-/// container holds).
+/// container holds), sizing from the Hub when `--size-from-hub` asks for it.
 pub fn plan_on(
     topology: &Topology,
     g: &GlobalArgs,
     select: &SelectArgs,
     public_port: u16,
 ) -> Result<Planned, ResolveError> {
-    plan_for(topology, g, select, public_port, &EngineVersions::default())
+    plan_sized(
+        topology,
+        g,
+        select,
+        public_port,
+        HubSizing::FromArgs,
+        &EngineVersions::default(),
+    )
 }
 
 /// [`plan_on`] for given engine versions (`plan`/`dry-run --engine-version`): their tables
@@ -110,12 +141,163 @@ pub fn plan_for(
     public_port: u16,
     versions: &EngineVersions,
 ) -> Result<Planned, ResolveError> {
+    plan_sized(
+        topology,
+        g,
+        select,
+        public_port,
+        HubSizing::FromArgs,
+        versions,
+    )
+}
+
+/// The Hub id to size from the Hub's listing: MODEL when it is a Hub id whose config.json
+/// no cache holds. None for a local folder, a cached model or an invalid id (the planner
+/// says what is wrong with that).
+pub fn uncached_hub_repo(select: &SelectArgs) -> Option<String> {
+    let m = model::parse_model_id(select.model.as_deref()?).ok()?;
+    let ModelRef::Hub(repo) = &m else {
+        return None;
+    };
+    let rev = revision_of(select).ok()?;
+    cache::read_facts_at(&m, rev.as_deref().unwrap_or("main"), &cache::process_env)
+        .1
+        .is_none()
+        .then(|| repo.clone())
+}
+
+/// `--revision` / AIM_MODEL_REVISION, checked and trimmed; None when unset or blank.
+pub fn revision_of(select: &SelectArgs) -> Result<Option<String>, ResolveError> {
+    match select.revision.as_deref().filter(|r| !r.trim().is_empty()) {
+        None => Ok(None),
+        Some(r) => download::check_revision("--revision / AIM_MODEL_REVISION", r)
+            .map(Some)
+            .map_err(ResolveError::Revision),
+    }
+}
+
+/// The download's options (HF_ENDPOINT, the token, the cache root) for reading `repo`'s
+/// listing at `select`'s revision (main by default), with at most 3 tries: sizing is worth
+/// a short wait, not a long one.
+pub fn sizing_options(repo: &str, select: &SelectArgs) -> Result<download::Options, String> {
+    let rev = revision_of(select)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| "main".into());
+    let mut o = download::Options::from_env(repo, &rev, &cache::process_env).map_err(|e| e.0)?;
+    o.tries = o.tries.min(3);
+    Ok(o)
+}
+
+/// The weights from a sizing answer; why there are none goes to the log, and the model is
+/// then sized from its name.
+pub fn sized(repo: &str, got: Result<Option<HubWeights>, DownloadError>) -> Option<HubWeights> {
+    match got {
+        Ok(Some(w)) => {
+            tracing::info!(
+                "{repo} is not in the cache: sized from the Hub's listing, {} {} file(s) of {} bytes",
+                w.files,
+                w.format,
+                w.bytes
+            );
+            Some(w)
+        }
+        Ok(None) => {
+            tracing::warn!(
+                "the Hub lists no safetensors, .bin or .pt weights for {repo}: it is sized from its name"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot size {repo} from the Hub's listing ({e}): it is sized from its name"
+            );
+            None
+        }
+    }
+}
+
+/// `--size-from-hub` for the commands that plan without serving: asks the Hub for the
+/// weights of `select`'s model when the cache does not hold it (the request runs on a
+/// thread of its own; this one waits).
+fn hub_weights_from_args(select: &SelectArgs) -> Option<HubWeights> {
+    if !select.size_from_hub {
+        return None;
+    }
+    let repo = uncached_hub_repo(select)?;
+    if download::offline(&cache::process_env) {
+        tracing::warn!(
+            "--size-from-hub / AIM_SIZE_FROM_HUB: HF_HUB_OFFLINE is set, so the Hub is not asked; {repo} is sized from its name"
+        );
+        return None;
+    }
+    let opts = match sizing_options(&repo, select) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(
+                "cannot size {repo} from the Hub's listing ({e}): it is sized from its name"
+            );
+            return None;
+        }
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let got = match download::hub_weights_on_thread(opts, move |got| {
+        let _ = tx.send(got);
+    }) {
+        Ok(t) => {
+            let got = rx.recv().ok();
+            let _ = t.join();
+            got
+        }
+        Err(e) => {
+            tracing::warn!("cannot start the thread that asks the Hub for {repo}'s sizes: {e}");
+            None
+        }
+    }?;
+    sized(&repo, got)
+}
+
+/// The model's facts: the cache's, else (not cached) the Hub listing's weights when there
+/// are any, else its name.
+fn facts_of(
+    model_ref: &ModelRef,
+    revision: Option<&str>,
+    select: &SelectArgs,
+    hub: HubSizing<'_>,
+) -> ModelFacts {
+    let (facts, found) =
+        cache::read_facts_at(model_ref, revision.unwrap_or("main"), &cache::process_env);
+    if found.is_some() || !matches!(model_ref, ModelRef::Hub(_)) {
+        return facts;
+    }
+    let w = match hub {
+        HubSizing::Given(w) => w.cloned(),
+        HubSizing::FromArgs => hub_weights_from_args(select),
+    };
+    match w {
+        Some(w) => facts.with_hub_weights(&w),
+        None => facts,
+    }
+}
+
+/// [`plan_on`] with the Hub's sizes as `hub` says.
+pub fn plan_sized(
+    topology: &Topology,
+    g: &GlobalArgs,
+    select: &SelectArgs,
+    public_port: u16,
+    hub: HubSizing<'_>,
+    versions: &EngineVersions,
+) -> Result<Planned, ResolveError> {
     let model_text = select.model.as_deref().ok_or(ResolveError::NoModel)?;
     let model_ref = validated_model(model_text)?;
     let want = want_of(select);
-    let user_args = parse_engine_args(select.engine_args.as_deref())?;
+    let mut user_args = parse_engine_args(select.engine_args.as_deref())?;
+    let revision = revision_of(select)?;
+    if let Some(r) = &revision {
+        with_revision(&model_ref, r, &mut user_args)?;
+    }
     let recipes = load::load_for_model(&search_path(g), model_ref.hub_id())?;
-    let (facts, _) = cache::read_facts(&model_ref, &cache::process_env);
+    let facts = facts_of(&model_ref, revision.as_deref(), select, hub);
     let launchers = Launchers {
         vllm: env_nonempty("AIM_VLLM_COMMAND"),
         sglang: env_nonempty("AIM_SGLANG_COMMAND"),
@@ -159,7 +341,8 @@ pub fn verdicts_on(
         Some(text) => {
             let m = validated_model(text)?;
             let recipes = load::load_for_model(&sp, m.hub_id())?;
-            let (facts, _) = cache::read_facts(&m, &cache::process_env);
+            let revision = revision_of(select)?;
+            let facts = facts_of(&m, revision.as_deref(), select, HubSizing::FromArgs);
             let name = m.name();
             (
                 super::assess_all(topology, Some(&name), Some(&facts), &recipes, &want),
@@ -235,6 +418,31 @@ pub fn installed_version(engine: Engine) -> Option<String> {
 
 /// How long `plan` waits for an engine to report its version.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `--revision R` becomes the engine's `--revision R` (vLLM and SGLang both take it), for a
+/// Hub id only; the same revision in `--engine-args` is fine, another one is an error.
+fn with_revision(
+    model: &ModelRef,
+    revision: &str,
+    user_args: &mut IndexMap<String, Value>,
+) -> Result<(), ResolveError> {
+    if let ModelRef::Local(p) = model {
+        return Err(ResolveError::Revision(format!(
+            "--revision / AIM_MODEL_REVISION `{revision}` is for a Hugging Face id; {} is a local folder, which has no revisions: unset it",
+            p.display()
+        )));
+    }
+    match user_args.get("revision") {
+        Some(Value::String(v)) if v == revision => Ok(()),
+        Some(other) => Err(ResolveError::Revision(format!(
+            "--revision / AIM_MODEL_REVISION `{revision}` and --engine-args' revision {other} disagree; give the revision once"
+        ))),
+        None => {
+            user_args.insert("revision".into(), Value::String(revision.into()));
+            Ok(())
+        }
+    }
+}
 
 fn env_nonempty(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.trim().is_empty())
@@ -356,6 +564,62 @@ mod tests {
             gpu_model: None,
             engine_args: None,
             engine_port: None,
+            revision: None,
+            size_from_hub: false,
+        }
+    }
+
+    /// `--revision R`: the engine gets `--revision R`; a local folder, a revision that is
+    /// not a safe name, or another revision in --engine-args are usage errors naming it.
+    #[test]
+    fn revision_goes_to_the_engine() {
+        let t = Topology {
+            gpus: (0..2).map(gpu::Gpu::mi300x).collect(),
+            ..Default::default()
+        };
+        let with = |model: &str, rev: &str, args: Option<&str>| {
+            let mut s = select(model);
+            s.revision = Some(rev.into());
+            s.engine_args = args.map(str::to_string);
+            plan_on(&t, &global(), &s, 8100)
+        };
+        let p = with("Qwen/Qwen3-32B", " v2 ", None).unwrap();
+        let argv = &p.plan.launches[0].argv;
+        let at = argv
+            .iter()
+            .position(|a| a == "--revision")
+            .expect("--revision");
+        assert_eq!(argv[at + 1], "v2", "{argv:?}");
+        assert!(with("Qwen/Qwen3-32B", "v2", Some(r#"{"revision":"v2"}"#)).is_ok());
+        let none = plan_on(&t, &global(), &select("Qwen/Qwen3-32B"), 8100).unwrap();
+        assert!(!none.plan.launches[0].argv.iter().any(|a| a == "--revision"));
+        for (model, rev, args, words) in [
+            (
+                "Qwen/Qwen3-32B",
+                "../x",
+                None,
+                "`../x` is not a branch, tag or commit",
+            ),
+            (
+                "Qwen/Qwen3-32B",
+                "v2",
+                Some(r#"{"revision":"v3"}"#),
+                "disagree",
+            ),
+            (
+                concat!(env!("CARGO_MANIFEST_DIR"), "/recipes"),
+                "v2",
+                None,
+                "is a local folder, which has no revisions",
+            ),
+        ] {
+            let e = with(model, rev, args).unwrap_err();
+            assert_eq!(e.exit_code(), exit::USAGE, "{e}");
+            assert!(e.to_string().contains(words), "{e}");
+            assert!(
+                e.to_string().contains("--revision / AIM_MODEL_REVISION"),
+                "{e}"
+            );
         }
     }
 

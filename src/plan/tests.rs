@@ -368,6 +368,71 @@ fn generated_plan_limits_context_to_fit() {
     );
 }
 
+/// A model not in the cache: the Hub's listing of its weight files, not the size in its
+/// name, decides the GPU count and the memory fit.
+#[test]
+fn hub_listing_sizes_override_the_name_guess() {
+    use crate::model::HubWeights;
+    let topology = Topology {
+        gpus: (0..8).map(|i| gpu(i, "MI210", "gfx90a", 80, 0)).collect(),
+        ..Default::default()
+    };
+    let plan = |f: &crate::model::ModelFacts, want: &Want| {
+        let args = IndexMap::new();
+        let launchers = Launchers::default();
+        decide(&PlanInput {
+            topology: &topology,
+            model: "org/Odd-7B",
+            checkpoint: "org/Odd-7B",
+            facts: f,
+            recipes: &[],
+            want,
+            user_args: &args,
+            launchers: &launchers,
+            engine_port: 8001,
+        })
+    };
+    let guess = facts("org/Odd-7B", None, None);
+    let listed = |gib: u64| {
+        guess.clone().with_hub_weights(&HubWeights {
+            bytes: gib << 30,
+            files: 9,
+            format: "safetensors",
+        })
+    };
+    // By its name: 7B, one GPU in fp16.
+    let p = plan(&guess, &Want::default()).unwrap();
+    assert_eq!(p.plan.launches[0].gpu_count, 1);
+    assert_eq!(p.preferred_precision, Precision::Fp16);
+    // By the listing: 40 GiB of weights (21B parameters in bf16): four GPUs, and the
+    // reasons say where the size came from.
+    let p = plan(&listed(40), &Want::default()).unwrap();
+    assert_eq!(p.plan.launches[0].gpu_count, 4, "{:?}", p.plan.reasons);
+    assert_eq!(p.weight_bytes, Some(40 << 30));
+    let reasons = p.plan.reasons.join("\n");
+    assert!(
+        reasons.contains("org/Odd-7B: 21B parameters, 40.0 GiB of weights in 9 file(s) (from the Hub's file listing"),
+        "{reasons}"
+    );
+    assert!(
+        reasons.contains("memory checked for the weights only (size from the Hub's file listing)"),
+        "{reasons}"
+    );
+    // One GPU asked for: the name's 14 GB fit on 80 GiB, the listing's 150 GiB do not.
+    let one = Want {
+        gpu_count: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(plan(&guess, &one).unwrap().plan.launches[0].gpu_count, 1);
+    let e = plan(&listed(150), &one).unwrap_err();
+    assert!(matches!(e, PlanError::NoFit { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("150.0 GiB weights (from the Hub's file listing)"),
+        "{e}"
+    );
+}
+
 #[test]
 fn general_recipes_are_checked_against_the_model() {
     // A 12-head model cannot use TP 8; the general tp8 recipe gets tp_invalid.

@@ -22,12 +22,12 @@ pub enum Fetched {
     Failed(ExitError),
 }
 
-/// The hub cache root that holds a complete snapshot of `opts.repo` at `refs/main`: its
+/// The hub cache root that holds a complete snapshot of `opts.repo` at `opts.revision`: its
 /// config.json and every shard its weight index names (links that resolve). Where the
 /// download writes is looked at first, then huggingface_hub's own roots.
 fn cached(opts: &Options) -> Option<PathBuf> {
     use crate::download::select::{SAFETENSORS_INDEX, shards_of_index};
-    use crate::model::cache::{hub_cache_roots, process_env, snapshot_dir};
+    use crate::model::cache::{hub_cache_roots, process_env, snapshot_dir_at};
     let complete = |snap: &std::path::Path| {
         snap.join("config.json").is_file()
             && match std::fs::read_to_string(snap.join(SAFETENSORS_INDEX)) {
@@ -38,7 +38,9 @@ fn cached(opts: &Options) -> Option<PathBuf> {
     };
     std::iter::once(opts.hub_root.clone())
         .chain(hub_cache_roots(&process_env))
-        .find(|root| snapshot_dir(root, &opts.repo).is_some_and(|s| complete(&s)))
+        .find(|root| {
+            snapshot_dir_at(root, &opts.repo, &opts.revision).is_some_and(|s| complete(&s))
+        })
 }
 
 /// The download's counters into `/status` and `/metrics`.
@@ -53,7 +55,49 @@ fn copy_counts(shared: &crate::shared::Shared, c: download::progress::Counts) {
     shared.status.send_modify(|s| s.download = Some(c));
 }
 
+/// How asking the Hub for the model's sizes ended.
+pub enum Sized {
+    /// The answer (`plan::resolve::sized` turns it into the weights or a log line).
+    Got(Result<Option<crate::model::HubWeights>, DownloadError>),
+    /// A stop request came first: end with this status.
+    Stopped(u8),
+}
+
 impl Supervisor {
+    /// The weights of `opts.repo` from the Hub's listing (`download::hub_weights`, on a
+    /// thread of its own), waited for while signals are handled.
+    pub(super) async fn hub_sizes_first(&mut self, opts: Options) -> Sized {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let thread = download::hub_weights_on_thread(opts, move |got| {
+            let _ = tx.send(got);
+        });
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => {
+                return Sized::Got(Err(DownloadError::Io {
+                    path: PathBuf::new(),
+                    source: e,
+                }));
+            }
+        };
+        match self
+            .await_handling_signals(rx, None, None, EndsOn::AnyStop)
+            .await
+        {
+            Waited::Done(got) => {
+                let _ = thread.join();
+                Sized::Got(got.unwrap_or_else(|_| {
+                    Err(DownloadError::Io {
+                        path: PathBuf::new(),
+                        source: std::io::Error::other("the sizing thread ended without an answer"),
+                    })
+                }))
+            }
+            // The thread is left behind: the process ends.
+            Waited::Stop | Waited::Deadline => Sized::Stopped(self.finish_idle_stop().await),
+        }
+    }
+
     /// Downloads `opts.repo` with progress in the log every `log_every` and in `/status`.
     pub(super) async fn download_first(&mut self, opts: Options, log_every: Duration) -> Fetched {
         self.event(Event::Downloading, &format!("downloading {}", opts.repo));

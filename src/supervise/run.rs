@@ -18,7 +18,7 @@
 //! - `--download`: a download that fails ends the run before any engine with its own status
 //!   (66 for 401/403/404, NO_SPACE 73, DOWNLOAD_FAILED 75; see `download::DownloadError`).
 
-use super::fetch::Fetched;
+use super::fetch::{Fetched, Sized};
 use super::machine::PolicyConfig;
 use super::reaper::Reaper;
 use super::signals;
@@ -162,29 +162,60 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
     let log_every = cfg.progress_interval.min(Duration::from_secs(5));
     let mut sup = Supervisor::new(shared.clone(), reaper, signals, notifier, cfg);
     let mut offline_cache = None;
-    if let Some(opts) = download_options(&a) {
-        match opts {
+    let download = match download_options(&a).transpose() {
+        Ok(d) => d,
+        Err(e) => {
+            sup.fatal(&e.message);
+            shared.stopping.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), public).await;
+            return Err(e.into());
+        }
+    };
+    // Not in the cache: the weights from the Hub's listing size the plan (`--download`
+    // reads them anyway; `--size-from-hub` asks for them without downloading).
+    let hub = match sizing_options_for(&a, download.as_ref()) {
+        None => None,
+        Some((repo, opts)) => match sup.hub_sizes_first(opts).await {
+            Sized::Got(got) => crate::plan::resolve::sized(&repo, got),
+            Sized::Stopped(code) => {
+                let _ = tokio::time::timeout(a.stop_timeout, public).await;
+                return Ok(code);
+            }
+        },
+    };
+    // Before a byte of weights is fetched: a model that cannot run here is refused now.
+    if let (Some(_), Some(w)) = (&download, &hub) {
+        match crate::plan::resolve::resolve(g, &a.select, a.port, Some(w)) {
+            Ok(plan) => tracing::info!(
+                "planned before the download, from the Hub's file listing: {}",
+                plan.reasons.join("; ")
+            ),
             Err(e) => {
-                sup.fatal(&e.message);
+                let msg = format!(
+                    "{e} (planned before the download, from the Hub's file listing; nothing was downloaded)"
+                );
+                sup.fatal(&msg);
+                shared.stopping.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(1), public).await;
+                return Err(ExitError::new(e.exit_code(), msg).into());
+            }
+        }
+    }
+    if let Some(opts) = download {
+        match sup.download_first(opts, log_every).await {
+            Fetched::Done(root) => offline_cache = Some(root),
+            Fetched::Stopped(code) => {
+                let _ = tokio::time::timeout(a.stop_timeout, public).await;
+                return Ok(code);
+            }
+            Fetched::Failed(e) => {
                 shared.stopping.cancel();
                 let _ = tokio::time::timeout(Duration::from_secs(1), public).await;
                 return Err(e.into());
             }
-            Ok(opts) => match sup.download_first(opts, log_every).await {
-                Fetched::Done(root) => offline_cache = Some(root),
-                Fetched::Stopped(code) => {
-                    let _ = tokio::time::timeout(a.stop_timeout, public).await;
-                    return Ok(code);
-                }
-                Fetched::Failed(e) => {
-                    shared.stopping.cancel();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), public).await;
-                    return Err(e.into());
-                }
-            },
         }
     }
-    let result = match crate::plan::resolve::resolve(g, &a.select, a.port) {
+    let result = match crate::plan::resolve::resolve(g, &a.select, a.port, hub.as_ref()) {
         Ok(mut plan) => {
             tracing::info!("{}", crate::logging::first_line(&url, &plan));
             if let Some(root) = &offline_cache {
@@ -220,9 +251,45 @@ fn download_options(a: &ServeArgs) -> Option<Result<crate::download::Options, Ex
         return None;
     };
     Some(
-        crate::download::Options::from_env(&repo, "main", &process_env)
-            .map_err(|e| ExitError::new(exit::USAGE, e.0)),
+        crate::plan::resolve::revision_of(&a.select)
+            .map_err(ExitError::from)
+            .and_then(|rev| {
+                let rev = rev.unwrap_or_else(|| "main".into());
+                crate::download::Options::from_env(&repo, &rev, &process_env)
+                    .map_err(|e| ExitError::new(exit::USAGE, e.0))
+            }),
     )
+}
+
+/// What to size from the Hub's listing before planning, if anything: the model's repo when
+/// it is not in the cache and `--download` or `--size-from-hub` asks (never with
+/// HF_HUB_OFFLINE), with the options to ask by (the download's, when there is one).
+fn sizing_options_for(
+    a: &ServeArgs,
+    download: Option<&crate::download::Options>,
+) -> Option<(String, crate::download::Options)> {
+    use crate::model::cache::process_env;
+    if !(download.is_some() || a.select.size_from_hub) || crate::download::offline(&process_env) {
+        return None;
+    }
+    let repo = crate::plan::resolve::uncached_hub_repo(&a.select)?;
+    let opts = match download {
+        Some(d) => {
+            let mut o = d.clone();
+            o.tries = o.tries.min(3);
+            o
+        }
+        None => match crate::plan::resolve::sizing_options(&repo, &a.select) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot size {repo} from the Hub's listing ({e}): it is sized from its name"
+                );
+                return None;
+            }
+        },
+    };
+    Some((repo, opts))
 }
 
 /// A free loopback port (the kernel's choice, released at once for the engine to bind).

@@ -16,14 +16,16 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const COMMIT: &str = "4f1c2b3a4d5e6f708192a3b4c5d6e7f809102132";
+pub(crate) const COMMIT: &str = "4f1c2b3a4d5e6f708192a3b4c5d6e7f809102132";
 const TOKEN: &str = "hf_good_token";
 
 #[derive(Clone)]
-struct HubFile {
+pub(crate) struct HubFile {
     name: String,
     data: Vec<u8>,
     lfs: bool,
+    /// The size the listing claims, when not the data's (a large model, without its bytes).
+    listed: Option<u64>,
 }
 
 fn sha256_hex(d: &[u8]) -> String {
@@ -34,12 +36,27 @@ fn sha256_hex(d: &[u8]) -> String {
 }
 
 impl HubFile {
-    fn new(name: &str, data: impl Into<Vec<u8>>, lfs: bool) -> HubFile {
+    pub(crate) fn new(name: &str, data: impl Into<Vec<u8>>, lfs: bool) -> HubFile {
         HubFile {
             name: name.into(),
             data: data.into(),
             lfs,
+            listed: None,
         }
+    }
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.data
+    }
+    pub(crate) fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+    /// The listing says the file has `size` bytes.
+    fn claiming(mut self, size: u64) -> HubFile {
+        self.listed = Some(size);
+        self
     }
     /// The name of its blob in the cache: the LFS sha256, else a git-blob-like id.
     fn blob(&self) -> String {
@@ -91,8 +108,8 @@ const NEEDED: &[&str] = &[
 ];
 
 #[derive(Debug, Clone)]
-struct Seen {
-    path: String,
+pub(crate) struct Seen {
+    pub(crate) path: String,
     range: Option<String>,
     auth: Option<String>,
 }
@@ -112,8 +129,8 @@ struct State {
 }
 
 /// The stand-in Hub, serving on 127.0.0.1 from its own thread until dropped.
-struct StandInHub {
-    url: String,
+pub(crate) struct StandInHub {
+    pub(crate) url: String,
     state: Arc<State>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -156,7 +173,7 @@ fn assert_no_weights_fetched(hub: &StandInHub) {
 }
 
 impl StandInHub {
-    fn start() -> StandInHub {
+    pub(crate) fn start() -> StandInHub {
         let state = Arc::new(State {
             repos: Mutex::new(Vec::new()),
             throttle: AtomicU32::new(0),
@@ -204,7 +221,7 @@ impl StandInHub {
         }
     }
 
-    fn repo(self, id: &str, files: Vec<HubFile>, gated: bool) -> Self {
+    pub(crate) fn repo(self, id: &str, files: Vec<HubFile>, gated: bool) -> Self {
         self.state
             .repos
             .lock()
@@ -218,12 +235,12 @@ impl StandInHub {
         self.state.pause_ms.store(pause_ms, SeqCst);
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
     }
 
     /// The file requests (`resolve/`) seen, by file name.
-    fn fetched(&self) -> Vec<(String, Option<String>)> {
+    pub(crate) fn fetched(&self) -> Vec<(String, Option<String>)> {
         self.seen()
             .into_iter()
             .filter_map(|s| {
@@ -294,11 +311,12 @@ async fn answer(st: &State, req: Request<hyper::body::Incoming>) -> Response<Bod
         let siblings: Vec<serde_json::Value> = files
             .iter()
             .map(|f| {
-                let mut s = serde_json::json!({"rfilename": f.name, "size": f.data.len(),
+                let size = f.listed.unwrap_or(f.data.len() as u64);
+                let mut s = serde_json::json!({"rfilename": f.name, "size": size,
                     "blobId": sha256_hex(&f.data)[..40]});
                 if f.lfs {
                     s["lfs"] = serde_json::json!({"sha256": sha256_hex(&f.data),
-                        "size": f.data.len(), "pointerSize": 134});
+                        "size": size, "pointerSize": 134});
                 }
                 s
             })
@@ -966,6 +984,16 @@ fn serve_downloads_first_in_its_own_phase_then_runs_the_engine_offline() {
         "{}",
         sup.report()
     );
+    // Not in the cache yet: planned from the Hub's listing first (two shards).
+    assert!(
+        sup.stderr().contains(
+            "planned before the download, from the Hub's file listing: 8 usable MI300X GPU(s)"
+        ) && sup
+            .stderr()
+            .contains("of weights in 2 file(s) (from the Hub's file listing"),
+        "{}",
+        sup.report()
+    );
     let (_, metrics) = http_get(port, "/metrics").unwrap();
     let total: u64 = NEEDED
         .iter()
@@ -1222,4 +1250,263 @@ fn on_a_terminal_progress_is_a_bar() {
         !text.contains("downloading acme/Tiny: "),
         "log lines on a terminal: {text:?}"
     );
+}
+
+/// `tiny_repo` as a large model: each shard claims `shard_gib` GiB in the listing, and the
+/// `.bin` and `original/` weights (which are not the chosen format) claim a terabyte each.
+fn large_repo(shard_gib: u64) -> Vec<HubFile> {
+    tiny_repo(1000)
+        .into_iter()
+        .map(|f| match f.name.as_str() {
+            n if n.ends_with(".safetensors") => f.claiming(shard_gib << 30),
+            "pytorch_model.bin" | "original/consolidated.00.pth" => f.claiming(1 << 40),
+            _ => f,
+        })
+        .collect()
+}
+
+fn plan_of(hub: &StandInHub, id: &str) -> AimEngine {
+    let run = AimEngine::new();
+    let hf = run.dir().join("hf");
+    run.fixture("mi300x-8gpu-spx")
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", hf)
+        .env("AIM_DOWNLOAD_RETRY_INITIAL", "0.05s")
+        .args(["plan", id])
+}
+
+/// A model not in the cache: by default `plan` sizes it from its name and asks nobody;
+/// with --size-from-hub (AIM_SIZE_FROM_HUB) the Hub's listing of the weight files an engine
+/// would load (the shards the index names, not the other formats) sizes it, and says so.
+#[test]
+fn plan_sizes_a_model_not_in_the_cache_from_the_hubs_listing() {
+    let hub = StandInHub::start().repo("acme/Mystery", large_repo(30), false);
+    let out = plan_of(&hub, "acme/Mystery").output();
+    out.expect_code(0);
+    let text = out.stdout();
+    assert!(
+        text.contains("acme/Mystery: size unknown"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        text.contains("--tensor-parallel-size 8"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        hub.seen().is_empty(),
+        "plan asked the Hub: {:?}",
+        hub.seen()
+    );
+
+    let out = plan_of(&hub, "acme/Mystery")
+        .arg("--size-from-hub")
+        .output();
+    out.expect_code(0);
+    let text = out.stdout();
+    assert!(
+        text.contains(
+            "acme/Mystery: 32B parameters, 60.0 GiB of weights in 2 file(s) (from the Hub's file listing; the model is not in the cache)"
+        ),
+        "{}",
+        out.report()
+    );
+    assert!(
+        text.contains("preferred 4 GPU(s) in bf16") && text.contains("--tensor-parallel-size 4"),
+        "{}",
+        out.report()
+    );
+    // The listing and the index (read into memory), nothing else; nothing is written.
+    let paths: Vec<String> = hub.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/models/acme/Mystery/revision/main".to_string(),
+            format!("/acme/Mystery/resolve/{COMMIT}/model.safetensors.index.json")
+        ],
+        "{}",
+        out.report()
+    );
+
+    // The same by the environment, as JSON; dry-run's size for the operator is the Hub's.
+    let out = plan_of(&hub, "acme/Mystery")
+        .env("AIM_SIZE_FROM_HUB", "1")
+        .args(["--format", "json"])
+        .output();
+    out.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(v["recipe"]["gpu_count"], 4, "{}", out.report());
+    assert!(
+        v["reasons"]
+            .to_string()
+            .contains("from the Hub's file listing"),
+        "{}",
+        out.report()
+    );
+    let run = AimEngine::new();
+    let hf = run.dir().join("hf");
+    let out = run
+        .fixture("mi300x-8gpu-spx")
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", hf)
+        .env("AIM_SIZE_FROM_HUB", "1")
+        .args(["dry-run", "acme/Mystery", "--format", "json"])
+        .output();
+    out.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(v[0]["models"][0]["size_gb"], 64.4, "{}", out.report());
+
+    // HF_HUB_OFFLINE wins: nobody is asked, and the log says why.
+    let before = hub.seen().len();
+    let out = plan_of(&hub, "acme/Mystery")
+        .arg("--size-from-hub")
+        .env("HF_HUB_OFFLINE", "1")
+        .output();
+    out.expect_code(0);
+    assert!(out.stdout().contains("size unknown"), "{}", out.report());
+    assert!(
+        out.stderr().contains("HF_HUB_OFFLINE is set"),
+        "{}",
+        out.report()
+    );
+    assert_eq!(hub.seen().len(), before);
+
+    // 2 TiB of weights fit on no number of these GPUs: refused, naming the Hub's size.
+    let hub = StandInHub::start().repo("acme/Huge", large_repo(1024), false);
+    let out = plan_of(&hub, "acme/Huge").arg("--size-from-hub").output();
+    out.expect_code(69);
+    assert!(
+        out.stderr().contains(
+            "acme/Huge does not fit on 8 MI300X GPU(s): 256.0 GiB weights (from the Hub's file listing) + "
+        ),
+        "{}",
+        out.report()
+    );
+}
+
+/// `serve --download` plans from the Hub's listing before it fetches anything: a model that
+/// cannot run here is refused without a byte of weights written.
+#[test]
+fn serve_download_refuses_a_model_that_cannot_fit_before_fetching_weights() {
+    let hub = StandInHub::start().repo("acme/Huge", large_repo(1024), false);
+    let run = AimEngine::new();
+    let hf = run.dir().join("hf");
+    let mut sup = run
+        .fixture("mi300x-8gpu-spx")
+        .arg("acme/Huge")
+        .public_port()
+        .fake_engine()
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("AIM_DOWNLOAD", "1")
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", &hf)
+        .spawn();
+    sup.expect_exit(69, Duration::from_secs(20));
+    let e = sup.stderr();
+    assert!(
+        e.contains("from the Hub's file listing; nothing was downloaded"),
+        "{}",
+        sup.report()
+    );
+    assert!(!e.contains("spawn"), "an engine was started: {e}");
+    assert_no_weights_fetched(&hub);
+    assert!(
+        !repo_dir(&hf, "acme/Huge").join("blobs").exists()
+            || std::fs::read_dir(repo_dir(&hf, "acme/Huge").join("blobs"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
+
+/// `serve --download --revision R` (AIM_MODEL_REVISION): the listing and the files at R,
+/// `refs/R` in the cache, and the engine started with `--revision R`; a revision the Hub
+/// does not have ends the run with 66 before any engine, naming it.
+#[test]
+fn serve_download_at_a_revision_fetches_it_and_passes_it_to_the_engine() {
+    let hub = StandInHub::start().repo("acme/Tiny", tiny_repo(1000), false);
+    let run = AimEngine::new();
+    let argv_file = run.dir().join("engine.argv");
+    let hf = run.dir().join("hf");
+    let fake = crate::support::fake_engine();
+    let mut sup = run
+        .fixture("mi300x-8gpu-spx")
+        .arg("acme/Tiny")
+        .public_port()
+        .args(["--engine-port", &crate::support::free_port().to_string()])
+        .args(["--revision", COMMIT])
+        .engine_script(&format!(
+            "printf '%s\\n' \"$@\" > '{}'\nexec '{}' \"$@\"",
+            argv_file.display(),
+            fake.display()
+        ))
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("AIM_DOWNLOAD", "1")
+        .env("AIM_STOP_TIMEOUT", "5s")
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", &hf)
+        .env("FAKE_LOAD_SECS", "0.2")
+        .spawn();
+    let port = sup.port;
+    let ready = wait_for(Duration::from_secs(30), || {
+        status_json(port).is_some_and(|s| s["phase"] == "ready")
+    });
+    assert!(ready, "never ready\n{}", sup.report());
+    let argv = std::fs::read_to_string(&argv_file).unwrap_or_default();
+    let argv: Vec<&str> = argv.lines().collect();
+    assert!(
+        argv.windows(2).any(|w| w == ["--revision", COMMIT]),
+        "{argv:?}"
+    );
+    let listings: Vec<String> = hub
+        .seen()
+        .into_iter()
+        .map(|s| s.path)
+        .filter(|p| p.starts_with("/api/"))
+        .collect();
+    assert!(
+        !listings.is_empty()
+            && listings
+                .iter()
+                .all(|p| *p == format!("/api/models/acme/Tiny/revision/{COMMIT}")),
+        "{listings:?}"
+    );
+    let repo = repo_dir(&hf, "acme/Tiny");
+    // A commit is its own snapshot (no ref, as huggingface_hub does); main is not touched.
+    assert!(
+        repo.join("snapshots")
+            .join(COMMIT)
+            .join("config.json")
+            .is_file(),
+        "{}",
+        sup.report()
+    );
+    assert!(!repo.join("refs/main").exists(), "refs/main was written");
+    sup.signal(libc::SIGTERM);
+    sup.expect_exit(0, Duration::from_secs(15));
+
+    let run = AimEngine::new();
+    let hf = run.dir().join("hf");
+    let mut sup = run
+        .fixture("mi300x-8gpu-spx")
+        .arg("acme/Tiny")
+        .public_port()
+        .fake_engine()
+        .env("AIM_BUILTIN_RECIPES", project_root().join("recipes"))
+        .env("AIM_DOWNLOAD", "1")
+        .env("AIM_MODEL_REVISION", "nope")
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", &hf)
+        .spawn();
+    sup.expect_exit(66, Duration::from_secs(20));
+    let e = sup.stderr();
+    assert!(
+        e.contains("revision `nope` of acme/Tiny was not found (404)"),
+        "{}",
+        sup.report()
+    );
+    assert!(!e.contains("spawn"), "an engine was started: {e}");
 }

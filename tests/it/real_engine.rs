@@ -10,6 +10,7 @@
 //! One engine start costs 50-90 s on two cores, so a case checks many things in sequence on
 //! one supervisor, and the cases run one at a time (a lock), whatever the test threads.
 
+use crate::download::{COMMIT, HubFile, StandInHub};
 use crate::support::{AimEngine, Running, free_port, project_root, wait_exit, wait_for};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -153,10 +154,18 @@ struct Serve {
 
 impl Serve {
     fn start(model: &str, extra: &[&str], env: &[(&str, &Path)]) -> Serve {
+        Serve::launch(model, extra, env, true)
+    }
+
+    /// `offline`: HF_HUB_OFFLINE=1 for aim-engine itself (else only the engine gets what
+    /// the plan sets).
+    fn launch(model: &str, extra: &[&str], env: &[(&str, &Path)], offline: bool) -> Serve {
         let engine_port = free_port();
-        let mut aim = AimEngine::new()
-            .fixture(FIXTURE)
-            .offline_hf()
+        let mut aim = AimEngine::new().fixture(FIXTURE).offline_hf();
+        if !offline {
+            aim = aim.env_remove("HF_HUB_OFFLINE");
+        }
+        let mut aim = aim
             .args(["serve", model, "1"])
             .public_port()
             .args(["--engine-port", &engine_port.to_string()])
@@ -703,6 +712,109 @@ fn serves_a_cached_model_offline_by_its_id() {
         &json!({"model": REPO_ID, "prompt": "Hello", "max_tokens": 4}),
     );
     assert_eq!(a.status, 200, "{} {}", a.head, a.body);
+    sv.signal(libc::SIGTERM);
+    let code = wait_exit(&mut sv.run.child, Duration::from_secs(60));
+    assert_eq!(code.and_then(|c| c.code()), Some(0), "{}", sv.logs());
+}
+
+/// `serve --download` of a model only the (stand-in) Hub has: aim-engine fetches the tiny
+/// model's files into an empty HF_HOME, then the real vLLM loads them with HF_HUB_OFFLINE=1
+/// (it asks the Hub nothing) and answers a completion through our public port.
+#[test]
+#[ignore = "real engine: tests/real-engine/run.sh runs it (-- --ignored)"]
+fn serves_a_model_it_downloaded_with_the_engine_offline() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const ID: &str = "aim-test/hub-tiny-llama";
+    let mut files: Vec<HubFile> = std::fs::read_dir(&models().folder)
+        .expect("the model folder")
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let data = std::fs::read(e.path()).expect("a model file");
+            HubFile::new(&name, data, name.ends_with(".safetensors"))
+        })
+        .collect();
+    files.sort_by(|a, b| a.name().cmp(b.name()));
+    let weights: u64 = files
+        .iter()
+        .filter(|f| f.name().ends_with(".safetensors"))
+        .map(|f| f.len())
+        .sum();
+    let total: u64 = files.iter().map(|f| f.len()).sum();
+    assert!(weights > 0, "no safetensors in {:?}", models().folder);
+    let hub = StandInHub::start().repo(ID, files.clone(), false);
+    let home = tempfile::tempdir().expect("temp dir");
+    let hf = home.path().join("hf");
+    let url = PathBuf::from(&hub.url);
+    let engine_args = json!({"max-model-len": MAX_MODEL_LEN}).to_string();
+    let started = Instant::now();
+    let mut sv = Serve::launch(
+        ID,
+        &["--download", "--engine-args", &engine_args],
+        &[("HF_HOME", &hf), ("HF_ENDPOINT", &url)],
+        false,
+    );
+    let st = sv.wait_ready(0);
+    let ready_after = started.elapsed();
+    assert_eq!(st["model"], ID, "{st}");
+    assert_eq!(st["download"]["bytes_total"], total, "{st}");
+    assert_eq!(st["download"]["bytes_done"], total, "{st}");
+    assert_eq!(st["download"]["files_total"], files.len(), "{st}");
+    // The files are huggingface_hub's cache layout, byte for byte.
+    let snap = hf
+        .join("hub/models--aim-test--hub-tiny-llama/snapshots")
+        .join(COMMIT);
+    for f in &files {
+        let got = std::fs::read(snap.join(f.name())).unwrap_or_default();
+        assert!(
+            got == f.data(),
+            "{} differs in {}",
+            f.name(),
+            snap.display()
+        );
+    }
+    // The engine was told to stay offline and where the cache is.
+    let environ = std::fs::read(format!("/proc/{}/environ", engine_pid(&st)))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let vars: Vec<&str> = environ.split('\0').collect();
+    let cache = format!("HF_HUB_CACHE={}", hf.join("hub").display());
+    assert!(
+        vars.contains(&"HF_HUB_OFFLINE=1") && vars.contains(&cache.as_str()),
+        "engine environment: {vars:?}"
+    );
+    // The log says the plan was sized from the listing before the download.
+    assert!(
+        sv.logs()
+            .contains("is not in the cache: sized from the Hub's listing"),
+        "{}",
+        sv.logs()
+    );
+    let a = sv.post(
+        "/v1/completions",
+        &json!({"model": ID, "prompt": "Hello", "max_tokens": 8}),
+    );
+    assert_eq!(a.status, 200, "{} {}", a.head, a.body);
+    let v = json_of(&a);
+    assert_eq!(v["usage"]["completion_tokens"], 8, "{v}");
+    assert_eq!(v["model"], ID, "{v}");
+    // What the Hub saw: our two listings (sizing, then the download) and each file once at
+    // the commit; nothing from the engine (it would ask for `main`, or HEAD the config).
+    let seen: Vec<String> = hub.seen().into_iter().map(|s| s.path).collect();
+    let listings = seen.iter().filter(|p| p.starts_with("/api/")).count();
+    assert_eq!(listings, 2, "{seen:?}");
+    let fetched = hub.fetched();
+    assert_eq!(fetched.len(), files.len(), "{fetched:?}");
+    assert!(
+        seen.iter()
+            .all(|p| p.starts_with("/api/") || p.contains(COMMIT) || p.starts_with("/cdn/")),
+        "a request the download did not make: {seen:?}"
+    );
+    eprintln!(
+        "serve --download: {} files, {total} bytes ({weights} of weights), ready after {ready_after:?}",
+        files.len()
+    );
     sv.signal(libc::SIGTERM);
     let code = wait_exit(&mut sv.run.child, Duration::from_secs(60));
     assert_eq!(code.and_then(|c| c.code()), Some(0), "{}", sv.logs());
