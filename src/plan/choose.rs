@@ -79,15 +79,30 @@ pub fn decide(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
     }
 
     let mut launches = Vec::with_capacity(sources.len());
-    for (i, s) in sources.iter().enumerate() {
-        let (launch, notes) = build_launch(input, &on, s)?;
+    let mut kept = Vec::with_capacity(sources.len());
+    for (i, s) in sources.into_iter().enumerate() {
+        let (launch, notes) = match build_launch(input, &on, &s) {
+            Ok(built) => built,
+            // The chosen recipe must build. A fallback whose command cannot be built (user
+            // engine args of the other engine, say) could never run: it leaves the chain.
+            Err(PlanError::Command { source, .. }) if i > 0 => {
+                reasons.push(format!(
+                    "fallback {} left out: its engine command cannot be built: {source}",
+                    s.id
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         // The chosen launch's notes (what the plan will change or warn about); the fallbacks'
         // show when they run.
         if i == 0 {
             reasons.extend(notes.into_iter().map(|n| format!("{}: {n}", s.id)));
         }
         launches.push(launch);
+        kept.push(s);
     }
+    let sources = kept;
     Ok(Planned {
         plan: Plan {
             model: input.model.to_string(),

@@ -309,6 +309,42 @@ fn recipes_dir_overrides_and_bad_files_name_line_and_column() {
 }
 
 #[test]
+fn user_args_of_one_engine_drop_the_other_engines_fallbacks() {
+    // Qwen3-32B has vLLM and SGLang recipes on MI300X; a vLLM-only user flag keeps the
+    // vLLM winner and leaves the SGLang fallback out of the chain, saying why.
+    let v = json_on_mi300x(&[
+        "plan",
+        "Qwen/Qwen3-32B",
+        "--format",
+        "json",
+        "--engine-args",
+        r#"{"max-model-len": 8192}"#,
+    ]);
+    assert_eq!(v["recipe"]["id"], "vllm-mi300x-bf16-tp4-latency");
+    let fallbacks: Vec<&str> = v["fallbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(!fallbacks.is_empty());
+    assert!(
+        fallbacks.iter().all(|f| !f.contains("sglang")),
+        "{fallbacks:?}"
+    );
+    let reasons = v["reasons"].to_string();
+    assert!(
+        reasons.contains("fallback sglang-mi300x-bf16-tp1-latency left out")
+            && reasons.contains("max-model-len"),
+        "{reasons}"
+    );
+    // Without user args the SGLang recipe stays in the chain.
+    let v = json_on_mi300x(&["plan", "Qwen/Qwen3-32B", "--format", "json"]);
+    let all = v["fallbacks"].to_string();
+    assert!(all.contains("sglang-mi300x-bf16-tp1-latency"), "{all}");
+}
+
+#[test]
 fn dry_run_has_the_aim_operator_shape() {
     let v = json_on_mi300x(&[
         "dry-run",
