@@ -26,6 +26,8 @@ pub struct Ring {
     cap: usize,
     lines: VecDeque<String>,
     partial: Vec<u8>,
+    /// Lines ended so far (progress: a log that moves is an engine that moves).
+    total: u64,
 }
 
 impl Ring {
@@ -34,6 +36,7 @@ impl Ring {
             cap,
             lines: VecDeque::with_capacity(cap.min(64)),
             partial: Vec::new(),
+            total: 0,
         }
     }
 
@@ -63,6 +66,12 @@ impl Ring {
             self.lines.pop_front();
         }
         self.lines.push_back(line);
+        self.total += 1;
+    }
+
+    /// Lines ended so far, including those no longer kept.
+    pub fn total(&self) -> u64 {
+        self.total
     }
 
     /// The last `n` lines, oldest first (the unfinished line included).

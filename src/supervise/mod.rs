@@ -19,6 +19,7 @@ mod fetch;
 pub mod logs;
 pub mod machine;
 pub mod probe;
+pub mod progress;
 pub mod reaper;
 pub mod run;
 pub mod signals;

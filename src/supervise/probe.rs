@@ -157,6 +157,51 @@ impl Prober {
         }
     }
 
+    /// The engine's own `/metrics` text.
+    pub async fn metrics(&self, port: u16, timeout: Duration) -> Result<String, ProbeError> {
+        match self
+            .request(hyper::Method::GET, port, "/metrics", None, timeout)
+            .await?
+        {
+            (200, body) => Ok(String::from_utf8_lossy(&body).into_owned()),
+            (status, _) => Err(ProbeError::Status {
+                path: "/metrics",
+                status,
+            }),
+        }
+    }
+
+    /// The idle liveness probe: a 1-token completion through the engine core, which a wedged
+    /// core cannot answer although its API server still answers `/health`.
+    pub async fn inference(
+        &self,
+        port: u16,
+        served: &str,
+        timeout: Duration,
+    ) -> Result<(), ProbeError> {
+        let body = completion_request(served);
+        match self
+            .request(
+                hyper::Method::POST,
+                port,
+                "/v1/completions",
+                Some(body),
+                timeout,
+            )
+            .await?
+        {
+            (200, body) => completion_has_text(&body),
+            (status, body) => {
+                let text = String::from_utf8_lossy(&body);
+                let text: String = text.chars().take(200).collect();
+                Err(ProbeError::InferenceStatus {
+                    status,
+                    text: text.trim().to_string(),
+                })
+            }
+        }
+    }
+
     /// One readiness round: health, then the model list, then (unless skipped) a test
     /// inference. `timeout` bounds each check; the test inference gets at least
     /// `INFERENCE_TIMEOUT`, since the first request after a load may compile kernels.
