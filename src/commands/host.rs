@@ -14,7 +14,7 @@ use crate::host::docker::{self, Client};
 use crate::host::local::{self, LocalError};
 use crate::host::spec::{self, CONTAINER_PORT, ContainerSpec, SpecInput, label};
 use crate::host::{naming, prepare, view};
-use crate::plan::resolve;
+use crate::plan::{self, resolve};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -212,17 +212,17 @@ fn prepare(
         holders,
         taken_names,
     } = *seen;
-    let free = prepare::free_gpus(topo, holders, prepare::wanted_gpus(&a.select))
+    let request = plan::Request::from(&a.select);
+    let free = prepare::free_gpus(topo, holders, prepare::wanted_gpus(&request))
         .map_err(|e| ExitError::new(NO_FIT, e.to_string()))?;
     // The same selection as `plan`, on the free GPUs only; the container's own public port
     // is what the plan is for.
-    let planned =
-        resolve::plan_on(&free, g, &a.select, CONTAINER_PORT).map_err(
-            |e| match prepare::held_note(topo, holders, free.gpus.len()) {
-                Some(note) => ExitError::new(e.exit_code(), format!("{e}{note}")),
-                None => ExitError::from(e),
-            },
-        )?;
+    let planned = resolve::plan_on(&free, &g.into(), &request, CONTAINER_PORT).map_err(|e| {
+        match prepare::held_note(topo, holders, free.gpus.len()) {
+            Some(note) => ExitError::new(e.exit_code(), format!("{e}{note}")),
+            None => ExitError::from(e),
+        }
+    })?;
     let Some(chosen_launch) = planned.plan.launches.first() else {
         return Err(ExitError::new(NO_FIT, "the plan has no launch").into());
     };
@@ -256,7 +256,7 @@ fn prepare(
         hf_cache: local::hf_cache(a.hf_cache.as_deref()).map_err(local_error)?,
         groups: spec::groups(&host_groups, &device_gids),
         pass_through: prepare::pass_through(&|k| std::env::var(k).ok()),
-        extra_env: prepare::explicit_settings(&a.select),
+        extra_env: prepare::explicit_settings(&request),
         recipes_dirs,
         local_model: local::local_model_dir(model),
     };

@@ -15,8 +15,9 @@ fn exit_error(e: ResolveError) -> anyhow::Error {
 
 /// Detects the GPUs and plans on all of them.
 fn planned(g: &GlobalArgs, select: &SelectArgs, port: u16) -> anyhow::Result<Planned> {
-    let topology = resolve::detect(g).map_err(exit_error)?;
-    resolve::plan_on(&topology, g, select, port).map_err(exit_error)
+    let sources = plan::Sources::from(g);
+    let topology = resolve::detect(&sources).map_err(exit_error)?;
+    resolve::plan_on(&topology, &sources, &select.into(), port).map_err(exit_error)
 }
 
 /// `aim-engine plan`.
@@ -191,8 +192,10 @@ fn dry_run_json(p: &Planned, select: &SelectArgs) -> anyhow::Result<Value> {
 /// `aim-engine recipes [MODEL]`: every recipe with its verdict on this host.
 pub fn recipes(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
     // A host without GPUs still gets the list (everything is then gpu_mismatch).
-    let topology = resolve::detect(g).unwrap_or_default();
-    let (rows, model) = resolve::verdicts_on(&topology, g, &a.select).map_err(exit_error)?;
+    let sources = plan::Sources::from(g);
+    let topology = resolve::detect(&sources).unwrap_or_default();
+    let (rows, model) =
+        resolve::verdicts_on(&topology, &sources, &(&a.select).into()).map_err(exit_error)?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => print!("{}", recipes_text(&rows, model.as_deref(), &topology)),

@@ -6,15 +6,47 @@
 //! errors -> exit::USAGE, nothing fits -> exit::NO_FIT).
 
 use super::{Launchers, Plan, PlanError, PlanInput, Planned, RecipeVerdict, Want};
-use crate::cli::{GlobalArgs, SelectArgs};
 use crate::exit::{self, ExitError};
 use crate::gpu::{self, GpuError, Topology, VisibilityEnv};
 use crate::model::{self, ModelIdError, ModelRef, cache};
 use crate::recipe::RecipeError;
 use crate::recipe::load::{self, SearchPath};
+use crate::types::{Choice, Engine, Metric, Precision};
 use indexmap::IndexMap;
 use serde_json::Value;
 use std::path::PathBuf;
+
+/// Where the GPUs and the recipes are read from (the library's form of the global flags).
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Filesystem root under which /sys and /dev are read.
+    pub root: PathBuf,
+    /// Extra recipe folders, searched before the built-in one.
+    pub recipes_dir: Vec<PathBuf>,
+    /// The built-in recipe folder, when not the default.
+    pub builtin_recipes: Option<PathBuf>,
+}
+
+/// What to serve and the user's constraints on how (the library's form of the selection
+/// flags of `serve`, `plan`, `dry-run`, `recipes` and `launch`).
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Hugging Face model id (`org/name`) or an absolute path to a local model folder.
+    pub model: Option<String>,
+    /// Number of GPUs (tensor-parallel size).
+    pub gpu_count: Option<Choice<u32>>,
+    pub precision: Choice<Precision>,
+    pub backend: Choice<Engine>,
+    pub metric: Choice<Metric>,
+    /// Use exactly this recipe id.
+    pub recipe: Option<String>,
+    /// Pretend the GPUs are this product when matching recipes.
+    pub gpu_model: Option<String>,
+    /// JSON object of engine flags merged over the recipe's.
+    pub engine_args: Option<String>,
+    /// Loopback port the engine listens on (default: the public port + 1).
+    pub engine_port: Option<u16>,
+}
 
 /// Why no plan could be made for a request on this machine.
 #[derive(Debug, thiserror::Error)]
@@ -79,11 +111,7 @@ impl From<ResolveError> for ExitError {
 }
 
 /// Detects, loads and selects: the plan `serve` acts on.
-pub fn resolve(
-    g: &GlobalArgs,
-    select: &SelectArgs,
-    public_port: u16,
-) -> Result<Plan, ResolveError> {
+pub fn resolve(g: &Sources, select: &Request, public_port: u16) -> Result<Plan, ResolveError> {
     let topology = detect(g)?;
     Ok(plan_on(&topology, g, select, public_port)?.plan)
 }
@@ -92,8 +120,8 @@ pub fn resolve(
 /// container holds).
 pub fn plan_on(
     topology: &Topology,
-    g: &GlobalArgs,
-    select: &SelectArgs,
+    g: &Sources,
+    select: &Request,
     public_port: u16,
 ) -> Result<Planned, ResolveError> {
     let model_text = select.model.as_deref().ok_or(ResolveError::NoModel)?;
@@ -135,8 +163,8 @@ pub fn plan_on(
 /// a model was given.
 pub fn verdicts_on(
     topology: &Topology,
-    g: &GlobalArgs,
-    select: &SelectArgs,
+    g: &Sources,
+    select: &Request,
 ) -> Result<(Vec<RecipeVerdict>, Option<String>), ResolveError> {
     let sp = search_path(g);
     let want = want_of(select);
@@ -166,7 +194,7 @@ fn env_nonempty(k: &str) -> Option<String> {
 }
 
 /// GPU detection under `--root` with our own visibility variables.
-pub fn detect(g: &GlobalArgs) -> Result<Topology, ResolveError> {
+pub fn detect(g: &Sources) -> Result<Topology, ResolveError> {
     gpu::detect(&g.root, &VisibilityEnv::from_process_env()).map_err(|source| ResolveError::Gpus {
         root: g.root.clone(),
         source,
@@ -183,7 +211,7 @@ fn validated_model(text: &str) -> Result<ModelRef, ResolveError> {
     Ok(m)
 }
 
-fn want_of(s: &SelectArgs) -> Want {
+fn want_of(s: &Request) -> Want {
     Want {
         gpu_count: s.gpu_count.and_then(|c| c.get()),
         precision: s.precision.get(),
@@ -221,7 +249,7 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-fn search_path(g: &GlobalArgs) -> SearchPath {
+fn search_path(g: &Sources) -> SearchPath {
     let exe = std::env::current_exe().ok();
     SearchPath {
         extra: g.recipes_dir.clone(),
@@ -259,19 +287,16 @@ mod tests {
         }
     }
 
-    fn global() -> GlobalArgs {
-        GlobalArgs {
+    fn global() -> Sources {
+        Sources {
             root: "/nonexistent".into(),
             recipes_dir: vec![],
             builtin_recipes: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/recipes").into()),
-            log_format: crate::cli::LogFormat::Text,
-            log_level: "info".into(),
-            log_buffer: crate::logging::DEFAULT_CAPACITY,
         }
     }
 
-    fn select(model: &str) -> SelectArgs {
-        SelectArgs {
+    fn select(model: &str) -> Request {
+        Request {
             model: Some(model.into()),
             gpu_count: None,
             precision: crate::types::Choice::Auto,
