@@ -260,9 +260,9 @@ pub fn detect_with(r: &dyn SysReader, vis: &VisibilityEnv) -> Result<Topology, G
     for (c, v) in candidates.iter().zip(&visibility) {
         let card = &cards[c.card];
         let gfx = parse::gfx_name(c.props.gfx_target_version);
-        let index = match served_index(card, &gfx, v, vis) {
-            Ok(index) => index,
-            Err(reason) => {
+        let index = match served(card, &gfx, v, vis) {
+            Served::As(index) => index,
+            Served::Not(reason) => {
                 excluded.push(Excluded {
                     kfd_node: c.node,
                     reason,
@@ -345,24 +345,27 @@ fn read_nodes(r: &dyn SysReader, topo: &str, names: Vec<String>) -> Nodes {
     }
 }
 
+/// Whether a candidate is served.
+enum Served {
+    /// Under this HIP index.
+    As(u32),
+    /// Not, for this reason (an `Excluded` one).
+    Not(String),
+}
+
 /// The HIP index a candidate is served under, or why it is not served: an integrated GPU,
 /// or hidden by a visibility variable.
-fn served_index(
-    card: &Card,
-    gfx: &str,
-    v: &Visibility,
-    vis: &VisibilityEnv,
-) -> Result<u32, String> {
+fn served(card: &Card, gfx: &str, v: &Visibility, vis: &VisibilityEnv) -> Served {
     if parse::is_integrated(&card.mem) {
-        return Err(format!(
+        return Served::Not(format!(
             "integrated GPU ({gfx}, {} VRAM carve-out, {} GTT): not used for serving",
             human_bytes(card.mem.vram_total.unwrap_or(0)),
             human_bytes(card.mem.gtt_total.unwrap_or(0)),
         ));
     }
     match v {
-        Visibility::Visible { index } => Ok(*index),
-        Visibility::HiddenByRocr => Err(format!(
+        Visibility::Visible { index } => Served::As(*index),
+        Visibility::HiddenByRocr => Served::Not(format!(
             "hidden by ROCR_VISIBLE_DEVICES={:?}",
             vis.rocr.as_deref().unwrap_or("")
         )),
@@ -372,7 +375,7 @@ fn served_index(
             } else {
                 vis.hip.as_deref()
             };
-            Err(format!(
+            Served::Not(format!(
                 "hidden by {var}={:?} (its HIP ordinal would be {index})",
                 value.unwrap_or("")
             ))
