@@ -2,10 +2,13 @@
 //! supervise the engine until told to stop. The work is in `supervise::run`.
 
 use crate::cli::{GlobalArgs, ServeArgs};
-use crate::supervise::run::ServeOptions;
+use crate::supervise::run::{ServeError, ServeOptions};
 
 pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
-    crate::supervise::run::serve(options(g, a))
+    crate::supervise::run::serve(options(g, a)).map_err(|e| match e {
+        ServeError::Setup(e) => e.into(),
+        ServeError::Exit(e) => e.into(),
+    })
 }
 
 /// The library's form of `serve`'s flags.

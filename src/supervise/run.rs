@@ -111,8 +111,19 @@ impl Config {
     }
 }
 
+/// Why `serve` ended with an error rather than a status of its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The runtime, the signal handlers or the reaper could not be set up.
+    #[error(transparent)]
+    Setup(#[from] std::io::Error),
+    /// A failure with the exit status it ends the process with.
+    #[error(transparent)]
+    Exit(#[from] ExitError),
+}
+
 /// `aim-engine serve`: the whole command, from the runtime up.
-pub fn serve(o: ServeOptions) -> anyhow::Result<u8> {
+pub fn serve(o: ServeOptions) -> Result<u8, ServeError> {
     become_subreaper();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -137,7 +148,7 @@ fn become_subreaper() {
     }
 }
 
-async fn serve_async(o: ServeOptions) -> anyhow::Result<u8> {
+async fn serve_async(o: ServeOptions) -> Result<u8, ServeError> {
     // Handlers first: as PID 1 an unhandled signal is dropped.
     let signals = signals::listen()?;
     let reaper = Arc::new(Reaper::new());
