@@ -76,4 +76,4 @@ grep -rn "crate::cli" src --include=*.rs | grep -vE "^src/commands|^src/cli.rs|^
 echo
 
 echo "## Result<_, String> outside cli.rs (leaf parsers may stay)"
-grep -rnE "Result<[^>]*, ?String>" src --include=*.rs | grep -v "^src/cli.rs:" || echo "(none)"
+grep -rnE "Result<.*, ?String>" src --include=*.rs | grep -v "^src/cli.rs:" || echo "(none)"
