@@ -1,7 +1,7 @@
 //! A launch prepared from what was read: the IO shell around `prepare`. It plans on the free
 //! GPUs (`plan::resolve`), allocates, names, reads what the spec needs from this machine
 //! (`local`: card nodes, device groups, the Hugging Face cache folder) and builds the spec.
-//! `commands::host` reads Docker first, calls [`prepare`] and prints.
+//! `commands::host` reads Docker first, calls [`prepare()`] and prints.
 
 use super::alloc::{Holder, NotEnoughGpus};
 use super::local::{self, LocalError};
@@ -39,7 +39,7 @@ pub struct Seen<'a> {
     pub taken_names: &'a [String],
 }
 
-/// What [`prepare`] decided, besides the spec.
+/// What [`prepare()`] decided, besides the spec.
 pub struct Prepared {
     pub spec: ContainerSpec,
     pub ordinals: Vec<u32>,
