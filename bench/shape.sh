@@ -17,7 +17,7 @@ files=$(find src -name "*.rs" ! -name tests.rs | sort)  # tests.rs: a `#[cfg(tes
 
 # Production lines of one file: up to the first `#[cfg(test)]` that is followed by `mod`.
 prod_lines() {
-  awk '/^#\[cfg\(test\)\]/ { getline nxt; if (nxt ~ /^(pub(\([a-z]+\))? )?mod /) { print NR - 1; found = 1; exit } }
+  awk '/^#\[cfg\(test\)\]/ { at = NR; getline nxt; if (nxt ~ /^(pub(\([a-z]+\))? )?mod /) { print at - 1; found = 1; exit } }
        END { if (!found) print NR }' "$1"
 }
 
