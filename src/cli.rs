@@ -4,7 +4,7 @@
 //! This layer only checks what the user typed; resolving it against the host happens in
 //! `commands`.
 
-use crate::types::{Choice, Engine, Metric, Precision};
+use crate::types::{Choice, Engine, Metric, Precision, parse_duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -414,28 +414,34 @@ fn parse_choice<T: std::str::FromStr<Err = String>>(s: &str) -> Result<Choice<T>
     s.parse()
 }
 
-/// Durations: `30`, `30s`, `500ms`, `2m`, `1h`, `0.5` (seconds when no unit).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (t, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration; use e.g. 30s, 500ms, 2m"))?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("`{s}` is not a duration; use e.g. 30s, 500ms, 2m"));
+/// The library's form of the global flags planning reads.
+impl From<&GlobalArgs> for crate::plan::Sources {
+    fn from(g: &GlobalArgs) -> Self {
+        crate::plan::Sources {
+            root: g.root.clone(),
+            recipes_dir: g.recipes_dir.clone(),
+            builtin_recipes: g.builtin_recipes.clone(),
+        }
     }
-    Ok(Duration::from_secs_f64(v * mult))
+}
+
+/// The library's form of the selection flags.
+impl From<&SelectArgs> for crate::plan::Request {
+    fn from(s: &SelectArgs) -> Self {
+        crate::plan::Request {
+            model: s.model.clone(),
+            gpu_count: s.gpu_count,
+            precision: s.precision,
+            backend: s.backend,
+            metric: s.metric,
+            recipe: s.recipe.clone(),
+            gpu_model: s.gpu_model.clone(),
+            engine_args: s.engine_args.clone(),
+            engine_port: s.engine_port,
+            revision: s.revision.clone(),
+            size_from_hub: s.size_from_hub,
+        }
+    }
 }
 
 /// Inserts `serve` when the first positional argument is not a subcommand, so that

@@ -155,3 +155,110 @@ impl Status {
         self.phase != Phase::Failed && self.fatal.is_none()
     }
 }
+
+/// The status for humans (`aim-engine status`, `healthcheck --verbose`).
+pub fn render(s: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(o, "phase:     {}", s.phase);
+    let _ = writeln!(o, "model:     {}", s.model);
+    if let Some(d) = &s.download {
+        let _ = writeln!(o, "download:  {}", crate::download::progress::line(d));
+    }
+    match &s.recipe {
+        Some(r) => {
+            let _ = writeln!(
+                o,
+                "recipe:    {} ({}, {} GPU, {})",
+                r.id, r.engine, r.gpu_count, r.precision
+            );
+        }
+        None => {
+            let _ = writeln!(o, "recipe:    (none yet)");
+        }
+    }
+    if !s.gpus.is_empty() {
+        let gpus: Vec<String> = s
+            .gpus
+            .iter()
+            .map(|g| format!("{} {} [{}]", g.ordinal, g.product, g.pci))
+            .collect();
+        let _ = writeln!(o, "gpus:      {}", gpus.join(", "));
+    }
+    let _ = writeln!(o, "attempt:   {} (restarts: {})", s.attempt, s.restarts);
+    if let Some(v) = &s.engine_version {
+        let _ = writeln!(o, "engine:    {v}");
+    }
+    if let Some(pid) = s.engine_pid {
+        let _ = writeln!(o, "pid:       {pid}");
+    }
+    let _ = writeln!(o, "uptime:    {:.0}s", s.uptime_s);
+    if let Some(r) = s.ready_since_s {
+        let _ = writeln!(o, "ready for: {:.0}s", (s.uptime_s - r).max(0.0));
+    }
+    if let Some(l) = &s.last_liveness {
+        let _ = writeln!(
+            o,
+            "liveness:  {} at {:.0}s ({}; {} consecutive failures)",
+            if l.ok { "ok" } else { "FAILED" },
+            l.at_s,
+            l.detail,
+            l.consecutive_failures
+        );
+    }
+    if let Some(line) = &s.last_log_line {
+        let _ = writeln!(o, "last log:  {line}");
+    }
+    if let Some(f) = &s.fatal {
+        let _ = writeln!(o, "FATAL:     {f}");
+    }
+    for f in &s.failures {
+        let _ = writeln!(
+            o,
+            "attempt {} ({}) failed at {:.0}s: class {}, {}, then {}",
+            f.attempt, f.recipe_id, f.at_s, f.class, f.exit, f.action
+        );
+        for line in &f.log_tail {
+            let _ = writeln!(o, "    | {line}");
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_failures_and_recipe() {
+        let mut s = Status::new("Qwen/Qwen3-8B");
+        s.phase = Phase::Restarting;
+        s.attempt = 2;
+        s.restarts = 1;
+        s.recipe = Some(RecipeStatus {
+            id: "vllm-mi300x-bf16-tp1-latency".into(),
+            engine: "vllm".into(),
+            gpu_count: 1,
+            precision: "bf16".into(),
+        });
+        s.failures.push(AttemptFailure {
+            attempt: 1,
+            recipe_id: "vllm-mi300x-bf16-tp1-latency".into(),
+            class: "oom".into(),
+            exit: "exit 1".into(),
+            action: "restart".into(),
+            at_s: 12.0,
+            log_tail: vec!["torch.OutOfMemoryError: HIP out of memory".into()],
+        });
+        let text = render(&s);
+        for want in [
+            "phase:     restarting",
+            "recipe:    vllm-mi300x-bf16-tp1-latency (vllm, 1 GPU, bf16)",
+            "attempt:   2 (restarts: 1)",
+            "class oom, exit 1, then restart",
+            "    | torch.OutOfMemoryError: HIP out of memory",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
+}

@@ -7,16 +7,16 @@
 //! ready, showing the phase, and prints the endpoint and a curl example.
 
 use crate::cli::{Format, FormatArgs, GlobalArgs, LaunchArgs, StopArgs};
-use crate::exit::{ExitError, FAILURE, GAVE_UP, NO_FIT, OK, USAGE};
+use crate::exit::{ExitError, FAILURE, GAVE_UP, OK, USAGE};
 use crate::gpu::{self, Topology, VisibilityEnv};
 use crate::host::alloc::{Holder, format_list};
 use crate::host::docker::{self, Client};
+use crate::host::launch::{LaunchError, LaunchRequest, Prepared, Seen, prepare};
 use crate::host::local::{self, LocalError};
-use crate::host::spec::{self, CONTAINER_PORT, ContainerSpec, SpecInput, label};
-use crate::host::{naming, prepare, view};
-use crate::plan::resolve;
+use crate::host::spec::{self, label};
+use crate::host::{naming, view};
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The first host port `launch` tries.
@@ -64,7 +64,9 @@ pub fn launch(g: &GlobalArgs, a: LaunchArgs) -> anyhow::Result<u8> {
             holders: &[],
             taken_names: &[],
         };
-        let spec = prepare(g, &a, &model, &seen, &|| Some(port))?.spec;
+        let spec = prepare(&launch_request(g, &a), &model, &seen, &|| Some(port))
+            .map_err(launch_error)?
+            .spec;
         match a.format {
             Format::Json => println!(
                 "{}",
@@ -126,7 +128,8 @@ async fn launch_async(
         holders: &holders,
         taken_names: &names,
     };
-    let prepared = prepare(g, &a, &model, &seen, &pick_port)?;
+    let prepared =
+        prepare(&launch_request(g, &a), &model, &seen, &pick_port).map_err(launch_error)?;
     let spec = prepared.spec.clone();
 
     if let Some(hf) = spec
@@ -178,95 +181,19 @@ async fn launch_async(
     wait_ready(&client, &spec.name, &host, &prepared, a.ready_timeout).await
 }
 
-/// What `prepare` decided, besides the spec.
-struct Prepared {
-    spec: ContainerSpec,
-    ordinals: Vec<u32>,
-    port: u16,
-    recipe_id: String,
-    served_model: String,
-}
-
-/// What was read from the host and Docker before a launch is prepared.
-struct Seen<'a> {
-    /// The host root (absolute).
-    root: &'a Path,
-    topo: &'a Topology,
-    /// The running aim-engine containers and the GPUs they hold.
-    holders: &'a [Holder],
-    /// Container names in use.
-    taken_names: &'a [String],
-}
-
-/// Plan, allocation, naming and the spec, from what was read from the host and Docker.
-fn prepare(
-    g: &GlobalArgs,
-    a: &LaunchArgs,
-    model: &str,
-    seen: &Seen<'_>,
-    pick_port: &dyn Fn() -> Option<u16>,
-) -> anyhow::Result<Prepared> {
-    let Seen {
-        root,
-        topo,
-        holders,
-        taken_names,
-    } = *seen;
-    let free = prepare::free_gpus(topo, holders, prepare::wanted_gpus(&a.select))
-        .map_err(|e| ExitError::new(NO_FIT, e.to_string()))?;
-    // The same selection as `plan`, on the free GPUs only; the container's own public port
-    // is what the plan is for.
-    let planned =
-        resolve::plan_on(&free, g, &a.select, CONTAINER_PORT).map_err(
-            |e| match prepare::held_note(topo, holders, free.gpus.len()) {
-                Some(note) => ExitError::new(e.exit_code(), format!("{e}{note}")),
-                None => ExitError::from(e),
-            },
-        )?;
-    let Some(chosen_launch) = planned.plan.launches.first() else {
-        return Err(ExitError::new(NO_FIT, "the plan has no launch").into());
-    };
-    let (ordinals, chosen) = prepare::choose(topo, holders, chosen_launch)
-        .map_err(|e| ExitError::new(NO_FIT, e.to_string()))?;
-    let gpus = prepare::chosen_gpus(&chosen, &|minor| local::card_node(root, minor));
-    let name = prepare::container_name(a.name.as_deref(), model, chosen_launch, taken_names);
-    let Some(port) = pick_port() else {
-        return Err(ExitError::new(FAILURE, "no free host port from 8000 up; pass --port").into());
-    };
-    let device_gids = if spec::is_real_root(root) {
-        local::device_gids(&gpus)
-    } else {
-        Vec::new()
-    };
-    let host_groups = local::host_groups();
-    let recipes_dirs: Vec<PathBuf> = g
-        .recipes_dir
-        .iter()
-        .filter(|d| d.is_dir())
-        .filter_map(|d| local::absolute(d).ok())
-        .collect();
-    let input = SpecInput {
-        name,
+/// The library's form of `launch`'s flags.
+fn launch_request(g: &GlobalArgs, a: &LaunchArgs) -> LaunchRequest {
+    LaunchRequest {
+        sources: g.into(),
+        request: (&a.select).into(),
         image: a.image.clone(),
-        model: model.to_string(),
-        launch: chosen_launch,
-        gpus,
-        host_port: port,
-        root: root.to_path_buf(),
-        hf_cache: local::hf_cache(a.hf_cache.as_deref()).map_err(local_error)?,
-        groups: spec::groups(&host_groups, &device_gids),
-        pass_through: prepare::pass_through(&|k| std::env::var(k).ok()),
-        extra_env: prepare::explicit_settings(&a.select),
-        recipes_dirs,
-        local_model: local::local_model_dir(model),
-    };
-    Ok(Prepared {
-        spec: spec::build(&input),
-        ordinals,
-        port,
-        recipe_id: chosen_launch.recipe_id.clone(),
-        served_model: chosen_launch.served_model_name.clone(),
-    })
+        name: a.name.clone(),
+        hf_cache: a.hf_cache.clone(),
+    }
+}
+
+fn launch_error(e: LaunchError) -> anyhow::Error {
+    ExitError::new(e.exit_code(), e.to_string()).into()
 }
 
 /// Waits until the container's /status says ready (or it fails, or the timeout passes).

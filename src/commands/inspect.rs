@@ -28,10 +28,12 @@ fn planned(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<Planned> {
         })?,
         _ => EngineVersions::default(),
     };
-    let topology = resolve::detect(g).map_err(exit_error)?;
+    let sources = plan::Sources::from(g);
+    let request = plan::Request::from(&a.select);
+    let topology = resolve::detect(&sources).map_err(exit_error)?;
     let mut versions = given.or_newest();
     let mut p =
-        resolve::plan_for(&topology, g, &a.select, a.port, &versions).map_err(exit_error)?;
+        resolve::plan_for(&topology, &sources, &request, a.port, &versions).map_err(exit_error)?;
     // Only the chosen launch's engine is asked for its version (one probe); the plan is made
     // again when it reports another version than the newest table's.
     let engine = p.plan.launches[0].engine;
@@ -40,7 +42,7 @@ fn planned(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<Planned> {
     } else if let Some(v) = resolve::installed_version(engine) {
         if versions.get(engine) != Some(v.as_str()) {
             versions.set(engine, v);
-            p = resolve::plan_for(&topology, g, &a.select, a.port, &versions)
+            p = resolve::plan_for(&topology, &sources, &request, a.port, &versions)
                 .map_err(exit_error)?;
         }
         VersionSource::Installed
@@ -237,8 +239,10 @@ fn dry_run_json(p: &Planned, select: &SelectArgs) -> anyhow::Result<Value> {
 /// `aim-engine recipes [MODEL]`: every recipe with its verdict on this host.
 pub fn recipes(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
     // A host without GPUs still gets the list (everything is then gpu_mismatch).
-    let topology = resolve::detect(g).unwrap_or_default();
-    let (rows, model) = resolve::verdicts_on(&topology, g, &a.select).map_err(exit_error)?;
+    let sources = plan::Sources::from(g);
+    let topology = resolve::detect(&sources).unwrap_or_default();
+    let (rows, model) =
+        resolve::verdicts_on(&topology, &sources, &(&a.select).into()).map_err(exit_error)?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => print!("{}", recipes_text(&rows, model.as_deref(), &topology)),

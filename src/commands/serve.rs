@@ -2,7 +2,43 @@
 //! supervise the engine until told to stop. The work is in `supervise::run`.
 
 use crate::cli::{GlobalArgs, ServeArgs};
+use crate::supervise::run::{ServeError, ServeOptions};
 
 pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
-    crate::supervise::run::serve(g, a)
+    crate::supervise::run::serve(options(g, a)).map_err(|e| match e {
+        ServeError::Setup(e) => e.into(),
+        ServeError::Exit(e) => e.into(),
+    })
+}
+
+/// The library's form of `serve`'s flags.
+fn options(g: &GlobalArgs, a: ServeArgs) -> ServeOptions {
+    ServeOptions {
+        sources: g.into(),
+        request: (&a.select).into(),
+        port: a.port,
+        host: a.host,
+        api_key: a.api_key,
+        max_connections: a.max_connections,
+        limits: crate::http::Limits {
+            header_read_timeout: a.header_read_timeout,
+            body_read_timeout: a.body_read_timeout,
+            max_connections_per_peer: a.max_connections_per_peer,
+            health_connections: a.health_connections,
+            ..crate::http::Limits::default()
+        },
+        download: a.download,
+        stop_timeout: a.stop_timeout,
+        startup_timeout: a.startup_timeout,
+        progress_interval: a.progress_interval,
+        liveness_interval: a.liveness_interval,
+        liveness_failures: a.liveness_failures,
+        liveness_timeout: a.liveness_timeout,
+        restart_budget: a.restart_budget,
+        restart_window: a.restart_window,
+        backoff_initial: a.backoff_initial,
+        backoff_max: a.backoff_max,
+        vram_wait_timeout: a.vram_wait_timeout,
+        skip_test_inference: a.skip_test_inference,
+    }
 }

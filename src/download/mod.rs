@@ -132,7 +132,7 @@ impl Options {
         };
         let duration = |k: &str, default: Duration| match set(k) {
             None => Ok(default),
-            Some(v) => crate::cli::parse_duration(&v).map_err(|e| EnvError(format!("{k}: {e}"))),
+            Some(v) => crate::types::parse_duration(&v).map_err(|e| EnvError(format!("{k}: {e}"))),
         };
         Ok(Options {
             parallel: number("AIM_DOWNLOAD_PARALLEL", 4, 1, 32)? as usize,

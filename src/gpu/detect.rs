@@ -237,6 +237,60 @@ fn read_node(
 
 /// Detection over a reader (see [`super::detect`]).
 pub fn detect_with(r: &dyn SysReader, vis: &VisibilityEnv) -> Result<Topology, GpuError> {
+    let (topo, names) = open_topology(r)?;
+    let Nodes {
+        cards,
+        candidates,
+        mut excluded,
+    } = read_nodes(r, topo, names);
+
+    // Candidates are what ROCr enumerates, in KFD order: ROCr device i = candidates[i]
+    // (iGPUs included: the runtime sees them even though we do not serve on them).
+    let uuids: Vec<u64> = candidates.iter().map(|c| c.props.unique_id).collect();
+    let visibility = parse::apply_visibility(
+        &uuids,
+        vis.rocr.as_deref(),
+        vis.hip.as_deref(),
+        vis.cuda.as_deref(),
+    )
+    .map_err(GpuError::Visibility)?;
+
+    let mut gpus: Vec<Gpu> = Vec::new();
+    let mut gpu_cards: Vec<usize> = Vec::new();
+    for (c, v) in candidates.iter().zip(&visibility) {
+        let card = &cards[c.card];
+        let gfx = parse::gfx_name(c.props.gfx_target_version);
+        let index = match served(card, &gfx, v, vis) {
+            Served::As(index) => index,
+            Served::Not(reason) => {
+                excluded.push(Excluded {
+                    kfd_node: c.node,
+                    reason,
+                });
+                continue;
+            }
+        };
+        gpus.push(to_gpu(r, c, card, index, gfx));
+        gpu_cards.push(c.card);
+    }
+    let gpus = number_physical(gpus, &gpu_cards);
+    excluded.sort_by_key(|e| e.kfd_node);
+
+    let links: HashMap<u32, Option<u32>> = candidates
+        .iter()
+        .map(|c| (c.node, c.props.io_links_count))
+        .collect();
+    let xgmi = xgmi_pairs(r, topo, &gpus, &links);
+    Ok(Topology {
+        gpus,
+        excluded,
+        xgmi,
+    })
+}
+
+/// Where the KFD topology is (the real path, else the class symlink) and its node names,
+/// once `/dev/kfd` is there and can be opened read-write.
+fn open_topology(r: &dyn SysReader) -> Result<(&'static str, Vec<String>), GpuError> {
     let (topo, names) = match r.read_dir(&format!("{KFD_TOPOLOGY}/nodes")) {
         Ok(n) => (KFD_TOPOLOGY, n),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -259,7 +313,18 @@ pub fn detect_with(r: &dyn SysReader, vis: &VisibilityEnv) -> Result<Topology, G
     if let Err(e) = r.access_rw(DEV_KFD) {
         return Err(GpuError::KfdPermission { source: e });
     }
+    Ok((topo, names))
+}
 
+/// What reading every KFD node gave: the physical cards, the GPU nodes ROCr would enumerate
+/// (in KFD order) and the nodes left out, with why.
+struct Nodes {
+    cards: Vec<Card>,
+    candidates: Vec<Candidate>,
+    excluded: Vec<Excluded>,
+}
+
+fn read_nodes(r: &dyn SysReader, topo: &str, names: Vec<String>) -> Nodes {
     let mut cards: Vec<Card> = Vec::new();
     let mut card_index: HashMap<(u32, u32), usize> = HashMap::new();
     let mut candidates: Vec<Candidate> = Vec::new();
@@ -273,101 +338,94 @@ pub fn detect_with(r: &dyn SysReader, vis: &VisibilityEnv) -> Result<Topology, G
             }),
         }
     }
-
-    // Candidates are what ROCr enumerates, in KFD order: ROCr device i = candidates[i]
-    // (iGPUs included: the runtime sees them even though we do not serve on them).
-    let uuids: Vec<u64> = candidates.iter().map(|c| c.props.unique_id).collect();
-    let visibility = parse::apply_visibility(
-        &uuids,
-        vis.rocr.as_deref(),
-        vis.hip.as_deref(),
-        vis.cuda.as_deref(),
-    )
-    .map_err(GpuError::Visibility)?;
-
-    let mut gpus: Vec<Gpu> = Vec::new();
-    let mut gpu_cards: Vec<usize> = Vec::new();
-    for (c, v) in candidates.iter().zip(&visibility) {
-        let card = &cards[c.card];
-        let gfx = parse::gfx_name(c.props.gfx_target_version);
-        if parse::is_integrated(&card.mem) {
-            excluded.push(Excluded {
-                kfd_node: c.node,
-                reason: format!(
-                    "integrated GPU ({gfx}, {} VRAM carve-out, {} GTT): not used for serving",
-                    human_bytes(card.mem.vram_total.unwrap_or(0)),
-                    human_bytes(card.mem.gtt_total.unwrap_or(0)),
-                ),
-            });
-            continue;
-        }
-        let index = match v {
-            Visibility::Visible { index } => *index,
-            Visibility::HiddenByRocr => {
-                excluded.push(Excluded {
-                    kfd_node: c.node,
-                    reason: format!(
-                        "hidden by ROCR_VISIBLE_DEVICES={:?}",
-                        vis.rocr.as_deref().unwrap_or("")
-                    ),
-                });
-                continue;
-            }
-            Visibility::HiddenByHip { index, var } => {
-                let value = if *var == "CUDA_VISIBLE_DEVICES" {
-                    vis.cuda.as_deref()
-                } else {
-                    vis.hip.as_deref()
-                };
-                excluded.push(Excluded {
-                    kfd_node: c.node,
-                    reason: format!(
-                        "hidden by {var}={:?} (its HIP ordinal would be {index})",
-                        value.unwrap_or("")
-                    ),
-                });
-                continue;
-            }
-        };
-        let partition = match card.mode.as_deref() {
-            None | Some("SPX") => None,
-            Some(mode) => Some(Partition {
-                mode: mode.to_string(),
-                index: c.props.location_id & 7,
-            }),
-        };
-        let vram_bytes = if c.vram_kfd > 0 {
-            c.vram_kfd
-        } else if partition.is_none() {
-            // No KFD bank (odd kernel): the card's DRM total, which is per card.
-            card.mem
-                .vram_total
-                .or_else(|| read_u64(r, &format!("{}/mem_info_vram_total", card.dir)))
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        gpus.push(Gpu {
-            index,
-            kfd_node: c.node,
-            gpu_id: c.gpu_id,
-            pci: card.pci.clone(),
-            render_minor: c.render_minor,
-            gfx,
-            device_id: c.props.device_id,
-            product: products::product_or_unknown(c.props.device_id),
-            vram_bytes,
-            vram_used_bytes: card.vram_used,
-            compute_units: c.props.compute_units(),
-            numa_node: card.numa,
-            physical_index: 0,
-            partition,
-            hive_id: c.props.hive_id,
-            unique_id: c.props.unique_id,
-        });
-        gpu_cards.push(c.card);
+    Nodes {
+        cards,
+        candidates,
+        excluded,
     }
-    // HIP order; physical cards numbered by first appearance in it.
+}
+
+/// Whether a candidate is served.
+enum Served {
+    /// Under this HIP index.
+    As(u32),
+    /// Not, for this reason (an `Excluded` one).
+    Not(String),
+}
+
+/// The HIP index a candidate is served under, or why it is not served: an integrated GPU,
+/// or hidden by a visibility variable.
+fn served(card: &Card, gfx: &str, v: &Visibility, vis: &VisibilityEnv) -> Served {
+    if parse::is_integrated(&card.mem) {
+        return Served::Not(format!(
+            "integrated GPU ({gfx}, {} VRAM carve-out, {} GTT): not used for serving",
+            human_bytes(card.mem.vram_total.unwrap_or(0)),
+            human_bytes(card.mem.gtt_total.unwrap_or(0)),
+        ));
+    }
+    match v {
+        Visibility::Visible { index } => Served::As(*index),
+        Visibility::HiddenByRocr => Served::Not(format!(
+            "hidden by ROCR_VISIBLE_DEVICES={:?}",
+            vis.rocr.as_deref().unwrap_or("")
+        )),
+        Visibility::HiddenByHip { index, var } => {
+            let value = if *var == "CUDA_VISIBLE_DEVICES" {
+                vis.cuda.as_deref()
+            } else {
+                vis.hip.as_deref()
+            };
+            Served::Not(format!(
+                "hidden by {var}={:?} (its HIP ordinal would be {index})",
+                value.unwrap_or("")
+            ))
+        }
+    }
+}
+
+/// A served candidate as a [`Gpu`] (its `physical_index` is set later, in HIP order).
+fn to_gpu(r: &dyn SysReader, c: &Candidate, card: &Card, index: u32, gfx: String) -> Gpu {
+    let partition = match card.mode.as_deref() {
+        None | Some("SPX") => None,
+        Some(mode) => Some(Partition {
+            mode: mode.to_string(),
+            index: c.props.location_id & 7,
+        }),
+    };
+    let vram_bytes = if c.vram_kfd > 0 {
+        c.vram_kfd
+    } else if partition.is_none() {
+        // No KFD bank (odd kernel): the card's DRM total, which is per card.
+        card.mem
+            .vram_total
+            .or_else(|| read_u64(r, &format!("{}/mem_info_vram_total", card.dir)))
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    Gpu {
+        index,
+        kfd_node: c.node,
+        gpu_id: c.gpu_id,
+        pci: card.pci.clone(),
+        render_minor: c.render_minor,
+        gfx,
+        device_id: c.props.device_id,
+        product: products::product_or_unknown(c.props.device_id),
+        vram_bytes,
+        vram_used_bytes: card.vram_used,
+        compute_units: c.props.compute_units(),
+        numa_node: card.numa,
+        physical_index: 0,
+        partition,
+        hive_id: c.props.hive_id,
+        unique_id: c.props.unique_id,
+    }
+}
+
+/// The GPUs in HIP order, physical cards numbered by first appearance in it
+/// (`gpu_cards[i]` is the card of `gpus[i]`).
+fn number_physical(gpus: Vec<Gpu>, gpu_cards: &[usize]) -> Vec<Gpu> {
     let mut order: Vec<usize> = (0..gpus.len()).collect();
     order.sort_by_key(|&i| gpus[i].index);
     let mut physical: HashMap<usize, u32> = HashMap::new();
@@ -381,19 +439,7 @@ pub fn detect_with(r: &dyn SysReader, vis: &VisibilityEnv) -> Result<Topology, G
             sorted.push(g);
         }
     }
-    let gpus = sorted;
-    excluded.sort_by_key(|e| e.kfd_node);
-
-    let links: HashMap<u32, Option<u32>> = candidates
-        .iter()
-        .map(|c| (c.node, c.props.io_links_count))
-        .collect();
-    let xgmi = xgmi_pairs(r, topo, &gpus, &links);
-    Ok(Topology {
-        gpus,
-        excluded,
-        xgmi,
-    })
+    sorted
 }
 
 /// Pairs of GPU indices joined by a direct xGMI io_link (type 11). Links to CPU nodes

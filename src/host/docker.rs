@@ -2,7 +2,6 @@
 //! docker CLI), errors translated into what to do about them, and the container's own
 //! `/status` over plain HTTP.
 
-use crate::exit::{ExitError, FAILURE};
 use crate::host::spec::{ContainerSpec, label};
 use crate::host::view::Managed;
 use bollard::Docker;
@@ -85,8 +84,22 @@ pub fn explain(err: &DockerError, doing: &str) -> String {
     format!("cannot {doing}: talking to Docker at {ep} failed: {err}")
 }
 
-fn fail(err: &DockerError, doing: &str) -> anyhow::Error {
-    ExitError::new(FAILURE, explain(err, doing)).into()
+/// A Docker Engine API call that failed: what we were doing, and Docker's error, shown as
+/// what to do about it (`explain`). Ends the process with FAILURE.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", explain(.err, .doing))]
+pub struct DockerFailure {
+    /// `connect to Docker`, `stop container NAME`, ...
+    pub doing: String,
+    /// Not a `source`: the message already says all of it.
+    pub err: DockerError,
+}
+
+fn fail(err: DockerError, doing: &str) -> DockerFailure {
+    DockerFailure {
+        doing: doing.to_string(),
+        err,
+    }
 }
 
 fn status_code(err: &DockerError) -> Option<u16> {
@@ -104,19 +117,19 @@ pub struct Client {
 impl Client {
     /// Connects and checks that the daemon answers. `request_timeout` bounds every API call
     /// (a stop waits for the container's grace period, so it must exceed that).
-    pub async fn connect(request_timeout: Duration) -> anyhow::Result<Client> {
+    pub async fn connect(request_timeout: Duration) -> Result<Client, DockerFailure> {
         let docker = Docker::connect_with_defaults()
-            .map_err(|e| fail(&e, "connect to Docker"))?
+            .map_err(|e| fail(e, "connect to Docker"))?
             .with_timeout(request_timeout);
         let docker = docker
             .negotiate_version()
             .await
-            .map_err(|e| fail(&e, "connect to Docker"))?;
+            .map_err(|e| fail(e, "connect to Docker"))?;
         Ok(Client { docker })
     }
 
     /// Every aim-engine container (running or not), by label.
-    pub async fn list_managed(&self) -> anyhow::Result<Vec<Managed>> {
+    pub async fn list_managed(&self) -> Result<Vec<Managed>, DockerFailure> {
         use bollard::query_parameters::ListContainersOptions;
         let mut filters = HashMap::new();
         filters.insert(
@@ -131,7 +144,7 @@ impl Client {
                 ..Default::default()
             }))
             .await
-            .map_err(|e| fail(&e, "list containers"))?;
+            .map_err(|e| fail(e, "list containers"))?;
         let mut out = Vec::new();
         for c in list {
             let Some(id) = c.id.clone() else { continue };
@@ -147,7 +160,7 @@ impl Client {
 
     /// Names of all containers (Docker names are global) and every host port that
     /// containers publish now or will publish when they restart.
-    pub async fn names_and_ports(&self) -> anyhow::Result<(Vec<String>, Vec<u16>)> {
+    pub async fn names_and_ports(&self) -> Result<(Vec<String>, Vec<u16>), DockerFailure> {
         use bollard::query_parameters::ListContainersOptions;
         let list = self
             .docker
@@ -156,7 +169,7 @@ impl Client {
                 ..Default::default()
             }))
             .await
-            .map_err(|e| fail(&e, "list containers"))?;
+            .map_err(|e| fail(e, "list containers"))?;
         let mut names = Vec::new();
         let mut ports = Vec::new();
         for c in list {
@@ -181,17 +194,17 @@ impl Client {
     }
 
     /// Whether the image exists locally.
-    pub async fn image_exists(&self, image: &str) -> anyhow::Result<bool> {
+    pub async fn image_exists(&self, image: &str) -> Result<bool, DockerFailure> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(e) if status_code(&e) == Some(404) => Ok(false),
-            Err(e) => Err(fail(&e, &format!("inspect image {image}"))),
+            Err(e) => Err(fail(e, &format!("inspect image {image}"))),
         }
     }
 
     /// Creates and starts the container; returns its id. A container that was created but
     /// would not start is removed again, so it holds no name and no GPUs.
-    pub async fn create_and_start(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
+    pub async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String, DockerFailure> {
         use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
         let created = self
             .docker
@@ -203,7 +216,7 @@ impl Client {
                 spec.to_create_body(),
             )
             .await
-            .map_err(|e| fail(&e, &format!("create container {}", spec.name)))?;
+            .map_err(|e| fail(e, &format!("create container {}", spec.name)))?;
         if let Err(e) = self.docker.start_container(&created.id, None).await {
             let _ = self
                 .docker
@@ -215,17 +228,17 @@ impl Client {
                     }),
                 )
                 .await;
-            return Err(fail(&e, &format!("start container {}", spec.name)));
+            return Err(fail(e, &format!("start container {}", spec.name)));
         }
         Ok(created.id)
     }
 
     /// The container by name or id; None when Docker does not know it.
-    pub async fn inspect(&self, name: &str) -> anyhow::Result<Option<Managed>> {
+    pub async fn inspect(&self, name: &str) -> Result<Option<Managed>, DockerFailure> {
         let c = match self.docker.inspect_container(name, None).await {
             Ok(c) => c,
             Err(e) if status_code(&e) == Some(404) => return Ok(None),
-            Err(e) => return Err(fail(&e, &format!("inspect container {name}"))),
+            Err(e) => return Err(fail(e, &format!("inspect container {name}"))),
         };
         let state = c.state.clone().unwrap_or_default();
         let config = c.config.clone().unwrap_or_default();
@@ -277,7 +290,7 @@ impl Client {
     }
 
     /// Stops the container (SIGTERM, then SIGKILL after `timeout_s`). Already stopped is fine.
-    pub async fn stop(&self, name: &str, timeout_s: u32) -> anyhow::Result<()> {
+    pub async fn stop(&self, name: &str, timeout_s: u32) -> Result<(), DockerFailure> {
         use bollard::query_parameters::StopContainerOptions;
         match self
             .docker
@@ -292,11 +305,11 @@ impl Client {
         {
             Ok(()) => Ok(()),
             Err(e) if status_code(&e) == Some(304) => Ok(()),
-            Err(e) => Err(fail(&e, &format!("stop container {name}"))),
+            Err(e) => Err(fail(e, &format!("stop container {name}"))),
         }
     }
 
-    pub async fn remove(&self, name: &str) -> anyhow::Result<()> {
+    pub async fn remove(&self, name: &str) -> Result<(), DockerFailure> {
         use bollard::query_parameters::RemoveContainerOptions;
         self.docker
             .remove_container(
@@ -307,7 +320,7 @@ impl Client {
                 }),
             )
             .await
-            .map_err(|e| fail(&e, &format!("remove container {name}")))
+            .map_err(|e| fail(e, &format!("remove container {name}")))
     }
 }
 

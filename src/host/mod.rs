@@ -5,11 +5,13 @@
 //! a new launch gets), `prepare` (a launch's GPUs, name and settings from what was read),
 //! `spec` (the container to create), `view` (list rows, uptime, status text, the dry run's
 //! `docker run` line). IO shell: `docker` (the bollard client, error translation, /status
-//! polling), `local` (what a launch reads from this machine besides Docker).
-//! `commands::host` calls them in order and prints.
+//! polling), `local` (what a launch reads from this machine besides Docker), `launch` (a
+//! launch prepared: plan on the free GPUs, allocation, name, spec; `LaunchRequest` is what
+//! it is asked). `commands::host` calls them in order and prints.
 
 pub mod alloc;
 pub mod docker;
+pub mod launch;
 pub mod local;
 pub mod naming;
 pub mod prepare;

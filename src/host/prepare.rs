@@ -6,14 +6,14 @@
 use super::alloc::{self, Holder, NotEnoughGpus, format_list};
 use super::naming;
 use super::spec::ChosenGpu;
-use crate::cli::SelectArgs;
 use crate::gpu::{Gpu, Topology};
 use crate::launch::Launch;
+use crate::plan::Request;
 use crate::types::Choice;
 use std::path::{Path, PathBuf};
 
 /// How many GPUs a launch asks for before planning (`auto` = 1: the plan may take more).
-pub fn wanted_gpus(select: &SelectArgs) -> u32 {
+pub fn wanted_gpus(select: &Request) -> u32 {
     match select.gpu_count {
         Some(Choice::Is(n)) => n,
         _ => 1,
@@ -96,7 +96,7 @@ pub fn container_name(
 
 /// The AIM_* settings the user gave explicitly, passed into the container so that it plans
 /// as the host did.
-pub fn explicit_settings(select: &SelectArgs) -> Vec<(String, String)> {
+pub fn explicit_settings(select: &Request) -> Vec<(String, String)> {
     let mut env = Vec::new();
     if let Some(m) = select.metric.get() {
         env.push(("AIM_METRIC".to_string(), m.as_str().to_string()));
@@ -175,8 +175,8 @@ mod tests {
         }
     }
 
-    fn select() -> SelectArgs {
-        SelectArgs {
+    fn select() -> Request {
+        Request {
             model: Some("Qwen/Qwen3-8B".into()),
             gpu_count: None,
             precision: Choice::Auto,
@@ -242,7 +242,7 @@ mod tests {
     #[test]
     fn explicit_settings_and_pass_through() {
         assert!(explicit_settings(&select()).is_empty());
-        let s = SelectArgs {
+        let s = Request {
             metric: Choice::Is(Metric::Throughput),
             gpu_model: Some("MI300X".into()),
             engine_args: Some(r#"{"max-model-len": 8192}"#.into()),
@@ -269,7 +269,7 @@ mod tests {
         );
         assert_eq!(wanted_gpus(&select()), 1);
         assert_eq!(
-            wanted_gpus(&SelectArgs {
+            wanted_gpus(&Request {
                 gpu_count: Some(Choice::Is(4)),
                 ..select()
             }),

@@ -14,7 +14,6 @@
 //! `over_capacity`. Only when the reserve is full too is a connection answered 503 without
 //! being read. So Docker's and Kubernetes' probes get their answer while one client floods.
 
-use crate::cli::ServeArgs;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -61,17 +60,6 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The limits `serve` was given.
-    pub fn from_args(a: &ServeArgs) -> Limits {
-        Limits {
-            header_read_timeout: a.header_read_timeout,
-            body_read_timeout: a.body_read_timeout,
-            max_connections_per_peer: a.max_connections_per_peer,
-            health_connections: a.health_connections,
-            ..Limits::default()
-        }
-    }
-
     /// How long a reserved (health-only) connection may take to send its request head.
     pub fn reserved_head_timeout(&self) -> Duration {
         self.header_read_timeout.min(Duration::from_secs(2))

@@ -5,7 +5,8 @@
 //! (never from the engine); `scrape` (/metrics) assembles our text and the engine's; `proxy` forwards the
 //! rest; `target` puts the request target in the one normal form that routing, the key check and
 //! the proxy share; `auth` checks the optional API key; `limits` holds the protection knobs; `reply` builds
-//! the small JSON answers (OpenAI error shape).
+//! the small JSON answers (OpenAI error shape). `local` is the other side: the blocking GET
+//! that `healthcheck` and `status` send to a local supervisor's port.
 //!
 //! # Shutdown handshake (for the supervisor)
 //!
@@ -25,6 +26,7 @@
 pub mod auth;
 pub mod health;
 pub mod limits;
+pub mod local;
 pub mod proxy;
 pub mod reply;
 pub mod router;

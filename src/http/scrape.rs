@@ -78,47 +78,65 @@ fn engine_up(phase: Phase) -> bool {
     matches!(phase, Phase::Validating | Phase::Ready | Phase::Draining)
 }
 
+/// Why the engine's own text is missing from a `/metrics` answer (shown after
+/// `# engine metrics unavailable: `).
+#[derive(Debug, thiserror::Error)]
+enum EngineMetricsError {
+    #[error("engine not up (phase {0})")]
+    NotUp(Phase),
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("{0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("{0}")]
+    Connect(#[from] hyper_util::client::legacy::Error),
+    #[error("engine answered {0}")]
+    Status(StatusCode),
+    #[error("{0}")]
+    Body(super::BoxError),
+    #[error("engine metrics are not UTF-8")]
+    NotUtf8,
+}
+
 /// The `/metrics` answer.
 pub async fn answer(ctx: &Ctx) -> Response<Body> {
     let phase = ctx.shared.phase();
     let ours = ctx.shared.metrics.render();
-    let text = if engine_up(phase) {
-        match tokio::time::timeout(ctx.limits.engine_metrics_timeout, fetch_engine(ctx)).await {
-            Ok(Ok(text)) => combine(&ours, Ok(&text)),
-            Ok(Err(why)) => combine(&ours, Err(&why)),
-            Err(_) => combine(
-                &ours,
-                Err(&format!(
-                    "no answer within {:?}",
-                    ctx.limits.engine_metrics_timeout
-                )),
-            ),
-        }
-    } else {
-        combine(&ours, Err(&format!("engine not up (phase {phase})")))
+    let text = match engine_text(ctx, phase).await {
+        Ok(text) => combine(&ours, Ok(&text)),
+        Err(why) => combine(&ours, Err(&why.to_string())),
     };
     reply::with_type(StatusCode::OK, CONTENT_TYPE, text)
 }
 
-async fn fetch_engine(ctx: &Ctx) -> Result<String, String> {
+/// The engine's metrics text, when it is up (in `phase`) and answers within the limit.
+async fn engine_text(ctx: &Ctx, phase: Phase) -> Result<String, EngineMetricsError> {
+    if !engine_up(phase) {
+        return Err(EngineMetricsError::NotUp(phase));
+    }
+    let limit = ctx.limits.engine_metrics_timeout;
+    tokio::time::timeout(limit, fetch_engine(ctx))
+        .await
+        .unwrap_or(Err(EngineMetricsError::Timeout(limit)))
+}
+
+async fn fetch_engine(ctx: &Ctx) -> Result<String, EngineMetricsError> {
     let port = ctx.shared.engine_port();
-    let req = Request::get(format!("http://127.0.0.1:{port}/metrics"))
-        .body(
-            Empty::new()
-                .map_err(|never| -> super::BoxError { match never {} })
-                .boxed_unsync(),
-        )
-        .map_err(|e| e.to_string())?;
-    let resp = ctx.client.request(req).await.map_err(|e| e.to_string())?;
+    let req = Request::get(format!("http://127.0.0.1:{port}/metrics")).body(
+        Empty::new()
+            .map_err(|never| -> super::BoxError { match never {} })
+            .boxed_unsync(),
+    )?;
+    let resp = ctx.client.request(req).await?;
     if !resp.status().is_success() {
-        return Err(format!("engine answered {}", resp.status()));
+        return Err(EngineMetricsError::Status(resp.status()));
     }
     let body = http_body_util::Limited::new(resp.into_body(), MAX_ENGINE_TEXT)
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(EngineMetricsError::Body)?
         .to_bytes();
-    String::from_utf8(body.to_vec()).map_err(|_| "engine metrics are not UTF-8".to_string())
+    String::from_utf8(body.to_vec()).map_err(|_| EngineMetricsError::NotUtf8)
 }
 
 #[cfg(test)]

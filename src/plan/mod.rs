@@ -28,6 +28,7 @@ pub use assess::assess_all;
 pub use choose::decide;
 pub use error::{NoFit, NoGpu, PlanError, Suggestion};
 pub use gpus::{pick_gpus, usable_gpus};
+pub use resolve::{Request, Sources};
 
 use crate::gpu::Topology;
 use crate::launch::Launch;

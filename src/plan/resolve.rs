@@ -6,7 +6,6 @@
 //! errors -> exit::USAGE, nothing fits -> exit::NO_FIT).
 
 use super::{Launchers, Plan, PlanError, PlanInput, Planned, RecipeVerdict, Want};
-use crate::cli::{GlobalArgs, SelectArgs};
 use crate::download::{self, DownloadError};
 use crate::engine::EngineVersions;
 use crate::exit::{self, ExitError};
@@ -14,10 +13,46 @@ use crate::gpu::{self, GpuError, Topology, VisibilityEnv};
 use crate::model::{self, HubWeights, ModelFacts, ModelIdError, ModelRef, cache};
 use crate::recipe::RecipeError;
 use crate::recipe::load::{self, SearchPath};
-use crate::types::Engine;
+use crate::types::{Choice, Engine, Metric, Precision};
 use indexmap::IndexMap;
 use serde_json::Value;
 use std::path::PathBuf;
+
+/// Where the GPUs and the recipes are read from (the library's form of the global flags).
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Filesystem root under which /sys and /dev are read.
+    pub root: PathBuf,
+    /// Extra recipe folders, searched before the built-in one.
+    pub recipes_dir: Vec<PathBuf>,
+    /// The built-in recipe folder, when not the default.
+    pub builtin_recipes: Option<PathBuf>,
+}
+
+/// What to serve and the user's constraints on how (the library's form of the selection
+/// flags of `serve`, `plan`, `dry-run`, `recipes` and `launch`).
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Hugging Face model id (`org/name`) or an absolute path to a local model folder.
+    pub model: Option<String>,
+    /// Number of GPUs (tensor-parallel size).
+    pub gpu_count: Option<Choice<u32>>,
+    pub precision: Choice<Precision>,
+    pub backend: Choice<Engine>,
+    pub metric: Choice<Metric>,
+    /// Use exactly this recipe id.
+    pub recipe: Option<String>,
+    /// Pretend the GPUs are this product when matching recipes.
+    pub gpu_model: Option<String>,
+    /// JSON object of engine flags merged over the recipe's.
+    pub engine_args: Option<String>,
+    /// Loopback port the engine listens on (default: the public port + 1).
+    pub engine_port: Option<u16>,
+    /// `--revision`: the Hub branch, tag or commit to serve (None: the engine's default).
+    pub revision: Option<String>,
+    /// `--size-from-hub`: size a model the cache lacks from the Hub's file listing.
+    pub size_from_hub: bool,
+}
 
 /// Why no plan could be made for a request on this machine.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +132,8 @@ pub enum HubSizing<'a> {
 /// Detects, loads and selects: the plan `serve` acts on. `hub`: the weights from the Hub's
 /// listing `serve` read, used when the model is not in the cache.
 pub fn resolve(
-    g: &GlobalArgs,
-    select: &SelectArgs,
+    g: &Sources,
+    select: &Request,
     public_port: u16,
     hub: Option<&HubWeights>,
 ) -> Result<Plan, ResolveError> {
@@ -118,8 +153,8 @@ pub fn resolve(
 /// container holds), sizing from the Hub when `--size-from-hub` asks for it.
 pub fn plan_on(
     topology: &Topology,
-    g: &GlobalArgs,
-    select: &SelectArgs,
+    g: &Sources,
+    select: &Request,
     public_port: u16,
 ) -> Result<Planned, ResolveError> {
     plan_sized(
@@ -136,8 +171,8 @@ pub fn plan_on(
 /// check the args and their version rules apply, with notes in the reasons.
 pub fn plan_for(
     topology: &Topology,
-    g: &GlobalArgs,
-    select: &SelectArgs,
+    g: &Sources,
+    select: &Request,
     public_port: u16,
     versions: &EngineVersions,
 ) -> Result<Planned, ResolveError> {
@@ -154,7 +189,7 @@ pub fn plan_for(
 /// The Hub id to size from the Hub's listing: MODEL when it is a Hub id whose config.json
 /// no cache holds. None for a local folder, a cached model or an invalid id (the planner
 /// says what is wrong with that).
-pub fn uncached_hub_repo(select: &SelectArgs) -> Option<String> {
+pub fn uncached_hub_repo(select: &Request) -> Option<String> {
     let m = model::parse_model_id(select.model.as_deref()?).ok()?;
     let ModelRef::Hub(repo) = &m else {
         return None;
@@ -167,7 +202,7 @@ pub fn uncached_hub_repo(select: &SelectArgs) -> Option<String> {
 }
 
 /// `--revision` / AIM_MODEL_REVISION, checked and trimmed; None when unset or blank.
-pub fn revision_of(select: &SelectArgs) -> Result<Option<String>, ResolveError> {
+pub fn revision_of(select: &Request) -> Result<Option<String>, ResolveError> {
     match select.revision.as_deref().filter(|r| !r.trim().is_empty()) {
         None => Ok(None),
         Some(r) => download::check_revision("--revision / AIM_MODEL_REVISION", r)
@@ -179,7 +214,7 @@ pub fn revision_of(select: &SelectArgs) -> Result<Option<String>, ResolveError> 
 /// The download's options (HF_ENDPOINT, the token, the cache root) for reading `repo`'s
 /// listing at `select`'s revision (main by default), with at most 3 tries: sizing is worth
 /// a short wait, not a long one.
-pub fn sizing_options(repo: &str, select: &SelectArgs) -> Result<download::Options, String> {
+pub fn sizing_options(repo: &str, select: &Request) -> Result<download::Options, String> {
     let rev = revision_of(select)
         .map_err(|e| e.to_string())?
         .unwrap_or_else(|| "main".into());
@@ -219,7 +254,7 @@ pub fn sized(repo: &str, got: Result<Option<HubWeights>, DownloadError>) -> Opti
 /// `--size-from-hub` for the commands that plan without serving: asks the Hub for the
 /// weights of `select`'s model when the cache does not hold it (the request runs on a
 /// thread of its own; this one waits).
-fn hub_weights_from_args(select: &SelectArgs) -> Option<HubWeights> {
+fn hub_weights_from_args(select: &Request) -> Option<HubWeights> {
     if !select.size_from_hub {
         return None;
     }
@@ -261,7 +296,7 @@ fn hub_weights_from_args(select: &SelectArgs) -> Option<HubWeights> {
 fn facts_of(
     model_ref: &ModelRef,
     revision: Option<&str>,
-    select: &SelectArgs,
+    select: &Request,
     hub: HubSizing<'_>,
 ) -> ModelFacts {
     let (facts, found) =
@@ -282,8 +317,8 @@ fn facts_of(
 /// [`plan_on`] with the Hub's sizes as `hub` says.
 pub fn plan_sized(
     topology: &Topology,
-    g: &GlobalArgs,
-    select: &SelectArgs,
+    g: &Sources,
+    select: &Request,
     public_port: u16,
     hub: HubSizing<'_>,
     versions: &EngineVersions,
@@ -332,8 +367,8 @@ pub fn plan_sized(
 /// a model was given.
 pub fn verdicts_on(
     topology: &Topology,
-    g: &GlobalArgs,
-    select: &SelectArgs,
+    g: &Sources,
+    select: &Request,
 ) -> Result<(Vec<RecipeVerdict>, Option<String>), ResolveError> {
     let sp = search_path(g);
     let want = want_of(select);
@@ -449,7 +484,7 @@ fn env_nonempty(k: &str) -> Option<String> {
 }
 
 /// GPU detection under `--root` with our own visibility variables.
-pub fn detect(g: &GlobalArgs) -> Result<Topology, ResolveError> {
+pub fn detect(g: &Sources) -> Result<Topology, ResolveError> {
     gpu::detect(&g.root, &VisibilityEnv::from_process_env()).map_err(|source| ResolveError::Gpus {
         root: g.root.clone(),
         source,
@@ -466,7 +501,7 @@ fn validated_model(text: &str) -> Result<ModelRef, ResolveError> {
     Ok(m)
 }
 
-fn want_of(s: &SelectArgs) -> Want {
+fn want_of(s: &Request) -> Want {
     Want {
         gpu_count: s.gpu_count.and_then(|c| c.get()),
         precision: s.precision.get(),
@@ -504,7 +539,7 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-fn search_path(g: &GlobalArgs) -> SearchPath {
+fn search_path(g: &Sources) -> SearchPath {
     let exe = std::env::current_exe().ok();
     SearchPath {
         extra: g.recipes_dir.clone(),
@@ -542,19 +577,16 @@ mod tests {
         }
     }
 
-    fn global() -> GlobalArgs {
-        GlobalArgs {
+    fn global() -> Sources {
+        Sources {
             root: "/nonexistent".into(),
             recipes_dir: vec![],
             builtin_recipes: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/recipes").into()),
-            log_format: crate::cli::LogFormat::Text,
-            log_level: "info".into(),
-            log_buffer: crate::logging::DEFAULT_CAPACITY,
         }
     }
 
-    fn select(model: &str) -> SelectArgs {
-        SelectArgs {
+    fn select(model: &str) -> Request {
+        Request {
             model: Some(model.into()),
             gpu_count: None,
             precision: crate::types::Choice::Auto,

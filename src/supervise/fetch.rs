@@ -63,7 +63,42 @@ pub enum Sized {
     Stopped(u8),
 }
 
+/// What the download thread answers.
+type Answer = Result<download::Downloaded, DownloadError>;
+
+/// The download on a thread and runtime of its own; its answer comes through `tx`.
+fn spawn_download(
+    opts: &Options,
+    progress: &Arc<Progress>,
+    tx: tokio::sync::oneshot::Sender<Answer>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (opts, progress) = (opts.clone(), progress.clone());
+    std::thread::Builder::new()
+        .name("download".into())
+        .spawn(move || {
+            let got = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("download")
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    let got = rt.block_on(download::download(&opts, progress));
+                    // No runtime threads of ours may be left when engines are forked.
+                    rt.shutdown_timeout(Duration::from_secs(5));
+                    got
+                }
+                Err(e) => Err(DownloadError::Io {
+                    path: opts.hub_root.clone(),
+                    source: e,
+                }),
+            };
+            let _ = tx.send(got);
+        })
+}
+
 impl Supervisor {
+    /// Downloads `opts.repo` with progress in the log every `log_every` and in `/status`.
     /// The weights of `opts.repo` from the Hub's listing (`download::hub_weights`, on a
     /// thread of its own), waited for while signals are handled.
     pub(super) async fn hub_sizes_first(&mut self, opts: Options) -> Sized {
@@ -103,32 +138,7 @@ impl Supervisor {
         self.event(Event::Downloading, &format!("downloading {}", opts.repo));
         let progress = Arc::new(Progress::default());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let thread = {
-            let (opts, progress) = (opts.clone(), progress.clone());
-            std::thread::Builder::new()
-                .name("download".into())
-                .spawn(move || {
-                    let got = match tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(2)
-                        .thread_name("download")
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => {
-                            let got = rt.block_on(download::download(&opts, progress));
-                            // No runtime threads of ours may be left when engines are forked.
-                            rt.shutdown_timeout(Duration::from_secs(5));
-                            got
-                        }
-                        Err(e) => Err(DownloadError::Io {
-                            path: opts.hub_root.clone(),
-                            source: e,
-                        }),
-                    };
-                    let _ = tx.send(got);
-                })
-        };
-        let thread = match thread {
+        let thread = match spawn_download(&opts, &progress, tx) {
             Ok(t) => t,
             Err(e) => {
                 let msg = format!("cannot start the download thread: {e}");
@@ -162,8 +172,24 @@ impl Supervisor {
         let _ = reporter.await;
         copy_counts(&self.shared, progress.counts());
         match waited {
-            Waited::Done(Ok(Ok(d))) => {
+            Waited::Done(Ok(answer)) => {
                 let _ = thread.join();
+                self.downloaded(answer, opts)
+            }
+            Waited::Done(Err(_)) => {
+                let msg = "the download thread ended without an answer".to_string();
+                self.fatal(&msg);
+                Fetched::Failed(ExitError::new(exit::FAILURE, msg))
+            }
+            // The thread is left behind: the process ends, and what it wrote resumes later.
+            Waited::Stop | Waited::Deadline => Fetched::Stopped(self.finish_idle_stop().await),
+        }
+    }
+
+    /// What the download thread's answer means for the run.
+    fn downloaded(&mut self, answer: Answer, opts: Options) -> Fetched {
+        match answer {
+            Ok(d) => {
                 tracing::info!(
                     "{} (commit {}) is in the cache: {} files, {} fetched now; the engine runs with HF_HUB_OFFLINE=1",
                     opts.repo,
@@ -173,10 +199,7 @@ impl Supervisor {
                 );
                 Fetched::Done(opts.hub_root)
             }
-            Waited::Done(Ok(Err(e @ DownloadError::Unreachable { .. })))
-                if cached(&opts).is_some() =>
-            {
-                let _ = thread.join();
+            Err(e @ DownloadError::Unreachable { .. }) if cached(&opts).is_some() => {
                 let root = cached(&opts).unwrap_or_default();
                 tracing::warn!(
                     "{e}; {} is in the cache under {}: serving it offline",
@@ -185,8 +208,7 @@ impl Supervisor {
                 );
                 Fetched::Done(root)
             }
-            Waited::Done(Ok(Err(e))) => {
-                let _ = thread.join();
+            Err(e) => {
                 let msg = match e {
                     DownloadError::Unreachable { .. } => format!(
                         "{e}; and the cache has no complete copy of {} to serve offline: allow access to HF_ENDPOINT, or mount a cache that has the model",
@@ -197,13 +219,6 @@ impl Supervisor {
                 self.fatal(&msg);
                 Fetched::Failed(ExitError::new(e.exit_code(), msg))
             }
-            Waited::Done(Err(_)) => {
-                let msg = "the download thread ended without an answer".to_string();
-                self.fatal(&msg);
-                Fetched::Failed(ExitError::new(exit::FAILURE, msg))
-            }
-            // The thread is left behind: the process ends, and what it wrote resumes later.
-            Waited::Stop | Waited::Deadline => Fetched::Stopped(self.finish_idle_stop().await),
         }
     }
 }

@@ -23,16 +23,50 @@ use super::machine::PolicyConfig;
 use super::reaper::Reaper;
 use super::signals;
 use super::supervisor::Supervisor;
-use crate::cli::{GlobalArgs, ServeArgs};
 use crate::exit::{self, ExitError};
 use crate::notify::Notifier;
+use crate::plan::{Request, Sources};
 use crate::shared::Shared;
 use crate::status::Status;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Timings and switches of the loop (from `ServeArgs`).
+/// What `serve` was asked for: the library's form of `serve`'s flags (built from them in
+/// `commands::serve`).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where the GPUs and the recipes are read from.
+    pub sources: Sources,
+    /// What to serve, and how.
+    pub request: Request,
+    /// The public port (health, status, metrics and the forwarded OpenAI API).
+    pub port: u16,
+    /// The address the public port binds.
+    pub host: String,
+    /// Required as `Authorization: Bearer KEY` on /v1/*.
+    pub api_key: Option<String>,
+    /// Cap on concurrent connections to the public port.
+    pub max_connections: usize,
+    /// The public port's per-connection limits.
+    pub limits: crate::http::Limits,
+    /// Fetch the model into the Hugging Face cache first (`--download`).
+    pub download: bool,
+    pub stop_timeout: Duration,
+    pub startup_timeout: Duration,
+    pub progress_interval: Duration,
+    pub liveness_interval: Duration,
+    pub liveness_failures: u32,
+    pub liveness_timeout: Duration,
+    pub restart_budget: u32,
+    pub restart_window: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub vram_wait_timeout: Duration,
+    pub skip_test_inference: bool,
+}
+
+/// Timings and switches of the loop (from `ServeOptions`).
 #[derive(Debug, Clone)]
 pub struct Config {
     pub root: PathBuf,
@@ -51,39 +85,50 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_args(g: &GlobalArgs, a: &ServeArgs) -> Self {
+    pub fn from_options(o: &ServeOptions) -> Self {
         Config {
-            root: g.root.clone(),
-            stop_timeout: a.stop_timeout,
-            startup_timeout: a.startup_timeout,
-            liveness_interval: a.liveness_interval,
-            liveness_failures: a.liveness_failures.max(1),
-            liveness_timeout: a.liveness_timeout,
-            vram_wait_timeout: a.vram_wait_timeout,
-            skip_test_inference: a.skip_test_inference,
+            root: o.sources.root.clone(),
+            stop_timeout: o.stop_timeout,
+            startup_timeout: o.startup_timeout,
+            liveness_interval: o.liveness_interval,
+            liveness_failures: o.liveness_failures.max(1),
+            liveness_timeout: o.liveness_timeout,
+            vram_wait_timeout: o.vram_wait_timeout,
+            skip_test_inference: o.skip_test_inference,
             policy: PolicyConfig {
                 backoff: super::backoff::Backoff {
-                    initial: a.backoff_initial,
-                    max: a.backoff_max.max(a.backoff_initial),
+                    initial: o.backoff_initial,
+                    max: o.backoff_max.max(o.backoff_initial),
                 },
-                restart_budget: a.restart_budget,
-                restart_window: a.restart_window,
+                restart_budget: o.restart_budget,
+                restart_window: o.restart_window,
                 max_port_retries: 5,
             },
             poll_interval: Duration::from_millis(200),
             // tokio intervals need a non-zero period.
-            progress_interval: a.progress_interval.max(Duration::from_millis(100)),
+            progress_interval: o.progress_interval.max(Duration::from_millis(100)),
         }
     }
 }
 
+/// Why `serve` ended with an error rather than a status of its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The runtime, the signal handlers or the reaper could not be set up.
+    #[error(transparent)]
+    Setup(#[from] std::io::Error),
+    /// A failure with the exit status it ends the process with.
+    #[error(transparent)]
+    Exit(#[from] ExitError),
+}
+
 /// `aim-engine serve`: the whole command, from the runtime up.
-pub fn serve(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
+pub fn serve(o: ServeOptions) -> Result<u8, ServeError> {
     become_subreaper();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve_async(g, a))
+    rt.block_on(serve_async(o))
 }
 
 /// As PID 1 orphans come to us anyway; otherwise (systemd, `docker run --init`, Compose
@@ -103,119 +148,48 @@ fn become_subreaper() {
     }
 }
 
-async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
+async fn serve_async(o: ServeOptions) -> Result<u8, ServeError> {
     // Handlers first: as PID 1 an unhandled signal is dropped.
     let signals = signals::listen()?;
     let reaper = Arc::new(Reaper::new());
     tokio::spawn(reaper.clone().start()?);
 
-    let addr = format!("{}:{}", a.host, a.port);
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
-        ExitError::new(
-            exit::FAILURE,
-            format!(
-                "cannot listen on {addr}: {e}; choose another port with --port / AIM_PORT \
-                 or another address with --host / AIM_HOST"
-            ),
-        )
-    })?;
-    // The address really bound (`--port 0` picks one), for the first log line.
-    let url = format!(
-        "http://{}",
-        listener
-            .local_addr()
-            .map_or(addr.clone(), |l| l.to_string())
-    );
-    let model = a.select.model.clone().unwrap_or_default();
-    let engine_port = a
-        .select
+    let (listener, url) = bind_public(&o).await?;
+    let model = o.request.model.clone().unwrap_or_default();
+    let engine_port = o
+        .request
         .engine_port
-        .unwrap_or_else(|| a.port.saturating_add(1));
+        .unwrap_or_else(|| o.port.saturating_add(1));
     let shared = Arc::new(Shared::new(&model, engine_port));
     let notifier = Arc::new(Notifier::from_env());
-    // WATCHDOG=1 from a task on this current-thread runtime: a ping proves that the one
-    // thread running the supervisor, the reaper and the public port is not blocked. It does
-    // not prove the supervisor's own loop makes progress (that loop may rightly sleep for a
-    // whole backoff); its deadlines (startup, stop grace, liveness) cover that.
-    if let Some(every) = notifier.watchdog_ping_interval() {
-        let n = notifier.clone();
-        tokio::spawn(async move {
-            let mut t = tokio::time::interval(every);
-            loop {
-                t.tick().await;
-                n.watchdog();
-            }
-        });
-    }
+    spawn_watchdog_pings(&notifier);
     let public = tokio::spawn(crate::http::serve_public_with(
         listener,
         shared.clone(),
         crate::http::PublicConfig {
-            api_key: a.api_key.clone(),
-            max_connections: a.max_connections,
-            drain_grace: a.stop_timeout,
+            api_key: o.api_key.clone(),
+            max_connections: o.max_connections,
+            drain_grace: o.stop_timeout,
         },
-        crate::http::Limits::from_args(&a),
+        o.limits.clone(),
     ));
 
-    let cfg = Config::from_args(g, &a);
+    let cfg = Config::from_options(&o);
     let log_every = cfg.progress_interval.min(Duration::from_secs(5));
     let mut sup = Supervisor::new(shared.clone(), reaper, signals, notifier, cfg);
-    let mut offline_cache = None;
-    let download = match download_options(&a).transpose() {
-        Ok(d) => d,
-        Err(e) => {
-            sup.fatal(&e.message);
+    let (offline_cache, hub) = match download_phase(&o, &mut sup, log_every).await {
+        BeforePlan::Plan { cache, hub } => (cache, hub),
+        BeforePlan::Stopped(code) => {
+            let _ = tokio::time::timeout(o.stop_timeout, public).await;
+            return Ok(code);
+        }
+        BeforePlan::Failed(e) => {
             shared.stopping.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(1), public).await;
             return Err(e.into());
         }
     };
-    // Not in the cache: the weights from the Hub's listing size the plan (`--download`
-    // reads them anyway; `--size-from-hub` asks for them without downloading).
-    let hub = match sizing_options_for(&a, download.as_ref()) {
-        None => None,
-        Some((repo, opts)) => match sup.hub_sizes_first(opts).await {
-            Sized::Got(got) => crate::plan::resolve::sized(&repo, got),
-            Sized::Stopped(code) => {
-                let _ = tokio::time::timeout(a.stop_timeout, public).await;
-                return Ok(code);
-            }
-        },
-    };
-    // Before a byte of weights is fetched: a model that cannot run here is refused now.
-    if let (Some(_), Some(w)) = (&download, &hub) {
-        match crate::plan::resolve::resolve(g, &a.select, a.port, Some(w)) {
-            Ok(plan) => tracing::info!(
-                "planned before the download, from the Hub's file listing: {}",
-                plan.reasons.join("; ")
-            ),
-            Err(e) => {
-                let msg = format!(
-                    "{e} (planned before the download, from the Hub's file listing; nothing was downloaded)"
-                );
-                sup.fatal(&msg);
-                shared.stopping.cancel();
-                let _ = tokio::time::timeout(Duration::from_secs(1), public).await;
-                return Err(ExitError::new(e.exit_code(), msg).into());
-            }
-        }
-    }
-    if let Some(opts) = download {
-        match sup.download_first(opts, log_every).await {
-            Fetched::Done(root) => offline_cache = Some(root),
-            Fetched::Stopped(code) => {
-                let _ = tokio::time::timeout(a.stop_timeout, public).await;
-                return Ok(code);
-            }
-            Fetched::Failed(e) => {
-                shared.stopping.cancel();
-                let _ = tokio::time::timeout(Duration::from_secs(1), public).await;
-                return Err(e.into());
-            }
-        }
-    }
-    let result = match crate::plan::resolve::resolve(g, &a.select, a.port, hub.as_ref()) {
+    let result = match crate::plan::resolve::resolve(&o.sources, &o.request, o.port, hub.as_ref()) {
         Ok(mut plan) => {
             tracing::info!("{}", crate::logging::first_line(&url, &plan));
             if let Some(root) = &offline_cache {
@@ -234,24 +208,122 @@ async fn serve_async(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
     };
     // The port drains (if not already) and closes before we exit.
     shared.stopping.cancel();
-    let _ = tokio::time::timeout(a.stop_timeout.max(Duration::from_secs(1)), public).await;
+    let _ = tokio::time::timeout(o.stop_timeout.max(Duration::from_secs(1)), public).await;
     Ok(result?)
+}
+
+/// The public port's listener, and its URL for the first log line.
+async fn bind_public(o: &ServeOptions) -> Result<(tokio::net::TcpListener, String), ExitError> {
+    let addr = format!("{}:{}", o.host, o.port);
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
+        ExitError::new(
+            exit::FAILURE,
+            format!(
+                "cannot listen on {addr}: {e}; choose another port with --port / AIM_PORT \
+                 or another address with --host / AIM_HOST"
+            ),
+        )
+    })?;
+    // The address really bound (`--port 0` picks one), for the first log line.
+    let url = format!(
+        "http://{}",
+        listener
+            .local_addr()
+            .map_or(addr.clone(), |l| l.to_string())
+    );
+    Ok((listener, url))
+}
+
+/// WATCHDOG=1 from a task on this current-thread runtime: a ping proves that the one
+/// thread running the supervisor, the reaper and the public port is not blocked. It does
+/// not prove the supervisor's own loop makes progress (that loop may rightly sleep for a
+/// whole backoff); its deadlines (startup, stop grace, liveness) cover that.
+fn spawn_watchdog_pings(notifier: &Arc<Notifier>) {
+    if let Some(every) = notifier.watchdog_ping_interval() {
+        let n = notifier.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            loop {
+                t.tick().await;
+                n.watchdog();
+            }
+        });
+    }
+}
+
+/// How the phase before the plan (sizing from the Hub, `--download`) ended.
+enum BeforePlan {
+    /// Go on and plan: with the hub root the engine then reads offline, if it downloaded, and
+    /// the weights from the Hub's listing when the cache lacks the model.
+    Plan {
+        cache: Option<PathBuf>,
+        hub: Option<crate::model::HubWeights>,
+    },
+    /// A stop request came first: end with this status.
+    Stopped(u8),
+    /// The run is marked failed and ends with this error.
+    Failed(ExitError),
+}
+
+/// `serve`'s phase before the plan: the Hub's sizes of a model the cache lacks (`--download`
+/// reads them anyway; `--size-from-hub` asks for them without downloading), a plan from them
+/// before a byte of weights is fetched, then the download.
+async fn download_phase(o: &ServeOptions, sup: &mut Supervisor, log_every: Duration) -> BeforePlan {
+    let download = match download_options(o).transpose() {
+        Ok(d) => d,
+        Err(e) => {
+            sup.fatal(&e.message);
+            return BeforePlan::Failed(e);
+        }
+    };
+    let hub = match sizing_options_for(o, download.as_ref()) {
+        None => None,
+        Some((repo, opts)) => match sup.hub_sizes_first(opts).await {
+            Sized::Got(got) => crate::plan::resolve::sized(&repo, got),
+            Sized::Stopped(code) => return BeforePlan::Stopped(code),
+        },
+    };
+    // Before a byte of weights is fetched: a model that cannot run here is refused now.
+    if let (Some(_), Some(w)) = (&download, &hub) {
+        match crate::plan::resolve::resolve(&o.sources, &o.request, o.port, Some(w)) {
+            Ok(plan) => tracing::info!(
+                "planned before the download, from the Hub's file listing: {}",
+                plan.reasons.join("; ")
+            ),
+            Err(e) => {
+                let msg = format!(
+                    "{e} (planned before the download, from the Hub's file listing; nothing was downloaded)"
+                );
+                sup.fatal(&msg);
+                return BeforePlan::Failed(ExitError::new(e.exit_code(), msg));
+            }
+        }
+    }
+    let cache = match download {
+        None => None,
+        Some(opts) => match sup.download_first(opts, log_every).await {
+            Fetched::Done(root) => Some(root),
+            Fetched::Stopped(code) => return BeforePlan::Stopped(code),
+            Fetched::Failed(e) => return BeforePlan::Failed(e),
+        },
+    };
+    BeforePlan::Plan { cache, hub }
 }
 
 /// The download `serve --download` does first, if any: only for a Hub id, and not when
 /// HF_HUB_OFFLINE forbids the Hub (the engine then reads the cache as it is).
-fn download_options(a: &ServeArgs) -> Option<Result<crate::download::Options, ExitError>> {
+fn download_options(o: &ServeOptions) -> Option<Result<crate::download::Options, ExitError>> {
     use crate::model::{ModelRef, cache::process_env, parse_model_id};
-    if !a.download || crate::download::offline(&process_env) {
+    if !o.download || crate::download::offline(&process_env) {
         return None;
     }
-    let model = a.select.model.as_deref().unwrap_or_default();
+    let model = o.request.model.as_deref().unwrap_or_default();
     // An invalid id is left to the planner, which says what is wrong with it.
     let Ok(ModelRef::Hub(repo)) = parse_model_id(model) else {
         return None;
     };
     Some(
-        crate::plan::resolve::revision_of(&a.select)
+        crate::plan::resolve::revision_of(&o.request)
             .map_err(ExitError::from)
             .and_then(|rev| {
                 let rev = rev.unwrap_or_else(|| "main".into());
@@ -265,21 +337,21 @@ fn download_options(a: &ServeArgs) -> Option<Result<crate::download::Options, Ex
 /// it is not in the cache and `--download` or `--size-from-hub` asks (never with
 /// HF_HUB_OFFLINE), with the options to ask by (the download's, when there is one).
 fn sizing_options_for(
-    a: &ServeArgs,
+    o: &ServeOptions,
     download: Option<&crate::download::Options>,
 ) -> Option<(String, crate::download::Options)> {
     use crate::model::cache::process_env;
-    if !(download.is_some() || a.select.size_from_hub) || crate::download::offline(&process_env) {
+    if !(download.is_some() || o.request.size_from_hub) || crate::download::offline(&process_env) {
         return None;
     }
-    let repo = crate::plan::resolve::uncached_hub_repo(&a.select)?;
+    let repo = crate::plan::resolve::uncached_hub_repo(&o.request)?;
     let opts = match download {
         Some(d) => {
             let mut o = d.clone();
             o.tries = o.tries.min(3);
             o
         }
-        None => match crate::plan::resolve::sizing_options(&repo, &a.select) {
+        None => match crate::plan::resolve::sizing_options(&repo, &o.request) {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(
