@@ -98,7 +98,7 @@ pub enum Format {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Supervise one engine serving MODEL (the default command).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Detection + selection + the exact argv/env; nothing is started.
     Plan(PlanArgs),
     /// The plan in the JSON shape the AMD AIM Kubernetes operator reads.
@@ -244,6 +244,26 @@ pub struct ServeArgs {
     /// Timeout of one liveness probe.
     #[arg(long = "liveness-timeout", env = "AIM_LIVENESS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub liveness_timeout: Duration,
+    /// A process of the engine stopped (SIGSTOP) this long means hung (0: off).
+    #[arg(long = "hang-freeze-window", env = "AIM_HANG_FREEZE_WINDOW", default_value = "30s", value_parser = parse_duration)]
+    pub hang_freeze_window: Duration,
+    /// Requests in flight and nothing moving (bytes, tokens, log, CPU, GPU) this long means
+    /// hung (0: off).
+    #[arg(long = "hang-stall-window", env = "AIM_HANG_STALL_WINDOW", default_value = "300s", value_parser = parse_duration)]
+    pub hang_stall_window: Duration,
+    /// Loading with no new log line and no CPU time this long means hung (0: off).
+    #[arg(long = "startup-stall-window", env = "AIM_STARTUP_STALL_WINDOW", default_value = "600s", value_parser = parse_duration)]
+    pub startup_stall_window: Duration,
+    /// How often the engine's progress is sampled.
+    #[arg(long = "hang-sample-interval", env = "AIM_HANG_SAMPLE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub hang_sample_interval: Duration,
+    /// When no request is in flight, a 1-token completion through the engine core this often
+    /// (instead of the /health probe); --liveness-failures misses in a row mean hung.
+    #[arg(long = "idle-probe-interval", env = "AIM_IDLE_PROBE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub idle_probe_interval: Duration,
+    /// Longest wait for one idle probe's answer.
+    #[arg(long = "idle-probe-timeout", env = "AIM_IDLE_PROBE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub idle_probe_timeout: Duration,
     /// Restarts of the same recipe allowed within --restart-window before moving on.
     #[arg(
         long = "restart-budget",

@@ -24,6 +24,12 @@ pub struct ClassLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HangLabel {
+    /// `frozen`, `no_progress`, `startup_stall`, `probe_misses`.
+    pub signal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusClassLabel {
     /// "2xx", "4xx", "5xx", or "error" when no response came back.
     pub code: String,
@@ -38,6 +44,10 @@ pub struct Metrics {
     pub engine_starts: Counter,
     pub startup_duration_seconds: Gauge<f64, AtomicU64>,
     pub liveness_failures: Counter,
+    /// Hangs found, by the signal that showed them.
+    pub hangs: Family<HangLabel, Counter>,
+    /// Seconds since the engine last showed progress (0 while idle).
+    pub last_progress_age_seconds: Gauge<f64, AtomicU64>,
     pub proxied_requests: Family<StatusClassLabel, Counter>,
     pub inflight_requests: Gauge,
     pub request_duration_seconds: Histogram,
@@ -67,6 +77,8 @@ impl Metrics {
             engine_starts: Counter::default(),
             startup_duration_seconds: Gauge::default(),
             liveness_failures: Counter::default(),
+            hangs: Family::default(),
+            last_progress_age_seconds: Gauge::default(),
             proxied_requests: Family::default(),
             inflight_requests: Gauge::default(),
             request_duration_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
@@ -120,6 +132,16 @@ impl Metrics {
             "liveness_failures",
             "Failed liveness probes after ready",
             m.liveness_failures.clone(),
+        );
+        registry.register(
+            "hangs",
+            "Hung engines found, by the signal that showed the hang",
+            m.hangs.clone(),
+        );
+        registry.register(
+            "last_progress_age_seconds",
+            "Seconds since the engine last showed progress (0 while idle)",
+            m.last_progress_age_seconds.clone(),
         );
         registry.register(
             "proxied_requests",

@@ -97,6 +97,27 @@ pub struct LivenessStatus {
     pub consecutive_failures: u32,
 }
 
+/// What the progress watch sees of the current attempt (`supervise::progress`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressStatus {
+    /// Seconds since progress (or a moment without work) was last seen.
+    pub last_progress_age_s: f64,
+    /// Requests in flight at the public port at the last sample.
+    pub inflight: u64,
+    /// Engine processes stopped at the last sample (pids).
+    pub stopped_pids: Vec<i32>,
+}
+
+/// The last hang found: the signal that showed it, how long it lasted, in words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HangStatus {
+    /// `frozen`, `no_progress`, `startup_stall` or `probe_misses`.
+    pub signal: String,
+    pub for_s: f64,
+    pub detail: String,
+    pub at_s: f64,
+}
+
 /// The whole story, as JSON on `/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -122,6 +143,12 @@ pub struct Status {
     /// recent rate (absent when there was none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download: Option<crate::download::progress::Counts>,
+    /// The progress watch of the current attempt, once it sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressStatus>,
+    /// The last hang found (kept after the restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_hang: Option<HangStatus>,
 }
 
 impl Status {
@@ -142,6 +169,8 @@ impl Status {
             fatal: None,
             last_log_line: None,
             download: None,
+            progress: None,
+            last_hang: None,
         }
     }
 

@@ -14,7 +14,7 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let g = &cli.global;
     match cli.command {
-        Command::Serve(a) => serve::run(g, a),
+        Command::Serve(a) => serve::run(g, *a),
         Command::Plan(a) => inspect::plan(g, &a),
         Command::DryRun(a) => inspect::dry_run(g, &a),
         Command::Recipes(a) => inspect::recipes(g, &a),

@@ -34,6 +34,15 @@ fn options(g: &GlobalArgs, a: ServeArgs) -> ServeOptions {
         liveness_interval: a.liveness_interval,
         liveness_failures: a.liveness_failures,
         liveness_timeout: a.liveness_timeout,
+        hang: crate::supervise::progress::Rules {
+            freeze_window: a.hang_freeze_window,
+            stall_window: a.hang_stall_window,
+            startup_stall_window: a.startup_stall_window,
+            ..Default::default()
+        },
+        hang_sample_interval: a.hang_sample_interval,
+        idle_probe_interval: a.idle_probe_interval,
+        idle_probe_timeout: a.idle_probe_timeout,
         restart_budget: a.restart_budget,
         restart_window: a.restart_window,
         backoff_initial: a.backoff_initial,

@@ -508,6 +508,29 @@ pub fn read_vram_used_with(r: &dyn SysReader, render_minors: &[u32]) -> Vec<Opti
         .collect()
 }
 
+/// `gpu_busy_percent` of each render minor (the card's, for a partition's render node), None
+/// where the kernel does not expose it.
+pub fn read_busy_percent_with(r: &dyn SysReader, render_minors: &[u32]) -> Vec<Option<u32>> {
+    render_minors
+        .iter()
+        .map(|&m| {
+            let direct = read_u64(
+                r,
+                &format!("sys/class/drm/renderD{m}/device/gpu_busy_percent"),
+            );
+            let v = match direct {
+                Some(v) => Some(v),
+                None => {
+                    let props = find_node_by_minor(r, m)?;
+                    let (_, dir) = locate_card(r, m, &props);
+                    read_u64(r, &format!("{dir}/gpu_busy_percent"))
+                }
+            };
+            v.and_then(|v| u32::try_from(v).ok())
+        })
+        .collect()
+}
+
 fn find_node_by_minor(r: &dyn SysReader, minor: u32) -> Option<NodeProps> {
     let names = r.read_dir(&format!("{KFD_TOPOLOGY}/nodes")).ok()?;
     node_ids(names).into_iter().find_map(|n| {

@@ -194,6 +194,11 @@ pub fn detect(root: &Path, vis: &VisibilityEnv) -> Result<Topology, GpuError> {
 /// Current DRM `mem_info_vram_used` of the cards behind these render minors (None where the
 /// card has no such file). Used by the supervisor's VRAM-release wait. For a partition's
 /// render node the value is that of its whole physical card.
+/// How busy each card is (`gpu_busy_percent`), by render minor.
+pub fn read_busy_percent(root: &Path, render_minors: &[u32]) -> Vec<Option<u32>> {
+    detect::read_busy_percent_with(&FsReader::new(root), render_minors)
+}
+
 pub fn read_vram_used(root: &Path, render_minors: &[u32]) -> Vec<Option<u64>> {
     detect::read_vram_used_with(&FsReader::new(root), render_minors)
 }

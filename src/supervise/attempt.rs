@@ -1,5 +1,5 @@
-//! One engine attempt, from spawn to its end: readiness, liveness, progress lines, the
-//! startup deadline, and the stop.
+//! One engine attempt, from spawn to its end: readiness, liveness, the hang watch, progress
+//! lines, the startup deadline, and the stop.
 //!
 //! Waiting is separated from acting: `next_event` selects over everything that can wake the
 //! attempt (the engine's exit, a signal, the earliest timer, a probe's answer) and
@@ -9,6 +9,7 @@
 use super::logs::{self, SharedRing, Sink};
 use super::machine::{Event, Failure};
 use super::probe::{ProbeError, Readiness};
+use super::progress::{self, HangSignal, Sample, Watch};
 use super::reaper::{self, Spawned};
 use super::signals::SigEvent;
 use super::supervisor::{
@@ -17,7 +18,7 @@ use super::supervisor::{
 use super::tree;
 use crate::engine::{self, ExitKind};
 use crate::launch::Launch;
-use crate::status::LivenessStatus;
+use crate::status::{HangStatus, LivenessStatus, ProgressStatus};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -82,6 +83,8 @@ enum Timer {
     Progress,
     /// Time for the next liveness probe (once ready).
     Liveness,
+    /// Time for the next progress sample (the hang watch).
+    Sample,
 }
 
 /// Every timer of an attempt as a deadline. A timer fires only while it is armed (see
@@ -91,6 +94,7 @@ struct Timers {
     poll: Instant,
     progress: Instant,
     liveness: Instant,
+    sample: Instant,
 }
 
 /// What woke the attempt.
@@ -100,6 +104,7 @@ enum Wake {
     Timer(Timer),
     Readiness(Readiness),
     Liveness(Result<(), ProbeError>),
+    Sampled(Sample),
 }
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -114,7 +119,16 @@ struct Attempt {
     live: Option<BoxFut<Result<(), ProbeError>>>,
     ready_at: Option<Instant>,
     live_fails: u32,
+    /// Idle probes missed in a row.
+    idle_fails: u32,
     last_detail: String,
+    /// The hang watch and its sample in flight.
+    watch: Watch,
+    sampling: Option<BoxFut<Sample>>,
+    /// When the last idle probe (a 1-token completion) was sent, and whether the liveness
+    /// probe in flight is one.
+    last_idle_probe: Option<Instant>,
+    live_is_idle_probe: bool,
 }
 
 impl Attempt {
@@ -127,12 +141,14 @@ impl Attempt {
     /// flight). On a tie the order above wins.
     fn next_timer(&self) -> Option<(Instant, Timer)> {
         let t = &self.timers;
+        let sample = self.sampling.is_none().then_some((t.sample, Timer::Sample));
         let armed = if self.ready() {
             [
                 None,
                 None,
                 None,
                 self.live.is_none().then_some((t.liveness, Timer::Liveness)),
+                sample,
             ]
         } else {
             [
@@ -140,6 +156,7 @@ impl Attempt {
                 self.readiness.is_none().then_some((t.poll, Timer::Poll)),
                 Some((t.progress, Timer::Progress)),
                 None,
+                sample,
             ]
         };
         armed.into_iter().flatten().min_by_key(|(at, _)| *at)
@@ -171,12 +188,18 @@ impl Supervisor {
                 poll: now,
                 progress: now + self.cfg.progress_interval,
                 liveness: now,
+                sample: now + self.cfg.hang_sample_interval,
             },
             readiness: None,
             live: None,
             ready_at: None,
             live_fails: 0,
+            idle_fails: 0,
             last_detail: String::new(),
+            watch: Watch::new(Duration::ZERO),
+            sampling: None,
+            last_idle_probe: None,
+            live_is_idle_probe: false,
         };
         loop {
             let wake = self.next_event(&mut a).await;
@@ -231,6 +254,7 @@ impl Supervisor {
             _ = sleep_until(at) => timer.map_or(Wake::Signal(None), |(_, t)| Wake::Timer(t)),
             r = answer(&mut a.readiness), if a.readiness.is_some() => Wake::Readiness(r),
             r = answer(&mut a.live), if a.live.is_some() => Wake::Liveness(r),
+            s = answer(&mut a.sampling), if a.sampling.is_some() => Wake::Sampled(s),
         }
     }
 
@@ -274,10 +298,17 @@ impl Supervisor {
             }
             Wake::Timer(Timer::Liveness) => {
                 a.timers.liveness = Instant::now() + self.liveness_interval();
-                let p = self.prober.clone();
-                let (port, timeout) = (a.launch.engine_port, self.cfg.liveness_timeout);
-                a.live = Some(Box::pin(async move { p.health(port, timeout).await }));
+                self.start_liveness_probe(a);
                 None
+            }
+            Wake::Timer(Timer::Sample) => {
+                a.timers.sample = Instant::now() + self.cfg.hang_sample_interval;
+                a.sampling = Some(self.sample(a));
+                None
+            }
+            Wake::Sampled(s) => {
+                a.sampling = None;
+                self.on_sample(a, s).await
             }
             Wake::Readiness(Readiness::Unauthorized(msg)) => {
                 a.readiness = None;
@@ -301,6 +332,139 @@ impl Supervisor {
                 self.on_liveness(a, r).await
             }
         }
+    }
+
+    /// The liveness probe: with no request in flight, every --idle-probe-interval a 1-token
+    /// completion (it goes through the engine core, which `/health` does not); else `/health`.
+    fn start_liveness_probe(&mut self, a: &mut Attempt) {
+        let p = self.prober.clone();
+        let (port, timeout) = (a.launch.engine_port, self.cfg.liveness_timeout);
+        let idle = self.shared.inflight.count() == 0;
+        let every = self.cfg.idle_probe_interval;
+        let due = a.last_idle_probe.is_none_or(|t| t.elapsed() >= every);
+        a.live_is_idle_probe = idle && !every.is_zero() && due && !self.cfg.skip_test_inference;
+        if a.live_is_idle_probe {
+            a.last_idle_probe = Some(Instant::now());
+            let served = a.launch.served_model_name.clone();
+            // A warm engine answers one token in well under a second; the bound is for a
+            // busy host, not for compilation (that happened before ready).
+            let timeout = self.cfg.idle_probe_timeout;
+            a.live = Some(Box::pin(async move {
+                p.inference(port, &served, timeout).await
+            }));
+        } else {
+            a.live = Some(Box::pin(async move { p.health(port, timeout).await }));
+        }
+    }
+
+    /// One progress sample of the attempt (`supervise::progress`).
+    fn sample(&self, a: &Attempt) -> BoxFut<Sample> {
+        let prober = self.prober.clone();
+        let port = a.launch.engine_port;
+        let shared = self.shared.clone();
+        let ring = a.eng.ring.clone();
+        let root = self.cfg.root.clone();
+        let minors: Vec<u32> = a.launch.gpus.iter().map(|g| g.render_minor).collect();
+        let spawned = a.eng.spawned;
+        let ready = a.ready();
+        // A frozen engine does not answer: the wait for its metrics must not hold up the next
+        // look at its processes for long.
+        let timeout = self
+            .cfg
+            .liveness_timeout
+            .min(self.cfg.hang_sample_interval.max(Duration::from_secs(1)));
+        // The processes first, at the time of the sample.
+        let at = spawned.elapsed();
+        let (cpu_s, stopped) = tree::tree_usage(std::process::id() as i32);
+        Box::pin(async move {
+            let engine = if ready {
+                match prober.metrics(port, timeout).await {
+                    Ok(text) => progress::engine_counters(&text),
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            let gpu_busy_percent = crate::gpu::read_busy_percent(&root, &minors)
+                .into_iter()
+                .flatten()
+                .max();
+            Sample {
+                at,
+                inflight: shared.inflight.count() as u64,
+                streamed_bytes: shared.metrics.streamed_bytes.get(),
+                engine,
+                log_lines: logs::lock(&ring).total(),
+                cpu_s: Some(cpu_s),
+                stopped,
+                gpu_busy_percent,
+            }
+        })
+    }
+
+    /// A progress sample: status and metrics, and the end of the attempt when it shows a hang.
+    async fn on_sample(&mut self, a: &mut Attempt, s: Sample) -> Option<AttemptEnd> {
+        let at = s.at;
+        let inflight = s.inflight;
+        let stopped_pids: Vec<i32> = s.stopped.iter().map(|(p, _)| *p).collect();
+        let hang = a.watch.observe(s, &self.cfg.hang, !a.ready());
+        let age = a.watch.progress_age(at).as_secs_f64();
+        self.shared.metrics.last_progress_age_seconds.set(age);
+        self.update(|st| {
+            st.progress = Some(ProgressStatus {
+                last_progress_age_s: age,
+                inflight,
+                stopped_pids,
+            });
+        });
+        let h = hang?;
+        let msg = format!("hung ({}): {}", h.signal.as_str(), h.detail);
+        Some(self.end_hung(a, h.signal, h.for_, msg).await)
+    }
+
+    /// Ends a hung attempt: counted, said in /status, requests in flight ended, the engine
+    /// stopped; the machine then restarts it after the VRAM wait.
+    async fn end_hung(
+        &mut self,
+        a: &mut Attempt,
+        signal: HangSignal,
+        for_: Duration,
+        msg: String,
+    ) -> AttemptEnd {
+        tracing::warn!("{msg}");
+        self.shared
+            .metrics
+            .hangs
+            .get_or_create(&crate::metrics::HangLabel {
+                signal: signal.as_str().to_string(),
+            })
+            .inc();
+        let at_s = self.elapsed().as_secs_f64();
+        self.update(|st| {
+            st.last_hang = Some(HangStatus {
+                signal: signal.as_str().to_string(),
+                for_s: for_.as_secs_f64(),
+                detail: msg.clone(),
+                at_s,
+            });
+        });
+        self.event(Event::AttemptFailed, "hung");
+        let was_ready = a.ready();
+        if signal == HangSignal::Frozen {
+            // A stopped process cannot take SIGTERM: the group is killed at once.
+            let tail = self.teardown(&mut a.eng).await;
+            if self.stop_requested {
+                return self.stopped(&mut a.eng).await;
+            }
+            return AttemptEnd::Failed {
+                failure: Failure::Hung,
+                exit: msg,
+                was_ready,
+                tail: last_n(tail, FAILURE_TAIL),
+            };
+        }
+        self.end_alive(&mut a.eng, Failure::Hung, msg, was_ready)
+            .await
     }
 
     fn liveness_interval(&self) -> Duration {
@@ -393,17 +557,24 @@ impl Supervisor {
         r: Result<(), ProbeError>,
     ) -> Option<AttemptEnd> {
         let ok = r.is_ok();
-        if ok {
-            a.live_fails = 0;
+        // The idle probes count on their own: the /health probes between them still pass
+        // while the engine core is wedged.
+        let fails = if a.live_is_idle_probe {
+            &mut a.idle_fails
         } else {
-            a.live_fails += 1;
+            &mut a.live_fails
+        };
+        if ok {
+            *fails = 0;
+        } else {
+            *fails += 1;
             self.shared.metrics.liveness_failures.inc();
         }
+        let live_fails = *fails;
         let at_s = self.elapsed().as_secs_f64();
         let since = a.ready_at.map(|t| t.elapsed().as_secs_f64());
         let line = a.eng.last_line();
         let detail = r.err().map_or_else(|| "ok".into(), |e| e.to_string());
-        let live_fails = a.live_fails;
         self.update(|s| {
             s.last_liveness = Some(LivenessStatus {
                 ok,
@@ -415,10 +586,17 @@ impl Supervisor {
             s.last_log_line = line;
         });
         if live_fails >= self.cfg.liveness_failures {
-            let msg = format!("hung: {live_fails} liveness checks failed ({detail})");
-            tracing::warn!("{msg}");
-            self.event(Event::AttemptFailed, "hung");
-            return Some(self.end_alive(&mut a.eng, Failure::Hung, msg, true).await);
+            let what = if a.live_is_idle_probe {
+                "idle probes (1-token completions)"
+            } else {
+                "liveness checks"
+            };
+            let msg = format!(
+                "hung ({}): {live_fails} {what} failed in a row ({detail})",
+                HangSignal::ProbeMisses.as_str()
+            );
+            let for_ = a.watch.progress_age(a.eng.spawned.elapsed());
+            return Some(self.end_hung(a, HangSignal::ProbeMisses, for_, msg).await);
         } else if !ok {
             tracing::warn!(
                 "liveness check failed ({live_fails}/{}): {detail}",

@@ -147,11 +147,13 @@ impl Watch {
             })
             .max_by_key(|(d, _, _)| *d);
         let verdict = match frozen {
-            Some((d, pid, name)) if d >= rules.freeze_window => Some(Hang {
-                signal: HangSignal::Frozen,
-                for_: d,
-                detail: format!("engine process {pid} ({name}) stopped for {}s", d.as_secs()),
-            }),
+            Some((d, pid, name)) if !rules.freeze_window.is_zero() && d >= rules.freeze_window => {
+                Some(Hang {
+                    signal: HangSignal::Frozen,
+                    for_: d,
+                    detail: format!("engine process {pid} ({name}) stopped for {}s", d.as_secs()),
+                })
+            }
             _ => self.judge_progress(&s, rules, loading),
         };
         self.last = Some(s);
@@ -176,7 +178,7 @@ impl Watch {
             rules.stall_window
         };
         let age = self.progress_age(now);
-        if age < window {
+        if window.is_zero() || age < window {
             return None;
         }
         let (signal, what) = if loading {

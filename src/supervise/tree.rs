@@ -54,6 +54,59 @@ pub fn descendants(table: &[ProcStat], root: i32) -> Vec<i32> {
     out
 }
 
+/// What one process costs and whether it runs, from its stat line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub pid: i32,
+    /// `comm`: the process name (`VLLM::EngineCore`).
+    pub name: String,
+    pub state: char,
+    /// utime + stime, in clock ticks.
+    pub cpu_ticks: u64,
+}
+
+/// Parses the fields of `/proc/<pid>/stat` that `Usage` holds (utime and stime are fields 14
+/// and 15, counted from 1, the 12th and 13th after the `)` that ends comm).
+pub fn parse_usage(line: &str) -> Option<Usage> {
+    let open = line.find('(')?;
+    let close = line.rfind(')')?;
+    let pid = line[..open].trim().parse().ok()?;
+    let name = line.get(open + 1..close)?.to_string();
+    let rest: Vec<&str> = line.get(close + 1..)?.split_whitespace().collect();
+    let state = rest.first()?.chars().next()?;
+    let utime: u64 = rest.get(11)?.parse().ok()?;
+    let stime: u64 = rest.get(12)?.parse().ok()?;
+    Some(Usage {
+        pid,
+        name,
+        state,
+        cpu_ticks: utime + stime,
+    })
+}
+
+/// The CPU time (seconds) of our descendants together, and those that are stopped (state
+/// `T` or `t`), as (pid, name). Processes that end meanwhile are left out.
+pub fn tree_usage(me: i32) -> (f64, Vec<(i32, String)>) {
+    // SAFETY: plain libc call without pointers.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    let mut ticks = 0u64;
+    let mut stopped = Vec::new();
+    for p in our_tree(me) {
+        let Some(u) = std::fs::read_to_string(format!("/proc/{}/stat", p.pid))
+            .ok()
+            .and_then(|l| parse_usage(&l))
+        else {
+            continue;
+        };
+        ticks += u.cpu_ticks;
+        if matches!(u.state, 'T' | 't') {
+            stopped.push((u.pid, u.name));
+        }
+    }
+    (ticks as f64 / hz, stopped)
+}
+
 /// Reads one /proc/<pid>/stat with a single read (no metadata calls: a sweep reads many).
 fn read_stat(pid: i32) -> Option<ProcStat> {
     use std::io::Read;
@@ -185,6 +238,60 @@ mod tests {
             state: 'S',
             ppid,
         }
+    }
+
+    #[test]
+    fn usage_lines() {
+        let line = "4242 (VLLM::EngineCore) T 4200 4200 4200 0 -1 4194560 1 0 0 0 150 25 0 0 20 0 40 0 1 0 0";
+        assert_eq!(
+            parse_usage(line),
+            Some(Usage {
+                pid: 4242,
+                name: "VLLM::EngineCore".into(),
+                state: 'T',
+                cpu_ticks: 175
+            })
+        );
+        // A comm with spaces and parentheses.
+        let line = "7 (a (b) c) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0";
+        assert_eq!(
+            parse_usage(line).map(|u| (u.name, u.cpu_ticks)),
+            Some(("a (b) c".into(), 7))
+        );
+        assert_eq!(parse_usage("7 (x) R 1"), None);
+    }
+
+    /// A real stopped child is seen as stopped, and its CPU time is counted.
+    #[test]
+    fn tree_usage_sees_a_stopped_child() {
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 30",
+            ])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // SAFETY: plain syscall on our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGSTOP);
+        }
+        let me = std::process::id() as i32;
+        let mut seen = false;
+        for _ in 0..50 {
+            let (_, stopped) = tree_usage(me);
+            if stopped.iter().any(|(p, _)| *p == pid) {
+                seen = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let (cpu, _) = tree_usage(me);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(seen, "the stopped child {pid} was not seen stopped");
+        assert!(cpu > 0.0, "no CPU time counted for the busy child");
     }
 
     #[test]

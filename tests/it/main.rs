@@ -8,6 +8,7 @@ mod download;
 mod fake_engine;
 mod fd_limit;
 mod gpus;
+mod hang;
 mod host;
 mod http;
 mod logpath;

@@ -809,6 +809,9 @@ fn a_hung_engine_is_restarted() {
         "2",
         "--stop-timeout",
         "1s",
+        // The /health path only; the idle probe has its own test.
+        "--idle-probe-interval",
+        "0",
     ];
     let mut sup = start(o);
     let ready = wait_for(Duration::from_secs(20), || {
@@ -824,7 +827,10 @@ fn a_hung_engine_is_restarted() {
     });
     assert!(again, "not ready again: {}", sup.stderr());
     let err = sup.stderr();
-    assert!(err.contains("hung: 2 liveness checks failed"), "{err}");
+    assert!(
+        err.contains("hung (probe_misses): 2 liveness checks failed in a row"),
+        "{err}"
+    );
     sup.stop(libc::SIGTERM);
     assert_eq!(sup.exit_code(Duration::from_secs(10)), 0);
     assert_eq!(sup.spawns().len(), 2);

@@ -44,6 +44,8 @@ struct State {
     prompt_tokens: AtomicU64,
     generation_tokens: AtomicU64,
     token_delay: Duration,
+    /// FAKE_PREFILL_MS: CPU burnt before a request's first token (a long prompt's prefill).
+    prefill: Duration,
     stream_tokens: u64,
     access_log: bool,
 }
@@ -404,6 +406,7 @@ pub async fn run(args: Args, start_no: u64) -> i32 {
         prompt_tokens: AtomicU64::new(0),
         generation_tokens: AtomicU64::new(0),
         token_delay: Duration::from_millis(env_num("FAKE_TOKEN_DELAY_MS", 5)),
+        prefill: Duration::from_millis(env_num("FAKE_PREFILL_MS", 0)),
         stream_tokens: env_num("FAKE_STREAM_TOKENS", 8),
         access_log: !args
             .given
@@ -562,6 +565,27 @@ async fn recv(sig: &mut Option<tokio::signal::unix::Signal>) {
         }
         None => std::future::pending::<()>().await,
     }
+}
+
+/// A prefill: `d` of CPU burnt on a blocking thread (the server keeps answering /health, as
+/// a real engine's API server does while its engine core computes).
+async fn prefill(d: Duration) {
+    if d.is_zero() {
+        return;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        let end = std::time::Instant::now() + d;
+        let mut x = 1u64;
+        while std::time::Instant::now() < end {
+            for _ in 0..10_000 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+            }
+            std::hint::black_box(x);
+        }
+    })
+    .await;
 }
 
 fn now_secs() -> u64 {
@@ -826,6 +850,7 @@ async fn completion(req: Request<Incoming>, st: &Arc<State>, chat: bool) -> Resp
         json!({"prompt_tokens": prompt, "total_tokens": prompt + n, "completion_tokens": n});
 
     if !stream {
+        prefill(st.prefill).await;
         tokio::time::sleep(st.token_delay * n as u32).await;
         st.generation_tokens.fetch_add(n, Ordering::SeqCst);
         let text: String = (0..n).map(token).collect();
@@ -862,6 +887,7 @@ async fn completion(req: Request<Incoming>, st: &Arc<State>, chat: bool) -> Resp
             let v = json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice]});
             Bytes::from(format!("data: {v}\n\n"))
         };
+        prefill(st2.prefill).await;
         if chat {
             let first = chunk(
                 json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}),

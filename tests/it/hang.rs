@@ -1,0 +1,160 @@
+//! Hang detection against the fake engine: a frozen process is found and restarted within
+//! the freeze window; a slow but steady engine and a long prefill are left alone. The windows
+//! are scaled down (seconds, not minutes); the rules are the same as with the defaults.
+
+use crate::support::{AimEngine, Running, free_port, wait_for};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// A GET or POST on the public port: (status, body).
+fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+fn status(port: u16) -> Value {
+    let (_, body) = request(port, "GET", "/status", "").unwrap_or_default();
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+/// aim-engine with the fake engine and small hang windows; `env` for the fake.
+fn start(env: &[(&str, &str)], args: &[&str]) -> Running {
+    let mut aim = AimEngine::new()
+        .fixture("mi300x-8gpu-spx")
+        .arg("aim-test/Tiny-7B")
+        .public_port()
+        .args(["--engine-port", &free_port().to_string()])
+        .fake_engine()
+        .offline_hf()
+        .args(["--stop-timeout", "2s", "--backoff-initial", "0.2s"])
+        .args([
+            "--hang-sample-interval",
+            "0.2s",
+            "--vram-wait-timeout",
+            "1s",
+        ])
+        .args(args);
+    for (k, v) in env {
+        aim = aim.env(k, v);
+    }
+    aim.spawn()
+}
+
+fn wait_ready(run: &mut Running, limit: Duration) {
+    let port = run.port;
+    let ready = wait_for(limit, || {
+        request(port, "GET", "/health/ready", "").is_some_and(|(c, _)| c == 200)
+    });
+    assert!(ready, "never ready: {}", run.report());
+}
+
+fn completion(port: u16, tokens: u32) -> Option<(u16, String)> {
+    let (_, models) = request(port, "GET", "/v1/models", "")?;
+    let v: Value = serde_json::from_str(&models).ok()?;
+    let id = v["data"][0]["id"].as_str()?.to_string();
+    let body = json!({"model": id, "prompt": "Hello", "max_tokens": tokens, "stream": true});
+    request(port, "POST", "/v1/completions", &body.to_string())
+}
+
+/// SIGSTOP of the engine: found frozen within the freeze window plus a sample, stopped and
+/// restarted; /status and /metrics say so.
+#[test]
+fn a_frozen_engine_is_found_and_restarted() {
+    let mut run = start(
+        &[("FAKE_LOAD_SECS", "0.3")],
+        &["--hang-freeze-window", "1s", "--liveness-interval", "30s"],
+    );
+    wait_ready(&mut run, Duration::from_secs(30));
+    let port = run.port;
+    let pid = status(port)["engine_pid"].as_i64().expect("engine pid") as i32;
+    let stopped_at = Instant::now();
+    // SAFETY: plain syscall on the engine aim-engine started.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    let restarted = wait_for(Duration::from_secs(20), || {
+        status(port)["restarts"].as_u64().unwrap_or(0) >= 1
+    });
+    let took = stopped_at.elapsed();
+    assert!(restarted, "no restart: {}", run.report());
+    let st = status(port);
+    assert_eq!(st["last_hang"]["signal"], "frozen", "{st}");
+    let detail = st["last_hang"]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&format!("engine process {pid}")), "{st}");
+    assert_eq!(st["failures"][0]["class"], "hung", "{st}");
+    // Found after the 1 s window, within a few samples of it (the stop grace is 2 s, and a
+    // stopped process takes the SIGKILL after it).
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    eprintln!("frozen: restart counted {took:?} after SIGSTOP (window 1 s)");
+    wait_ready(&mut run, Duration::from_secs(30));
+    let (_, metrics) = request(port, "GET", "/metrics", "").expect("metrics");
+    assert!(
+        metrics.contains("aim_hangs_total{signal=\"frozen\"} 1"),
+        "{metrics}"
+    );
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.exit_code(Duration::from_secs(15)), 0);
+}
+
+/// Two tokens a second is slow but steady: with a stall window shorter than the whole
+/// answer but longer than the gap between tokens, nothing is restarted.
+#[test]
+fn a_slow_steady_stream_is_left_alone() {
+    let mut run = start(
+        &[("FAKE_LOAD_SECS", "0.3"), ("FAKE_TOKEN_DELAY_MS", "700")],
+        &["--hang-stall-window", "2s", "--liveness-interval", "30s"],
+    );
+    wait_ready(&mut run, Duration::from_secs(30));
+    let port = run.port;
+    let t = Instant::now();
+    let (code, body) = completion(port, 8).expect("completion");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("data: [DONE]"), "{body}");
+    assert!(t.elapsed() >= Duration::from_secs(5), "{:?}", t.elapsed());
+    let st = status(port);
+    assert_eq!(st["restarts"], 0, "{st}");
+    assert!(st["last_hang"].is_null(), "{st}");
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.exit_code(Duration::from_secs(15)), 0);
+}
+
+/// A prefill three times as long as the stall window: no byte and no token for 6 s, but the
+/// engine works (CPU time), so it is progress and the request completes.
+#[test]
+fn a_long_prefill_is_left_alone() {
+    // Readiness skips its test inference here: it would take the prefill too.
+    let mut run = start(
+        &[("FAKE_LOAD_SECS", "0.3"), ("FAKE_PREFILL_MS", "6000")],
+        &[
+            "--hang-stall-window",
+            "2s",
+            "--liveness-interval",
+            "30s",
+            "--skip-test-inference",
+        ],
+    );
+    wait_ready(&mut run, Duration::from_secs(30));
+    let port = run.port;
+    let t = Instant::now();
+    let (code, body) = completion(port, 2).expect("completion");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("data: [DONE]"), "{body}");
+    assert!(t.elapsed() >= Duration::from_secs(6), "{:?}", t.elapsed());
+    let st = status(port);
+    assert_eq!(st["restarts"], 0, "{st}");
+    assert!(st["last_hang"].is_null(), "{st}");
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.exit_code(Duration::from_secs(15)), 0);
+}
