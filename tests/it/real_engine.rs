@@ -690,6 +690,80 @@ fn an_engine_arg_vllm_rejects_stops_us_without_a_restart_loop() {
     assert_eq!(starts, 1, "a rejected user arg was retried:\n{logs}");
 }
 
+/// SIGSTOP of vLLM's EngineCore while a stream is in flight: vLLM's own /health stays 200
+/// (its API server answers it), but the hang watch sees the stopped process, ends the stream
+/// and restarts the engine within the freeze window; the new engine serves.
+#[test]
+#[ignore = "real engine: tests/real-engine/run.sh runs it (-- --ignored)"]
+fn a_frozen_engine_core_is_restarted_and_its_stream_ends() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let hf_home = models().hf_home.clone();
+    let engine_args = json!({"max-model-len": MAX_MODEL_LEN}).to_string();
+    let mut sv = Serve::start(
+        REPO_ID,
+        &[
+            "--engine-args",
+            &engine_args,
+            "--hang-freeze-window",
+            "5s",
+            "--hang-sample-interval",
+            "1s",
+        ],
+        &[("HF_HOME", &hf_home)],
+    );
+    let st = sv.wait_ready(0);
+    let core = engine_process(engine_pid(&st), "VLLM::EngineCore");
+    let body = json!({"model": REPO_ID, "prompt": "Hello", "max_tokens": 4000,
+        "ignore_eos": true, "stream": true});
+    let mut s = post_completion(sv.port, &body);
+    let mut text = String::new();
+    let mut buf = [0u8; 16384];
+    while !text.contains("data: {") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => panic!("the stream ended before its first event: {text}"),
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    // SAFETY: a plain kill(2) on a process of the engine we started.
+    unsafe {
+        libc::kill(core, libc::SIGSTOP);
+    }
+    let stopped = Instant::now();
+    // The engine's own health still says fine: the hang is ours to see.
+    let health = request(sv.engine_port, "GET", "/health", None);
+    assert_eq!(health.map(|a| a.status), Some(200), "vLLM's /health");
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(40),
+            "the stream did not end after SIGSTOP\n{}",
+            sv.logs()
+        );
+    }
+    let ended = stopped.elapsed();
+    assert!(!text.contains("data: [DONE]"), "a frozen stream looked complete");
+    let st = sv.wait_ready(1);
+    let ready_again = stopped.elapsed();
+    assert_eq!(st["last_hang"]["signal"], "frozen", "{st}");
+    assert_eq!(st["failures"][0]["class"], "hung", "{st}");
+    eprintln!(
+        "frozen EngineCore: stream ended {ended:?} and ready again {ready_again:?} after SIGSTOP (freeze window 5 s)"
+    );
+    assert!(ended < Duration::from_secs(20), "{ended:?}");
+    let a = sv.post(
+        "/v1/completions",
+        &json!({"model": REPO_ID, "prompt": "Hello", "max_tokens": 4}),
+    );
+    assert_eq!(a.status, 200, "{} {}", a.head, a.body);
+    assert!(sv.metrics().contains("aim_hangs_total{signal=\"frozen\"} 1"));
+    sv.signal(libc::SIGTERM);
+    let code = wait_exit(&mut sv.run.child, Duration::from_secs(60));
+    assert_eq!(code.and_then(|c| c.code()), Some(0), "{}", sv.logs());
+}
+
 /// `serve org/name` from the Hugging Face cache with HF_HUB_OFFLINE=1, as for a model
 /// downloaded before.
 #[test]
