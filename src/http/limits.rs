@@ -237,6 +237,34 @@ mod tests {
         assert_eq!(many.len(), 10, "0 means no cap");
     }
 
+    fn serve_limits(extra: &[&str]) -> Limits {
+        use clap::Parser;
+        let mut argv = vec!["aim-engine", "serve", "org/model"];
+        argv.extend_from_slice(extra);
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("parses");
+        match cli.command {
+            crate::cli::Command::Serve(a) => Limits::from_args(&a),
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn request_deadlines_default_generous_and_zero_disables() {
+        let l = serve_limits(&[]);
+        assert_eq!(l.first_byte(), Some(Duration::from_secs(600)));
+        assert_eq!(l.stream_gap(), Some(Duration::from_secs(120)));
+        let l = serve_limits(&[
+            "--request-first-byte-timeout",
+            "1.5s",
+            "--stream-gap-timeout",
+            "0",
+        ]);
+        assert_eq!(l.first_byte(), Some(Duration::from_millis(1500)));
+        assert_eq!(l.stream_gap(), None);
+        let l = serve_limits(&["--request-first-byte-timeout", "0s"]);
+        assert_eq!(l.first_byte(), None);
+    }
+
     #[test]
     fn buffer_never_below_hyper_minimum() {
         let l = Limits {
