@@ -53,7 +53,8 @@ pub struct Metrics {
     pub inflight_requests: Gauge,
     pub request_duration_seconds: Histogram,
     pub streamed_bytes: Counter,
-    /// Forwarded responses the engine cut short (passed on visibly cut).
+    /// Forwarded responses cut short (by the engine, a deadline or `abort_inflight`), passed on
+    /// visibly cut.
     pub responses_cut: Counter,
     /// Forwarded requests ended by a proxy deadline (`first_byte`, `gap`).
     pub request_timeouts: Family<TimeoutKindLabel, Counter>,
@@ -160,7 +161,8 @@ impl Metrics {
         );
         registry.register(
             "responses_cut",
-            "Forwarded responses the engine cut short (the client sees them cut)",
+            "Forwarded responses cut short by the engine, a deadline or an abort (the client sees \
+             them cut)",
             m.responses_cut.clone(),
         );
         registry.register(

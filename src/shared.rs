@@ -82,8 +82,7 @@ impl Shared {
     /// the disconnect should it be alive. `reason` should say why, e.g. "it hung: 3 liveness
     /// probes failed". Requests forwarded after this call are not affected. Returns how many
     /// requests were in flight (each is counted in `aim_requests_aborted_total` and logged).
-    /// Call it from the runtime `serve_public` runs on; it does not wait for them to end
-    /// (`inflight.wait_idle()` does).
+    /// It does not wait for them to end (`inflight.wait_idle()` does); any thread may call it.
     pub fn abort_inflight(&self, reason: &str) -> usize {
         let fresh = AbortSignal::default();
         let old = {
