@@ -46,8 +46,9 @@ pub struct Limits {
     /// first piece of its body), counted from the end of the client's request body; then 504
     /// `first_byte_timeout` (0: no limit).
     pub first_byte_timeout: Duration,
-    /// Longest pause between two pieces of a response body once it has begun; then the
-    /// response is cut (0: no limit).
+    /// Longest pause of the engine between two pieces of a response body once it has begun
+    /// (counted while we wait on the engine, not while the client reads); then the response
+    /// is cut (0: no limit).
     pub stream_gap_timeout: Duration,
 }
 

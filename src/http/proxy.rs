@@ -245,11 +245,10 @@ pub async fn forward(
                 peer,
                 sse: is_chunked_event_stream(&parts.headers),
                 cut: Cut::None,
-                clock: BodyClock {
-                    first_byte: ctx.limits.first_byte().map(|l| (start + l, l)),
-                    gap: ctx.limits.stream_gap(),
-                    last: None,
-                },
+                clock: BodyClock::new(
+                    ctx.limits.first_byte().map(|l| (start + l, l)),
+                    ctx.limits.stream_gap(),
+                ),
                 timer: None,
                 thrown: Box::pin(abort.thrown()),
                 abort,
@@ -382,29 +381,51 @@ fn abort_message(reason: &str) -> String {
 }
 
 /// The deadlines of a response body on its way: until its first piece the first-byte deadline
-/// (absolute, with its length), after each piece the gap.
+/// (absolute, with its length); after that the gap, counted while the engine keeps us waiting
+/// (from the first poll that found nothing), so a client that reads slowly (hyper stops
+/// polling while it cannot write) never makes the engine look stalled.
 #[derive(Debug, Clone)]
 struct BodyClock {
     first_byte: Option<(tokio::time::Instant, Duration)>,
     gap: Option<Duration>,
-    /// When the last piece came (None before the first).
-    last: Option<tokio::time::Instant>,
+    /// A piece has come.
+    begun: bool,
+    /// Since when the engine has had nothing for us (None right after a piece).
+    waiting: Option<tokio::time::Instant>,
 }
 
 impl BodyClock {
-    /// The deadline armed now and what passing it means; None when none is.
-    fn deadline(&self) -> Option<(tokio::time::Instant, Expired)> {
-        match self.last {
-            None => self
-                .first_byte
-                .map(|(at, limit)| (at, Expired::FirstByte(limit))),
-            Some(last) => self.gap.map(|gap| (last + gap, Expired::Gap(gap))),
+    fn new(first_byte: Option<(tokio::time::Instant, Duration)>, gap: Option<Duration>) -> Self {
+        BodyClock {
+            first_byte,
+            gap,
+            begun: false,
+            waiting: None,
         }
     }
 
-    /// A piece of the body came at `now`.
-    fn piece(&mut self, now: tokio::time::Instant) {
-        self.last = Some(now);
+    /// The deadline armed now and what passing it means; None when none is.
+    fn deadline(&self) -> Option<(tokio::time::Instant, Expired)> {
+        if !self.begun {
+            return self
+                .first_byte
+                .map(|(at, limit)| (at, Expired::FirstByte(limit)));
+        }
+        let since = self.waiting?;
+        self.gap.map(|gap| (since + gap, Expired::Gap(gap)))
+    }
+
+    /// A piece of the body came.
+    fn piece(&mut self) {
+        self.begun = true;
+        self.waiting = None;
+    }
+
+    /// The engine had nothing at this poll (at `now`).
+    fn pending(&mut self, now: tokio::time::Instant) {
+        if self.begun && self.waiting.is_none() {
+            self.waiting = Some(now);
+        }
     }
 }
 
@@ -628,12 +649,15 @@ impl hyper::body::Body for Tracked {
                         .streamed_bytes
                         .inc_by(data.len() as u64);
                 }
-                this.clock.piece(tokio::time::Instant::now());
+                this.clock.piece();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => this.cut_by(e, cx),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => this.poll_deadline(cx),
+            Poll::Pending => {
+                this.clock.pending(tokio::time::Instant::now());
+                this.poll_deadline(cx)
+            }
         }
     }
 
@@ -852,33 +876,41 @@ mod tests {
     }
 
     #[test]
-    fn body_clock_first_byte_then_gap() {
-        let t0 = tokio::time::Instant::now();
+    fn body_clock_first_byte_then_gap_while_waiting_on_the_engine() {
         let s = Duration::from_secs;
-        let mut c = BodyClock {
-            first_byte: Some((t0 + s(10), s(10))),
-            gap: Some(s(3)),
-            last: None,
-        };
-        assert_eq!(c.deadline(), Some((t0 + s(10), Expired::FirstByte(s(10)))));
-        c.piece(t0 + s(8));
-        assert_eq!(c.deadline(), Some((t0 + s(11), Expired::Gap(s(3)))));
-        c.piece(t0 + s(9));
-        assert_eq!(c.deadline(), Some((t0 + s(12), Expired::Gap(s(3)))));
+        let t0 = tokio::time::Instant::now();
+        let at = |n: u64| t0 + s(n);
+        let mut c = BodyClock::new(Some((at(10), s(10))), Some(s(3)));
+        let first = Some((at(10), Expired::FirstByte(s(10))));
+        assert_eq!(c.deadline(), first);
+        c.pending(at(2));
+        assert_eq!(c.deadline(), first, "the first-byte deadline is absolute");
+        c.piece();
+        assert_eq!(
+            c.deadline(),
+            None,
+            "nothing armed until the engine keeps us waiting"
+        );
+        c.pending(at(8));
+        assert_eq!(c.deadline(), Some((at(11), Expired::Gap(s(3)))));
+        c.pending(at(9));
+        assert_eq!(
+            c.deadline(),
+            Some((at(11), Expired::Gap(s(3)))),
+            "still since 8 s"
+        );
+        c.piece();
+        // The client stops reading for 5 s (hyper does not poll): no gap is counted for it.
+        c.pending(at(14));
+        assert_eq!(c.deadline(), Some((at(17), Expired::Gap(s(3)))));
         // Disabled deadlines arm nothing.
-        let mut off = BodyClock {
-            first_byte: None,
-            gap: None,
-            last: None,
-        };
+        let mut off = BodyClock::new(None, None);
         assert_eq!(off.deadline(), None);
-        off.piece(t0);
+        off.piece();
+        off.pending(at(1));
         assert_eq!(off.deadline(), None);
-        let gap_only = BodyClock {
-            first_byte: None,
-            gap: Some(s(3)),
-            last: None,
-        };
+        let mut gap_only = BodyClock::new(None, Some(s(3)));
+        gap_only.pending(at(1));
         assert_eq!(gap_only.deadline(), None, "no gap before the first piece");
     }
 
