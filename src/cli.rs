@@ -299,6 +299,15 @@ pub struct ServeArgs {
     /// Longest pause between two pieces of a request body (then 408).
     #[arg(long = "body-read-timeout", env = "AIM_BODY_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub body_read_timeout: Duration,
+    /// Longest wait for the engine's first byte of a forwarded response (head, then first body
+    /// piece), from the end of the request body; then 504 and the request is cancelled (0: no
+    /// limit). Long prompts prefill for minutes before their first token.
+    #[arg(long = "request-first-byte-timeout", env = "AIM_REQUEST_FIRST_BYTE_TIMEOUT", default_value = "600s", value_parser = parse_duration)]
+    pub request_first_byte_timeout: Duration,
+    /// Longest pause between two pieces of a forwarded response once it began; then it is cut
+    /// (SSE: after an error event) and the request cancelled (0: no limit).
+    #[arg(long = "stream-gap-timeout", env = "AIM_STREAM_GAP_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub stream_gap_timeout: Duration,
     /// Connections one client address may hold on the public port (0: no cap).
     #[arg(
         long = "max-connections-per-peer",

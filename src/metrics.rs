@@ -13,6 +13,11 @@ use std::sync::atomic::AtomicU64;
 
 use crate::status::Phase;
 
+/// The `kind` of `aim_request_timeouts_total`: no response (head, then first body bytes) in time.
+pub const TIMEOUT_FIRST_BYTE: &str = "first_byte";
+/// The `kind` of `aim_request_timeouts_total`: a started response paused too long.
+pub const TIMEOUT_GAP: &str = "gap";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
     pub phase: String,
@@ -35,6 +40,12 @@ pub struct StatusClassLabel {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutKindLabel {
+    /// "first_byte" or "gap".
+    pub kind: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// 1 for the current phase, 0 for the others.
@@ -52,8 +63,13 @@ pub struct Metrics {
     pub inflight_requests: Gauge,
     pub request_duration_seconds: Histogram,
     pub streamed_bytes: Counter,
-    /// Forwarded responses the engine cut short (passed on visibly cut).
+    /// Forwarded responses cut short (by the engine, a deadline or `abort_inflight`), passed on
+    /// visibly cut.
     pub responses_cut: Counter,
+    /// Forwarded requests ended by a proxy deadline (`first_byte`, `gap`).
+    pub request_timeouts: Family<TimeoutKindLabel, Counter>,
+    /// Forwarded requests ended by `Shared::abort_inflight`.
+    pub requests_aborted: Counter,
     /// `serve --download`: bytes of the model in the cache so far, in all, and the rate.
     pub download_bytes_done: Gauge,
     pub download_bytes_total: Gauge,
@@ -84,6 +100,8 @@ impl Metrics {
             request_duration_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             streamed_bytes: Counter::default(),
             responses_cut: Counter::default(),
+            request_timeouts: Family::default(),
+            requests_aborted: Counter::default(),
             download_bytes_done: Gauge::default(),
             download_bytes_total: Gauge::default(),
             download_rate_bytes_per_second: Gauge::default(),
@@ -165,9 +183,28 @@ impl Metrics {
         );
         registry.register(
             "responses_cut",
-            "Forwarded responses the engine cut short (the client sees them cut)",
+            "Forwarded responses cut short by the engine, a deadline or an abort (the client sees \
+             them cut)",
             m.responses_cut.clone(),
         );
+        registry.register(
+            "request_timeouts",
+            "Forwarded requests ended by a deadline: first_byte (no response in time) or gap \
+             (the response paused too long)",
+            m.request_timeouts.clone(),
+        );
+        registry.register(
+            "requests_aborted",
+            "Forwarded requests ended at once because the hung engine was being restarted",
+            m.requests_aborted.clone(),
+        );
+        for kind in [TIMEOUT_FIRST_BYTE, TIMEOUT_GAP] {
+            m.request_timeouts
+                .get_or_create(&TimeoutKindLabel {
+                    kind: kind.to_string(),
+                })
+                .inc_by(0);
+        }
         for p in Phase::ALL {
             m.phase
                 .get_or_create(&PhaseLabel {
@@ -189,6 +226,15 @@ impl Metrics {
                 .set(v);
         }
         self.ready.set(i64::from(phase == Phase::Ready));
+    }
+
+    /// Counts a request ended by a proxy deadline of `kind` (`TIMEOUT_FIRST_BYTE`, `TIMEOUT_GAP`).
+    pub fn request_timeout(&self, kind: &str) {
+        self.request_timeouts
+            .get_or_create(&TimeoutKindLabel {
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 
     pub fn restart(&self, class: &str) {

@@ -3,6 +3,7 @@
 use crate::metrics::Metrics;
 use crate::status::{Phase, Status};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,9 @@ pub struct Shared {
     pub stopping: CancellationToken,
     /// Forwarded requests in flight; the supervisor waits for zero before stopping the engine.
     pub inflight: InFlight,
+    /// The switch `abort_inflight` throws; each forwarded request holds the one current when it
+    /// started.
+    abort: Mutex<AbortSignal>,
 }
 
 impl Shared {
@@ -34,6 +38,7 @@ impl Shared {
             engine_port: std::sync::atomic::AtomicU16::new(engine_port),
             stopping: CancellationToken::new(),
             inflight: InFlight::default(),
+            abort: Mutex::new(AbortSignal::default()),
         }
     }
 
@@ -66,6 +71,62 @@ impl Shared {
 
     pub fn engine_port(&self) -> u16 {
         self.engine_port.load(Ordering::Relaxed)
+    }
+
+    /// Ends every forwarded request in flight now, for the supervisor when it restarts a hung
+    /// engine (the engine will never answer them). A request still waiting for the engine's
+    /// response head is answered 503 `engine_restarting` (OpenAI error shape, Retry-After) with
+    /// the message "the engine is being restarted: {reason}"; a response already streaming
+    /// gets that error as a last SSE event (`text/event-stream`) and is then cut, any other
+    /// body is cut (never ended cleanly). Each upstream request is dropped, so the engine sees
+    /// the disconnect should it be alive. `reason` should say why, e.g. "it hung: 3 liveness
+    /// probes failed". Requests forwarded after this call are not affected. Returns how many
+    /// requests were in flight (each is counted in `aim_requests_aborted_total` and logged).
+    /// It does not wait for them to end (`inflight.wait_idle()` does); any thread may call it.
+    pub fn abort_inflight(&self, reason: &str) -> usize {
+        let fresh = AbortSignal::default();
+        let old = {
+            let mut cur = self.abort.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *cur, fresh)
+        };
+        let _ = old.0.reason.set(reason.to_string());
+        old.0.token.cancel();
+        let n = self.inflight.count();
+        tracing::warn!(requests = n, reason, "ending every request in flight");
+        n
+    }
+
+    /// The abort signal a request starting now holds (the proxy takes one per request).
+    pub fn abort_signal(&self) -> AbortSignal {
+        self.abort.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Thrown once by `Shared::abort_inflight` for every request that took it before. Cheap to
+/// clone.
+#[derive(Clone, Default)]
+pub struct AbortSignal(Arc<AbortInner>);
+
+#[derive(Default)]
+struct AbortInner {
+    token: CancellationToken,
+    /// Set before `token` is cancelled.
+    reason: OnceLock<String>,
+}
+
+impl AbortSignal {
+    /// Resolves when the signal is thrown.
+    pub fn thrown(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.0.token.clone().cancelled_owned()
+    }
+
+    pub fn is_thrown(&self) -> bool {
+        self.0.token.is_cancelled()
+    }
+
+    /// Why it was thrown (empty before).
+    pub fn reason(&self) -> &str {
+        self.0.reason.get().map_or("", String::as_str)
     }
 }
 

@@ -13,6 +13,7 @@ pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
 
 /// The library's form of `serve`'s flags.
 fn options(g: &GlobalArgs, a: ServeArgs) -> ServeOptions {
+    let limits = limits(&a);
     ServeOptions {
         sources: g.into(),
         request: (&a.select).into(),
@@ -20,13 +21,7 @@ fn options(g: &GlobalArgs, a: ServeArgs) -> ServeOptions {
         host: a.host,
         api_key: a.api_key,
         max_connections: a.max_connections,
-        limits: crate::http::Limits {
-            header_read_timeout: a.header_read_timeout,
-            body_read_timeout: a.body_read_timeout,
-            max_connections_per_peer: a.max_connections_per_peer,
-            health_connections: a.health_connections,
-            ..crate::http::Limits::default()
-        },
+        limits,
         download: a.download,
         stop_timeout: a.stop_timeout,
         startup_timeout: a.startup_timeout,
@@ -49,5 +44,53 @@ fn options(g: &GlobalArgs, a: ServeArgs) -> ServeOptions {
         backoff_max: a.backoff_max,
         vram_wait_timeout: a.vram_wait_timeout,
         skip_test_inference: a.skip_test_inference,
+    }
+}
+
+/// The public port's limits `serve` was given.
+fn limits(a: &ServeArgs) -> crate::http::Limits {
+    crate::http::Limits {
+        header_read_timeout: a.header_read_timeout,
+        body_read_timeout: a.body_read_timeout,
+        max_connections_per_peer: a.max_connections_per_peer,
+        health_connections: a.health_connections,
+        first_byte_timeout: a.request_first_byte_timeout,
+        stream_gap_timeout: a.stream_gap_timeout,
+        ..crate::http::Limits::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Limits;
+    use std::time::Duration;
+
+    fn serve_limits(extra: &[&str]) -> Limits {
+        use clap::Parser;
+        let mut argv = vec!["aim-engine", "serve", "org/model"];
+        argv.extend_from_slice(extra);
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("parses");
+        match cli.command {
+            crate::cli::Command::Serve(a) => limits(&a),
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn request_deadlines_default_generous_and_zero_disables() {
+        let l = serve_limits(&[]);
+        assert_eq!(l.first_byte(), Some(Duration::from_secs(600)));
+        assert_eq!(l.stream_gap(), Some(Duration::from_secs(120)));
+        let l = serve_limits(&[
+            "--request-first-byte-timeout",
+            "1.5s",
+            "--stream-gap-timeout",
+            "0",
+        ]);
+        assert_eq!(l.first_byte(), Some(Duration::from_millis(1500)));
+        assert_eq!(l.stream_gap(), None);
+        let l = serve_limits(&["--request-first-byte-timeout", "0s"]);
+        assert_eq!(l.first_byte(), None);
     }
 }

@@ -41,6 +41,14 @@ pub struct Limits {
     pub max_connections_per_peer: usize,
     /// Connection slots kept for health and `/status` when the caps are reached.
     pub health_connections: usize,
+    /// Longest wait for the engine's first byte of a forwarded response (its head, then the
+    /// first piece of its body), counted from the end of the client's request body; then 504
+    /// `first_byte_timeout` (0: no limit).
+    pub first_byte_timeout: Duration,
+    /// Longest pause of the engine between two pieces of a response body once it has begun
+    /// (counted while we wait on the engine, not while the client reads); then the response
+    /// is cut (0: no limit).
+    pub stream_gap_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -55,11 +63,27 @@ impl Default for Limits {
             body_read_timeout: Duration::from_secs(60),
             max_connections_per_peer: 1024,
             health_connections: 64,
+            // A long prompt's prefill comes before the first token: 100k tokens on a loaded
+            // engine take minutes.
+            first_byte_timeout: Duration::from_secs(600),
+            // Decode steps are milliseconds apart; two minutes of silence is a stuck engine
+            // (or a batch stalled behind a huge prefill, which still ends in well under that).
+            stream_gap_timeout: Duration::from_secs(120),
         }
     }
 }
 
 impl Limits {
+    /// The first-byte deadline, None when disabled.
+    pub fn first_byte(&self) -> Option<Duration> {
+        Some(self.first_byte_timeout).filter(|d| !d.is_zero())
+    }
+
+    /// The gap deadline, None when disabled.
+    pub fn stream_gap(&self) -> Option<Duration> {
+        Some(self.stream_gap_timeout).filter(|d| !d.is_zero())
+    }
+
     /// How long a reserved (health-only) connection may take to send its request head.
     pub fn reserved_head_timeout(&self) -> Duration {
         self.header_read_timeout.min(Duration::from_secs(2))

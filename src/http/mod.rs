@@ -22,6 +22,17 @@
 //!
 //! A supervisor that gives up (`Failed`) without a stop request keeps the port serving: `/status`
 //! explains the failure and `/health/live` says 503 until the supervisor cancels `stopping`.
+//!
+//! # Ending the requests in flight (for the supervisor)
+//!
+//! A hung engine answers nothing, so the requests forwarded to it would wait for the proxy's
+//! deadlines (`Limits::first_byte_timeout`, `Limits::stream_gap_timeout`, minutes). When the
+//! supervisor decides to restart it, it calls `shared.abort_inflight(reason)` (before or as it
+//! kills the engine): each request still waiting for a head is answered 503
+//! `engine_restarting` with Retry-After, each response already begun gets a last SSE error
+//! event (or is cut), and every upstream request is dropped. It returns at once;
+//! `shared.inflight.wait_idle()` resolves when they are all gone. Requests forwarded after the
+//! call are not touched.
 
 pub mod auth;
 pub mod health;

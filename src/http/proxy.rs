@@ -9,9 +9,18 @@
 //! Proxy-Authorization) are removed both ways; Host becomes the engine's address, the client's
 //! Host goes to X-Forwarded-Host, its address is appended to X-Forwarded-For, and
 //! X-Forwarded-Proto is `http`. Protocol upgrades (WebSocket) are not forwarded.
+//!
+//! Deadlines (`Limits::first_byte_timeout`, `Limits::stream_gap_timeout`): from the end of the
+//! client's request body, the engine's response head and then the first piece of its body
+//! must come within the first-byte deadline; after that, no two pieces may be further apart
+//! than the gap deadline. A head that does not come in time is a 504 `first_byte_timeout`; a
+//! body that misses either deadline is cut (SSE: after an error event). `Shared::abort_inflight`
+//! ends every request in flight the same way (503 `engine_restarting` before the head). Each
+//! way, the upstream request is dropped at once: the engine sees the disconnect.
 
 use super::{Body, BoxError, Ctx, reply};
-use crate::shared::{InFlightGuard, Shared};
+use crate::metrics::{TIMEOUT_FIRST_BYTE, TIMEOUT_GAP};
+use crate::shared::{AbortSignal, InFlightGuard, Shared};
 use crate::status::Phase;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -23,10 +32,11 @@ use hyper_util::rt::TokioExecutor;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 /// The pooled client to the engine (one per `serve_public`).
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
@@ -182,24 +192,66 @@ pub async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     set_forwarded(&mut parts.headers, peer, port);
     let fault = Arc::new(AtomicU8::new(FAULT_NONE));
+    let sent: BodyEnd = Arc::new(OnceLock::new());
+    if hyper::body::Body::is_end_stream(&body) {
+        let _ = sent.set(tokio::time::Instant::now());
+    }
     let body = ClientBody {
         inner: body,
         timeout: ctx.limits.body_read_timeout,
         deadline: None,
         fault: fault.clone(),
+        sent: sent.clone(),
     };
     let upstream = Request::from_parts(parts, body.boxed_unsync());
+    let abort = shared.abort_signal();
 
-    match ctx.client.request(upstream).await {
+    let answer = match wait_head(ctx, upstream, &abort, &sent).await {
+        Head::Answer(answer) => answer,
+        Head::TimedOut(limit) => {
+            count(shared, "error");
+            shared.metrics.request_timeout(TIMEOUT_FIRST_BYTE);
+            tracing::warn!(%peer, port, ?limit, "proxy: no response from the engine in time; answered 504 and cancelled the request");
+            return reply::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &Expired::FirstByte(limit).message(),
+                "timeout_error",
+                "first_byte_timeout",
+            );
+        }
+        Head::Aborted => {
+            count(shared, "error");
+            shared.metrics.requests_aborted.inc();
+            tracing::warn!(%peer, port, reason = abort.reason(), "proxy: request ended before the engine's response: the engine is being restarted");
+            return reply::unavailable(
+                &abort_message(abort.reason()),
+                "engine_restarting",
+                Some(ctx.limits.retry_after_s),
+            );
+        }
+    };
+    match answer {
         Ok(resp) => {
             count(shared, status_class(resp.status()));
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            let start = sent
+                .get()
+                .copied()
+                .unwrap_or_else(tokio::time::Instant::now);
             let body = Tracked {
-                inner: body,
+                inner: Some(body),
                 tracker,
+                peer,
                 sse: is_chunked_event_stream(&parts.headers),
                 cut: Cut::None,
+                clock: BodyClock::new(
+                    ctx.limits.first_byte().map(|l| (start + l, l)),
+                    ctx.limits.stream_gap(),
+                ),
+                timer: None,
+                thrown: Box::pin(abort.thrown()),
+                abort,
             };
             Response::from_parts(parts, body.boxed_unsync())
         }
@@ -238,6 +290,145 @@ pub async fn forward(
     }
 }
 
+/// When the client's request body ended (the first-byte deadline counts from there).
+type BodyEnd = Arc<OnceLock<tokio::time::Instant>>;
+
+/// How the wait for the engine's response head ended.
+enum Head {
+    Answer(Result<Response<Incoming>, hyper_util::client::legacy::Error>),
+    /// No head within the first-byte deadline (this long).
+    TimedOut(Duration),
+    /// `Shared::abort_inflight` was called.
+    Aborted,
+}
+
+/// Sends `upstream` and waits for the engine's response head, at most the first-byte deadline
+/// from the end of the request body, and no longer than until `abort` is thrown. Returning
+/// early drops the request future, which closes its connection to the engine.
+async fn wait_head(
+    ctx: &Ctx,
+    upstream: Request<Body>,
+    abort: &AbortSignal,
+    sent: &BodyEnd,
+) -> Head {
+    let request = ctx.client.request(upstream);
+    tokio::pin!(request);
+    let thrown = abort.thrown();
+    tokio::pin!(thrown);
+    let limit = ctx.limits.first_byte();
+    let now = tokio::time::Instant::now();
+    let first = sent.get().copied().unwrap_or(now) + limit.unwrap_or_default();
+    let timer = tokio::time::sleep_until(first);
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut thrown => return Head::Aborted,
+            answer = &mut request => return Head::Answer(answer),
+            _ = &mut timer, if limit.is_some() => {
+                let limit = limit.unwrap_or_default();
+                let now = tokio::time::Instant::now();
+                match sent.get().map(|at| *at + limit) {
+                    Some(at) if at <= now => return Head::TimedOut(limit),
+                    Some(at) => timer.as_mut().reset(at),
+                    // The client is still sending its body (bounded by the body read timeout).
+                    None => timer.as_mut().reset(now + limit),
+                }
+            }
+        }
+    }
+}
+
+/// Which deadline a response missed, with its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expired {
+    FirstByte(Duration),
+    Gap(Duration),
+}
+
+impl Expired {
+    fn message(self) -> String {
+        match self {
+            Expired::FirstByte(limit) => format!(
+                "the engine sent no response within {limit:?} (--request-first-byte-timeout / \
+                 AIM_REQUEST_FIRST_BYTE_TIMEOUT); the request was cancelled"
+            ),
+            Expired::Gap(limit) => format!(
+                "the engine's response paused for more than {limit:?} (--stream-gap-timeout / \
+                 AIM_STREAM_GAP_TIMEOUT); the response was cut and the request cancelled"
+            ),
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            Expired::FirstByte(_) => "first_byte_timeout",
+            Expired::Gap(_) => "stream_gap_timeout",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Expired::FirstByte(_) => TIMEOUT_FIRST_BYTE,
+            Expired::Gap(_) => TIMEOUT_GAP,
+        }
+    }
+}
+
+/// The message of a request `Shared::abort_inflight` ended.
+fn abort_message(reason: &str) -> String {
+    format!("the engine is being restarted: {reason}; the request was ended, send it again")
+}
+
+/// The deadlines of a response body on its way: until its first piece the first-byte deadline
+/// (absolute, with its length); after that the gap, counted while the engine keeps us waiting
+/// (from the first poll that found nothing), so a client that reads slowly (hyper stops
+/// polling while it cannot write) never makes the engine look stalled.
+#[derive(Debug, Clone)]
+struct BodyClock {
+    first_byte: Option<(tokio::time::Instant, Duration)>,
+    gap: Option<Duration>,
+    /// A piece has come.
+    begun: bool,
+    /// Since when the engine has had nothing for us (None right after a piece).
+    waiting: Option<tokio::time::Instant>,
+}
+
+impl BodyClock {
+    fn new(first_byte: Option<(tokio::time::Instant, Duration)>, gap: Option<Duration>) -> Self {
+        BodyClock {
+            first_byte,
+            gap,
+            begun: false,
+            waiting: None,
+        }
+    }
+
+    /// The deadline armed now and what passing it means; None when none is.
+    fn deadline(&self) -> Option<(tokio::time::Instant, Expired)> {
+        if !self.begun {
+            return self
+                .first_byte
+                .map(|(at, limit)| (at, Expired::FirstByte(limit)));
+        }
+        let since = self.waiting?;
+        self.gap.map(|gap| (since + gap, Expired::Gap(gap)))
+    }
+
+    /// A piece of the body came.
+    fn piece(&mut self) {
+        self.begun = true;
+        self.waiting = None;
+    }
+
+    /// The engine had nothing at this poll (at `now`).
+    fn pending(&mut self, now: tokio::time::Instant) {
+        if self.begun && self.waiting.is_none() {
+            self.waiting = Some(now);
+        }
+    }
+}
+
 /// No fault of the client's body (yet).
 const FAULT_NONE: u8 = 0;
 /// The client paused its body for longer than the body read timeout.
@@ -254,6 +445,8 @@ struct ClientBody {
     /// Armed while a read waits.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     fault: Arc<AtomicU8>,
+    /// Set when the body has been read to its end.
+    sent: BodyEnd,
 }
 
 impl hyper::body::Body for ClientBody {
@@ -270,13 +463,19 @@ impl hyper::body::Body for ClientBody {
                 if let Some(d) = this.deadline.as_mut() {
                     d.as_mut().reset(tokio::time::Instant::now() + this.timeout);
                 }
+                if this.inner.is_end_stream() {
+                    let _ = this.sent.set(tokio::time::Instant::now());
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
                 this.fault.store(FAULT_GONE, Ordering::Relaxed);
                 Poll::Ready(Some(Err(e.into())))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                let _ = this.sent.set(tokio::time::Instant::now());
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 let timeout = this.timeout;
                 let d = this
@@ -345,11 +544,16 @@ fn is_chunked_event_stream(headers: &HeaderMap) -> bool {
 /// inside an event, that event is ended on its own instead of swallowing this one (at an event
 /// boundary the extra blank lines dispatch nothing).
 pub fn stream_cut_event(why: &str) -> Bytes {
-    let body = reply::error_body(
+    error_event(
         &format!("the engine's response was cut: {why}"),
         "engine_error",
         "engine_stream_cut",
-    );
+    )
+}
+
+/// One SSE event carrying an OpenAI error, after a blank line (see `stream_cut_event`).
+pub fn error_event(message: &str, kind: &str, code: &str) -> Bytes {
+    let body = reply::error_body(message, kind, code);
     Bytes::from(format!("\n\ndata: {body}\n\n"))
 }
 
@@ -382,18 +586,27 @@ impl Drop for Tracker {
     }
 }
 
-/// The engine's response body, passed through frame by frame while counting bytes.
+/// The engine's response body, passed through frame by frame while counting bytes and keeping
+/// the body deadlines (`BodyClock`) and the abort signal.
 ///
-/// When the engine's body fails (it crashed mid-response) the error goes on to hyper, which
-/// then ends our response without the terminating chunk or short of its Content-Length, so
-/// the client sees a cut and never a complete-looking answer. An SSE stream first gets one
-/// error event (`stream_cut_event`).
+/// When the engine's body fails (it crashed mid-response), a deadline passes, or the abort
+/// signal is thrown, the upstream body is dropped (the engine sees the disconnect) and an error
+/// goes on to hyper, which then ends our response without the terminating chunk or short of
+/// its Content-Length, so the client sees a cut and never a complete-looking answer. An SSE
+/// stream first gets one error event (`error_event`).
 struct Tracked {
-    inner: Incoming,
+    /// None once cut.
+    inner: Option<Incoming>,
     tracker: Tracker,
+    peer: SocketAddr,
     /// A chunked `text/event-stream` response.
     sse: bool,
     cut: Cut,
+    clock: BodyClock,
+    /// Armed at or before `clock.deadline()`; moved later lazily, when it fires early.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    abort: AbortSignal,
+    thrown: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 /// Where a cut body stands. hyper drops what it buffered when a body fails, so before the error
@@ -421,7 +634,13 @@ impl hyper::body::Body for Tracked {
         if !matches!(this.cut, Cut::None) {
             return this.poll_cut(cx);
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        if this.thrown.as_mut().poll(cx).is_ready() {
+            return this.aborted(cx);
+        }
+        let Some(inner) = this.inner.as_mut() else {
+            return this.poll_cut(cx);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.tracker
@@ -430,26 +649,32 @@ impl hyper::body::Body for Tracked {
                         .streamed_bytes
                         .inc_by(data.len() as u64);
                 }
+                this.clock.piece();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => this.cut_by(e, cx),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                this.clock.pending(tokio::time::Instant::now());
+                this.poll_deadline(cx)
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         // A cut in progress must never look like the end: hyper would finish the response.
-        matches!(self.cut, Cut::None) && self.inner.is_end_stream()
+        matches!(self.cut, Cut::None) && self.inner.as_ref().is_some_and(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(SizeHint::default, |b| b.size_hint())
     }
 }
 
 impl Tracked {
-    /// The steps after the engine's body failed (see `Cut`).
+    /// The steps after the body was cut (see `Cut`).
     fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match std::mem::replace(&mut self.cut, Cut::Done) {
             Cut::Flush(e) => {
@@ -463,8 +688,58 @@ impl Tracked {
         }
     }
 
-    /// The engine's body failed with `e`: the SSE error event first (when it is a stream), then
-    /// a flush, then the error. Returns what `poll_frame` answers now.
+    /// Waits for the armed deadline (the engine's body is pending); cuts the body when it passed.
+    fn poll_deadline(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some((at, expired)) = self.clock.deadline() else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        // Pieces move the deadline later without touching the timer (no timer work per
+        // chunk); it is moved when it fires early. A deadline earlier than the timer (the
+        // first piece switched from the first-byte deadline to the gap) moves it at once.
+        if timer.deadline() > at {
+            timer.as_mut().reset(at);
+        }
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if tokio::time::Instant::now() >= at {
+                return self.expired(expired, cx);
+            }
+            timer.as_mut().reset(at);
+        }
+    }
+
+    /// A deadline passed: count it, log it, cut the body.
+    fn expired(
+        &mut self,
+        expired: Expired,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let metrics = &self.tracker.shared.metrics;
+        metrics.request_timeout(expired.kind());
+        let message = expired.message();
+        tracing::warn!(peer = %self.peer, kind = expired.kind(), sse = self.sse, "proxy: {message}");
+        let event = error_event(&message, "timeout_error", expired.code());
+        self.cut(event, message.into(), cx)
+    }
+
+    /// `Shared::abort_inflight` was called: count it, log it, cut the body.
+    fn aborted(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.tracker.shared.metrics.requests_aborted.inc();
+        let message = abort_message(self.abort.reason());
+        tracing::warn!(peer = %self.peer, sse = self.sse, "proxy: response cut: {message}");
+        let event = error_event(&message, "service_unavailable", "engine_restarting");
+        self.cut(event, message.into(), cx)
+    }
+
+    /// The engine's body failed with `e`. Returns what `poll_frame` answers now.
     fn cut_by(
         &mut self,
         e: hyper::Error,
@@ -472,13 +747,27 @@ impl Tracked {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let why = error_chain(&e);
         tracing::warn!(error = %why, sse = self.sse, "proxy: the engine's response was cut");
+        self.cut(stream_cut_event(&why), e.into(), cx)
+    }
+
+    /// Cuts the body: drops the upstream body (its connection closes, the engine sees the
+    /// disconnect), then `event` when it is a stream, a flush, and `err`. Returns what
+    /// `poll_frame` answers now.
+    fn cut(
+        &mut self,
+        event: Bytes,
+        err: BoxError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.inner = None;
+        self.timer = None;
         self.tracker.shared.metrics.responses_cut.inc();
         if self.sse {
-            self.cut = Cut::Flush(e.into());
-            return Poll::Ready(Some(Ok(Frame::data(stream_cut_event(&why)))));
+            self.cut = Cut::Flush(err);
+            return Poll::Ready(Some(Ok(Frame::data(event))));
         }
         // Nothing to add: still let hyper flush what it holds before it sees the error.
-        self.cut = Cut::Fail(e.into());
+        self.cut = Cut::Fail(err);
         cx.waker().wake_by_ref();
         Poll::Pending
     }
@@ -584,6 +873,66 @@ mod tests {
             v["error"]["message"],
             "the engine's response was cut: connection reset"
         );
+    }
+
+    #[test]
+    fn body_clock_first_byte_then_gap_while_waiting_on_the_engine() {
+        let s = Duration::from_secs;
+        let t0 = tokio::time::Instant::now();
+        let at = |n: u64| t0 + s(n);
+        let mut c = BodyClock::new(Some((at(10), s(10))), Some(s(3)));
+        let first = Some((at(10), Expired::FirstByte(s(10))));
+        assert_eq!(c.deadline(), first);
+        c.pending(at(2));
+        assert_eq!(c.deadline(), first, "the first-byte deadline is absolute");
+        c.piece();
+        assert_eq!(
+            c.deadline(),
+            None,
+            "nothing armed until the engine keeps us waiting"
+        );
+        c.pending(at(8));
+        assert_eq!(c.deadline(), Some((at(11), Expired::Gap(s(3)))));
+        c.pending(at(9));
+        assert_eq!(
+            c.deadline(),
+            Some((at(11), Expired::Gap(s(3)))),
+            "still since 8 s"
+        );
+        c.piece();
+        // The client stops reading for 5 s (hyper does not poll): no gap is counted for it.
+        c.pending(at(14));
+        assert_eq!(c.deadline(), Some((at(17), Expired::Gap(s(3)))));
+        // Disabled deadlines arm nothing.
+        let mut off = BodyClock::new(None, None);
+        assert_eq!(off.deadline(), None);
+        off.piece();
+        off.pending(at(1));
+        assert_eq!(off.deadline(), None);
+        let mut gap_only = BodyClock::new(None, Some(s(3)));
+        gap_only.pending(at(1));
+        assert_eq!(gap_only.deadline(), None, "no gap before the first piece");
+    }
+
+    #[test]
+    fn timeout_and_abort_texts_name_the_knob() {
+        let fb = Expired::FirstByte(Duration::from_secs(600));
+        assert!(fb.message().contains("600s"), "{}", fb.message());
+        assert!(fb.message().contains("AIM_REQUEST_FIRST_BYTE_TIMEOUT"));
+        assert_eq!((fb.code(), fb.kind()), ("first_byte_timeout", "first_byte"));
+        let gap = Expired::Gap(Duration::from_millis(1500));
+        assert!(gap.message().contains("1.5s"), "{}", gap.message());
+        assert!(gap.message().contains("--stream-gap-timeout"));
+        assert_eq!((gap.code(), gap.kind()), ("stream_gap_timeout", "gap"));
+        assert!(abort_message("it hung").starts_with("the engine is being restarted: it hung"));
+        let ev = error_event(&gap.message(), "timeout_error", gap.code());
+        let text = std::str::from_utf8(&ev).expect("utf-8");
+        let json = text
+            .strip_prefix("\n\ndata: ")
+            .and_then(|t| t.strip_suffix("\n\n"))
+            .expect("one event");
+        let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
+        assert_eq!(v["error"]["code"], "stream_gap_timeout");
     }
 
     #[test]

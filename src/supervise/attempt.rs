@@ -449,6 +449,14 @@ impl Supervisor {
             });
         });
         self.event(Event::AttemptFailed, "hung");
+        // Nobody waits for their client's own timeout: every request in flight ends now,
+        // with an error that says why.
+        let ended = self
+            .shared
+            .abort_inflight(&format!("it hung ({})", signal.as_str()));
+        if ended > 0 {
+            tracing::info!("ended {ended} request(s) in flight: the engine hung");
+        }
         let was_ready = a.ready();
         if signal == HangSignal::Frozen {
             // A stopped process cannot take SIGTERM: the group is killed at once.

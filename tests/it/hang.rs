@@ -158,3 +158,74 @@ fn a_long_prefill_is_left_alone() {
     run.signal(libc::SIGTERM);
     assert_eq!(run.exit_code(Duration::from_secs(15)), 0);
 }
+
+/// Completions that never answer while /health does (a wedged engine core behind a healthy
+/// API server): with a request in flight and nothing moving for the stall window, the engine
+/// is hung; the request ends at once with 503 `engine_restarting`, not at its client's own
+/// timeout.
+#[test]
+fn work_without_progress_is_hung_and_its_request_ends() {
+    let mut run = start(
+        &[("FAKE_LOAD_SECS", "0.3"), ("FAKE_HANG_COMPLETIONS", "1")],
+        &[
+            "--hang-stall-window",
+            "2s",
+            "--liveness-interval",
+            "30s",
+            "--skip-test-inference",
+        ],
+    );
+    wait_ready(&mut run, Duration::from_secs(30));
+    let port = run.port;
+    let t = Instant::now();
+    let (code, body) = completion(port, 4).expect("an answer");
+    let took = t.elapsed();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("engine_restarting"), "{body}");
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    eprintln!("no progress: the request ended after {took:?} (stall window 2 s)");
+    let restarted = wait_for(Duration::from_secs(20), || {
+        status(port)["restarts"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(restarted, "no restart: {}", run.report());
+    let st = status(port);
+    assert_eq!(st["last_hang"]["signal"], "no_progress", "{st}");
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.exit_code(Duration::from_secs(15)), 0);
+}
+
+/// Idle, and the engine core stopped answering (its /health still fine): the idle probe, a
+/// 1-token completion, misses, and after --liveness-failures misses the engine is hung.
+#[test]
+fn idle_probe_misses_are_hung() {
+    let mut run = start(
+        &[
+            ("FAKE_LOAD_SECS", "0.3"),
+            // The readiness check's test inference passes; every later completion hangs.
+            ("FAKE_HANG_COMPLETIONS_AFTER", "1"),
+        ],
+        &[
+            "--liveness-interval",
+            "0.2s",
+            "--liveness-failures",
+            "2",
+            "--idle-probe-interval",
+            "0.2s",
+            "--idle-probe-timeout",
+            "0.5s",
+        ],
+    );
+    wait_ready(&mut run, Duration::from_secs(30));
+    let port = run.port;
+    let restarted = wait_for(Duration::from_secs(20), || {
+        status(port)["restarts"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(restarted, "no restart: {}", run.report());
+    let st = status(port);
+    assert_eq!(st["last_hang"]["signal"], "probe_misses", "{st}");
+    let detail = st["last_hang"]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("idle probes (1-token completions)"), "{st}");
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.exit_code(Duration::from_secs(15)), 0);
+}

@@ -70,10 +70,28 @@ fn full(s: impl Into<Bytes>) -> UpBody {
     Full::new(s.into()).boxed_unsync()
 }
 
-/// `/stream?n=N&ms=M`: N SSE events M ms apart.
-fn sse(up: Arc<Upstream>, n: usize, gap: Duration) -> Response<UpBody> {
+/// How a `/stream` goes: `/stream?n=N&ms=M&first=F&stall=1&json=1`.
+#[derive(Default, Clone, Copy)]
+struct StreamShape {
+    /// Before the first event.
+    first: Duration,
+    /// After the N events, never end (until the reader goes away).
+    stall: bool,
+    /// `application/json` instead of `text/event-stream`.
+    json: bool,
+}
+
+/// `/stream?n=N&ms=M`: N SSE events M ms apart (shaped as `shape` says).
+fn sse_shaped(up: Arc<Upstream>, n: usize, gap: Duration, shape: StreamShape) -> Response<UpBody> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(shape.first) => {}
+            _ = tx.closed() => {
+                up.cancelled.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
         for i in 0..n {
             let event = format!("data: {{\"token\":{i}}}\n\n");
             if tx.send(Bytes::from(event)).await.is_err() {
@@ -81,6 +99,11 @@ fn sse(up: Arc<Upstream>, n: usize, gap: Duration) -> Response<UpBody> {
                 return;
             }
             tokio::time::sleep(gap).await;
+        }
+        if shape.stall {
+            tx.closed().await;
+            up.cancelled.store(true, Ordering::SeqCst);
+            return;
         }
         if tx
             .send(Bytes::from_static(b"data: [DONE]\n\n"))
@@ -92,8 +115,13 @@ fn sse(up: Arc<Upstream>, n: usize, gap: Duration) -> Response<UpBody> {
         }
         up.completed.fetch_add(1, Ordering::SeqCst);
     });
+    let content_type = if shape.json {
+        "application/json"
+    } else {
+        "text/event-stream"
+    };
     Response::builder()
-        .header("content-type", "text/event-stream")
+        .header("content-type", content_type)
         .body(ChanBody(rx).boxed_unsync())
         .expect("response")
 }
@@ -128,7 +156,12 @@ async fn upstream_handle(up: Arc<Upstream>, req: Request<Incoming>) -> Response<
         "/stream" => {
             let n = query(&req, "n").unwrap_or(5) as usize;
             let ms = query(&req, "ms").unwrap_or(100);
-            sse(up, n, Duration::from_millis(ms))
+            let shape = StreamShape {
+                first: Duration::from_millis(query(&req, "first").unwrap_or(0)),
+                stall: query(&req, "stall") == Some(1),
+                json: query(&req, "json") == Some(1),
+            };
+            sse_shaped(up, n, Duration::from_millis(ms), shape)
         }
         "/echo" => {
             let headers: serde_json::Map<String, serde_json::Value> = req
@@ -1296,4 +1329,345 @@ async fn idle_keep_alive_connections_are_closed_after_the_header_read_timeout() 
         rest.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
     );
+}
+
+// ---------------------------------------------------------------- deadlines and the abort hook
+
+fn deadline_limits(first_byte: Duration, gap: Duration) -> Limits {
+    Limits {
+        first_byte_timeout: first_byte,
+        stream_gap_timeout: gap,
+        ..test_limits()
+    }
+}
+
+/// What a streamed answer brought: each data piece with when it came, and how it ended.
+struct Streamed {
+    status: StatusCode,
+    pieces: Vec<(Duration, String)>,
+    /// The body ended with an error (a cut), and when.
+    cut: Option<Duration>,
+    /// When the body ended cleanly.
+    ended: Option<Duration>,
+}
+
+async fn stream_of(addr: SocketAddr, path: &str) -> Streamed {
+    let t = Instant::now();
+    let req = Request::get(format!("http://{addr}{path}"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = client().request(req).await.expect("answer");
+    let status = resp.status();
+    let mut body = resp.into_body();
+    let mut out = Streamed {
+        status,
+        pieces: Vec::new(),
+        cut: None,
+        ended: None,
+    };
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
+            Err(_) => panic!("the body neither ended nor was cut: {:?}", out.pieces),
+            Ok(None) => {
+                out.ended = Some(t.elapsed());
+                return out;
+            }
+            Ok(Some(Err(_))) => {
+                out.cut = Some(t.elapsed());
+                return out;
+            }
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    out.pieces
+                        .push((t.elapsed(), String::from_utf8_lossy(&data).into_owned()));
+                }
+            }
+        }
+    }
+}
+
+/// The OpenAI error of the final SSE event `text` (after the blank line the proxy puts first).
+fn error_event_of(text: &str) -> serde_json::Value {
+    let json = text
+        .strip_prefix("\n\ndata: ")
+        .and_then(|t| t.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("not one error event: {text:?}"));
+    serde_json::from_str(json).expect("event JSON")
+}
+
+async fn wait_flag(flag: &AtomicBool, what: &str) {
+    let t = Instant::now();
+    while !flag.load(Ordering::SeqCst) {
+        assert!(t.elapsed() < Duration::from_secs(3), "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// No response head within the first-byte deadline: 504 in the OpenAI shape, soon after the
+/// deadline, and the engine's request is dropped (its connection closes under it).
+#[tokio::test]
+async fn no_head_in_time_is_a_504_and_the_engine_request_is_dropped() {
+    let limit = Duration::from_secs(1);
+    let h = start_limited(
+        Phase::Ready,
+        None,
+        64,
+        deadline_limits(limit, Duration::from_secs(30)),
+    )
+    .await;
+    let t = Instant::now();
+    let a = get(h.addr, "/slow?ms=10000").await;
+    let took = t.elapsed();
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT, "{}", a.body);
+    assert_openai_error(&a, "first_byte_timeout");
+    assert!(
+        a.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("AIM_REQUEST_FIRST_BYTE_TIMEOUT")),
+        "{}",
+        a.body
+    );
+    assert!(took >= limit, "{took:?}");
+    assert!(took < limit + Duration::from_millis(500), "{took:?}");
+    eprintln!("first-byte deadline 1s: 504 after {took:?}");
+    wait_flag(&h.up.slow_abandoned, "the engine kept the request").await;
+    tokio::time::timeout(Duration::from_secs(2), h.shared.inflight.wait_idle())
+        .await
+        .expect("in-flight count back to zero");
+    let m = get(h.addr, "/metrics").await.body;
+    assert!(
+        m.contains("aim_request_timeouts_total{kind=\"first_byte\"} 1\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("aim_request_timeouts_total{kind=\"gap\"} 0\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("aim_proxied_requests_total{code=\"error\"} 1\n"),
+        "{m}"
+    );
+}
+
+/// A stream that stops: an SSE one gets a final error event and is cut, anything else is cut
+/// as is, both within the gap and a little; the engine's request is dropped.
+#[tokio::test]
+async fn a_stalled_stream_is_cut_after_the_gap_with_a_final_error_event() {
+    let gap = Duration::from_secs(1);
+    for json in [false, true] {
+        let h = start_limited(
+            Phase::Ready,
+            None,
+            64,
+            deadline_limits(Duration::from_secs(30), gap),
+        )
+        .await;
+        let path = format!("/stream?n=2&ms=50&stall=1&json={}", u8::from(json));
+        let s = stream_of(h.addr, &path).await;
+        assert_eq!(s.status, StatusCode::OK);
+        assert!(
+            s.ended.is_none(),
+            "json={json}: a stalled body ended cleanly"
+        );
+        let cut = s.cut.expect("cut");
+        let tokens: Vec<&(Duration, String)> = s
+            .pieces
+            .iter()
+            .filter(|(_, p)| p.starts_with("data: {\"token\""))
+            .collect();
+        assert_eq!(tokens.len(), 2, "json={json}: {:?}", s.pieces);
+        let last_token = tokens[1].0;
+        if json {
+            assert_eq!(
+                s.pieces.len(),
+                2,
+                "bytes added to a non-SSE body: {:?}",
+                s.pieces
+            );
+        } else {
+            assert_eq!(s.pieces.len(), 3, "{:?}", s.pieces);
+            let (at, text) = &s.pieces[2];
+            let v = error_event_of(text);
+            assert_eq!(v["error"]["code"], "stream_gap_timeout", "{v}");
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("--stream-gap-timeout")),
+                "{v}"
+            );
+            let late = *at - last_token;
+            assert!(
+                late >= gap && late < gap + Duration::from_millis(500),
+                "{late:?}"
+            );
+            eprintln!("gap deadline 1s: error event {late:?} after the last token");
+        }
+        assert!(
+            cut - last_token < gap + Duration::from_millis(500),
+            "{cut:?}"
+        );
+        wait_flag(&h.up.cancelled, "the engine's stream was kept").await;
+        tokio::time::timeout(Duration::from_secs(2), h.shared.inflight.wait_idle())
+            .await
+            .expect("in-flight count back to zero");
+        let m = h.shared.metrics.render();
+        assert!(
+            m.contains("aim_request_timeouts_total{kind=\"gap\"} 1\n"),
+            "{m}"
+        );
+        assert!(m.contains("aim_responses_cut_total 1\n"), "{m}");
+    }
+}
+
+/// The engine sent an SSE head at once but no token within the first-byte deadline (a long
+/// prefill that never ends): the stream gets the first-byte error event and is cut.
+#[tokio::test]
+async fn a_stream_head_without_a_first_token_in_time_is_cut() {
+    let limit = Duration::from_secs(1);
+    let h = start_limited(
+        Phase::Ready,
+        None,
+        64,
+        deadline_limits(limit, Duration::from_millis(200)),
+    )
+    .await;
+    let s = stream_of(h.addr, "/stream?n=2&ms=10&first=5000").await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert_eq!(s.pieces.len(), 1, "{:?}", s.pieces);
+    let (at, text) = &s.pieces[0];
+    assert_eq!(error_event_of(text)["error"]["code"], "first_byte_timeout");
+    assert!(
+        *at >= limit && *at < limit + Duration::from_millis(500),
+        "{at:?}"
+    );
+    assert!(s.cut.is_some());
+    wait_flag(&h.up.cancelled, "the engine's stream was kept").await;
+    let m = h.shared.metrics.render();
+    assert!(
+        m.contains("aim_request_timeouts_total{kind=\"first_byte\"} 1\n"),
+        "{m}"
+    );
+}
+
+/// A slow but steady stream (a token a second, gap 3 s, first byte 2 s) runs to its end: the
+/// gap counts from the last piece and the first-byte deadline ends with the first one.
+#[tokio::test]
+async fn a_slow_but_steady_stream_is_never_cut() {
+    let h = start_limited(
+        Phase::Ready,
+        None,
+        64,
+        deadline_limits(Duration::from_secs(2), Duration::from_secs(3)),
+    )
+    .await;
+    let s = stream_of(h.addr, "/stream?n=4&ms=1000&first=1000").await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert!(s.cut.is_none(), "cut: {:?}", s.pieces);
+    let ended = s.ended.expect("ended");
+    assert!(ended >= Duration::from_secs(4), "{ended:?}");
+    let text: String = s.pieces.iter().map(|(_, p)| p.as_str()).collect();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(!text.contains("error"), "{text}");
+    assert_eq!(h.up.completed.load(Ordering::SeqCst), 1);
+    let m = h.shared.metrics.render();
+    assert!(
+        m.contains("aim_request_timeouts_total{kind=\"gap\"} 0\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("aim_request_timeouts_total{kind=\"first_byte\"} 0\n"),
+        "{m}"
+    );
+}
+
+/// `Shared::abort_inflight` (the supervisor restarting a hung engine) ends every request in
+/// flight at once: one waiting for its head gets 503 `engine_restarting`, a stream gets the
+/// error event and is cut; the engine's requests are dropped; later requests are unaffected.
+#[tokio::test]
+async fn abort_inflight_ends_every_request_in_flight_at_once() {
+    let h = start(Phase::Ready, None).await;
+    let addr = h.addr;
+    let waiting = tokio::spawn(async move {
+        let a = get(addr, "/slow?ms=20000").await;
+        (a, Instant::now())
+    });
+    let streaming = tokio::spawn(async move {
+        let t = Instant::now();
+        let s = stream_of(addr, "/stream?n=1000&ms=50").await;
+        (s, t)
+    });
+    let t = Instant::now();
+    while h.shared.inflight.count() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(3), "never forwarded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let thrown = Instant::now();
+    assert_eq!(h.shared.abort_inflight("it hung: test"), 2);
+    let (a, answered) = waiting.await.expect("waiting task");
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+    assert_openai_error(&a, "engine_restarting");
+    assert!(
+        a.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("being restarted: it hung: test")),
+        "{}",
+        a.body
+    );
+    assert!(a.headers.contains_key("retry-after"));
+    let (s, started) = streaming.await.expect("streaming task");
+    let cut = s.cut.expect("the stream was cut");
+    let (at, last) = s.pieces.last().expect("pieces");
+    assert_eq!(error_event_of(last)["error"]["code"], "engine_restarting");
+    let answer_after = answered - thrown;
+    let event_after = (started + *at).saturating_duration_since(thrown);
+    assert!(
+        answer_after < Duration::from_millis(300),
+        "{answer_after:?}"
+    );
+    assert!(event_after < Duration::from_millis(300), "{event_after:?}");
+    assert!((started + cut).saturating_duration_since(thrown) < Duration::from_millis(300));
+    eprintln!("abort_inflight: 503 after {answer_after:?}, stream event after {event_after:?}");
+    wait_flag(&h.up.slow_abandoned, "the waiting request was kept").await;
+    wait_flag(&h.up.cancelled, "the stream was kept").await;
+    tokio::time::timeout(Duration::from_secs(2), h.shared.inflight.wait_idle())
+        .await
+        .expect("in-flight count back to zero");
+    assert_eq!(h.shared.metrics.requests_aborted.get(), 2);
+    // A request after the abort holds a fresh signal.
+    let s = stream_of(h.addr, "/stream?n=2&ms=10").await;
+    assert!(s.ended.is_some() && s.cut.is_none(), "{:?}", s.pieces);
+    assert_eq!(h.shared.abort_inflight("nothing in flight"), 0);
+}
+
+/// The first-byte deadline counts from the end of the request body: a client that takes
+/// longer than the deadline to send its body (in pieces, each within the body read timeout)
+/// still gets the engine's answer.
+#[tokio::test]
+async fn the_first_byte_deadline_starts_when_the_request_body_ends() {
+    let h = start_limited(
+        Phase::Ready,
+        None,
+        64,
+        deadline_limits(Duration::from_secs(1), Duration::from_secs(1)),
+    )
+    .await;
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("head");
+    for piece in [b"a", b"b", b"c", b"d"] {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        s.write_all(piece).await.expect("piece");
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("answered")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(r#""body":"abcd""#), "{text}");
 }

@@ -4,6 +4,7 @@
 mod support;
 
 mod chaos;
+mod deadlines;
 mod download;
 mod fake_engine;
 mod fd_limit;

@@ -744,7 +744,10 @@ fn a_frozen_engine_core_is_restarted_and_its_stream_ends() {
         );
     }
     let ended = stopped.elapsed();
-    assert!(!text.contains("data: [DONE]"), "a frozen stream looked complete");
+    assert!(
+        !text.contains("data: [DONE]"),
+        "a frozen stream looked complete"
+    );
     let st = sv.wait_ready(1);
     let ready_again = stopped.elapsed();
     assert_eq!(st["last_hang"]["signal"], "frozen", "{st}");
@@ -758,7 +761,10 @@ fn a_frozen_engine_core_is_restarted_and_its_stream_ends() {
         &json!({"model": REPO_ID, "prompt": "Hello", "max_tokens": 4}),
     );
     assert_eq!(a.status, 200, "{} {}", a.head, a.body);
-    assert!(sv.metrics().contains("aim_hangs_total{signal=\"frozen\"} 1"));
+    assert!(
+        sv.metrics()
+            .contains("aim_hangs_total{signal=\"frozen\"} 1")
+    );
     sv.signal(libc::SIGTERM);
     let code = wait_exit(&mut sv.run.child, Duration::from_secs(60));
     assert_eq!(code.and_then(|c| c.code()), Some(0), "{}", sv.logs());

@@ -47,6 +47,12 @@ struct State {
     /// FAKE_PREFILL_MS: CPU burnt before a request's first token (a long prompt's prefill).
     prefill: Duration,
     stream_tokens: u64,
+    /// FAKE_HANG_COMPLETIONS: completions are read and never answered.
+    hang_completions: bool,
+    /// FAKE_HANG_COMPLETIONS_AFTER=N: the same for every completion after the first N.
+    hang_completions_after: Option<u64>,
+    /// FAKE_STREAM_STALL_AFTER: a stream stops after this many tokens and never ends.
+    stall_after: Option<u64>,
     access_log: bool,
 }
 
@@ -408,6 +414,10 @@ pub async fn run(args: Args, start_no: u64) -> i32 {
         token_delay: Duration::from_millis(env_num("FAKE_TOKEN_DELAY_MS", 5)),
         prefill: Duration::from_millis(env_num("FAKE_PREFILL_MS", 0)),
         stream_tokens: env_num("FAKE_STREAM_TOKENS", 8),
+        hang_completions: env_flag("FAKE_HANG_COMPLETIONS"),
+        hang_completions_after: env("FAKE_HANG_COMPLETIONS_AFTER")
+            .and_then(|v| v.trim().parse().ok()),
+        stall_after: env("FAKE_STREAM_STALL_AFTER").map(|_| env_num("FAKE_STREAM_STALL_AFTER", 0)),
         access_log: !args
             .given
             .iter()
@@ -779,6 +789,39 @@ fn prompt_len(body: &Value, chat: bool) -> u64 {
     }
 }
 
+/// Logs vLLM's `Aborted request` line when dropped before `finish`: the client (or the proxy)
+/// went away before the answer was complete, which is how the real engine notices it.
+struct AbortLog {
+    id: String,
+    finished: bool,
+}
+
+impl AbortLog {
+    fn new(id: &str) -> Self {
+        AbortLog {
+            id: id.to_string(),
+            finished: false,
+        }
+    }
+
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for AbortLog {
+    fn drop(&mut self) {
+        if !self.finished {
+            log(
+                "APIServer",
+                "INFO",
+                "async_llm.py:452",
+                &format!("Aborted request {}.", self.id),
+            );
+        }
+    }
+}
+
 /// Decrements the running gauge when a request (or its stream) ends, however it ends.
 struct RunningGuard(Arc<State>);
 
@@ -848,6 +891,15 @@ async fn completion(req: Request<Incoming>, st: &Arc<State>, chat: bool) -> Resp
     let created = now_secs();
     let usage =
         json!({"prompt_tokens": prompt, "total_tokens": prompt + n, "completion_tokens": n});
+    let abort_log = AbortLog::new(&id);
+
+    if st.hang_completions || st.hang_completions_after.is_some_and(|n| count > n) {
+        // Never answer: the request stays running until the client goes away (hyper then
+        // drops this future, and with it the guard and the abort log).
+        let _held = (guard, abort_log);
+        let never: Infallible = std::future::pending().await;
+        match never {}
+    }
 
     if !stream {
         prefill(st.prefill).await;
@@ -865,6 +917,7 @@ async fn completion(req: Request<Incoming>, st: &Arc<State>, chat: bool) -> Resp
             "text_completion"
         };
         drop(guard);
+        abort_log.finish();
         if crash_after {
             schedule_crash(st.clone());
         }
@@ -876,8 +929,10 @@ async fn completion(req: Request<Incoming>, st: &Arc<State>, chat: bool) -> Resp
 
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let st2 = st.clone();
+    let stall_after = st.stall_after;
     tokio::spawn(async move {
         let _guard = guard;
+        let abort_log = abort_log;
         let object = if chat {
             "chat.completion.chunk"
         } else {
@@ -897,6 +952,11 @@ async fn completion(req: Request<Incoming>, st: &Arc<State>, chat: bool) -> Resp
             }
         }
         for i in 0..n {
+            if stall_after == Some(i) {
+                // Stuck mid-stream: nothing more, never the end, until the reader goes away.
+                tx.closed().await;
+                return;
+            }
             tokio::time::sleep(st2.token_delay).await;
             let finish = if i + 1 == n {
                 json!("length")
@@ -917,7 +977,13 @@ async fn completion(req: Request<Incoming>, st: &Arc<State>, chat: bool) -> Resp
             let v = json!({"id": id, "object": object, "created": created, "model": model, "choices": [], "usage": usage});
             let _ = tx.send(Bytes::from(format!("data: {v}\n\n"))).await;
         }
-        let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+        if tx
+            .send(Bytes::from_static(b"data: [DONE]\n\n"))
+            .await
+            .is_ok()
+        {
+            abort_log.finish();
+        }
         drop(tx);
         if crash_after {
             schedule_crash(st2.clone());
