@@ -96,8 +96,33 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// Why the environment does not allow a download (the message says what to change).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct EnvError(pub String);
+pub enum EnvError {
+    #[error("no cache folder: set HF_HOME (or AIM_CACHE_PATH, or HOME)")]
+    NoCacheFolder,
+    #[error("AIM_TEST_FREE_BYTES `{value}` is not a number of bytes (it is a test seam; unset it)")]
+    FreeBytes { value: String },
+    #[error("{var} `{value}` is not a number from {min} to {max}; fix or unset it")]
+    Number {
+        var: &'static str,
+        value: String,
+        min: u64,
+        max: u64,
+    },
+    /// `why`: what `types::parse_duration` says.
+    #[error("{var}: {why}")]
+    Duration { var: &'static str, why: String },
+}
+
+/// Why a `--revision` cannot be used: it becomes a path under `refs/` in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{flag} `{revision}` is not a branch, tag or commit name; use e.g. `main` or a 40-hex commit"
+)]
+pub struct RevisionError {
+    /// The flag (and variable) it came from.
+    pub flag: &'static str,
+    pub revision: String,
+}
 
 impl Options {
     /// Options for `repo` at `revision` from the environment: HF_ENDPOINT, HF_TOKEN (or
@@ -110,29 +135,32 @@ impl Options {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Options, EnvError> {
         let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-        let hub_root = write_root(env).ok_or_else(|| {
-            EnvError("no cache folder: set HF_HOME (or AIM_CACHE_PATH, or HOME)".into())
-        })?;
+        let hub_root = write_root(env).ok_or(EnvError::NoCacheFolder)?;
         let free_bytes_override = match set("AIM_TEST_FREE_BYTES") {
             None => None,
-            Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-                EnvError(format!(
-                    "AIM_TEST_FREE_BYTES `{v}` is not a number of bytes (it is a test seam; unset it)"
-                ))
-            })?),
+            Some(v) => Some(
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| EnvError::FreeBytes { value: v.clone() })?,
+            ),
         };
-        let number = |k: &str, default: u64, min: u64, max: u64| match set(k) {
+        let number = |k: &'static str, default: u64, min: u64, max: u64| match set(k) {
             None => Ok(default),
             Some(v) => match v.trim().parse::<u64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(EnvError(format!(
-                    "{k} `{v}` is not a number from {min} to {max}; fix or unset it"
-                ))),
+                _ => Err(EnvError::Number {
+                    var: k,
+                    value: v,
+                    min,
+                    max,
+                }),
             },
         };
-        let duration = |k: &str, default: Duration| match set(k) {
+        let duration = |k: &'static str, default: Duration| match set(k) {
             None => Ok(default),
-            Some(v) => crate::types::parse_duration(&v).map_err(|e| EnvError(format!("{k}: {e}"))),
+            Some(v) => {
+                crate::types::parse_duration(&v).map_err(|why| EnvError::Duration { var: k, why })
+            }
         };
         Ok(Options {
             parallel: number("AIM_DOWNLOAD_PARALLEL", 4, 1, 32)? as usize,
@@ -165,14 +193,15 @@ fn saved_token(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
 
 /// A `--revision` (branch, tag or commit; `refs/pr/1` too), trimmed, or what is wrong with it:
 /// it becomes a path under `refs/` in the cache, so it must be a safe relative path.
-pub fn check_revision(flag: &str, revision: &str) -> Result<String, String> {
+pub fn check_revision(flag: &'static str, revision: &str) -> Result<String, RevisionError> {
     let rev = revision.trim();
     if store::safe_file_name(rev) && !rev.starts_with('.') {
         Ok(rev.to_string())
     } else {
-        Err(format!(
-            "{flag} `{revision}` is not a branch, tag or commit name; use e.g. `main` or a 40-hex commit"
-        ))
+        Err(RevisionError {
+            flag,
+            revision: revision.to_string(),
+        })
     }
 }
 
@@ -316,7 +345,7 @@ async fn listing(hub: &Hub, opts: &Options) -> Result<hub::Listing, DownloadErro
                     return hub::parse_listing(&body.to_bytes()).map_err(|why| {
                         DownloadError::BadListing {
                             url: url.clone(),
-                            why,
+                            why: why.to_string(),
                         }
                     });
                 }
