@@ -28,7 +28,8 @@ pub fn options(a: &DownloadArgs) -> anyhow::Result<Options> {
             )));
         }
     };
-    let rev = download::check_revision("--revision", &a.revision).map_err(usage)?;
+    let rev =
+        download::check_revision("--revision", &a.revision).map_err(|e| usage(e.to_string()))?;
     if download::offline(&process_env) {
         return Err(ExitError::new(
             MODEL_UNAVAILABLE,
@@ -36,7 +37,8 @@ pub fn options(a: &DownloadArgs) -> anyhow::Result<Options> {
         )
         .into());
     }
-    let mut opts = Options::from_env(&repo, &rev, &process_env).map_err(|e| usage(e.0))?;
+    let mut opts =
+        Options::from_env(&repo, &rev, &process_env).map_err(|e| usage(e.to_string()))?;
     opts.parallel = a.parallel.into();
     opts.tries = a.tries;
     opts.backoff = a.retry_initial;

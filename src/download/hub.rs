@@ -229,22 +229,34 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// What is wrong with a repo-at-revision answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ListingError {
+    #[error("not JSON ({0})")]
+    NotJson(serde_json::Error),
+    #[error("no `sha` (commit)")]
+    NoCommit,
+    #[error("`sha` `{0}` is not a 40-hex commit")]
+    BadCommit(String),
+    #[error("no `siblings` (file list)")]
+    NoSiblings,
+}
+
 /// Parses the repo-at-revision JSON.
-pub fn parse_listing(text: &[u8]) -> Result<Listing, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(text).map_err(|e| format!("not JSON ({e})"))?;
+pub fn parse_listing(text: &[u8]) -> Result<Listing, ListingError> {
+    let v: serde_json::Value = serde_json::from_slice(text).map_err(ListingError::NotJson)?;
     let commit = v
         .get("sha")
         .and_then(|s| s.as_str())
-        .ok_or("no `sha` (commit)")?
+        .ok_or(ListingError::NoCommit)?
         .to_string();
     if commit.len() != 40 || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("`sha` `{commit}` is not a 40-hex commit"));
+        return Err(ListingError::BadCommit(commit));
     }
     let siblings = v
         .get("siblings")
         .and_then(|s| s.as_array())
-        .ok_or("no `siblings` (file list)")?
+        .ok_or(ListingError::NoSiblings)?
         .iter()
         .filter_map(|s| {
             let name = s.get("rfilename")?.as_str()?.to_string();
@@ -282,7 +294,12 @@ mod tests {
         assert_eq!(l.siblings[0].size, Some(12));
         assert_eq!(l.siblings[0].sha256, None);
         assert_eq!(l.siblings[1].sha256.as_deref().map(str::len), Some(64));
-        assert!(parse_listing(b"{}").unwrap_err().contains("sha"));
+        assert!(
+            parse_listing(b"{}")
+                .unwrap_err()
+                .to_string()
+                .contains("sha")
+        );
         assert!(parse_listing(br#"{"sha":"main","siblings":[]}"#).is_err());
     }
 

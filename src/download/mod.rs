@@ -10,10 +10,11 @@
 //! huggingface_hub's lock file for it (`.locks/models--org--name/<blob>.lock`, flock). 429 waits as Retry-After
 //! says; connection errors, 5xx and stalls retry with backoff from where the bytes stopped.
 //!
-//! IO shell: `hub` (HTTP), `store` (the cache layout); `select` and `progress` formatting
-//! are pure.
+//! IO shell: `hub` (HTTP), `store` (the cache layout), `fetch` (one file: lock, resume,
+//! checks, retries); `select` and `progress` formatting are pure.
 
 pub mod error;
+mod fetch;
 pub mod hub;
 pub mod progress;
 pub mod select;
@@ -22,15 +23,14 @@ pub mod store;
 pub use error::DownloadError;
 pub use progress::Progress;
 
+use fetch::fetch_file;
 use futures_util::{StreamExt, TryStreamExt};
 use http_body_util::BodyExt;
 use hub::{Failure, Hub};
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use store::RepoDir;
-use tokio::io::AsyncWriteExt;
 
 /// What to download, where, and how.
 #[derive(Debug, Clone)]
@@ -96,8 +96,33 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// Why the environment does not allow a download (the message says what to change).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct EnvError(pub String);
+pub enum EnvError {
+    #[error("no cache folder: set HF_HOME (or AIM_CACHE_PATH, or HOME)")]
+    NoCacheFolder,
+    #[error("AIM_TEST_FREE_BYTES `{value}` is not a number of bytes (it is a test seam; unset it)")]
+    FreeBytes { value: String },
+    #[error("{var} `{value}` is not a number from {min} to {max}; fix or unset it")]
+    Number {
+        var: &'static str,
+        value: String,
+        min: u64,
+        max: u64,
+    },
+    /// `why`: what `types::parse_duration` says.
+    #[error("{var}: {why}")]
+    Duration { var: &'static str, why: String },
+}
+
+/// Why a `--revision` cannot be used: it becomes a path under `refs/` in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{flag} `{revision}` is not a branch, tag or commit name; use e.g. `main` or a 40-hex commit"
+)]
+pub struct RevisionError {
+    /// The flag (and variable) it came from.
+    pub flag: &'static str,
+    pub revision: String,
+}
 
 impl Options {
     /// Options for `repo` at `revision` from the environment: HF_ENDPOINT, HF_TOKEN (or
@@ -110,29 +135,32 @@ impl Options {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Options, EnvError> {
         let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-        let hub_root = write_root(env).ok_or_else(|| {
-            EnvError("no cache folder: set HF_HOME (or AIM_CACHE_PATH, or HOME)".into())
-        })?;
+        let hub_root = write_root(env).ok_or(EnvError::NoCacheFolder)?;
         let free_bytes_override = match set("AIM_TEST_FREE_BYTES") {
             None => None,
-            Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-                EnvError(format!(
-                    "AIM_TEST_FREE_BYTES `{v}` is not a number of bytes (it is a test seam; unset it)"
-                ))
-            })?),
+            Some(v) => Some(
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| EnvError::FreeBytes { value: v.clone() })?,
+            ),
         };
-        let number = |k: &str, default: u64, min: u64, max: u64| match set(k) {
+        let number = |k: &'static str, default: u64, min: u64, max: u64| match set(k) {
             None => Ok(default),
             Some(v) => match v.trim().parse::<u64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(EnvError(format!(
-                    "{k} `{v}` is not a number from {min} to {max}; fix or unset it"
-                ))),
+                _ => Err(EnvError::Number {
+                    var: k,
+                    value: v,
+                    min,
+                    max,
+                }),
             },
         };
-        let duration = |k: &str, default: Duration| match set(k) {
+        let duration = |k: &'static str, default: Duration| match set(k) {
             None => Ok(default),
-            Some(v) => crate::types::parse_duration(&v).map_err(|e| EnvError(format!("{k}: {e}"))),
+            Some(v) => {
+                crate::types::parse_duration(&v).map_err(|why| EnvError::Duration { var: k, why })
+            }
         };
         Ok(Options {
             parallel: number("AIM_DOWNLOAD_PARALLEL", 4, 1, 32)? as usize,
@@ -165,14 +193,15 @@ fn saved_token(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
 
 /// A `--revision` (branch, tag or commit; `refs/pr/1` too), trimmed, or what is wrong with it:
 /// it becomes a path under `refs/` in the cache, so it must be a safe relative path.
-pub fn check_revision(flag: &str, revision: &str) -> Result<String, String> {
+pub fn check_revision(flag: &'static str, revision: &str) -> Result<String, RevisionError> {
     let rev = revision.trim();
     if store::safe_file_name(rev) && !rev.starts_with('.') {
         Ok(rev.to_string())
     } else {
-        Err(format!(
-            "{flag} `{revision}` is not a branch, tag or commit name; use e.g. `main` or a 40-hex commit"
-        ))
+        Err(RevisionError {
+            flag,
+            revision: revision.to_string(),
+        })
     }
 }
 
@@ -316,7 +345,7 @@ async fn listing(hub: &Hub, opts: &Options) -> Result<hub::Listing, DownloadErro
                     return hub::parse_listing(&body.to_bytes()).map_err(|why| {
                         DownloadError::BadListing {
                             url: url.clone(),
-                            why,
+                            why: why.to_string(),
                         }
                     });
                 }
@@ -557,267 +586,4 @@ pub async fn download(
         bytes_total: total,
         bytes_fetched: missing,
     })
-}
-
-/// The sha256 of the first bytes of a partial file (to continue hashing where it stopped).
-async fn hash_prefix(path: PathBuf) -> Result<Sha256, DownloadError> {
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut h = Sha256::new();
-        let mut f = std::fs::File::open(&path).map_err(DownloadError::io(&path))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf).map_err(DownloadError::io(&path))?;
-            if n == 0 {
-                return Ok(h);
-            }
-            h.update(&buf[..n]);
-        }
-    })
-    .await
-    .map_err(|e| DownloadError::Io {
-        path: PathBuf::new(),
-        source: std::io::Error::other(e),
-    })?
-}
-
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// One file into `blobs/` and its snapshot link; `counted`: its bytes already on disk are in
-/// the progress (so progress moves only by what arrives).
-async fn fetch_file(ctx: &Ctx<'_>, e: &Entry, counted: bool) -> Result<(), DownloadError> {
-    let blob = ctx.repo.blob(&e.blob);
-    let complete = || std::fs::metadata(&blob).is_ok_and(|m| m.len() == e.size);
-    // Another download (ours or huggingface_hub's) of this blob goes first.
-    let _lock = if complete() {
-        None
-    } else {
-        let path = ctx.repo.lock_file(&e.blob);
-        let name = e.name.clone();
-        let at = path.clone();
-        let l = tokio::task::spawn_blocking(move || {
-            store::lock(&path, || {
-                tracing::info!(
-                    "`{name}`: another download holds {}; waiting for it",
-                    at.display()
-                )
-            })
-        })
-        .await
-        .map_err(|err| DownloadError::Io {
-            path: ctx.repo.lock_file(&e.blob),
-            source: std::io::Error::other(err),
-        })??;
-        Some(l)
-    };
-    // What the other download did meanwhile counts as done.
-    if counted {
-        let now = ctx.repo.have(&e.blob, e.size);
-        if now > e.counted {
-            ctx.progress.add(now - e.counted);
-        } else {
-            ctx.progress.sub(e.counted - now);
-        }
-    }
-    let done = || -> Result<(), DownloadError> {
-        ctx.repo.link(&ctx.commit, &e.name, &e.blob)?;
-        if counted {
-            ctx.progress.file_done();
-        }
-        Ok(())
-    };
-    if complete() {
-        return done();
-    }
-    let blobs = ctx.repo.dir.join("blobs");
-    tokio::fs::create_dir_all(&blobs)
-        .await
-        .map_err(DownloadError::io(&blobs))?;
-    let part = ctx.repo.incomplete(&e.blob);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&part)
-        .map_err(DownloadError::io(&part))?;
-    let mut have = file.metadata().map_err(DownloadError::io(&part))?.len();
-    let mut w = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file));
-    let progress = |n: u64, add: bool| {
-        if counted {
-            if add {
-                ctx.progress.add(n)
-            } else {
-                ctx.progress.sub(n)
-            }
-        }
-    };
-    if have > e.size {
-        w.get_mut()
-            .set_len(0)
-            .await
-            .map_err(DownloadError::io(&part))?;
-        progress(e.size, false);
-        have = 0;
-    }
-    let mut hasher = match (&e.sha256, have) {
-        (None, _) => None,
-        (Some(_), 0) => Some(Sha256::new()),
-        (Some(_), _) => Some(hash_prefix(part.clone()).await?),
-    };
-    let url = ctx.hub.file_url(&ctx.opts.repo, &ctx.commit, &e.name);
-    let mut try_no = 0;
-    let mut bad_sums = 0;
-    loop {
-        let before = have;
-        let step = if have < e.size {
-            fetch_range(ctx, &url, e, &mut w, &mut have, &mut hasher, &progress).await
-        } else {
-            Ok(())
-        };
-        w.flush().await.map_err(DownloadError::io(&part))?;
-        match step {
-            Ok(()) if have == e.size => {}
-            Ok(()) => {
-                let f = Failure::Transient(format!("the body ended at byte {have} of {}", e.size));
-                try_no = if have > before { 1 } else { try_no + 1 };
-                back_off(ctx.opts, &url, try_no, f).await?;
-                continue;
-            }
-            Err(Step::Fatal(err)) => return Err(err),
-            Err(Step::Retry(f)) => {
-                try_no = if have > before { 1 } else { try_no + 1 };
-                back_off(ctx.opts, &url, try_no, f).await?;
-                continue;
-            }
-        }
-        if let (Some(want), Some(h)) = (&e.sha256, hasher.take()) {
-            let got = hex(&h.finalize());
-            if &got != want {
-                bad_sums += 1;
-                w.get_mut()
-                    .set_len(0)
-                    .await
-                    .map_err(DownloadError::io(&part))?;
-                progress(have, false);
-                have = 0;
-                hasher = Some(Sha256::new());
-                if bad_sums >= 2 {
-                    drop(w);
-                    let _ = std::fs::remove_file(&part);
-                    return Err(DownloadError::Corrupt {
-                        repo: ctx.opts.repo.clone(),
-                        file: e.name.clone(),
-                        what: "sha256",
-                        expected: want.clone(),
-                        got,
-                    });
-                }
-                tracing::warn!(
-                    "`{}` did not match its sha256 (expected {want}, got {got}); fetching it again",
-                    e.name
-                );
-                continue;
-            }
-        }
-        w.get_mut()
-            .sync_all()
-            .await
-            .map_err(DownloadError::io(&part))?;
-        drop(w);
-        std::fs::rename(&part, &blob).map_err(DownloadError::io(&blob))?;
-        return done();
-    }
-}
-
-/// One request for the rest of a file, appended to `w`.
-async fn fetch_range(
-    ctx: &Ctx<'_>,
-    url: &str,
-    e: &Entry,
-    w: &mut tokio::io::BufWriter<tokio::fs::File>,
-    have: &mut u64,
-    hasher: &mut Option<Sha256>,
-    progress: &dyn Fn(u64, bool),
-) -> Result<(), Step> {
-    let io = |err| Step::Fatal(DownloadError::io(ctx.repo.incomplete(&e.blob))(err));
-    let resp = match ctx.hub.get(url, *have).await {
-        Ok(r) => r,
-        Err(Failure::Status { status: 416, .. }) => {
-            // The range is past the end: start over.
-            w.get_mut().set_len(0).await.map_err(io)?;
-            progress(*have, false);
-            *have = 0;
-            *hasher = hasher.as_ref().map(|_| Sha256::new());
-            return Err(Step::Retry(Failure::Transient(
-                "416 Range Not Satisfiable; starting the file over".into(),
-            )));
-        }
-        Err(Failure::Status { status, error_code }) => {
-            return Err(status_error(
-                &ctx.hub,
-                ctx.opts,
-                url,
-                Some(&e.name),
-                status,
-                &error_code,
-            ));
-        }
-        Err(f) => return Err(Step::Retry(f)),
-    };
-    let resumed = resp.status() == hyper::StatusCode::PARTIAL_CONTENT
-        && resp
-            .headers()
-            .get(hyper::header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with(&format!("bytes {}-", *have)));
-    if !resumed && *have > 0 {
-        // A whole file (or another range) came back: start over.
-        w.get_mut().set_len(0).await.map_err(io)?;
-        progress(*have, false);
-        *have = 0;
-        *hasher = hasher.as_ref().map(|_| Sha256::new());
-        if resp.status() == hyper::StatusCode::PARTIAL_CONTENT {
-            return Err(Step::Retry(Failure::Transient(
-                "the server sent another range than asked".into(),
-            )));
-        }
-    }
-    let mut body = resp.into_body();
-    loop {
-        let frame = match tokio::time::timeout(ctx.opts.stall_timeout, body.frame()).await {
-            Err(_) => {
-                return Err(Step::Retry(Failure::Transient(format!(
-                    "no bytes for {}s (stalled)",
-                    ctx.opts.stall_timeout.as_secs_f64()
-                ))));
-            }
-            Ok(None) => return Ok(()),
-            Ok(Some(Err(err))) => {
-                return Err(Step::Retry(Failure::Transient(format!(
-                    "the body was cut: {err}"
-                ))));
-            }
-            Ok(Some(Ok(f))) => f,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        let n = data.len() as u64;
-        if *have + n > e.size {
-            return Err(Step::Fatal(DownloadError::Corrupt {
-                repo: ctx.opts.repo.clone(),
-                file: e.name.clone(),
-                what: "size",
-                expected: e.size.to_string(),
-                got: format!("more than {}", *have),
-            }));
-        }
-        w.write_all(&data).await.map_err(io)?;
-        if let Some(h) = hasher.as_mut() {
-            h.update(&data);
-        }
-        *have += n;
-        progress(n, true);
-    }
 }

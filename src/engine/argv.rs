@@ -138,7 +138,7 @@ fn merge(
                     version: table.version.clone(),
                     flag: key.clone(),
                     origin: source,
-                    why,
+                    why: Box::new(why),
                 });
             }
             let value = match (opt.map(|o| o.kind), value) {

@@ -134,66 +134,95 @@ pub fn suggest(engine: Engine, flag: &str) -> Option<String> {
 /// Whether `value` is one the option takes, as the generator measured its type and choices;
 /// the reason when it is not. The recipe value forms are those of `argv.rs` (null/true: the
 /// bare flag; false: omitted; list: several values; map: one JSON argument).
-pub fn check_value(opt: &Opt, value: &Value) -> Result<(), String> {
+pub fn check_value(opt: &Opt, value: &Value) -> Result<(), ValueError> {
+    unfit(opt, value).map_err(|reason| ValueError {
+        flag: opt.name.clone(),
+        reason,
+    })
+}
+
+/// Why a value does not suit an option, as the engine's parser would refuse it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{flag}` {reason}")]
+pub struct ValueError {
+    /// The option's long name, without dashes.
+    pub flag: String,
+    pub reason: Unfit,
+}
+
+/// What is wrong with a value (the text follows the option's name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unfit {
+    #[error(
+        "is a switch and takes no value, but got `{0}`; write `null` or `true` to set it, `false` to leave it out"
+    )]
+    Switch(Value),
+    #[error("takes one JSON object (a YAML/JSON map), but got `{0}`")]
+    NotAnObject(Value),
+    #[error(
+        "takes JSON, but `{0}` is not JSON (write a YAML/JSON map or list, or quote the text as a JSON string)"
+    )]
+    NotJson(String),
+    #[error("needs a value (JSON)")]
+    NoJson,
+    #[error("needs a value (it is not a switch)")]
+    NoValue,
+    #[error("takes one value, but got `{0}`")]
+    NotOneValue(Value),
+    #[error("takes a list of plain values, but got the element `{0}`")]
+    ListElement(Value),
+    #[error("needs at least one value")]
+    NoValues,
+    #[error("takes a list of values, but got `{0}`")]
+    NotAList(Value),
+    /// `want`: "an integer", "a number", ...
+    #[error("takes {want}, but got `{got}`")]
+    WrongType { want: &'static str, got: String },
+    #[error("takes one of {}, but got `{got}`", choices.join(", "))]
+    NotAChoice { choices: Vec<String>, got: String },
+}
+
+fn unfit(opt: &Opt, value: &Value) -> Result<(), Unfit> {
     match opt.kind {
         Kind::Flag | Kind::BoolOptional => match value {
             Value::Null | Value::Bool(_) => Ok(()),
-            other => Err(format!(
-                "`{}` is a switch and takes no value, but got `{other}`; write `null` or `true` to set it, `false` to leave it out",
-                opt.name
-            )),
+            other => Err(Unfit::Switch(other.clone())),
         },
         Kind::Json if opt.value_type == ValueType::JsonObject => match value {
             Value::Object(_) | Value::Bool(false) => Ok(()),
             Value::String(s) if serde_json::from_str::<Value>(s).is_ok_and(|v| v.is_object()) => {
                 Ok(())
             }
-            other => Err(format!(
-                "`{}` takes one JSON object (a YAML/JSON map), but got `{other}`",
-                opt.name
-            )),
+            other => Err(Unfit::NotAnObject(other.clone())),
         },
         Kind::Json => match value {
             Value::Bool(false) | Value::Object(_) | Value::Array(_) | Value::Number(_) => Ok(()),
             Value::String(s) if serde_json::from_str::<Value>(s).is_ok() => Ok(()),
-            Value::String(s) => Err(format!(
-                "`{}` takes JSON, but `{s}` is not JSON (write a YAML/JSON map or list, or quote the text as a JSON string)",
-                opt.name
-            )),
-            Value::Null | Value::Bool(true) => Err(format!("`{}` needs a value (JSON)", opt.name)),
+            Value::String(s) => Err(Unfit::NotJson(s.clone())),
+            Value::Null | Value::Bool(true) => Err(Unfit::NoJson),
         },
         Kind::Value => match value {
             Value::Bool(false) => Ok(()),
-            Value::Null | Value::Bool(true) => {
-                Err(format!("`{}` needs a value (it is not a switch)", opt.name))
-            }
-            Value::Array(_) | Value::Object(_) => {
-                Err(format!("`{}` takes one value, but got `{value}`", opt.name))
-            }
+            Value::Null | Value::Bool(true) => Err(Unfit::NoValue),
+            Value::Array(_) | Value::Object(_) => Err(Unfit::NotOneValue(value.clone())),
             scalar => check_scalar(opt, scalar),
         },
         Kind::List => match value {
             Value::Bool(false) => Ok(()),
             Value::Array(items) => items.iter().try_for_each(|v| match v {
-                Value::Array(_) | Value::Object(_) | Value::Null => Err(format!(
-                    "`{}` takes a list of plain values, but got the element `{v}`",
-                    opt.name
-                )),
+                Value::Array(_) | Value::Object(_) | Value::Null => {
+                    Err(Unfit::ListElement(v.clone()))
+                }
                 scalar => check_scalar(opt, scalar),
             }),
-            Value::Null | Value::Bool(true) => {
-                Err(format!("`{}` needs at least one value", opt.name))
-            }
-            Value::Object(_) => Err(format!(
-                "`{}` takes a list of values, but got `{value}`",
-                opt.name
-            )),
+            Value::Null | Value::Bool(true) => Err(Unfit::NoValues),
+            Value::Object(_) => Err(Unfit::NotAList(value.clone())),
             scalar => check_scalar(opt, scalar),
         },
     }
 }
 
-fn check_scalar(opt: &Opt, value: &Value) -> Result<(), String> {
+fn check_scalar(opt: &Opt, value: &Value) -> Result<(), Unfit> {
     let text = match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -222,16 +251,15 @@ fn check_scalar(opt: &Opt, value: &Value) -> Result<(), String> {
             ValueType::Bool => "true or false",
             _ => "JSON",
         };
-        return Err(format!("`{}` takes {want}, but got `{text}`", opt.name));
+        return Err(Unfit::WrongType { want, got: text });
     }
     if let Some(choices) = &opt.choices
         && !choices.iter().any(|c| c == &text)
     {
-        return Err(format!(
-            "`{}` takes one of {}, but got `{text}`",
-            opt.name,
-            choices.join(", ")
-        ));
+        return Err(Unfit::NotAChoice {
+            choices: choices.clone(),
+            got: text,
+        });
     }
     Ok(())
 }
@@ -431,7 +459,9 @@ mod tests {
             (s, "attention-backend", json!("rocm"), "takes one of"),
         ];
         for (t, name, value, why) in bad {
-            let err = check_value(opt(t, name), value).expect_err(name);
+            let err = check_value(opt(t, name), value)
+                .expect_err(name)
+                .to_string();
             assert!(
                 err.contains(why) && err.contains(name),
                 "{name}: {value}: {err}"

@@ -42,19 +42,32 @@ pub struct EngineVersions {
     pub sglang: Option<String>,
 }
 
+/// What is wrong with an `--engine-version` text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineVersionsError {
+    /// What the `Engine` parser says of the name before `=`.
+    #[error("{0}")]
+    Engine(String),
+    #[error(
+        "engine version `{0}` does not parse; write it like `0.32.0`, or per engine `vllm=0.32.0,sglang=0.5.23`"
+    )]
+    Version(String),
+}
+
 impl EngineVersions {
     /// Parses `0.32.0` (every engine), `vllm=0.32.0`, or `vllm=0.32.0,sglang=0.5.23`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, EngineVersionsError> {
         let mut out = EngineVersions::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (engines, version) = match part.split_once('=') {
-                Some((e, v)) => (vec![e.parse::<Engine>()?], v.trim()),
+                Some((e, v)) => (
+                    vec![e.parse::<Engine>().map_err(EngineVersionsError::Engine)?],
+                    v.trim(),
+                ),
                 None => (Engine::ALL.to_vec(), part),
             };
             if parse_version(version).is_none() {
-                return Err(format!(
-                    "engine version `{version}` does not parse; write it like `0.32.0`, or per engine `vllm=0.32.0,sglang=0.5.23`"
-                ));
+                return Err(EngineVersionsError::Version(version.to_string()));
             }
             for e in engines {
                 *out.slot(e) = Some(version.to_string());
@@ -185,7 +198,7 @@ pub enum CommandError {
         version: String,
         flag: String,
         origin: &'static str,
-        why: String,
+        why: Box<flags::ValueError>,
     },
     #[error("no model to serve: the model id/path is empty")]
     EmptyModel,

@@ -117,10 +117,17 @@ pub enum Lookup {
     Unknown,
 }
 
+/// Why an embedded table cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum TableError {
+    #[error("table version `{0}` does not parse")]
+    Version(String),
+}
+
 impl Table {
-    fn from_raw(raw: RawTable) -> Result<Table, String> {
-        let parsed = parse_version(&raw.version)
-            .ok_or_else(|| format!("table version `{}` does not parse", raw.version))?;
+    fn from_raw(raw: RawTable) -> Result<Table, TableError> {
+        let parsed =
+            parse_version(&raw.version).ok_or_else(|| TableError::Version(raw.version.clone()))?;
         let mut spellings = HashMap::new();
         let mut longs = Vec::new();
         for (i, o) in raw.options.iter().enumerate() {

@@ -78,13 +78,39 @@ pub fn decide(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
         ));
     }
 
+    let (launches, sources) = build_launches(input, &on, sources, &mut reasons)?;
+    Ok(Planned {
+        plan: Plan {
+            model: input.model.to_string(),
+            launches,
+            reasons,
+            usable_gpus: n_usable,
+            product: Some(on.product),
+            gfx: Some(on.gfx),
+        },
+        sources,
+        verdicts,
+        preferred_gpu_count: pref_count,
+        preferred_precision: pref_precision,
+        weight_bytes: input.facts.weight_bytes,
+    })
+}
+
+/// The launches of the chain, in order. The chosen (first) must build; a fallback whose
+/// command cannot be built (user engine args of the other engine, say) could never run: it
+/// leaves the chain, with a reason. Returns the launches and the sources kept.
+fn build_launches(
+    input: &PlanInput<'_>,
+    on: &OnGpus<'_>,
+    sources: Vec<LaunchSource>,
+    reasons: &mut Vec<String>,
+) -> Result<(Vec<Launch>, Vec<LaunchSource>), PlanError> {
     let mut launches = Vec::with_capacity(sources.len());
     let mut kept = Vec::with_capacity(sources.len());
     for (i, s) in sources.into_iter().enumerate() {
-        let (launch, notes) = match build_launch(input, &on, &s) {
+        let (launch, notes) = match build_launch(input, on, &s) {
             Ok(built) => built,
-            // The chosen recipe must build. A fallback whose command cannot be built (user
-            // engine args of the other engine, say) could never run: it leaves the chain.
+            // A fallback that cannot be built leaves the chain; the chosen must build.
             Err(PlanError::Command { source, .. }) if i > 0 => {
                 reasons.push(format!(
                     "fallback {} left out: its engine command cannot be built: {source}",
@@ -102,22 +128,7 @@ pub fn decide(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
         launches.push(launch);
         kept.push(s);
     }
-    let sources = kept;
-    Ok(Planned {
-        plan: Plan {
-            model: input.model.to_string(),
-            launches,
-            reasons,
-            usable_gpus: n_usable,
-            product: Some(on.product),
-            gfx: Some(on.gfx),
-        },
-        sources,
-        verdicts,
-        preferred_gpu_count: pref_count,
-        preferred_precision: pref_precision,
-        weight_bytes: input.facts.weight_bytes,
-    })
+    Ok((launches, kept))
 }
 
 /// The GPUs one engine may span, or why there are none.

@@ -79,8 +79,20 @@ pub enum ResolveError {
     SamePorts(u16),
     #[error("cannot use the GPUs under {}: {source}", root.display())]
     Gpus { root: PathBuf, source: GpuError },
-    #[error("{0}")]
-    Revision(String),
+    #[error(transparent)]
+    Revision(download::RevisionError),
+    #[error(
+        "--revision / AIM_MODEL_REVISION `{revision}` is for a Hugging Face id; {} is a local folder, which has no revisions: unset it",
+        folder.display()
+    )]
+    RevisionOfFolder { revision: String, folder: PathBuf },
+    #[error(
+        "--revision / AIM_MODEL_REVISION `{revision}` and --engine-args' revision {engine_args} disagree; give the revision once"
+    )]
+    RevisionsDisagree {
+        revision: String,
+        engine_args: Value,
+    },
     #[error(transparent)]
     Plan(#[from] PlanError),
 }
@@ -106,6 +118,8 @@ impl ResolveError {
             | ResolveError::NoLocalFolder(_)
             | ResolveError::EngineArgs(_)
             | ResolveError::Revision(_)
+            | ResolveError::RevisionOfFolder { .. }
+            | ResolveError::RevisionsDisagree { .. }
             | ResolveError::Recipe(_)
             | ResolveError::NoEnginePort
             | ResolveError::SamePorts(_) => exit::USAGE,
@@ -203,22 +217,31 @@ pub fn uncached_hub_repo(select: &Request) -> Option<String> {
 
 /// `--revision` / AIM_MODEL_REVISION, checked and trimmed; None when unset or blank.
 pub fn revision_of(select: &Request) -> Result<Option<String>, ResolveError> {
+    check_revision(select).map_err(ResolveError::Revision)
+}
+
+fn check_revision(select: &Request) -> Result<Option<String>, download::RevisionError> {
     match select.revision.as_deref().filter(|r| !r.trim().is_empty()) {
         None => Ok(None),
-        Some(r) => download::check_revision("--revision / AIM_MODEL_REVISION", r)
-            .map(Some)
-            .map_err(ResolveError::Revision),
+        Some(r) => download::check_revision("--revision / AIM_MODEL_REVISION", r).map(Some),
     }
+}
+
+/// Why the options for sizing from the Hub's listing cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SizingError {
+    #[error(transparent)]
+    Revision(#[from] download::RevisionError),
+    #[error(transparent)]
+    Env(#[from] download::EnvError),
 }
 
 /// The download's options (HF_ENDPOINT, the token, the cache root) for reading `repo`'s
 /// listing at `select`'s revision (main by default), with at most 3 tries: sizing is worth
 /// a short wait, not a long one.
-pub fn sizing_options(repo: &str, select: &Request) -> Result<download::Options, String> {
-    let rev = revision_of(select)
-        .map_err(|e| e.to_string())?
-        .unwrap_or_else(|| "main".into());
-    let mut o = download::Options::from_env(repo, &rev, &cache::process_env).map_err(|e| e.0)?;
+pub fn sizing_options(repo: &str, select: &Request) -> Result<download::Options, SizingError> {
+    let rev = check_revision(select)?.unwrap_or_else(|| "main".into());
+    let mut o = download::Options::from_env(repo, &rev, &cache::process_env)?;
     o.tries = o.tries.min(3);
     Ok(o)
 }
@@ -462,16 +485,17 @@ fn with_revision(
     user_args: &mut IndexMap<String, Value>,
 ) -> Result<(), ResolveError> {
     if let ModelRef::Local(p) = model {
-        return Err(ResolveError::Revision(format!(
-            "--revision / AIM_MODEL_REVISION `{revision}` is for a Hugging Face id; {} is a local folder, which has no revisions: unset it",
-            p.display()
-        )));
+        return Err(ResolveError::RevisionOfFolder {
+            revision: revision.to_string(),
+            folder: p.clone(),
+        });
     }
     match user_args.get("revision") {
         Some(Value::String(v)) if v == revision => Ok(()),
-        Some(other) => Err(ResolveError::Revision(format!(
-            "--revision / AIM_MODEL_REVISION `{revision}` and --engine-args' revision {other} disagree; give the revision once"
-        ))),
+        Some(other) => Err(ResolveError::RevisionsDisagree {
+            revision: revision.to_string(),
+            engine_args: other.clone(),
+        }),
         None => {
             user_args.insert("revision".into(), Value::String(revision.into()));
             Ok(())

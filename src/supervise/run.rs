@@ -342,7 +342,7 @@ fn download_options(o: &ServeOptions) -> Option<Result<crate::download::Options,
             .and_then(|rev| {
                 let rev = rev.unwrap_or_else(|| "main".into());
                 crate::download::Options::from_env(&repo, &rev, &process_env)
-                    .map_err(|e| ExitError::new(exit::USAGE, e.0))
+                    .map_err(|e| ExitError::new(exit::USAGE, e.to_string()))
             }),
     )
 }
