@@ -289,8 +289,19 @@ pub struct ServeArgs {
     )]
     pub max_connections: usize,
     /// Fetch the model into the Hugging Face cache first, in its own phase (`downloading`),
-    /// before the startup timeout starts; the engine then runs with HF_HUB_OFFLINE=1.
-    #[arg(long, env = "AIM_DOWNLOAD", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    /// before the startup timeout starts; the engine then runs with HF_HUB_OFFLINE=1. On by
+    /// default; `--download=false` or AIM_DOWNLOAD=0 leaves fetching to the engine.
+    #[arg(
+        long,
+        env = "AIM_DOWNLOAD",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
     pub download: bool,
     /// Longest wait for a request head on the public port; also closes idle keep-alive
     /// connections.

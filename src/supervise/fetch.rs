@@ -25,7 +25,7 @@ pub enum Fetched {
 /// The hub cache root that holds a complete snapshot of `opts.repo` at `opts.revision`: its
 /// config.json and every shard its weight index names (links that resolve). Where the
 /// download writes is looked at first, then huggingface_hub's own roots.
-fn cached(opts: &Options) -> Option<PathBuf> {
+pub(super) fn cached(opts: &Options) -> Option<PathBuf> {
     use crate::download::select::{SAFETENSORS_INDEX, shards_of_index};
     use crate::model::cache::{hub_cache_roots, process_env, snapshot_dir_at};
     let complete = |snap: &std::path::Path| {

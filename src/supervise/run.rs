@@ -290,6 +290,21 @@ async fn download_phase(o: &ServeOptions, sup: &mut Supervisor, log_every: Durat
             return BeforePlan::Failed(e);
         }
     };
+    // A complete copy in the cache: no network at all, the engine reads it offline.
+    if let Some(root) = download.as_ref().and_then(super::fetch::cached) {
+        if let Some(d) = &download {
+            tracing::info!(
+                "{} at {} is complete in the cache under {}: no download, the engine runs with HF_HUB_OFFLINE=1",
+                d.repo,
+                d.revision,
+                root.display()
+            );
+        }
+        return BeforePlan::Plan {
+            cache: Some(root),
+            hub: None,
+        };
+    }
     let hub = match sizing_options_for(o, download.as_ref()) {
         None => None,
         Some((repo, opts)) => match sup.hub_sizes_first(opts).await {

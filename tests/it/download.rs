@@ -1089,9 +1089,10 @@ fn serve_without_the_hub_serves_a_complete_cache_offline_and_refuses_an_incomple
     // `out` keeps the run's dir, and so the cache, for the whole test.
     let out = first.output();
     out.expect_code(0);
-    drop(hub);
+    let asked_before = hub.seen().len();
+    let live_hub = hub.url.clone();
     let no_hub = format!("http://127.0.0.1:{}", crate::support::free_port());
-    let serve = |hf: &Path| {
+    let serve = |hf: &Path, endpoint: &str| {
         let run = AimEngine::new();
         let env_file = run.dir().join("engine.env");
         let fake = crate::support::fake_engine();
@@ -1110,23 +1111,41 @@ fn serve_without_the_hub_serves_a_complete_cache_offline_and_refuses_an_incomple
             .env("AIM_DOWNLOAD_TRIES", "2")
             .env("AIM_DOWNLOAD_RETRY_INITIAL", "0.05s")
             .env("AIM_STOP_TIMEOUT", "5s")
-            .env("HF_ENDPOINT", &no_hub)
+            .env("HF_ENDPOINT", endpoint)
             .env("HF_HOME", hf)
             .env("FAKE_LOAD_SECS", "0.1")
             .spawn();
         (sup, env_file)
     };
-    let (mut sup, env_file) = serve(&hf);
+    // The Hub up: a complete copy still means no request to it at all.
+    let (mut sup, _) = serve(&hf, &live_hub);
     let port = sup.port;
     let ready = wait_for(Duration::from_secs(30), || {
         status_json(port).is_some_and(|s| s["phase"] == "ready")
     });
     assert!(ready, "never ready\n{}", sup.report());
     assert!(
-        sup.stderr().contains("serving it offline"),
+        sup.stderr().contains("is complete in the cache"),
         "{}",
         sup.report()
     );
+    assert_eq!(
+        hub.seen().len(),
+        asked_before,
+        "the Hub was asked: {:?}",
+        hub.seen()
+    );
+    sup.signal(libc::SIGTERM);
+    sup.expect_exit(0, Duration::from_secs(15));
+    drop(hub);
+
+    // And with no Hub to reach.
+    let (mut sup, env_file) = serve(&hf, &no_hub);
+    let port = sup.port;
+    let ready = wait_for(Duration::from_secs(30), || {
+        status_json(port).is_some_and(|s| s["phase"] == "ready")
+    });
+    assert!(ready, "never ready\n{}", sup.report());
     let env = std::fs::read_to_string(&env_file).unwrap();
     assert!(env.lines().any(|l| l == "HF_HUB_OFFLINE=1"), "{env}");
     sup.signal(libc::SIGTERM);
@@ -1135,7 +1154,7 @@ fn serve_without_the_hub_serves_a_complete_cache_offline_and_refuses_an_incomple
     // A shard missing: not served offline; the download's error, before any engine.
     let snap = repo_dir(&hf, "acme/Tiny").join("snapshots").join(COMMIT);
     std::fs::remove_file(snap.join("model-00002-of-00002.safetensors")).unwrap();
-    let (mut sup, env_file) = serve(&hf);
+    let (mut sup, env_file) = serve(&hf, &no_hub);
     sup.expect_exit(75, Duration::from_secs(20));
     let e = sup.stderr();
     assert!(
