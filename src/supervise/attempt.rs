@@ -501,15 +501,8 @@ impl Supervisor {
         self.event(Event::AttemptFailed, &desc);
         // Workers may outlive the main process: the tree goes before anything else.
         let tail = self.teardown(&mut a.eng).await;
-        if let Some(f) = self.gpu_fault_at_exit(a) {
-            let msg = f.message();
-            tracing::error!("{msg}");
-            return AttemptEnd::Failed {
-                failure: Failure::GpuFault { ordinal: f.ordinal },
-                exit: format!("{msg} (the engine {desc})"),
-                was_ready: a.ready(),
-                tail: last_n(tail, FAILURE_TAIL),
-            };
+        if let Some(end) = self.exit_as_gpu_fault(a, &desc, &tail) {
+            return end;
         }
         let c = engine::classify(kind, &tail);
         if let Some(ev) = &c.evidence {

@@ -96,3 +96,37 @@ fn rising_uncorrectable_errors_end_the_run_as_gpu_fault() {
     }
     assert!(!err.contains("next: restart"), "{}", run.report());
 }
+
+/// An engine killed by a GPU reset: amdgpu's device coredump appears and the engine exits.
+/// The exit is classed gpu_fault (not a crash to restart), naming the reset.
+#[test]
+fn an_engine_exit_after_a_gpu_reset_is_a_gpu_fault() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = fixture_copy(tmp.path());
+    let dump = root.join("sys/bus/pci/devices/0000:05:00.0/devcoredump");
+    // The reset comes after the attempt's start (its baseline), then the engine dies.
+    let script = format!(
+        "sleep 0.5\nmkdir '{}'\necho 'HIP error: unspecified launch failure' >&2\nexit 1",
+        dump.display()
+    );
+    let mut run = AimEngine::new()
+        .root(&root)
+        .arg("aim-test/Tiny-7B")
+        .public_port()
+        .args(["--engine-port", &free_port().to_string()])
+        .engine_script(&script)
+        .offline_hf()
+        .args(["--stop-timeout", "2s", "--backoff-initial", "0.1s"])
+        .spawn();
+    run.expect_exit(70, Duration::from_secs(30));
+    let err = run.stderr();
+    for part in [
+        "gpu_fault: GPU 0 (0000:05:00.0) was reset by the amdgpu driver during this attempt",
+        "(the engine: exit 1)",
+        "next: stop_gpu_fault",
+    ] {
+        assert!(err.contains(part), "{part} missing: {}", run.report());
+    }
+    // One attempt only: a failed GPU is never restarted on.
+    assert!(!err.contains("next: restart"), "{}", run.report());
+}

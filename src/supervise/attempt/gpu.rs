@@ -23,11 +23,24 @@ impl Supervisor {
         gpu_fault::judge(&a.launch.gpus, &a.gpu_baseline, now)
     }
 
-    /// A fault the GPUs show when the engine has exited (a reset or a bad page usually kills
-    /// the engine before the next sample).
-    pub(super) fn gpu_fault_at_exit(&self, a: &Attempt) -> Option<GpuFault> {
+    /// The end of an attempt whose engine exited (`desc`) when its GPUs show a fault then: a
+    /// reset or a bad page usually kills the engine before the next sample would see it.
+    pub(super) fn exit_as_gpu_fault(
+        &self,
+        a: &Attempt,
+        desc: &str,
+        tail: &[String],
+    ) -> Option<AttemptEnd> {
         let now = self.read_gpus(&a.launch);
-        self.on_gpus(a, &now)
+        let f = self.on_gpus(a, &now)?;
+        let msg = f.message();
+        tracing::error!("{msg}");
+        Some(AttemptEnd::Failed {
+            failure: Failure::GpuFault { ordinal: f.ordinal },
+            exit: format!("{msg} (the engine: {desc})"),
+            was_ready: a.ready(),
+            tail: super::last_n(tail.to_vec(), super::FAILURE_TAIL),
+        })
     }
 
     /// Ends the attempt on a failed GPU: said in the log, the requests in flight ended, the
