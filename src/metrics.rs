@@ -371,3 +371,59 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{GpuSignals, RasCount};
+
+    #[test]
+    fn gpu_series_are_those_of_the_last_reading() {
+        let m = Metrics::new();
+        let a = GpuSignals {
+            busy_percent: Some(97),
+            vram_used_bytes: Some(1 << 30),
+            temperatures: vec![("junction".into(), 61.5)],
+            power_watts: Some(512.25),
+            ras: vec![(
+                "umc".into(),
+                RasCount {
+                    ue: 1,
+                    ce: 7,
+                    de: Some(2),
+                },
+            )],
+            present: true,
+            ..GpuSignals::default()
+        };
+        m.gpus.set(&[(3, &a)]);
+        let text = m.render();
+        for line in [
+            r#"aim_gpu_busy_percent{gpu="3"} 97"#,
+            r#"aim_gpu_vram_used_bytes{gpu="3"} 1073741824"#,
+            r#"aim_gpu_temperature_celsius{gpu="3",sensor="junction"} 61.5"#,
+            r#"aim_gpu_power_watts{gpu="3"} 512.25"#,
+            r#"aim_gpu_ras_errors_total{gpu="3",block="umc",kind="ue"} 1"#,
+            r#"aim_gpu_ras_errors_total{gpu="3",block="umc",kind="ce"} 7"#,
+            r#"aim_gpu_ras_errors_total{gpu="3",block="umc",kind="de"} 2"#,
+            "# TYPE aim_gpu_ras_errors counter",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        // A new launch on another GPU, whose kernel exposes less: the old series are gone and
+        // nothing is made up.
+        let b = GpuSignals {
+            busy_percent: Some(0),
+            present: true,
+            ..GpuSignals::default()
+        };
+        m.gpus.set(&[(0, &b)]);
+        let text = m.render();
+        assert!(
+            text.contains(r#"aim_gpu_busy_percent{gpu="0"} 0"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"gpu="3""#), "{text}");
+        assert!(!text.contains("aim_gpu_power_watts{"), "{text}");
+    }
+}

@@ -8,7 +8,10 @@
 //! - a GPU reset: amdgpu keeps its reset counter internal (no sysfs file, only the
 //!   `WEDGED=` uevent and the KFD SMI event stream tell), but at a reset it writes a device
 //!   coredump, so a `devcoredump/` folder on the card's device that the baseline did not
-//!   have is a reset during the attempt;
+//!   have is a reset during the attempt (the dump stays about five minutes and the kernel
+//!   keeps one per device, so a reset while an older dump is still there, or on a kernel
+//!   without `CONFIG_DEV_COREDUMP`, is seen only through what follows it: the engine's
+//!   death, a RAS count);
 //! - the GPU gone from sysfs (its render node and PCI device no longer found): it fell off
 //!   the bus, or a failed reset unbound it.
 //!
