@@ -46,6 +46,119 @@ pub struct TimeoutKindLabel {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GpuLabel {
+    /// The HIP ordinal, as in `/status` `gpus[].ordinal`.
+    pub gpu: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GpuSensorLabel {
+    pub gpu: String,
+    /// `edge`, `junction`, `mem` (hwmon's labels).
+    pub sensor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GpuRasLabel {
+    pub gpu: String,
+    /// The RAS block (`umc`, `gfx`, `sdma`, ...).
+    pub block: String,
+    /// `ue` (uncorrectable), `ce` (correctable), `de` (deferred, UMC).
+    pub kind: String,
+}
+
+/// The GPU signals of the current launch (`gpu::signals`), set from each hang sample.
+#[derive(Default)]
+pub struct GpuMetrics {
+    pub busy_percent: Family<GpuLabel, Gauge>,
+    pub vram_used_bytes: Family<GpuLabel, Gauge>,
+    pub temperature_celsius: Family<GpuSensorLabel, Gauge<f64, AtomicU64>>,
+    pub power_watts: Family<GpuLabel, Gauge<f64, AtomicU64>>,
+    /// The kernel's own counts, copied (a counter whose value we set: it only falls when the
+    /// driver is reloaded).
+    pub ras_errors: Family<GpuRasLabel, Counter>,
+}
+
+impl GpuMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gpu_busy_percent",
+            "How busy each GPU of the launch is (amdgpu gpu_busy_percent)",
+            self.busy_percent.clone(),
+        );
+        registry.register(
+            "gpu_vram_used_bytes",
+            "VRAM in use on each GPU of the launch (the whole card: mem_info_vram_used)",
+            self.vram_used_bytes.clone(),
+        );
+        registry.register(
+            "gpu_temperature_celsius",
+            "GPU temperatures from hwmon, by sensor (edge, junction, mem)",
+            self.temperature_celsius.clone(),
+        );
+        registry.register(
+            "gpu_power_watts",
+            "GPU power from hwmon (power1_average, else power1_input)",
+            self.power_watts.clone(),
+        );
+        registry.register(
+            "gpu_ras_errors",
+            "RAS error counts of each GPU of the launch, by block and kind (ue uncorrectable, \
+             ce correctable, de deferred)",
+            self.ras_errors.clone(),
+        );
+    }
+
+    /// Replaces every GPU series with these readings: (HIP ordinal, signals) per GPU of the
+    /// launch. A value the kernel does not expose has no series.
+    pub fn set(&self, gpus: &[(u32, &crate::gpu::GpuSignals)]) {
+        use std::sync::atomic::Ordering;
+        self.busy_percent.clear();
+        self.vram_used_bytes.clear();
+        self.temperature_celsius.clear();
+        self.power_watts.clear();
+        self.ras_errors.clear();
+        for (ordinal, s) in gpus {
+            let gpu = GpuLabel {
+                gpu: ordinal.to_string(),
+            };
+            if let Some(v) = s.busy_percent {
+                self.busy_percent.get_or_create(&gpu).set(i64::from(v));
+            }
+            if let Some(v) = s.vram_used_bytes {
+                let v = i64::try_from(v).unwrap_or(i64::MAX);
+                self.vram_used_bytes.get_or_create(&gpu).set(v);
+            }
+            if let Some(v) = s.power_watts {
+                self.power_watts.get_or_create(&gpu).set(v);
+            }
+            for (sensor, c) in &s.temperatures {
+                let l = GpuSensorLabel {
+                    gpu: gpu.gpu.clone(),
+                    sensor: sensor.clone(),
+                };
+                self.temperature_celsius.get_or_create(&l).set(*c);
+            }
+            for (block, c) in &s.ras {
+                let kinds = [("ue", Some(c.ue)), ("ce", Some(c.ce)), ("de", c.de)];
+                for (kind, v) in kinds {
+                    let Some(v) = v else { continue };
+                    let l = GpuRasLabel {
+                        gpu: gpu.gpu.clone(),
+                        block: block.clone(),
+                        kind: kind.to_string(),
+                    };
+                    self.ras_errors
+                        .get_or_create(&l)
+                        .inner()
+                        .store(v, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     /// 1 for the current phase, 0 for the others.
@@ -74,6 +187,8 @@ pub struct Metrics {
     pub download_bytes_done: Gauge,
     pub download_bytes_total: Gauge,
     pub download_rate_bytes_per_second: Gauge,
+    /// The current launch's GPU signals.
+    pub gpus: GpuMetrics,
 }
 
 impl Default for Metrics {
@@ -105,7 +220,9 @@ impl Metrics {
             download_bytes_done: Gauge::default(),
             download_bytes_total: Gauge::default(),
             download_rate_bytes_per_second: Gauge::default(),
+            gpus: GpuMetrics::default(),
         };
+        m.gpus.register(&mut registry);
         registry.register(
             "download_bytes_done",
             "Bytes of the model in the cache so far (serve --download)",
@@ -252,5 +369,61 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{GpuSignals, RasCount};
+
+    #[test]
+    fn gpu_series_are_those_of_the_last_reading() {
+        let m = Metrics::new();
+        let a = GpuSignals {
+            busy_percent: Some(97),
+            vram_used_bytes: Some(1 << 30),
+            temperatures: vec![("junction".into(), 61.5)],
+            power_watts: Some(512.25),
+            ras: vec![(
+                "umc".into(),
+                RasCount {
+                    ue: 1,
+                    ce: 7,
+                    de: Some(2),
+                },
+            )],
+            present: true,
+            ..GpuSignals::default()
+        };
+        m.gpus.set(&[(3, &a)]);
+        let text = m.render();
+        for line in [
+            r#"aim_gpu_busy_percent{gpu="3"} 97"#,
+            r#"aim_gpu_vram_used_bytes{gpu="3"} 1073741824"#,
+            r#"aim_gpu_temperature_celsius{gpu="3",sensor="junction"} 61.5"#,
+            r#"aim_gpu_power_watts{gpu="3"} 512.25"#,
+            r#"aim_gpu_ras_errors_total{gpu="3",block="umc",kind="ue"} 1"#,
+            r#"aim_gpu_ras_errors_total{gpu="3",block="umc",kind="ce"} 7"#,
+            r#"aim_gpu_ras_errors_total{gpu="3",block="umc",kind="de"} 2"#,
+            "# TYPE aim_gpu_ras_errors counter",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        // A new launch on another GPU, whose kernel exposes less: the old series are gone and
+        // nothing is made up.
+        let b = GpuSignals {
+            busy_percent: Some(0),
+            present: true,
+            ..GpuSignals::default()
+        };
+        m.gpus.set(&[(0, &b)]);
+        let text = m.render();
+        assert!(
+            text.contains(r#"aim_gpu_busy_percent{gpu="0"} 0"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"gpu="3""#), "{text}");
+        assert!(!text.contains("aim_gpu_power_watts{"), "{text}");
     }
 }

@@ -531,6 +531,20 @@ pub fn read_busy_percent_with(r: &dyn SysReader, render_minors: &[u32]) -> Vec<O
         .collect()
 }
 
+/// The PCI device directory (relative) of the card behind render node `minor`: the render
+/// node's own `device` when it is the PCI function (it has a `vendor` file), else (a
+/// partition's `amdgpu_xcp.N` platform device) the card found through its KFD node. None
+/// when neither exists: no such GPU, or it is gone.
+pub(super) fn card_dir(r: &dyn SysReader, minor: u32) -> Option<String> {
+    let direct = format!("sys/class/drm/renderD{minor}/device");
+    if r.exists(&format!("{direct}/vendor")) {
+        return Some(direct);
+    }
+    let props = find_node_by_minor(r, minor)?;
+    let (_, dir) = locate_card(r, minor, &props);
+    r.exists(&dir).then_some(dir)
+}
+
 fn find_node_by_minor(r: &dyn SysReader, minor: u32) -> Option<NodeProps> {
     let names = r.read_dir(&format!("{KFD_TOPOLOGY}/nodes")).ok()?;
     node_ids(names).into_iter().find_map(|n| {

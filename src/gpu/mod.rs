@@ -3,13 +3,16 @@
 //!
 //! Layout: `parse` (pure: KFD/DRM text, gfx decode, iGPU rule, visibility lists),
 //! `products` (PCI device id -> product), `reader` (the file-access seam), `detect` (the IO
-//! shell). The algorithm: KFD nodes in numeric order, CPU nodes and nodes this container may not use
+//! shell); `signals` (pure: the health files) and `sample` (their reads). The algorithm: KFD
+//! nodes in numeric order, CPU nodes and nodes this container may not use
 //! (EPERM, missing render node) dropped, the rest are the ROCr devices in order.
 
 pub mod detect;
 pub mod parse;
 pub mod products;
 pub mod reader;
+pub mod sample;
+pub mod signals;
 
 /// The fixture-tree builder shared with the integration tests and the bench.
 #[cfg(test)]
@@ -18,6 +21,7 @@ mod builder;
 
 pub use detect::detect_with;
 pub use reader::{FsReader, ScenarioReader, SysReader};
+pub use signals::{GpuSignals, RasCount};
 
 use serde::Serialize;
 use std::path::Path;
@@ -191,14 +195,20 @@ pub fn detect(root: &Path, vis: &VisibilityEnv) -> Result<Topology, GpuError> {
     detect_with(&FsReader::new(root), vis)
 }
 
-/// Current DRM `mem_info_vram_used` of the cards behind these render minors (None where the
-/// card has no such file). Used by the supervisor's VRAM-release wait. For a partition's
-/// render node the value is that of its whole physical card.
 /// How busy each card is (`gpu_busy_percent`), by render minor.
 pub fn read_busy_percent(root: &Path, render_minors: &[u32]) -> Vec<Option<u32>> {
     detect::read_busy_percent_with(&FsReader::new(root), render_minors)
 }
 
+/// The health signals (`gpu::signals`) of the cards behind these render minors: busy, VRAM
+/// used, hwmon temperatures and power, RAS counts, reset dumps.
+pub fn read_signals(root: &Path, render_minors: &[u32]) -> Vec<GpuSignals> {
+    sample::read_signals_with(&FsReader::new(root), render_minors)
+}
+
+/// Current DRM `mem_info_vram_used` of the cards behind these render minors (None where the
+/// card has no such file). Used by the supervisor's VRAM-release wait. For a partition's
+/// render node the value is that of its whole physical card.
 pub fn read_vram_used(root: &Path, render_minors: &[u32]) -> Vec<Option<u64>> {
     detect::read_vram_used_with(&FsReader::new(root), render_minors)
 }

@@ -6,6 +6,8 @@
 //! `handle_event` acts on what came. The timers are plain deadlines in `Timers`; the loop
 //! sleeps until the earliest armed one.
 
+mod gpu;
+
 use super::logs::{self, SharedRing, Sink};
 use super::machine::{Event, Failure};
 use super::probe::{ProbeError, Readiness};
@@ -104,8 +106,11 @@ enum Wake {
     Timer(Timer),
     Readiness(Readiness),
     Liveness(Result<(), ProbeError>),
-    Sampled(Sample),
+    Sampled(Sampled),
 }
+
+/// A hang sample and the launch's GPU signals read with it.
+type Sampled = (Sample, Vec<crate::gpu::GpuSignals>);
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = T>>>;
 
@@ -124,7 +129,9 @@ struct Attempt {
     last_detail: String,
     /// The hang watch and its sample in flight.
     watch: Watch,
-    sampling: Option<BoxFut<Sample>>,
+    sampling: Option<BoxFut<Sampled>>,
+    /// The launch's GPU signals at the start of the attempt (`supervise::gpu_fault`).
+    gpu_baseline: Vec<crate::gpu::GpuSignals>,
     /// When the last idle probe (a 1-token completion) was sent, and whether the liveness
     /// probe in flight is one.
     last_idle_probe: Option<Instant>,
@@ -179,6 +186,7 @@ impl Supervisor {
             // A stop arrived while we were launching.
             return self.stop_engine(&mut eng, false).await;
         }
+        let gpu_baseline = self.read_gpus(launch);
         let now = Instant::now();
         let mut a = Attempt {
             eng,
@@ -198,9 +206,12 @@ impl Supervisor {
             last_detail: String::new(),
             watch: Watch::new(Duration::ZERO),
             sampling: None,
+            gpu_baseline,
             last_idle_probe: None,
             live_is_idle_probe: false,
         };
+        let baseline = a.gpu_baseline.clone();
+        self.on_gpus(&a, &baseline);
         loop {
             let wake = self.next_event(&mut a).await;
             if let Some(end) = self.handle_event(&mut a, wake).await {
@@ -306,8 +317,11 @@ impl Supervisor {
                 a.sampling = Some(self.sample(a));
                 None
             }
-            Wake::Sampled(s) => {
+            Wake::Sampled((s, gpus)) => {
                 a.sampling = None;
+                if let Some(f) = self.on_gpus(a, &gpus) {
+                    return Some(self.end_gpu_fault(a, f).await);
+                }
                 self.on_sample(a, s).await
             }
             Wake::Readiness(Readiness::Unauthorized(msg)) => {
@@ -357,8 +371,8 @@ impl Supervisor {
         }
     }
 
-    /// One progress sample of the attempt (`supervise::progress`).
-    fn sample(&self, a: &Attempt) -> BoxFut<Sample> {
+    /// One progress sample of the attempt (`supervise::progress`), with the GPU signals.
+    fn sample(&self, a: &Attempt) -> BoxFut<Sampled> {
         let prober = self.prober.clone();
         let port = a.launch.engine_port;
         let shared = self.shared.clone();
@@ -385,11 +399,11 @@ impl Supervisor {
             } else {
                 None
             };
-            let gpu_busy_percent = crate::gpu::read_busy_percent(&root, &minors)
-                .into_iter()
-                .flatten()
-                .max();
-            Sample {
+            // The GPU files are read here, once per sample for the hang rules, the metrics and
+            // the fault judge alike: a scrape reads what the last sample saw.
+            let gpus = crate::gpu::read_signals(&root, &minors);
+            let gpu_busy_percent = gpus.iter().filter_map(|g| g.busy_percent).max();
+            let sample = Sample {
                 at,
                 inflight: shared.inflight.count() as u64,
                 streamed_bytes: shared.metrics.streamed_bytes.get(),
@@ -398,7 +412,8 @@ impl Supervisor {
                 cpu_s: Some(cpu_s),
                 stopped,
                 gpu_busy_percent,
-            }
+            };
+            (sample, gpus)
         })
     }
 
@@ -486,6 +501,9 @@ impl Supervisor {
         self.event(Event::AttemptFailed, &desc);
         // Workers may outlive the main process: the tree goes before anything else.
         let tail = self.teardown(&mut a.eng).await;
+        if let Some(end) = self.exit_as_gpu_fault(a, &desc, &tail) {
+            return end;
+        }
         let c = engine::classify(kind, &tail);
         if let Some(ev) = &c.evidence {
             tracing::info!("failure evidence: {ev}");

@@ -72,6 +72,9 @@ pub enum Failure {
     /// The engine refused a flag the user gave (`--engine-args`): bad_args that no other
     /// recipe can fix, since every launch carries the same user args.
     UserArgRejected,
+    /// GPU `ordinal` of the launch failed (`supervise::gpu_fault`: uncorrectable errors rose,
+    /// a reset, the GPU gone).
+    GpuFault { ordinal: u32 },
 }
 
 impl Failure {
@@ -83,6 +86,7 @@ impl Failure {
             Failure::StartupTimeout => "startup_timeout",
             Failure::LauncherMissing => "launcher_missing",
             Failure::UserArgRejected => "bad_args",
+            Failure::GpuFault { .. } => "gpu_fault",
         }
     }
 }
@@ -106,6 +110,8 @@ pub enum Decision {
     GiveUp,
     /// The user's engine args are wrong: end with USAGE, naming the flag.
     UserArgRejected,
+    /// A GPU failed and no later launch avoids it: end with GAVE_UP, saying what to check.
+    GpuFault,
 }
 
 impl Decision {
@@ -120,6 +126,7 @@ impl Decision {
             Decision::LauncherMissing => "launcher_missing",
             Decision::GiveUp => "give_up",
             Decision::UserArgRejected => "stop_user_args",
+            Decision::GpuFault => "stop_gpu_fault",
         }
     }
 }
@@ -139,6 +146,8 @@ pub struct Policy {
     cfg: PolicyConfig,
     /// argv[0] of every launch, to skip launches whose launcher is missing.
     launchers: Vec<String>,
+    /// The HIP ordinals of every launch's GPUs (empty: not known).
+    gpus: Vec<Vec<u32>>,
     index: usize,
     max_len_retried: bool,
     port_retries: u32,
@@ -150,11 +159,18 @@ impl Policy {
         Policy {
             cfg,
             launchers,
+            gpus: Vec::new(),
             index: 0,
             max_len_retried: false,
             port_retries: 0,
             budget: RestartBudget::new(cfg.restart_budget, cfg.restart_window),
         }
+    }
+
+    /// Tells the policy each launch's GPUs (HIP ordinals), for `Failure::GpuFault`.
+    pub fn with_gpus(mut self, gpus: Vec<Vec<u32>>) -> Self {
+        self.gpus = gpus;
+        self
     }
 
     /// Index of the launch being tried.
@@ -182,6 +198,16 @@ impl Policy {
                 ..
             } => return Decision::ModelUnavailable,
             Failure::UserArgRejected => return Decision::UserArgRejected,
+            // A failed GPU stays failed: never the same GPU again, ready before or not. A
+            // later launch that does not use it may run; else the run ends (the node needs
+            // an operator, and a restart loop would hide that).
+            Failure::GpuFault { ordinal } => {
+                let avoids = |i: &usize| self.gpus.get(*i).is_some_and(|g| !g.contains(&ordinal));
+                return match (self.index + 1..self.launchers.len()).find(avoids) {
+                    Some(i) => self.move_to(i),
+                    None => Decision::GpuFault,
+                };
+            }
             _ => {}
         }
         if was_ready {
@@ -219,6 +245,7 @@ impl Policy {
             Failure::Exited { .. } | Failure::Hung => self.restart_or_next(now),
             Failure::LauncherMissing => self.next(),
             Failure::UserArgRejected => Decision::UserArgRejected,
+            Failure::GpuFault { .. } => Decision::GpuFault,
         }
     }
 
@@ -500,6 +527,52 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    /// Each row: the launches' GPUs, the faulted GPU and whether the attempt was ready, and
+    /// the decision: the first later launch without that GPU, else the stop.
+    #[test]
+    fn gpu_fault_table() {
+        type Case<'a> = (&'a str, Vec<Vec<u32>>, u32, bool, Decision);
+        let cases: Vec<Case> = vec![
+            (
+                "one launch: stop",
+                vec![vec![0]],
+                0,
+                true,
+                Decision::GpuFault,
+            ),
+            (
+                "every fallback on the same GPU: stop, never a restart",
+                vec![vec![0], vec![0], vec![0, 1]],
+                0,
+                false,
+                Decision::GpuFault,
+            ),
+            (
+                "a fallback on other GPUs is tried, skipping one on the failed GPU",
+                vec![vec![0, 1], vec![0], vec![2, 3]],
+                0,
+                true,
+                Decision::NextLaunch { index: 2 },
+            ),
+            (
+                "a fallback that avoids the failed GPU of a multi-GPU launch",
+                vec![vec![0, 1], vec![0]],
+                1,
+                false,
+                Decision::NextLaunch { index: 1 },
+            ),
+            ("GPUs not known: stop", vec![], 0, false, Decision::GpuFault),
+        ];
+        for (name, gpus, ordinal, ready, want) in cases {
+            let n = gpus.len().max(1);
+            let mut p = Policy::new(cfg(), vec!["vllm".to_string(); n]).with_gpus(gpus);
+            let got = p.on_failure(Failure::GpuFault { ordinal }, ready, Duration::ZERO);
+            assert_eq!(got, want, "{name}");
+        }
+        assert_eq!(Failure::GpuFault { ordinal: 3 }.class_str(), "gpu_fault");
+        assert_eq!(Decision::GpuFault.action_str(), "stop_gpu_fault");
     }
 
     #[test]

@@ -12,10 +12,13 @@
 //! - `run`: `serve` from the runtime up: the public port, planning, then the supervisor.
 //! - `supervisor`: the run over a plan's launches; carries out the policy's decisions.
 //! - `attempt`: one engine attempt from spawn to its end (`next_event` / `handle_event`).
+//! - `gpu_fault`: the GPU fault judge (pure): rising uncorrectable RAS counts, resets, a GPU
+//!   gone, against the attempt's start.
 
 mod attempt;
 pub mod backoff;
 mod fetch;
+pub mod gpu_fault;
 pub mod logs;
 pub mod machine;
 pub mod probe;

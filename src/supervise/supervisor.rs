@@ -219,7 +219,11 @@ impl Supervisor {
             .iter()
             .map(|l| l.argv.first().cloned().unwrap_or_default())
             .collect();
-        let mut policy = Policy::new(self.cfg.policy, launchers);
+        let gpus = launches
+            .iter()
+            .map(|l| l.gpus.iter().map(|g| g.ordinal).collect())
+            .collect();
+        let mut policy = Policy::new(self.cfg.policy, launchers).with_gpus(gpus);
         let mut versions: HashMap<String, Option<String>> = HashMap::new();
         let mut first = true;
         let mut delay = Duration::ZERO;
@@ -324,6 +328,12 @@ impl Supervisor {
                 );
                 self.fatal(&msg);
                 return Err(ExitError::new(exit::USAGE, msg));
+            }
+            Decision::GpuFault => {
+                // `exit_desc` is the fault's message: the GPU, what happened, what to check.
+                tracing::error!("{exit_desc}");
+                self.fatal(exit_desc);
+                return Err(ExitError::new(exit::GAVE_UP, exit_desc.to_string()));
             }
             Decision::GiveUp => {
                 let msg = give_up_summary(&self.shared.status.borrow());

@@ -8,6 +8,7 @@ mod deadlines;
 mod download;
 mod fake_engine;
 mod fd_limit;
+mod gpu_fault;
 mod gpus;
 mod hang;
 mod host;
