@@ -12,6 +12,7 @@
 //! - `generate`: generated defaults when no recipe fits.
 //! - `choose`: the decision (`decide`), the launches and the "what would fit" hint.
 //! - `error`: why planning failed, as data (`PlanError`).
+//! - `names`: the names a launch is served under (AIM's model id + aim id, the custom name).
 //! - `resolve`: the IO shell that gathers a `PlanInput` from the machine and the request.
 
 mod assess;
@@ -20,6 +21,7 @@ mod error;
 mod fit;
 mod generate;
 mod gpus;
+mod names;
 pub mod resolve;
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,18 @@ pub struct Request {
     pub revision: Option<String>,
     /// `--size-from-hub`: size a model the cache lacks from the Hub's file listing.
     pub size_from_hub: bool,
+    /// AIM_ID (AIM's per-model images): the model whose recipe folder is read and whose
+    /// name clients use; also the checkpoint when `model` is not given (`model`, from MODEL
+    /// or AIM_MODEL_ID, is then the checkpoint served instead).
+    pub aim_id: Option<String>,
+    /// AIM_ALLOW_GENERAL_PROFILE_FALLBACK=false: general recipes are used only when asked for
+    /// by `--recipe`.
+    pub no_general_fallback: bool,
+    /// Engine flags after `--` (`-- --max-model-len 8192 --enforce-eager`), merged over
+    /// `engine_args`.
+    pub engine_flags: Vec<String>,
+    /// AIM_CUSTOM_MODEL_NAME / `--served-model-name`: the name clients use.
+    pub served_name: Option<String>,
 }
 
 /// Why no plan could be made for a request on this machine.
@@ -93,6 +105,18 @@ pub enum ResolveError {
         revision: String,
         engine_args: Value,
     },
+    #[error(
+        "engine flags after `--`: {0}; write them as the engine takes them, e.g. `-- --max-model-len 8192 --enforce-eager`"
+    )]
+    EngineFlags(String),
+    #[error(
+        "AIM_ID `{0}` must be a Hugging Face id (`org/name`): it names the model's recipe folder"
+    )]
+    AimId(String),
+    #[error(
+        "--served-model-name / AIM_CUSTOM_MODEL_NAME `{0}` cannot start with `-` (the engine would read it as a flag)"
+    )]
+    ServedName(String),
     #[error(transparent)]
     Plan(#[from] PlanError),
 }
@@ -117,6 +141,9 @@ impl ResolveError {
             | ResolveError::ModelId(_)
             | ResolveError::NoLocalFolder(_)
             | ResolveError::EngineArgs(_)
+            | ResolveError::EngineFlags(_)
+            | ResolveError::AimId(_)
+            | ResolveError::ServedName(_)
             | ResolveError::Revision(_)
             | ResolveError::RevisionOfFolder { .. }
             | ResolveError::RevisionsDisagree { .. }
@@ -346,15 +373,34 @@ pub fn plan_sized(
     hub: HubSizing<'_>,
     versions: &EngineVersions,
 ) -> Result<Planned, ResolveError> {
-    let model_text = select.model.as_deref().ok_or(ResolveError::NoModel)?;
-    let model_ref = validated_model(model_text)?;
+    let aim = aim_of(select)?;
+    let model_ref = validated_model(checkpoint_text(select)?)?;
     let want = want_of(select);
-    let mut user_args = parse_engine_args(select.engine_args.as_deref())?;
+    let (mut user_args, mut notes) = user_engine_args(select)?;
     let revision = revision_of(select)?;
     if let Some(r) = &revision {
         with_revision(&model_ref, r, &mut user_args)?;
     }
-    let recipes = load::load_for_model(&search_path(g), model_ref.hub_id())?;
+    let checkpoint = model_ref.name();
+    // AIM_ID's folder; MODEL's own when there is no AIM_ID.
+    let asked = aim
+        .as_ref()
+        .map_or_else(|| checkpoint.clone(), ModelRef::name);
+    let folder = aim.as_ref().map_or(model_ref.hub_id(), ModelRef::hub_id);
+    let mut recipes = load::load_for_model(&search_path(g), folder)?;
+    if asked != checkpoint {
+        // MODEL / AIM_MODEL_ID overrides the checkpoint of AIM_ID's recipes.
+        for r in recipes
+            .iter_mut()
+            .filter(|r| r.recipe.for_model().is_some())
+        {
+            r.recipe.model_id = Some(checkpoint.clone());
+        }
+        notes.push(format!(
+            "recipes of AIM_ID {asked}, serving the checkpoint {checkpoint} (MODEL / AIM_MODEL_ID)"
+        ));
+    }
+    let general_off = general_off(select, &mut recipes);
     let facts = facts_of(&model_ref, revision.as_deref(), select, hub);
     let launchers = Launchers {
         vllm: env_nonempty("AIM_VLLM_COMMAND"),
@@ -371,10 +417,9 @@ pub fn plan_sized(
         return Err(ResolveError::SamePorts(public_port));
     }
     // `hf://org/name` (AIM's spelling) is served, matched and loaded as `org/name`.
-    let checkpoint = model_ref.name();
     let input = PlanInput {
         topology,
-        model: &checkpoint,
+        model: &asked,
         checkpoint: &checkpoint,
         facts: &facts,
         recipes: &recipes,
@@ -383,7 +428,78 @@ pub fn plan_sized(
         launchers: &launchers,
         engine_port,
     };
-    Ok(super::decide(&input)?)
+    let mut p = super::decide(&input)?;
+    let custom = served_name_of(select)?;
+    super::names::serve_under_all_names(&mut p, custom.as_deref());
+    mark_general_off(&mut p.verdicts, &general_off);
+    if !general_off.is_empty() {
+        notes.push(general_off_note(general_off.len()));
+    }
+    let at = p.plan.reasons.len().min(1);
+    p.plan.reasons.splice(at..at, notes);
+    Ok(p)
+}
+
+/// MODEL / AIM_MODEL_ID, else AIM_ID: what the engine loads.
+fn checkpoint_text(select: &Request) -> Result<&str, ResolveError> {
+    [&select.model, &select.aim_id]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .find(|m| !m.trim().is_empty())
+        .ok_or(ResolveError::NoModel)
+}
+
+/// AIM_ID, checked: a Hugging Face id.
+fn aim_of(select: &Request) -> Result<Option<ModelRef>, ResolveError> {
+    let Some(text) = select.aim_id.as_deref().filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match model::parse_model_id(text) {
+        Ok(m @ ModelRef::Hub(_)) => Ok(Some(m)),
+        _ => Err(ResolveError::AimId(text.to_string())),
+    }
+}
+
+/// AIM_CUSTOM_MODEL_NAME, when set and not blank.
+fn served_name_of(select: &Request) -> Result<Option<String>, ResolveError> {
+    match select.served_name.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(n) if n.starts_with('-') => Err(ResolveError::ServedName(n.to_string())),
+        Some(n) => Ok(Some(n.to_string())),
+    }
+}
+
+/// With AIM_ALLOW_GENERAL_PROFILE_FALLBACK=false, general recipes become manual-only, as AIM
+/// does; returns their ids.
+fn general_off(select: &Request, recipes: &mut [crate::recipe::LoadedRecipe]) -> Vec<String> {
+    if !select.no_general_fallback {
+        return Vec::new();
+    }
+    recipes
+        .iter_mut()
+        .filter(|r| r.is_general() && !r.recipe.metadata.manual_selection_only)
+        .map(|r| {
+            r.recipe.metadata.manual_selection_only = true;
+            r.id.clone()
+        })
+        .collect()
+}
+
+/// The words the plan and `recipes` say about general recipes being off.
+pub const GENERAL_OFF: &str = "general recipes are off (AIM_ALLOW_GENERAL_PROFILE_FALLBACK=false); only used when asked for by --recipe";
+
+fn general_off_note(n: usize) -> String {
+    format!("{n} general recipe(s) not eligible: {GENERAL_OFF}")
+}
+
+fn mark_general_off(rows: &mut [RecipeVerdict], ids: &[String]) {
+    for r in rows
+        .iter_mut()
+        .filter(|r| r.verdict == crate::recipe::select::Verdict::ManualOnly && ids.contains(&r.id))
+    {
+        r.detail = GENERAL_OFF.to_string();
+    }
 }
 
 /// Every recipe's verdict on this host (`recipes [MODEL]`), with the served model name when
@@ -395,24 +511,26 @@ pub fn verdicts_on(
 ) -> Result<(Vec<RecipeVerdict>, Option<String>), ResolveError> {
     let sp = search_path(g);
     let want = want_of(select);
-    Ok(match select.model.as_deref() {
+    let aim = aim_of(select)?;
+    Ok(match checkpoint_text(select).ok() {
         Some(text) => {
             let m = validated_model(text)?;
-            let recipes = load::load_for_model(&sp, m.hub_id())?;
+            let folder = aim.as_ref().map_or(m.hub_id(), ModelRef::hub_id);
+            let mut recipes = load::load_for_model(&sp, folder)?;
+            let off = general_off(select, &mut recipes);
             let revision = revision_of(select)?;
             let facts = facts_of(&m, revision.as_deref(), select, HubSizing::FromArgs);
-            let name = m.name();
-            (
-                super::assess_all(topology, Some(&name), Some(&facts), &recipes, &want),
-                Some(name),
-            )
+            let name = aim.as_ref().map_or_else(|| m.name(), ModelRef::name);
+            let mut rows = super::assess_all(topology, Some(&name), Some(&facts), &recipes, &want);
+            mark_general_off(&mut rows, &off);
+            (rows, Some(name))
         }
         None => {
-            let recipes = load::load_all(&sp)?;
-            (
-                super::assess_all(topology, None, None, &recipes, &want),
-                None,
-            )
+            let mut recipes = load::load_all(&sp)?;
+            let off = general_off(select, &mut recipes);
+            let mut rows = super::assess_all(topology, None, None, &recipes, &want);
+            mark_general_off(&mut rows, &off);
+            (rows, None)
         }
     })
 }
@@ -531,12 +649,54 @@ fn want_of(s: &Request) -> Want {
         precision: s.precision.get(),
         engine: s.backend.get(),
         metric: s.metric.get(),
-        recipe: s.recipe.clone().filter(|r| !r.trim().is_empty()),
+        recipe: s
+            .recipe
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+            .map(aim_profile_id),
         gpu_model: s
             .gpu_model
             .clone()
             .filter(|m| !m.trim().is_empty() && !m.eq_ignore_ascii_case("none")),
     }
+}
+
+/// AIM's ids of custom profiles as ours: `custom/general/<name>` is `general/<name>` and
+/// `custom/<org>/<model>/<name>` is `<name>` (a custom file has the id of the file it
+/// stands beside). Any other id is itself.
+fn aim_profile_id(id: &str) -> String {
+    let id = id.trim();
+    match id.strip_prefix("custom/") {
+        Some(rest) if rest.starts_with("general/") => rest.to_string(),
+        Some(rest) => match rest.split('/').collect::<Vec<_>>().as_slice() {
+            [_, _, name] => (*name).to_string(),
+            _ => id.to_string(),
+        },
+        None => id.to_string(),
+    }
+}
+
+/// The user's engine args: `--engine-args` / AIM_ENGINE_ARGS, then the flags after `--`
+/// over them; with a note per flag given both ways (the flag after `--` wins).
+pub fn user_engine_args(
+    select: &Request,
+) -> Result<(IndexMap<String, Value>, Vec<String>), ResolveError> {
+    let mut args = parse_engine_args(select.engine_args.as_deref())?;
+    let flags = crate::engine::parse_trailing_flags(&select.engine_flags)
+        .map_err(|e| ResolveError::EngineFlags(e.to_string()))?;
+    let norm = |k: &str| k.trim_start_matches('-').replace('_', "-");
+    let mut notes = Vec::new();
+    for (k, v) in flags {
+        if let Some(old) = args.keys().find(|o| norm(o) == norm(&k)).cloned() {
+            notes.push(format!(
+                "engine flag `--{k}` after `--` wins over `{old}: {}` in --engine-args / AIM_ENGINE_ARGS",
+                args[&old]
+            ));
+            args.shift_remove(&old);
+        }
+        args.insert(k, v);
+    }
+    Ok((args, notes))
 }
 
 /// `--engine-args` / AIM_ENGINE_ARGS: a JSON object of engine flags.
@@ -622,6 +782,10 @@ mod tests {
             engine_port: None,
             revision: None,
             size_from_hub: false,
+            aim_id: None,
+            no_general_fallback: false,
+            engine_flags: Vec::new(),
+            served_name: None,
         }
     }
 
