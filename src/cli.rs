@@ -363,9 +363,15 @@ pub struct ServeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DownloadArgs {
-    /// Hugging Face model id (`org/name`).
+    /// Hugging Face model id (`org/name`, or AIM's `hf://org/name`); default: AIM_ID.
     #[arg(env = "AIM_MODEL_ID", value_name = "MODEL")]
-    pub model: String,
+    pub model: Option<String>,
+    /// MODEL in AIM's `download-to-cache --model-id` spelling (wins over MODEL).
+    #[arg(long = "model-id", value_name = "MODEL")]
+    pub model_id: Option<String>,
+    /// AIM's per-model images name their model in AIM_ID: fetched when no MODEL is given.
+    #[arg(long = "aim-id", env = "AIM_ID", hide = true)]
+    pub aim_id: Option<String>,
     /// Branch, tag or commit to fetch.
     #[arg(long, env = "AIM_MODEL_REVISION", default_value = "main")]
     pub revision: String,
@@ -384,6 +390,17 @@ pub struct DownloadArgs {
     /// First retry delay; doubles up to 30s. A 429 waits as its Retry-After says.
     #[arg(long = "retry-initial", env = "AIM_DOWNLOAD_RETRY_INITIAL", default_value = "1s", value_parser = parse_duration)]
     pub retry_initial: Duration,
+}
+
+impl DownloadArgs {
+    /// The model to fetch: --model-id, else MODEL / AIM_MODEL_ID, else AIM_ID.
+    pub fn model(&self) -> Option<&str> {
+        [&self.model_id, &self.model, &self.aim_id]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .find(|m| !m.trim().is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -794,6 +811,47 @@ mod tests {
         assert!(
             m.contains("AIM_GPU_COUNT (the variable of GPU_COUNT)"),
             "{m}"
+        );
+    }
+
+    /// `download-to-cache` as AIM's images call it: `--model-id hf://org/name`, or nothing
+    /// with AIM_ID set.
+    #[test]
+    fn download_to_cache_takes_model_id_or_aim_id() {
+        let model = |argv: &[&str]| match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Download(a) => a.model().map(str::to_string),
+            _ => panic!("not download"),
+        };
+        assert_eq!(
+            model(&[
+                "aim-engine",
+                "download-to-cache",
+                "--model-id",
+                "hf://Qwen/Qwen3-8B"
+            ])
+            .as_deref(),
+            Some("hf://Qwen/Qwen3-8B")
+        );
+        assert_eq!(
+            model(&[
+                "aim-engine",
+                "download-to-cache",
+                "--aim-id",
+                "Qwen/Qwen3-32B"
+            ])
+            .as_deref(),
+            Some("Qwen/Qwen3-32B")
+        );
+        assert_eq!(
+            model(&[
+                "aim-engine",
+                "download",
+                "a/b",
+                "--aim-id",
+                "Qwen/Qwen3-32B"
+            ])
+            .as_deref(),
+            Some("a/b")
         );
     }
 
