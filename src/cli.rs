@@ -667,6 +667,28 @@ pub fn with_default_subcommand(args: Vec<OsString>) -> Vec<OsString> {
     args
 }
 
+/// [`with_default_subcommand`], and with no subcommand and no MODEL at all, `serve` when the
+/// environment names the model (`model_in_env`: AIM_MODEL_ID or AIM_ID set, as AIM's images
+/// do, whose entry point serves by default), as the first argument.
+pub fn with_default_command(args: Vec<OsString>, model_in_env: bool) -> Vec<OsString> {
+    let named = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy())
+        .take_while(|a| a != "--")
+        .any(|a| {
+            Command::NAMES.contains(&a.as_ref())
+                || ["-h", "--help", "-V", "--version"].contains(&a.as_ref())
+        });
+    if !model_in_env || named {
+        return with_default_subcommand(args);
+    }
+    // First: the global flags work after it, serve's own (`--port`) only after it.
+    let mut out = args;
+    out.insert(1.min(out.len()), OsString::from("serve"));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,6 +875,47 @@ mod tests {
             .as_deref(),
             Some("a/b")
         );
+    }
+
+    /// No arguments with AIM_ID / AIM_MODEL_ID set: `serve`, as AIM's entry point does.
+    #[test]
+    fn no_arguments_serve_the_model_of_the_environment() {
+        let cases: &[(&[&str], bool, &[&str])] = &[
+            (&["aim-engine"], true, &["aim-engine", "serve"]),
+            (&["aim-engine"], false, &["aim-engine"]),
+            (
+                &[
+                    "aim-engine",
+                    "--root",
+                    "/x",
+                    "--port",
+                    "9",
+                    "--",
+                    "--enforce-eager",
+                ],
+                true,
+                &[
+                    "aim-engine",
+                    "serve",
+                    "--root",
+                    "/x",
+                    "--port",
+                    "9",
+                    "--",
+                    "--enforce-eager",
+                ],
+            ),
+            (&["aim-engine", "gpus"], true, &["aim-engine", "gpus"]),
+            (&["aim-engine", "--help"], true, &["aim-engine", "--help"]),
+            (
+                &["aim-engine", "m/n"],
+                true,
+                &["aim-engine", "serve", "m/n"],
+            ),
+        ];
+        for (input, env, want) in cases {
+            assert_eq!(with_default_command(v(input), *env), v(want), "{input:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,10 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = cli::with_default_subcommand(std::env::args_os().collect());
+    let model_in_env = ["AIM_MODEL_ID", "AIM_ID"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+    let args = cli::with_default_command(std::env::args_os().collect(), model_in_env);
     let cli = match cli::Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {

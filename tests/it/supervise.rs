@@ -1251,8 +1251,9 @@ fn engine_version_is_probed_shown_and_gates_flags() {
     sup.expect_exit(0, Duration::from_secs(20));
 }
 
-/// AIM's per-model images set AIM_ID alone: `serve` with no MODEL serves that model from its
-/// recipe folder, and the engine answers to it.
+/// AIM's per-model images set AIM_ID alone: with no MODEL and no subcommand (as their entry
+/// point runs), aim-engine serves that model from its recipe folder, and the engine answers
+/// to it.
 #[test]
 fn serve_with_only_aim_id() {
     let mut sup = AimEngine::new()
@@ -1262,7 +1263,6 @@ fn serve_with_only_aim_id() {
         .env("AIM_ID", "Qwen/Qwen3-32B")
         .env("FAKE_LOAD_SECS", "0.2")
         .env("AIM_LOG_LEVEL", "info")
-        .arg("serve")
         .public_port()
         .spawn();
     assert!(
