@@ -1256,14 +1256,23 @@ fn engine_version_is_probed_shown_and_gates_flags() {
 /// to it.
 #[test]
 fn serve_with_only_aim_id() {
-    let mut sup = AimEngine::new()
+    let fake = crate::support::fake_engine();
+    let run = AimEngine::new();
+    let argv_file = run.dir().join("argv");
+    let mut sup = run
         .fixture(FIXTURE_NAME)
-        .fake_engine()
+        .engine_script(&format!(
+            "echo \"$@\" > '{}'\nexec '{}' \"$@\"",
+            argv_file.display(),
+            fake.display()
+        ))
         .offline_hf()
         .env("AIM_ID", "Qwen/Qwen3-32B")
         .env("FAKE_LOAD_SECS", "0.2")
         .env("AIM_LOG_LEVEL", "info")
         .public_port()
+        .arg("--")
+        .args(["--max-num-seqs", "7", "--enforce-eager"])
         .spawn();
     assert!(
         wait_for(Duration::from_secs(30), || ready_count(&sup) == 1),
@@ -1275,6 +1284,14 @@ fn serve_with_only_aim_id() {
     let (code, body) = http_get(sup.port, "/v1/models").expect("GET /v1/models");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("Qwen/Qwen3-32B"), "{body}");
+    // The engine flags after `--` reach the engine.
+    let argv = fs::read_to_string(&argv_file).expect("argv");
+    assert!(argv.contains("--max-num-seqs 7"), "{argv}");
+    assert!(argv.contains("--enforce-eager"), "{argv}");
+    assert!(
+        argv.contains("--served-model-name Qwen/Qwen3-32B"),
+        "{argv}"
+    );
     sup.signal(libc::SIGTERM);
     sup.expect_exit(0, Duration::from_secs(20));
 }
