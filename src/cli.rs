@@ -64,14 +64,19 @@ pub struct GlobalArgs {
         global = true
     )]
     pub log_format: LogFormat,
-    /// Log filter (tracing env-filter syntax), e.g. `info` or `aim_engine=debug`.
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `aim_engine=debug`; AIM's
+    /// Python level names (DEBUG, INFO, WARNING, ERROR, CRITICAL) work too. Default: the
+    /// value of AIM_LOG_LEVEL_ROOT, else `info`.
+    #[arg(long = "log-level", env = "AIM_LOG_LEVEL", global = true)]
+    pub log_level: Option<String>,
+    /// AIM's level for the third-party loggers; used as --log-level when that is unset.
     #[arg(
-        long = "log-level",
-        env = "AIM_LOG_LEVEL",
-        default_value = "info",
-        global = true
+        long = "log-level-root",
+        env = "AIM_LOG_LEVEL_ROOT",
+        global = true,
+        hide = true
     )]
-    pub log_level: String,
+    pub log_level_root: Option<String>,
     /// Messages held for a slow stdout/stderr reader before new ones are dropped (counted).
     #[arg(
         long = "log-buffer",
@@ -90,7 +95,9 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {
+    /// For humans (`table`, AIM's `list-profiles --format table`, is the same).
     #[default]
+    #[value(alias = "table")]
     Text,
     Json,
 }
@@ -105,6 +112,7 @@ pub enum Command {
     #[command(name = "dry-run")]
     DryRun(PlanArgs),
     /// Every recipe with its verdict for this host.
+    #[command(visible_alias = "list-profiles")]
     Recipes(PlanArgs),
     /// Detected GPUs, and why any KFD node was left out.
     Gpus(FormatArgs),
@@ -130,6 +138,7 @@ impl Command {
         "plan",
         "dry-run",
         "recipes",
+        "list-profiles",
         "gpus",
         "healthcheck",
         "status",
@@ -187,6 +196,27 @@ pub struct SelectArgs {
     /// does it anyway).
     #[arg(long = "size-from-hub", env = "AIM_SIZE_FROM_HUB", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub size_from_hub: bool,
+    /// The model whose recipe folder is read (AIM's per-model images set AIM_ID alone); also
+    /// the model served when MODEL / AIM_MODEL_ID is not given, which otherwise is the
+    /// checkpoint loaded with AIM_ID's recipes.
+    #[arg(long = "aim-id", env = "AIM_ID", value_name = "ORG/MODEL")]
+    pub aim_id: Option<String>,
+    /// Whether general (model-agnostic) recipes may be chosen (AIM's base image: true, its
+    /// per-model images: false). When false they run only when asked for by --recipe.
+    #[arg(long = "allow-general-fallback", env = "AIM_ALLOW_GENERAL_PROFILE_FALLBACK", default_value = "true", value_name = "BOOL", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_general_fallback: bool,
+    /// The name clients use for the model (default: MODEL, plus the checkpoint's id on vLLM
+    /// when a recipe swaps it in).
+    #[arg(
+        long = "served-model-name",
+        env = "AIM_CUSTOM_MODEL_NAME",
+        value_name = "NAME"
+    )]
+    pub served_model_name: Option<String>,
+    /// Engine flags as the engine takes them, after `--`: `-- --max-model-len 8192
+    /// --enforce-eager`. Checked like --engine-args, and they win over it.
+    #[arg(last = true, value_name = "ENGINE_FLAGS", allow_hyphen_values = true)]
+    pub engine_flags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -344,9 +374,15 @@ pub struct ServeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DownloadArgs {
-    /// Hugging Face model id (`org/name`).
+    /// Hugging Face model id (`org/name`, or AIM's `hf://org/name`); default: AIM_ID.
     #[arg(env = "AIM_MODEL_ID", value_name = "MODEL")]
-    pub model: String,
+    pub model: Option<String>,
+    /// MODEL in AIM's `download-to-cache --model-id` spelling (wins over MODEL).
+    #[arg(long = "model-id", value_name = "MODEL")]
+    pub model_id: Option<String>,
+    /// AIM's per-model images name their model in AIM_ID: fetched when no MODEL is given.
+    #[arg(long = "aim-id", env = "AIM_ID", hide = true)]
+    pub aim_id: Option<String>,
     /// Branch, tag or commit to fetch.
     #[arg(long, env = "AIM_MODEL_REVISION", default_value = "main")]
     pub revision: String,
@@ -365,6 +401,17 @@ pub struct DownloadArgs {
     /// First retry delay; doubles up to 30s. A 429 waits as its Retry-After says.
     #[arg(long = "retry-initial", env = "AIM_DOWNLOAD_RETRY_INITIAL", default_value = "1s", value_parser = parse_duration)]
     pub retry_initial: Duration,
+}
+
+impl DownloadArgs {
+    /// The model to fetch: --model-id, else MODEL / AIM_MODEL_ID, else AIM_ID.
+    pub fn model(&self) -> Option<&str> {
+        [&self.model_id, &self.model, &self.aim_id]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .find(|m| !m.trim().is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -436,6 +483,35 @@ pub struct StopArgs {
     pub keep: bool,
 }
 
+impl GlobalArgs {
+    /// The tracing filter: --log-level / AIM_LOG_LEVEL, else AIM_LOG_LEVEL_ROOT, else `info`,
+    /// with AIM's Python level names mapped to tracing's ([`log_directive`]).
+    pub fn log_filter(&self) -> String {
+        let text = [&self.log_level, &self.log_level_root]
+            .into_iter()
+            .flatten()
+            .map(|t| t.trim())
+            .find(|t| !t.is_empty())
+            .unwrap_or("info");
+        log_directive(text)
+    }
+}
+
+/// One level word in Python's spelling (AIM's `AIM_LOG_LEVEL=CRITICAL`, `WARNING`) as the
+/// tracing level it means; anything else (`aim_engine=debug`, `warn`) is an env-filter
+/// directive and stays as it is. Python's CRITICAL has no tracing level: `error` is the
+/// closest that still shows a failure.
+pub fn log_directive(text: &str) -> String {
+    match text.trim().to_ascii_uppercase().as_str() {
+        "CRITICAL" | "FATAL" | "ERROR" => "error".into(),
+        "WARNING" | "WARN" => "warn".into(),
+        "INFO" => "info".into(),
+        "DEBUG" => "debug".into(),
+        "NOTSET" | "TRACE" => "trace".into(),
+        _ => text.trim().to_string(),
+    }
+}
+
 fn parse_gpu_count(s: &str) -> Result<Choice<u32>, String> {
     let c: Choice<u32> = match s.trim() {
         t if t.is_empty() || t.eq_ignore_ascii_case("auto") => Choice::Auto,
@@ -469,7 +545,12 @@ impl From<&GlobalArgs> for crate::plan::Sources {
 impl From<&SelectArgs> for crate::plan::Request {
     fn from(s: &SelectArgs) -> Self {
         crate::plan::Request {
-            model: s.model.clone(),
+            // AIM_ID alone: it is also the model served.
+            model: s
+                .model
+                .clone()
+                .filter(|m| !m.trim().is_empty())
+                .or_else(|| s.aim_id.clone()),
             gpu_count: s.gpu_count,
             precision: s.precision,
             backend: s.backend,
@@ -480,8 +561,75 @@ impl From<&SelectArgs> for crate::plan::Request {
             engine_port: s.engine_port,
             revision: s.revision.clone(),
             size_from_hub: s.size_from_hub,
+            aim_id: s.aim_id.clone(),
+            no_general_fallback: !s.allow_general_fallback,
+            engine_flags: s.engine_flags.clone(),
+            served_name: s.served_model_name.clone(),
         }
     }
+}
+
+/// clap's message for a bad value that came from an environment variable, naming the
+/// variable: clap names the flag (`invalid value 'fp9' for '--precision <PRECISION>'`) even
+/// when the value was `AIM_PRECISION=fp9`. The value came from the variable when the variable
+/// holds it and the command line does not give the flag (or, for MODEL and GPU_COUNT, the
+/// value). None: not such an error, or the value is the command line's.
+pub fn env_named_error(
+    e: &clap::Error,
+    argv: &[OsString],
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let text = |k| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let shown = text(ContextKind::InvalidArg)?;
+    let value = text(ContextKind::InvalidValue)?;
+    let mut cmd = Cli::command();
+    // Rendering an argument needs the built command (its value counts).
+    cmd.build();
+    let mut cmds = vec![&cmd];
+    cmds.extend(cmd.get_subcommands());
+    let arg = cmds
+        .iter()
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.to_string() == shown)?;
+    let var = arg.get_env()?.to_str()?;
+    if env(var).as_deref() != Some(value.as_str()) {
+        return None;
+    }
+    let words: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let on_command_line = match arg.get_long() {
+        Some(long) => {
+            let flag = format!("--{long}");
+            words
+                .iter()
+                .any(|w| *w == flag || w.starts_with(&format!("{flag}=")))
+        }
+        None => words.iter().skip(1).any(|w| *w == value),
+    };
+    if on_command_line {
+        return None;
+    }
+    let what = match arg.get_long() {
+        Some(long) => format!("--{long}"),
+        None => arg.get_id().as_str().to_ascii_uppercase(),
+    };
+    Some(e.render().to_string().replace(
+        &format!("'{shown}'"),
+        &format!("{var} (the variable of {what})"),
+    ))
 }
 
 /// Inserts `serve` when the first positional argument is not a subcommand, so that
@@ -530,6 +678,28 @@ pub fn with_default_subcommand(args: Vec<OsString>) -> Vec<OsString> {
     args
 }
 
+/// [`with_default_subcommand`], and with no subcommand and no MODEL at all, `serve` when the
+/// environment names the model (`model_in_env`: AIM_MODEL_ID or AIM_ID set, as AIM's images
+/// do, whose entry point serves by default), as the first argument.
+pub fn with_default_command(args: Vec<OsString>, model_in_env: bool) -> Vec<OsString> {
+    let named = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy())
+        .take_while(|a| a != "--")
+        .any(|a| {
+            Command::NAMES.contains(&a.as_ref())
+                || ["-h", "--help", "-V", "--version"].contains(&a.as_ref())
+        });
+    if !model_in_env || named {
+        return with_default_subcommand(args);
+    }
+    // First: the global flags work after it, serve's own (`--port`) only after it.
+    let mut out = args;
+    out.insert(1.min(out.len()), OsString::from("serve"));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,6 +744,188 @@ mod tests {
                 v(want),
                 "input {input:?}"
             );
+        }
+    }
+
+    /// AIM_LOG_LEVEL wins; AIM_LOG_LEVEL_ROOT stands in when it is unset; AIM's Python
+    /// names map to tracing levels (the operator's discovery job sets both to CRITICAL).
+    #[test]
+    fn log_level_and_log_level_root() {
+        let parse = |env: &[(&str, &str)]| {
+            let mut argv = vec!["aim-engine".to_string()];
+            for (k, v) in env {
+                argv.push(format!("--{k}={v}"));
+            }
+            argv.push("gpus".into());
+            Cli::try_parse_from(argv)
+                .expect("parses")
+                .global
+                .log_filter()
+        };
+        assert_eq!(parse(&[]), "info");
+        assert_eq!(parse(&[("log-level-root", "CRITICAL")]), "error");
+        assert_eq!(
+            parse(&[("log-level-root", "CRITICAL"), ("log-level", "DEBUG")]),
+            "debug"
+        );
+        assert_eq!(parse(&[("log-level", "WARNING")]), "warn");
+        assert_eq!(
+            parse(&[("log-level", "aim_engine=debug")]),
+            "aim_engine=debug"
+        );
+        assert_eq!(
+            parse(&[("log-level", " "), ("log-level-root", "info")]),
+            "info"
+        );
+        let _ = Cli::try_parse_from(["aim-engine", "list-profiles", "--format", "table"])
+            .expect("list-profiles is recipes; table is text");
+    }
+
+    /// A bad value from a variable is reported under the variable's name; the same value on
+    /// the command line is reported under the flag, as clap does.
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let check = |argv: &[&str], pairs: &'static [(&'static str, &'static str)]| {
+            let argv = v(argv);
+            // What clap sees: the variables' values as the flags' values.
+            let mut with = argv.clone();
+            for (k, val) in pairs {
+                let flag = match *k {
+                    "AIM_PRECISION" => "--precision",
+                    "AIM_LOG_FORMAT" => "--log-format",
+                    _ => "",
+                };
+                if !flag.is_empty() && !argv.iter().any(|a| a.to_string_lossy() == flag) {
+                    with.push(OsString::from(format!("{flag}={val}")));
+                }
+            }
+            let e = Cli::try_parse_from(&with).expect_err("bad value");
+            env_named_error(&e, &argv, env(pairs))
+        };
+        let m = check(
+            &["aim-engine", "plan", "Qwen/Qwen3-32B"],
+            &[("AIM_PRECISION", "fp9")],
+        )
+        .expect("names the variable");
+        assert!(
+            m.contains("invalid value 'fp9' for AIM_PRECISION (the variable of --precision)"),
+            "{m}"
+        );
+        assert!(!m.contains("'--precision"), "{m}");
+        let m = check(&["aim-engine", "gpus"], &[("AIM_LOG_FORMAT", "xml")]).expect("names it");
+        assert!(
+            m.contains("AIM_LOG_FORMAT (the variable of --log-format)"),
+            "{m}"
+        );
+        // Given on the command line: clap's own message stands.
+        assert!(
+            check(
+                &["aim-engine", "plan", "Qwen/Qwen3-32B", "--precision", "fp9"],
+                &[("AIM_PRECISION", "fp9")]
+            )
+            .is_none()
+        );
+        // GPU_COUNT, a positional, from AIM_GPU_COUNT.
+        let e = Cli::try_parse_from(["aim-engine", "plan", "Qwen/Qwen3-32B", "many"]).unwrap_err();
+        let m = env_named_error(
+            &e,
+            &v(&["aim-engine", "plan", "Qwen/Qwen3-32B"]),
+            env(&[("AIM_GPU_COUNT", "many")]),
+        )
+        .expect("names AIM_GPU_COUNT");
+        assert!(
+            m.contains("AIM_GPU_COUNT (the variable of GPU_COUNT)"),
+            "{m}"
+        );
+    }
+
+    /// `download-to-cache` as AIM's images call it: `--model-id hf://org/name`, or nothing
+    /// with AIM_ID set.
+    #[test]
+    fn download_to_cache_takes_model_id_or_aim_id() {
+        let model = |argv: &[&str]| match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Download(a) => a.model().map(str::to_string),
+            _ => panic!("not download"),
+        };
+        assert_eq!(
+            model(&[
+                "aim-engine",
+                "download-to-cache",
+                "--model-id",
+                "hf://Qwen/Qwen3-8B"
+            ])
+            .as_deref(),
+            Some("hf://Qwen/Qwen3-8B")
+        );
+        assert_eq!(
+            model(&[
+                "aim-engine",
+                "download-to-cache",
+                "--aim-id",
+                "Qwen/Qwen3-32B"
+            ])
+            .as_deref(),
+            Some("Qwen/Qwen3-32B")
+        );
+        assert_eq!(
+            model(&[
+                "aim-engine",
+                "download",
+                "a/b",
+                "--aim-id",
+                "Qwen/Qwen3-32B"
+            ])
+            .as_deref(),
+            Some("a/b")
+        );
+    }
+
+    /// No arguments with AIM_ID / AIM_MODEL_ID set: `serve`, as AIM's entry point does.
+    #[test]
+    fn no_arguments_serve_the_model_of_the_environment() {
+        let cases: &[(&[&str], bool, &[&str])] = &[
+            (&["aim-engine"], true, &["aim-engine", "serve"]),
+            (&["aim-engine"], false, &["aim-engine"]),
+            (
+                &[
+                    "aim-engine",
+                    "--root",
+                    "/x",
+                    "--port",
+                    "9",
+                    "--",
+                    "--enforce-eager",
+                ],
+                true,
+                &[
+                    "aim-engine",
+                    "serve",
+                    "--root",
+                    "/x",
+                    "--port",
+                    "9",
+                    "--",
+                    "--enforce-eager",
+                ],
+            ),
+            (&["aim-engine", "gpus"], true, &["aim-engine", "gpus"]),
+            (&["aim-engine", "--help"], true, &["aim-engine", "--help"]),
+            (
+                &["aim-engine", "m/n"],
+                true,
+                &["aim-engine", "serve", "m/n"],
+            ),
+        ];
+        for (input, env, want) in cases {
+            assert_eq!(with_default_command(v(input), *env), v(want), "{input:?}");
         }
     }
 

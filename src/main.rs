@@ -6,8 +6,11 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = cli::with_default_subcommand(std::env::args_os().collect());
-    let cli = match cli::Cli::try_parse_from(args) {
+    let model_in_env = ["AIM_MODEL_ID", "AIM_ID"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+    let args = cli::with_default_command(std::env::args_os().collect(), model_in_env);
+    let cli = match cli::Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             // --help and --version are not errors.
@@ -16,7 +19,15 @@ fn main() -> ExitCode {
             } else {
                 exit::OK
             };
-            let _ = e.print();
+            // A bad value from an AIM_* variable is named by the variable, not the flag.
+            match cli::env_named_error(&e, &args, |k| std::env::var(k).ok()) {
+                Some(message) => {
+                    let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
+                }
+                None => {
+                    let _ = e.print();
+                }
+            }
             return ExitCode::from(code);
         }
     };
@@ -52,7 +63,7 @@ fn prints_only(cli: &cli::Cli) -> bool {
 
 fn init_logging(g: &cli::GlobalArgs) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&g.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(g.log_filter()).unwrap_or_else(|_| EnvFilter::new("info"));
     logging::set_capacity(g.log_buffer);
     // Bounded and non-blocking (`logging`); tracing's own complaint about a failed write would
     // go to stderr with eprintln! and panic there.

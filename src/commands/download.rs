@@ -19,7 +19,12 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 
 /// The options for `repo` from the command line and the environment.
 pub fn options(a: &DownloadArgs) -> anyhow::Result<Options> {
-    let repo = match parse_model_id(&a.model).map_err(|e| usage(e.to_string()))? {
+    let Some(model) = a.model() else {
+        return Err(usage(
+            "no model given: pass MODEL (e.g. `Qwen/Qwen3-32B`), --model-id, or set AIM_MODEL_ID or AIM_ID",
+        ));
+    };
+    let repo = match parse_model_id(model).map_err(|e| usage(e.to_string()))? {
         ModelRef::Hub(id) => id,
         ModelRef::Local(p) => {
             return Err(usage(format!(

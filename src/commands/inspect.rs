@@ -206,7 +206,10 @@ pub fn dry_run(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
 fn dry_run_json(p: &Planned, select: &SelectArgs) -> anyhow::Result<Value> {
     let s = &p.sources[0];
     let mut args = s.recipe.engine_args.clone();
-    for (k, v) in resolve::parse_engine_args(select.engine_args.as_deref()).map_err(exit_error)? {
+    let user = resolve::user_engine_args(&plan::Request::from(select))
+        .map_err(exit_error)?
+        .0;
+    for (k, v) in user {
         args.insert(k, v);
     }
     let filename = match &s.path {
@@ -224,14 +227,20 @@ fn dry_run_json(p: &Planned, select: &SelectArgs) -> anyhow::Result<Value> {
     let size_gb = p
         .weight_bytes
         .map(|b| (b as f64 / 1e9 * 10.0).round() / 10.0);
+    let mut profile = json!({
+        "model": p.plan.model,
+        "metadata": s.recipe.metadata,
+        "engine_args": args,
+        "env_vars": s.recipe.env_vars,
+    });
+    // AIM's operator reads `quantized_model`: the checkpoint loaded in place of the model
+    // (a recipe's pre-quantized `model_id`, or MODEL under AIM_ID); absent when the same.
+    if s.checkpoint != p.plan.model {
+        profile["quantized_model"] = json!(s.checkpoint);
+    }
     Ok(json!([{
         "filename": filename,
-        "profile": {
-            "model": s.checkpoint,
-            "metadata": s.recipe.metadata,
-            "engine_args": args,
-            "env_vars": s.recipe.env_vars,
-        },
+        "profile": profile,
         "models": [{ "name": s.checkpoint, "source": source, "size_gb": size_gb }],
     }]))
 }

@@ -19,6 +19,7 @@ mod argv;
 mod classify;
 mod flags;
 mod table;
+mod trailing;
 mod version;
 
 pub use argv::{
@@ -325,6 +326,8 @@ pub fn version_probe(engine: Engine, launcher: Option<&str>) -> Option<Vec<Strin
 pub fn parse_version_output(output: &str) -> Option<String> {
     version::parse_output(output)
 }
+
+pub use trailing::{TrailingError, parse_trailing_flags};
 
 #[cfg(test)]
 mod tests {

@@ -104,8 +104,20 @@ pub fn explicit_settings(select: &Request) -> Vec<(String, String)> {
     if let Some(m) = &select.gpu_model {
         env.push(("AIM_GPU_MODEL".to_string(), m.clone()));
     }
-    if let Some(j) = &select.engine_args {
+    if !select.engine_flags.is_empty() {
+        // The flags after `--` travel merged into the JSON (they win over it).
+        if let Ok((args, _)) = crate::plan::resolve::user_engine_args(select) {
+            let map: serde_json::Map<String, serde_json::Value> = args.into_iter().collect();
+            env.push((
+                "AIM_ENGINE_ARGS".to_string(),
+                serde_json::Value::Object(map).to_string(),
+            ));
+        }
+    } else if let Some(j) = &select.engine_args {
         env.push(("AIM_ENGINE_ARGS".to_string(), j.clone()));
+    }
+    if let Some(n) = &select.served_name {
+        env.push(("AIM_CUSTOM_MODEL_NAME".to_string(), n.clone()));
     }
     if let Some(p) = select.engine_port {
         env.push(("AIM_ENGINE_PORT".to_string(), p.to_string()));
@@ -188,6 +200,10 @@ mod tests {
             engine_port: None,
             revision: None,
             size_from_hub: false,
+            aim_id: None,
+            no_general_fallback: false,
+            engine_flags: Vec::new(),
+            served_name: None,
         }
     }
 

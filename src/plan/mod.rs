@@ -12,14 +12,19 @@
 //! - `generate`: generated defaults when no recipe fits.
 //! - `choose`: the decision (`decide`), the launches and the "what would fit" hint.
 //! - `error`: why planning failed, as data (`PlanError`).
+//! - `aim`: what AIM's containers ask of planning (AIM_ID, the general fallback switch, the
+//!   custom served name, AIM's custom profile ids, the engine flags after `--`).
+//! - `names`: the names a launch is served under (AIM's model id + aim id, the custom name).
 //! - `resolve`: the IO shell that gathers a `PlanInput` from the machine and the request.
 
+mod aim;
 mod assess;
 mod choose;
 mod error;
 mod fit;
 mod generate;
 mod gpus;
+mod names;
 pub mod resolve;
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,11 @@
 //! Failures are `ResolveError`s; each says which exit status it ends the process with (usage
 //! errors -> exit::USAGE, nothing fits -> exit::NO_FIT).
 
+pub use super::aim::user_engine_args;
+use super::aim::{
+    aim_of, aim_profile_id, checkpoint_text, general_off, general_off_note, mark_general_off,
+    served_name_of,
+};
 use super::{Launchers, Plan, PlanError, PlanInput, Planned, RecipeVerdict, Want};
 use crate::download::{self, DownloadError};
 use crate::engine::EngineVersions;
@@ -52,6 +57,18 @@ pub struct Request {
     pub revision: Option<String>,
     /// `--size-from-hub`: size a model the cache lacks from the Hub's file listing.
     pub size_from_hub: bool,
+    /// AIM_ID (AIM's per-model images): the model whose recipe folder is read and whose
+    /// name clients use; also the checkpoint when `model` is not given (`model`, from MODEL
+    /// or AIM_MODEL_ID, is then the checkpoint served instead).
+    pub aim_id: Option<String>,
+    /// AIM_ALLOW_GENERAL_PROFILE_FALLBACK=false: general recipes are used only when asked for
+    /// by `--recipe`.
+    pub no_general_fallback: bool,
+    /// Engine flags after `--` (`-- --max-model-len 8192 --enforce-eager`), merged over
+    /// `engine_args`.
+    pub engine_flags: Vec<String>,
+    /// AIM_CUSTOM_MODEL_NAME / `--served-model-name`: the name clients use.
+    pub served_name: Option<String>,
 }
 
 /// Why no plan could be made for a request on this machine.
@@ -93,6 +110,18 @@ pub enum ResolveError {
         revision: String,
         engine_args: Value,
     },
+    #[error(
+        "engine flags after `--`: {0}; write them as the engine takes them, e.g. `-- --max-model-len 8192 --enforce-eager`"
+    )]
+    EngineFlags(String),
+    #[error(
+        "AIM_ID `{0}` must be a Hugging Face id (`org/name`): it names the model's recipe folder"
+    )]
+    AimId(String),
+    #[error(
+        "--served-model-name / AIM_CUSTOM_MODEL_NAME `{0}` cannot start with `-` (the engine would read it as a flag)"
+    )]
+    ServedName(String),
     #[error(transparent)]
     Plan(#[from] PlanError),
 }
@@ -117,6 +146,9 @@ impl ResolveError {
             | ResolveError::ModelId(_)
             | ResolveError::NoLocalFolder(_)
             | ResolveError::EngineArgs(_)
+            | ResolveError::EngineFlags(_)
+            | ResolveError::AimId(_)
+            | ResolveError::ServedName(_)
             | ResolveError::Revision(_)
             | ResolveError::RevisionOfFolder { .. }
             | ResolveError::RevisionsDisagree { .. }
@@ -346,15 +378,34 @@ pub fn plan_sized(
     hub: HubSizing<'_>,
     versions: &EngineVersions,
 ) -> Result<Planned, ResolveError> {
-    let model_text = select.model.as_deref().ok_or(ResolveError::NoModel)?;
-    let model_ref = validated_model(model_text)?;
+    let aim = aim_of(select)?;
+    let model_ref = validated_model(checkpoint_text(select)?)?;
     let want = want_of(select);
-    let mut user_args = parse_engine_args(select.engine_args.as_deref())?;
+    let (mut user_args, mut notes) = user_engine_args(select)?;
     let revision = revision_of(select)?;
     if let Some(r) = &revision {
         with_revision(&model_ref, r, &mut user_args)?;
     }
-    let recipes = load::load_for_model(&search_path(g), model_ref.hub_id())?;
+    let checkpoint = model_ref.name();
+    // AIM_ID's folder; MODEL's own when there is no AIM_ID.
+    let asked = aim
+        .as_ref()
+        .map_or_else(|| checkpoint.clone(), ModelRef::name);
+    let folder = aim.as_ref().map_or(model_ref.hub_id(), ModelRef::hub_id);
+    let mut recipes = load::load_for_model(&search_path(g), folder)?;
+    if asked != checkpoint {
+        // MODEL / AIM_MODEL_ID overrides the checkpoint of AIM_ID's recipes.
+        for r in recipes
+            .iter_mut()
+            .filter(|r| r.recipe.for_model().is_some())
+        {
+            r.recipe.model_id = Some(checkpoint.clone());
+        }
+        notes.push(format!(
+            "recipes of AIM_ID {asked}, serving the checkpoint {checkpoint} (MODEL / AIM_MODEL_ID)"
+        ));
+    }
+    let general_off = general_off(select, &mut recipes);
     let facts = facts_of(&model_ref, revision.as_deref(), select, hub);
     let launchers = Launchers {
         vllm: env_nonempty("AIM_VLLM_COMMAND"),
@@ -371,10 +422,9 @@ pub fn plan_sized(
         return Err(ResolveError::SamePorts(public_port));
     }
     // `hf://org/name` (AIM's spelling) is served, matched and loaded as `org/name`.
-    let checkpoint = model_ref.name();
     let input = PlanInput {
         topology,
-        model: &checkpoint,
+        model: &asked,
         checkpoint: &checkpoint,
         facts: &facts,
         recipes: &recipes,
@@ -383,7 +433,16 @@ pub fn plan_sized(
         launchers: &launchers,
         engine_port,
     };
-    Ok(super::decide(&input)?)
+    let mut p = super::decide(&input)?;
+    let custom = served_name_of(select)?;
+    super::names::serve_under_all_names(&mut p, custom.as_deref());
+    mark_general_off(&mut p.verdicts, &general_off);
+    if !general_off.is_empty() {
+        notes.push(general_off_note(general_off.len()));
+    }
+    let at = p.plan.reasons.len().min(1);
+    p.plan.reasons.splice(at..at, notes);
+    Ok(p)
 }
 
 /// Every recipe's verdict on this host (`recipes [MODEL]`), with the served model name when
@@ -395,24 +454,26 @@ pub fn verdicts_on(
 ) -> Result<(Vec<RecipeVerdict>, Option<String>), ResolveError> {
     let sp = search_path(g);
     let want = want_of(select);
-    Ok(match select.model.as_deref() {
+    let aim = aim_of(select)?;
+    Ok(match checkpoint_text(select).ok() {
         Some(text) => {
             let m = validated_model(text)?;
-            let recipes = load::load_for_model(&sp, m.hub_id())?;
+            let folder = aim.as_ref().map_or(m.hub_id(), ModelRef::hub_id);
+            let mut recipes = load::load_for_model(&sp, folder)?;
+            let off = general_off(select, &mut recipes);
             let revision = revision_of(select)?;
             let facts = facts_of(&m, revision.as_deref(), select, HubSizing::FromArgs);
-            let name = m.name();
-            (
-                super::assess_all(topology, Some(&name), Some(&facts), &recipes, &want),
-                Some(name),
-            )
+            let name = aim.as_ref().map_or_else(|| m.name(), ModelRef::name);
+            let mut rows = super::assess_all(topology, Some(&name), Some(&facts), &recipes, &want);
+            mark_general_off(&mut rows, &off);
+            (rows, Some(name))
         }
         None => {
-            let recipes = load::load_all(&sp)?;
-            (
-                super::assess_all(topology, None, None, &recipes, &want),
-                None,
-            )
+            let mut recipes = load::load_all(&sp)?;
+            let off = general_off(select, &mut recipes);
+            let mut rows = super::assess_all(topology, None, None, &recipes, &want);
+            mark_general_off(&mut rows, &off);
+            (rows, None)
         }
     })
 }
@@ -531,7 +592,11 @@ fn want_of(s: &Request) -> Want {
         precision: s.precision.get(),
         engine: s.backend.get(),
         metric: s.metric.get(),
-        recipe: s.recipe.clone().filter(|r| !r.trim().is_empty()),
+        recipe: s
+            .recipe
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+            .map(aim_profile_id),
         gpu_model: s
             .gpu_model
             .clone()
@@ -622,6 +687,10 @@ mod tests {
             engine_port: None,
             revision: None,
             size_from_hub: false,
+            aim_id: None,
+            no_general_fallback: false,
+            engine_flags: Vec::new(),
+            served_name: None,
         }
     }
 

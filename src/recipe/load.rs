@@ -1,10 +1,16 @@
 //! Reading recipe files: the only file access of the recipe module.
 //!
 //! Search path, in priority order: every `--recipes-dir` (AIM_RECIPES_DIR) as given, then the
-//! built-in folder. In each folder a launch reads only `<org>/<model>/*.yaml` (the model's own
-//! recipes) and `general/*.yaml`; an extra folder's top-level `*.yaml` files are read too, so a
-//! user can drop a single file there. Nothing else is listed, so start-up cost does not grow
-//! with the size of the catalogue.
+//! built-in folder. In each folder a launch reads first `custom/<org>/<model>/*.yaml` and
+//! `custom/general/*.yaml` (AIM searches `<base>/custom` before the rest of a base), then
+//! `<org>/<model>/*.yaml` (the model's own recipes) and `general/*.yaml`; an extra folder's
+//! top-level `*.yaml` files are read too, so a user can drop a single file there. Nothing else
+//! is listed, so start-up cost does not grow with the size of the catalogue.
+//!
+//! A custom recipe has the id of the file it stands beside (`vllm-mi300x-bf16-tp4-latency`,
+//! `general/<stem>`), so `custom/Qwen/Qwen3-32B/vllm-mi300x-bf16-tp4-latency.yaml` overrides the
+//! base's own file of that name (shadowing it), and ranks before the base's other recipes:
+//! each base takes two priorities, custom (2i) then the rest (2i+1).
 //!
 //! The built-in folder is the first of: `--builtin-recipes` / AIM_BUILTIN_RECIPES,
 //! `<exe dir>/../share/aim-engine/recipes`, `/opt/aim-engine/recipes`, the source tree's
@@ -23,17 +29,21 @@ pub struct SearchPath {
     pub builtin: Option<PathBuf>,
 }
 
+/// The folder under each base that is searched before the rest of it.
+pub const CUSTOM: &str = "custom";
+
 impl SearchPath {
-    /// (priority, folder, is-built-in) in search order.
+    /// (priority of the base's own recipes, folder, is-built-in) in search order; the base's
+    /// `custom/` has the priority just before it.
     fn roots(&self) -> Vec<(usize, &Path, bool)> {
         let mut v: Vec<(usize, &Path, bool)> = self
             .extra
             .iter()
             .enumerate()
-            .map(|(i, p)| (i, p.as_path(), false))
+            .map(|(i, p)| (2 * i + 1, p.as_path(), false))
             .collect();
         if let Some(b) = &self.builtin {
-            v.push((self.extra.len(), b.as_path(), true));
+            v.push((2 * self.extra.len() + 1, b.as_path(), true));
         }
         v
     }
@@ -171,18 +181,33 @@ pub fn load_for_model(
         if !builtin {
             check_extra(root)?;
         }
+        let custom = Origin {
+            priority: priority - 1,
+            builtin,
+        };
+        load_model_and_general(&root.join(CUSTOM), hub_id, &custom, &mut out)?;
         let origin = Origin { priority, builtin };
-        if let Some(dir) = hub_id.and_then(|id| model_dir(root, id)) {
-            for f in yaml_files(&dir)? {
-                out.push(read_one(&f, stem(&f), origin.clone())?);
-            }
-        }
-        load_general(root, &origin, &mut out)?;
+        load_model_and_general(root, hub_id, &origin, &mut out)?;
         if !builtin {
             load_top_level(root, &origin, &mut out)?;
         }
     }
     Ok(out)
+}
+
+/// `<root>/<org>/<model>/*.yaml` (when `hub_id` is given) then `<root>/general/*.yaml`.
+fn load_model_and_general(
+    root: &Path,
+    hub_id: Option<&str>,
+    origin: &Origin,
+    out: &mut Vec<LoadedRecipe>,
+) -> Result<(), RecipeError> {
+    if let Some(dir) = hub_id.and_then(|id| model_dir(root, id)) {
+        for f in yaml_files(&dir)? {
+            out.push(read_one(&f, stem(&f), origin.clone())?);
+        }
+    }
+    load_general(root, origin, out)
 }
 
 /// Every recipe on the search path (for `recipes` without a model; walks the whole catalogue).
@@ -192,40 +217,59 @@ pub fn load_all(sp: &SearchPath) -> Result<Vec<LoadedRecipe>, RecipeError> {
         if !builtin {
             check_extra(root)?;
         }
-        let origin = Origin { priority, builtin };
-        let mut orgs: Vec<PathBuf> = match fs::read_dir(root) {
-            Ok(rd) => rd
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_error(root, "cannot list recipe folder", &e)),
+        let custom = Origin {
+            priority: priority - 1,
+            builtin,
         };
-        orgs.sort();
-        for org in orgs {
-            if org.file_name().is_some_and(|n| n == "general") {
-                continue;
-            }
-            let mut models: Vec<PathBuf> = fs::read_dir(&org)
-                .map_err(|e| io_error(&org, "cannot list recipe folder", &e))?
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
-                .collect();
-            models.sort();
-            for m in models {
-                for f in yaml_files(&m)? {
-                    out.push(read_one(&f, stem(&f), origin.clone())?);
-                }
-            }
-        }
+        load_every_model(&root.join(CUSTOM), &custom, &mut out)?;
+        load_general(&root.join(CUSTOM), &custom, &mut out)?;
+        let origin = Origin { priority, builtin };
+        load_every_model(root, &origin, &mut out)?;
         load_general(root, &origin, &mut out)?;
         if !builtin {
             load_top_level(root, &origin, &mut out)?;
         }
     }
     Ok(out)
+}
+
+/// Every `<root>/<org>/<model>/*.yaml` (not `general/` or `custom/`).
+fn load_every_model(
+    root: &Path,
+    origin: &Origin,
+    out: &mut Vec<LoadedRecipe>,
+) -> Result<(), RecipeError> {
+    let mut orgs: Vec<PathBuf> = match fs::read_dir(root) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io_error(root, "cannot list recipe folder", &e)),
+    };
+    orgs.sort();
+    for org in orgs {
+        if org
+            .file_name()
+            .is_some_and(|n| n == "general" || n == CUSTOM)
+        {
+            continue;
+        }
+        let mut models: Vec<PathBuf> = fs::read_dir(&org)
+            .map_err(|e| io_error(&org, "cannot list recipe folder", &e))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        models.sort();
+        for m in models {
+            for f in yaml_files(&m)? {
+                out.push(read_one(&f, stem(&f), origin.clone())?);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -298,11 +342,11 @@ mod tests {
         assert_eq!(
             ids,
             vec![
-                ("vllm-mi300x-bf16-tp4-latency", 0),
-                ("general/mine", 0),
-                ("vllm-mi300x-bf16-tp1-latency", 1),
                 ("vllm-mi300x-bf16-tp4-latency", 1),
-                ("general/vllm-mi300x-bf16-tp8-latency", 1),
+                ("general/mine", 1),
+                ("vllm-mi300x-bf16-tp1-latency", 3),
+                ("vllm-mi300x-bf16-tp4-latency", 3),
+                ("general/vllm-mi300x-bf16-tp8-latency", 3),
             ]
         );
         // Local model: general ones only.
@@ -312,6 +356,75 @@ mod tests {
         let err = load_all(&sp).unwrap_err();
         assert!(err.path.ends_with("other/Broken/x.yaml"), "{err}");
         assert_eq!(err.line, Some(1));
+    }
+
+    /// AIM's order within a base: `custom/` (its model folder and its general/) before the
+    /// base's own recipes, in the built-in folder and in every --recipes-dir alike; a custom
+    /// file has the id of the file it stands beside, so it comes first and shadows that one.
+    #[test]
+    fn custom_is_searched_first_under_each_base() {
+        let builtin = tempfile::tempdir().unwrap();
+        let extra = tempfile::tempdir().unwrap();
+        let (b, x) = (builtin.path(), extra.path());
+        let q = Some("Qwen/Qwen3-32B");
+        write(
+            b,
+            "Qwen/Qwen3-32B/vllm-mi300x-bf16-tp4-latency.yaml",
+            &recipe(q, 4),
+        );
+        write(
+            b,
+            "custom/Qwen/Qwen3-32B/vllm-mi300x-bf16-tp4-latency.yaml",
+            &recipe(q, 4),
+        );
+        write(
+            b,
+            "custom/general/vllm-mi300x-bf16-tp2-latency.yaml",
+            &recipe(None, 2),
+        );
+        write(
+            b,
+            "custom/Qwen/Qwen3-8B/vllm-mi300x-bf16-tp1-latency.yaml",
+            &recipe(Some("Qwen/Qwen3-8B"), 1),
+        );
+        write(
+            x,
+            "custom/Qwen/Qwen3-32B/vllm-mi300x-bf16-tp1-latency.yaml",
+            &recipe(q, 1),
+        );
+        write(
+            x,
+            "Qwen/Qwen3-32B/vllm-mi300x-bf16-tp8-latency.yaml",
+            &recipe(q, 8),
+        );
+        let sp = SearchPath {
+            extra: vec![x.to_path_buf()],
+            builtin: Some(b.to_path_buf()),
+        };
+        let got = load_for_model(&sp, Some("Qwen/Qwen3-32B")).unwrap();
+        let ids: Vec<(&str, usize, bool)> = got
+            .iter()
+            .map(|r| {
+                let custom = r.path.components().any(|c| c.as_os_str() == CUSTOM);
+                (r.id.as_str(), r.origin.priority, custom)
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                ("vllm-mi300x-bf16-tp1-latency", 0, true),
+                ("vllm-mi300x-bf16-tp8-latency", 1, false),
+                ("vllm-mi300x-bf16-tp4-latency", 2, true),
+                ("general/vllm-mi300x-bf16-tp2-latency", 2, true),
+                ("vllm-mi300x-bf16-tp4-latency", 3, false),
+            ]
+        );
+        // The whole catalogue: custom first per base, and custom/ is no organisation.
+        let all = load_all(&sp).unwrap();
+        assert_eq!(all.len(), 6, "{all:?}");
+        assert!(all.iter().all(|r| r.recipe.for_model() != Some("general")));
+        assert_eq!(all[0].origin.priority, 0);
+        assert!(all[0].path.starts_with(x.join("custom")));
     }
 
     #[test]

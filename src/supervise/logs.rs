@@ -110,6 +110,9 @@ pub fn lock(r: &SharedRing) -> std::sync::MutexGuard<'_, Ring> {
 pub enum Sink {
     Stdout,
     Stderr,
+    /// Kept in the ring only (a helper's output that is not the engine's log, e.g. the
+    /// version probe's traceback when the engine is not installed).
+    Discard,
 }
 
 /// Copies `src` to our `sink` unchanged and into `ring` until EOF; `done` fires at EOF.
@@ -135,6 +138,7 @@ pub fn start_copy<R: Read + Send + 'static>(
                             match sink {
                                 Sink::Stdout => crate::logging::stdout().send(chunk.to_vec()),
                                 Sink::Stderr => crate::logging::stderr().send(chunk.to_vec()),
+                                Sink::Discard => {}
                             }
                             lock(&ring).push(chunk);
                         }

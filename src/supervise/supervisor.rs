@@ -533,13 +533,15 @@ impl Supervisor {
                     })
             });
         }
-        if let Some(stderr) = sp.child.stderr.take() {
-            let _ = logs::start_copy(
-                stderr,
-                Sink::Stderr,
-                Arc::new(Mutex::new(logs::Ring::new(1))),
-            );
-        }
+        // The probe's stderr is not the engine's log: an engine that is not installed answers
+        // with a Python traceback, which must not come before our own message. Its last line
+        // goes to the debug log.
+        let err_tail = Arc::new(Mutex::new(logs::Ring::new(1)));
+        let err_done = sp
+            .child
+            .stderr
+            .take()
+            .and_then(|stderr| logs::start_copy(stderr, Sink::Discard, err_tail.clone()).ok());
         let pid = sp.pid;
         let status = tokio::time::timeout(VERSION_PROBE_TIMEOUT, &mut sp.exit).await;
         if status.is_err() {
@@ -550,6 +552,12 @@ impl Supervisor {
         }
         tree::kill_tree(&self.reaper, Some(pid), SWEEP_LIMIT).await;
         let _ = tokio::time::timeout(LOG_DRAIN, rx).await;
+        if let Some(done) = err_done {
+            let _ = tokio::time::timeout(LOG_DRAIN, done).await;
+        }
+        if let Some(last) = logs::lock(&err_tail).last_line() {
+            tracing::debug!("version probe `{}` said on stderr: {last}", argv.join(" "));
+        }
         let text =
             String::from_utf8_lossy(&out.lock().unwrap_or_else(|p| p.into_inner())).to_string();
         match status {

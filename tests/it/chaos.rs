@@ -644,8 +644,10 @@ fn run_one(seed: u64, s: &Scenario, launches: usize) -> Result<String, String> {
 
 #[test]
 fn chaos_random_fault_sequences_as_pid1() {
-    if std::env::var("AIM_TEST_PRIVILEGED").as_deref() != Ok("1") {
-        eprintln!("skipped: set AIM_TEST_PRIVILEGED=1 (needs root and PID namespaces)");
+    if !crate::support::privileged_or_skip(
+        "chaos_random_fault_sequences_as_pid1",
+        "root and PID namespaces",
+    ) {
         return;
     }
     let runs: u64 = std::env::var("AIM_CHAOS_RUNS")

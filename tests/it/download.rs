@@ -1039,11 +1039,10 @@ fn serve_with_a_gated_model_fails_in_the_download_phase_with_the_fix() {
 
 #[test]
 fn the_disk_check_reads_the_real_free_space_of_a_small_filesystem() {
-    if std::env::var("AIM_TEST_PRIVILEGED").as_deref() != Ok("1") {
-        eprintln!(
-            "SKIPPED the_disk_check_reads_the_real_free_space_of_a_small_filesystem: needs root \
-             to mount a tmpfs in a new mount namespace; set AIM_TEST_PRIVILEGED=1 to run it"
-        );
+    if !crate::support::privileged_or_skip(
+        "the_disk_check_reads_the_real_free_space_of_a_small_filesystem",
+        "root to mount a tmpfs in a new mount namespace",
+    ) {
         return;
     }
     let files = tiny_repo(400_000);

@@ -720,3 +720,385 @@ fn plan_uses_the_given_else_the_installed_engine_version() {
     let p = plan_with(&[("AIM_VLLM_COMMAND", "/bin/true")]);
     assert!(reasons(&p).contains("the newest pinned table"), "{p}");
 }
+
+fn argv_of(v: &Value) -> Vec<String> {
+    v["command"]["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The words after `--served-model-name` (up to the next flag).
+fn served_names(argv: &[String]) -> Vec<String> {
+    let at = argv
+        .iter()
+        .position(|a| a == "--served-model-name")
+        .expect("--served-model-name");
+    argv[at + 1..]
+        .iter()
+        .take_while(|a| !a.starts_with("--"))
+        .cloned()
+        .collect()
+}
+
+/// AIM_ID alone (AIM's per-model images) selects the recipe folder and the model; MODEL /
+/// AIM_MODEL_ID beside it overrides the checkpoint; the engine answers to both names on vLLM
+/// (`--served-model-name <model id> <aim id>`, as AIM runs it), and dry-run says
+/// `quantized_model`.
+#[test]
+fn aim_id_selects_the_folder_and_aim_model_id_the_checkpoint() {
+    let hf = tempfile::tempdir().unwrap();
+    let c = || cmd(MI300X, hf.path()).env("AIM_ID", "Qwen/Qwen3-32B");
+    let v = json(&run(c(), &["plan", "--format", "json"]));
+    assert_eq!(v["model"], "Qwen/Qwen3-32B");
+    assert_eq!(v["recipe"]["id"], "vllm-mi300x-bf16-tp4-latency");
+    let argv = argv_of(&v);
+    assert_eq!(served_names(&argv), ["Qwen/Qwen3-32B"]);
+    // Override the checkpoint: AIM_ID's recipes, MODEL's weights, both names.
+    let v = json(&run(
+        c().env("AIM_MODEL_ID", "acme/Qwen3-32B-FT"),
+        &["plan", "--format", "json"],
+    ));
+    assert_eq!(v["recipe"]["id"], "vllm-mi300x-bf16-tp4-latency");
+    let argv = argv_of(&v);
+    assert_eq!(
+        argv[1..3],
+        ["serve".to_string(), "acme/Qwen3-32B-FT".into()],
+        "{argv:?}"
+    );
+    assert_eq!(served_names(&argv), ["acme/Qwen3-32B-FT", "Qwen/Qwen3-32B"]);
+    assert!(
+        v["reasons"]
+            .to_string()
+            .contains("recipes of AIM_ID Qwen/Qwen3-32B"),
+        "{}",
+        v["reasons"]
+    );
+    let d = json(&run(
+        c().env("AIM_MODEL_ID", "acme/Qwen3-32B-FT"),
+        &["dry-run", "--format", "json"],
+    ));
+    assert_eq!(d[0]["profile"]["model"], "Qwen/Qwen3-32B");
+    assert_eq!(d[0]["profile"]["quantized_model"], "acme/Qwen3-32B-FT");
+    assert_eq!(d[0]["models"][0]["name"], "acme/Qwen3-32B-FT");
+    // A recipe that swaps in AMD's FP8 checkpoint: both names, and quantized_model.
+    let args = [
+        "meta-llama/Llama-3.1-70B-Instruct",
+        "8",
+        "--precision",
+        "fp8",
+        "--format",
+        "json",
+    ];
+    let mut plan = vec!["plan"];
+    plan.extend(args);
+    let argv = argv_of(&json(&run(cmd(MI300X, hf.path()), &plan)));
+    assert_eq!(
+        served_names(&argv),
+        [
+            "amd/Llama-3.1-70B-Instruct-FP8-KV",
+            "meta-llama/Llama-3.1-70B-Instruct"
+        ]
+    );
+    let mut dry = vec!["dry-run"];
+    dry.extend(args);
+    let d = json(&run(cmd(MI300X, hf.path()), &dry));
+    assert_eq!(
+        d[0]["profile"]["model"],
+        "meta-llama/Llama-3.1-70B-Instruct"
+    );
+    assert_eq!(
+        d[0]["profile"]["quantized_model"],
+        "amd/Llama-3.1-70B-Instruct-FP8-KV"
+    );
+    // AIM_CUSTOM_MODEL_NAME: the name clients use, first; SGLang gets it alone.
+    let v = json(&run(
+        cmd(MI300X, hf.path()).env("AIM_CUSTOM_MODEL_NAME", "my-qwen"),
+        &["plan", "Qwen/Qwen3-32B", "--format", "json"],
+    ));
+    assert_eq!(served_names(&argv_of(&v)), ["my-qwen", "Qwen/Qwen3-32B"]);
+    let v = json(&run(
+        cmd(MI300X, hf.path()).env("AIM_CUSTOM_MODEL_NAME", "my-qwen"),
+        &[
+            "plan",
+            "Qwen/Qwen3-32B",
+            "--backend",
+            "sglang",
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(served_names(&argv_of(&v)), ["my-qwen"]);
+    // AIM_ID must be a Hub id.
+    let o = run(cmd(MI300X, hf.path()).env("AIM_ID", "/models/x"), &["plan"]);
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("AIM_ID `/models/x` must be a Hugging Face id"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// AIM_ALLOW_GENERAL_PROFILE_FALLBACK=false (AIM's per-model images): general recipes are
+/// not chosen, and `plan` and `recipes` say why; `--recipe` still picks one. Unset: true.
+#[test]
+fn general_fallback_off_leaves_general_recipes_out_and_says_so() {
+    let hf = tempfile::tempdir().unwrap();
+    // A model without recipes of its own: general recipes serve it by default.
+    let on = json(&run(
+        cmd(MI300X, hf.path()),
+        &["plan", "acme/Tiny-8B", "--format", "json"],
+    ));
+    assert!(
+        on["recipe"]["id"].as_str().unwrap().starts_with("general/"),
+        "{on}"
+    );
+    let off = || cmd(MI300X, hf.path()).env("AIM_ALLOW_GENERAL_PROFILE_FALLBACK", "false");
+    let v = json(&run(off(), &["plan", "acme/Tiny-8B", "--format", "json"]));
+    let id = v["recipe"]["id"].as_str().unwrap();
+    assert!(!id.starts_with("general/"), "{v}");
+    assert!(
+        v["fallbacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| !f.as_str().unwrap().starts_with("general/")),
+        "{v}"
+    );
+    let reasons = v["reasons"].to_string();
+    assert!(
+        reasons.contains("general recipe(s) not eligible: general recipes are off (AIM_ALLOW_GENERAL_PROFILE_FALLBACK=false)"),
+        "{reasons}"
+    );
+    let t = stdout(&run(off(), &["recipes", "acme/Tiny-8B"]));
+    let line = t
+        .lines()
+        .find(|l| l.starts_with("general/vllm-mi300x-bf16-tp1-latency"))
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(
+        line.contains(
+            "manual_only (general recipes are off (AIM_ALLOW_GENERAL_PROFILE_FALLBACK=false)"
+        ),
+        "{line}"
+    );
+    let v = json(&run(
+        off(),
+        &[
+            "plan",
+            "acme/Tiny-8B",
+            "--recipe",
+            "general/vllm-mi300x-bf16-tp1-latency",
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(v["recipe"]["id"], "general/vllm-mi300x-bf16-tp1-latency");
+    // `list-profiles` is AIM's name for `recipes`.
+    let o = run(off(), &["list-profiles", "acme/Tiny-8B"]);
+    assert_eq!(stdout(&o), t);
+}
+
+/// Engine flags after `--`, as vLLM's image takes them: the same map as AIM_ENGINE_ARGS, the
+/// same flag tables (unknown: exit 64 with a did-you-mean), and they win over the JSON.
+#[test]
+fn engine_flags_after_double_dash() {
+    let hf = tempfile::tempdir().unwrap();
+    let v = json(&run(
+        cmd(MI300X, hf.path()),
+        &[
+            "plan",
+            "Qwen/Qwen3-32B",
+            "--format",
+            "json",
+            "--",
+            "--max-model-len",
+            "8192",
+            "--enforce-eager",
+        ],
+    ));
+    let argv = argv_of(&v).join(" ");
+    assert!(argv.contains("--max-model-len 8192"), "{argv}");
+    assert!(argv.contains("--enforce-eager"), "{argv}");
+    // The default command too: `aim-engine MODEL -- ...` is `serve MODEL -- ...`; both ways.
+    let v = json(&run(
+        cmd(MI300X, hf.path()).env(
+            "AIM_ENGINE_ARGS",
+            r#"{"max-model-len": 4096, "max-num-seqs": 8}"#,
+        ),
+        &[
+            "dry-run",
+            "Qwen/Qwen3-32B",
+            "--format",
+            "json",
+            "--",
+            "--max-model-len=16384",
+        ],
+    ));
+    assert_eq!(v[0]["profile"]["engine_args"]["max-model-len"], 16384);
+    assert_eq!(v[0]["profile"]["engine_args"]["max-num-seqs"], 8);
+    let p = json(&run(
+        cmd(MI300X, hf.path()).env("AIM_ENGINE_ARGS", r#"{"max-model-len": 4096}"#),
+        &[
+            "plan",
+            "Qwen/Qwen3-32B",
+            "--format",
+            "json",
+            "--",
+            "--max-model-len",
+            "16384",
+        ],
+    ));
+    assert!(argv_of(&p).join(" ").contains("--max-model-len 16384"));
+    assert!(
+        p["reasons"]
+            .to_string()
+            .contains("engine flag `--max-model-len` after `--` wins over `max-model-len: 4096`"),
+        "{}",
+        p["reasons"]
+    );
+    for (flags, words) in [
+        (
+            &["--max-modle-len", "8192"][..],
+            "did you mean `max-model-len`",
+        ),
+        (
+            &["8192"][..],
+            "engine flags after `--`: `8192` is not a flag",
+        ),
+    ] {
+        let mut args = vec!["plan", "Qwen/Qwen3-32B", "--"];
+        args.extend(flags);
+        let o = run(cmd(MI300X, hf.path()), &args);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(words), "{args:?}: {}", stderr(&o));
+    }
+    // Without a subcommand (`serve` is inserted before the model, flags stay after `--`).
+    let o = run(
+        cmd(MI300X, hf.path()),
+        &["Qwen/Qwen3-32B", "--", "--max-modle-len", "8192"],
+    );
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("did you mean `max-model-len`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A bad value from a variable is reported under the variable's name, not the flag's.
+#[test]
+fn bad_env_values_are_named_by_their_variable() {
+    let hf = tempfile::tempdir().unwrap();
+    for (var, value, name) in [
+        (
+            "AIM_PRECISION",
+            "fp9",
+            "AIM_PRECISION (the variable of --precision)",
+        ),
+        (
+            "AIM_GPU_COUNT",
+            "many",
+            "AIM_GPU_COUNT (the variable of GPU_COUNT)",
+        ),
+        (
+            "AIM_STOP_TIMEOUT",
+            "soon",
+            "AIM_STOP_TIMEOUT (the variable of --stop-timeout)",
+        ),
+    ] {
+        let sub = if var == "AIM_STOP_TIMEOUT" {
+            "serve"
+        } else {
+            "plan"
+        };
+        let o = run(
+            cmd(MI300X, hf.path()).env(var, value),
+            &[sub, "Qwen/Qwen3-32B"],
+        );
+        assert_eq!(o.status.code(), Some(64), "{var}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!("invalid value '{value}' for {name}")),
+            "{var}: {e}"
+        );
+    }
+    let o = run(
+        cmd(MI300X, hf.path()),
+        &["plan", "Qwen/Qwen3-32B", "--precision", "fp9"],
+    );
+    assert!(
+        stderr(&o).contains("'--precision <PRECISION>'"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `custom/` under a recipes folder is searched before the rest of it, as AIM does.
+#[test]
+fn custom_recipes_come_first() {
+    let hf = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "custom/Qwen/Qwen3-32B/vllm-mi300x-bf16-tp2-latency.yaml",
+        "aim_id: Qwen/Qwen3-32B\nmodel_id: Qwen/Qwen3-32B\nmetadata: {engine: vllm, gpu: MI300X, gpu_count: 2, precision: bf16, metric: latency, type: optimized}\nengine_args: {max-model-len: 1234}\n",
+    );
+    let v = json(&run(
+        cmd(MI300X, hf.path()).env("AIM_RECIPES_DIR", dir.path()),
+        &["plan", "Qwen/Qwen3-32B", "2", "--format", "json"],
+    ));
+    assert!(
+        v["recipe"]["path"]
+            .as_str()
+            .unwrap()
+            .contains("/custom/Qwen/Qwen3-32B/"),
+        "{v}"
+    );
+    assert!(argv_of(&v).join(" ").contains("--max-model-len 1234"));
+    // AIM's id of a custom profile picks it too.
+    let v = json(&run(
+        cmd(MI300X, hf.path()).env("AIM_RECIPES_DIR", dir.path()),
+        &[
+            "plan",
+            "Qwen/Qwen3-32B",
+            "--recipe",
+            "custom/Qwen/Qwen3-32B/vllm-mi300x-bf16-tp2-latency",
+            "--format",
+            "json",
+        ],
+    ));
+    assert!(
+        v["recipe"]["path"].as_str().unwrap().contains("/custom/"),
+        "{v}"
+    );
+}
+
+/// AIM_LOG_LEVEL_ROOT stands in for an unset AIM_LOG_LEVEL (the operator's discovery job sets
+/// both to CRITICAL for clean output); AIM_LOG_LEVEL wins when both are set.
+#[test]
+fn aim_log_level_root_is_read() {
+    let hf = tempfile::tempdir().unwrap();
+    let warning = "HF_HUB_OFFLINE is set, so the Hub is not asked";
+    let run_with = |env: &[(&str, &str)]| {
+        let mut c = cmd(MI300X, hf.path())
+            .env_remove("AIM_LOG_LEVEL")
+            .env("HF_HUB_OFFLINE", "1");
+        for (k, v) in env {
+            c = c.env(k, v);
+        }
+        let o = run(c, &["plan", "Qwen/Qwen3-32B", "--size-from-hub"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    assert!(run_with(&[]).contains(warning), "default info");
+    assert!(!run_with(&[("AIM_LOG_LEVEL_ROOT", "CRITICAL")]).contains(warning));
+    assert!(
+        run_with(&[
+            ("AIM_LOG_LEVEL_ROOT", "CRITICAL"),
+            ("AIM_LOG_LEVEL", "WARNING")
+        ])
+        .contains(warning)
+    );
+}

@@ -21,12 +21,9 @@ const FIXTURE_NAME: &str = "mi300x-8gpu-spx";
 const FIXTURE: &str = "tests/fixtures/sysfs/mi300x-8gpu-spx";
 const MODEL: &str = "aim-test/Tiny-7B";
 
-fn privileged() -> bool {
-    std::env::var("AIM_TEST_PRIVILEGED").as_deref() == Ok("1")
-}
-
-fn skip(name: &str) {
-    eprintln!("SKIPPED {name}: needs root and PID namespaces; set AIM_TEST_PRIVILEGED=1 to run it");
+/// Whether the PID-1 tests run; when not, `name` says so in the test output.
+fn privileged_or_skip(name: &str) -> bool {
+    crate::support::privileged_or_skip(name, "root and PID namespaces")
 }
 
 fn signal(pid: i32, sig: i32) {
@@ -363,8 +360,7 @@ fn thousand_orphans_leave_no_zombie_as_subreaper() {
 
 #[test]
 fn as_pid1_in_a_new_pid_namespace() {
-    if !privileged() {
-        skip("as_pid1_in_a_new_pid_namespace");
+    if !privileged_or_skip("as_pid1_in_a_new_pid_namespace") {
         return;
     }
     exit_codes(true);
@@ -1255,6 +1251,93 @@ fn engine_version_is_probed_shown_and_gates_flags() {
     sup.expect_exit(0, Duration::from_secs(20));
 }
 
+/// AIM's per-model images set AIM_ID alone: with no MODEL and no subcommand (as their entry
+/// point runs), aim-engine serves that model from its recipe folder, and the engine answers
+/// to it.
+#[test]
+fn serve_with_only_aim_id() {
+    let fake = crate::support::fake_engine();
+    let run = AimEngine::new();
+    let argv_file = run.dir().join("argv");
+    let mut sup = run
+        .fixture(FIXTURE_NAME)
+        .engine_script(&format!(
+            "echo \"$@\" > '{}'\nexec '{}' \"$@\"",
+            argv_file.display(),
+            fake.display()
+        ))
+        .offline_hf()
+        .env("AIM_ID", "Qwen/Qwen3-32B")
+        .env("FAKE_LOAD_SECS", "0.2")
+        .env("AIM_LOG_LEVEL", "info")
+        .public_port()
+        .arg("--")
+        .args(["--max-num-seqs", "7", "--enforce-eager"])
+        .spawn();
+    assert!(
+        wait_for(Duration::from_secs(30), || ready_count(&sup) == 1),
+        "never ready: {}",
+        sup.stderr()
+    );
+    let st = status(&sup);
+    assert_eq!(st["recipe"]["id"], "vllm-mi300x-bf16-tp4-latency", "{st}");
+    let (code, body) = http_get(sup.port, "/v1/models").expect("GET /v1/models");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("Qwen/Qwen3-32B"), "{body}");
+    // The engine flags after `--` reach the engine.
+    let argv = fs::read_to_string(&argv_file).expect("argv");
+    assert!(argv.contains("--max-num-seqs 7"), "{argv}");
+    assert!(argv.contains("--enforce-eager"), "{argv}");
+    assert!(
+        argv.contains("--served-model-name Qwen/Qwen3-32B"),
+        "{argv}"
+    );
+    sup.signal(libc::SIGTERM);
+    sup.expect_exit(0, Duration::from_secs(20));
+}
+
+/// vLLM not installed: its version probe (the `python3` beside the launcher) prints a
+/// traceback on stderr and exits 1. None of that reaches our stderr: the probe's last line is
+/// logged at debug, the launch goes ahead ungated, and the engine serves.
+#[test]
+fn a_failed_version_probe_keeps_its_traceback_out_of_our_stderr() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().expect("tmp");
+    let vllm = bin.path().join("vllm");
+    std::os::unix::fs::symlink(crate::support::fake_engine(), &vllm).expect("symlink vllm");
+    let python = bin.path().join("python3");
+    fs::write(
+        &python,
+        "#!/bin/sh\n\
+         echo 'Traceback (most recent call last):' >&2\n\
+         echo '  File \"<string>\", line 1, in <module>' >&2\n\
+         echo \"importlib.metadata.PackageNotFoundError: No package metadata was found for vllm\" >&2\n\
+         exit 1\n",
+    )
+    .expect("python3");
+    fs::set_permissions(&python, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let env = [
+        ("AIM_VLLM_COMMAND", vllm.display().to_string()),
+        ("AIM_LOG_LEVEL", "debug".to_string()),
+    ];
+    let mut sup = start_fake(&env, &[]);
+    assert!(
+        wait_for(Duration::from_secs(30), || ready_count(&sup) == 1),
+        "never ready: {}",
+        sup.stderr()
+    );
+    let log = sup.stderr();
+    assert!(!log.contains("Traceback"), "{log}");
+    assert!(!log.contains("line 1, in <module>"), "{log}");
+    assert!(
+        log.contains("said on stderr: importlib.metadata.PackageNotFoundError"),
+        "the last line at debug: {log}"
+    );
+    assert!(status(&sup)["engine_version"].is_null());
+    sup.stop(libc::SIGTERM);
+    sup.expect_exit(0, Duration::from_secs(20));
+}
+
 /// While the engine loads, a progress line (phase, time so far, the engine's last log line)
 /// comes every --progress-interval, and /status carries the same last line.
 #[test]
@@ -1342,8 +1425,7 @@ fn default_fatal_signals_are_harmless_as_subreaper() {
 
 #[test]
 fn default_fatal_signals_are_harmless_as_pid1() {
-    if !privileged() {
-        skip("default_fatal_signals_are_harmless_as_pid1");
+    if !privileged_or_skip("default_fatal_signals_are_harmless_as_pid1") {
         return;
     }
     default_fatal_signals_are_harmless(true);

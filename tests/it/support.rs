@@ -487,3 +487,19 @@ impl Drop for Running {
         }
     }
 }
+
+/// Whether the privileged suites run (`AIM_TEST_PRIVILEGED=1`: root, PID and mount
+/// namespaces). When they do not, says so where a plain `cargo test` shows it: libtest
+/// captures `eprintln!`, so the line is written to the real stderr, and the test's own line
+/// in the summary reads `SKIPPED <name>: ... ok` instead of a silent `ok`.
+pub fn privileged_or_skip(name: &str, needs: &str) -> bool {
+    if std::env::var("AIM_TEST_PRIVILEGED").as_deref() == Ok("1") {
+        return true;
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {name}: needs {needs}; set AIM_TEST_PRIVILEGED=1 to run it"
+    );
+    false
+}
