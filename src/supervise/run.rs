@@ -290,6 +290,16 @@ async fn download_phase(o: &ServeOptions, sup: &mut Supervisor, log_every: Durat
             return BeforePlan::Failed(e);
         }
     };
+    // A usage error (a bad engine flag, model id or recipe) stops the run before anything is
+    // asked of the Hub or fetched: no download for a command line that cannot start.
+    if download.is_some()
+        && let Err(e) = crate::plan::resolve::resolve(&o.sources, &o.request, o.port, None)
+        && e.exit_code() == exit::USAGE
+    {
+        let e = ExitError::from(e);
+        sup.fatal(&e.message);
+        return BeforePlan::Failed(e);
+    }
     // A complete copy in the cache: no network at all, the engine reads it offline.
     if let Some(root) = download.as_ref().and_then(super::fetch::cached) {
         if let Some(d) = &download {
