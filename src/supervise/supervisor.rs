@@ -3,7 +3,7 @@
 //! waits (backoff, VRAM release) while still handling signals.
 
 use super::attempt::AttemptEnd;
-use super::machine::{Decision, Event, Failure, Policy, transition};
+use super::machine::{Decision, Event, Failure, Policy, memory_per_replica, transition};
 use super::probe::Prober;
 use super::reaper::Reaper;
 use super::run::{
@@ -219,7 +219,11 @@ impl Supervisor {
             .iter()
             .map(|l| l.argv.first().cloned().unwrap_or_default())
             .collect();
-        let mut policy = Policy::new(self.cfg.policy, launchers);
+        let memory = launches
+            .iter()
+            .map(|l| memory_per_replica(l.gpu_count, l.precision))
+            .collect();
+        let mut policy = Policy::with_memory(self.cfg.policy, launchers, memory);
         let mut versions: HashMap<String, Option<String>> = HashMap::new();
         let mut first = true;
         let mut delay = Duration::ZERO;
