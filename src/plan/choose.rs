@@ -3,7 +3,7 @@
 
 use super::assess::{Selecting, count_verdicts, request, verdict_rows};
 use super::generate::{OnGpus, generate};
-use super::gpus::{min_vram, pick_gpus, usable_gpus};
+use super::gpus::{min_vram, pick_free_first, usable_gpus};
 use super::{
     LaunchSource, NoFit, NoGpu, Plan, PlanError, PlanInput, Planned, RecipeVerdict, Suggestion,
     Want,
@@ -369,7 +369,7 @@ fn build_launch(
     src: &LaunchSource,
 ) -> Result<(Launch, Vec<String>), PlanError> {
     let m = &src.recipe.metadata;
-    let gpus = pick_gpus(&on.usable, &input.topology.xgmi, m.gpu_count as usize);
+    let (gpus, busy) = pick_free_first(&on.usable, input.topology, m.gpu_count as usize);
     let ordinals: Vec<u32> = gpus.iter().map(|g| g.index).collect();
     let launcher = match m.engine {
         Engine::Vllm => input.launchers.vllm.as_deref(),
@@ -390,11 +390,12 @@ fn build_launch(
         launcher,
         engine_version: input.launchers.versions.get(m.engine),
     };
-    let (cmd, notes) =
+    let (cmd, mut notes) =
         engine::build_command_with_notes(&ci).map_err(|source| PlanError::Command {
             recipe: src.id.clone(),
             source,
         })?;
+    notes.extend(busy);
     let launch = Launch {
         recipe_id: src.id.clone(),
         engine: m.engine,

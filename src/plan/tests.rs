@@ -625,3 +625,63 @@ fn reasons_name_the_deciding_rule() {
         "{why}"
     );
 }
+
+/// GPUs whose card already has more than 10 % of its VRAM in use are skipped when enough
+/// free ones exist, else taken with a warning.
+#[test]
+fn busy_gpus_are_skipped_when_enough_are_free() {
+    let busy = |mut t: Topology, which: &[u32], gib: u64| {
+        for g in &mut t.gpus {
+            g.vram_used_bytes = Some(if which.contains(&g.index) {
+                gib << 30
+            } else {
+                284 << 20 // the fixture's idle value: not busy
+            });
+        }
+        t
+    };
+    // 20 GiB of 192 is over 10 %; 19 GiB is not.
+    let t = busy(mi300x(2), &[0], 20);
+    assert!(crate::plan::gpus::is_busy(&t.gpus[0], &t.gpus));
+    assert!(!crate::plan::gpus::is_busy(&t.gpus[1], &t.gpus));
+    let t = busy(mi300x(1), &[0], 19);
+    assert!(!crate::plan::gpus::is_busy(&t.gpus[0], &t.gpus));
+
+    let case = |topology: Topology, want: Want| Case {
+        what: "busy",
+        model: "Qwen/Qwen3-32B",
+        config: None,
+        topology,
+        want,
+        recipes: catalogue(),
+        expect: Err(""),
+    };
+    // GPUs 0 and 1 busy: the 1-GPU recipe runs on GPU 2, the 4-GPU fallback on 2..5.
+    let p = run(&case(busy(mi300x(8), &[0, 1], 100), Want::default())).unwrap();
+    let ords =
+        |i: usize| -> Vec<u32> { p.plan.launches[i].gpus.iter().map(|g| g.ordinal).collect() };
+    assert_eq!(p.sources[0].id, "vllm-mi300x-bf16-tp1-latency");
+    assert_eq!(ords(0), vec![2]);
+    assert_eq!(ords(1), vec![2, 3, 4, 5]);
+    let why = p.plan.reasons.join("\n");
+    assert!(
+        why.contains("busy GPU(s) skipped, more than 10 % of their VRAM already in use: 0 (100 GiB in use), 1 (100 GiB in use); 6 free GPU(s) are enough"),
+        "{why}"
+    );
+    // 8 GPUs asked, 2 busy: all 8 taken, with a warning.
+    let eight = Want {
+        gpu_count: Some(8),
+        ..Default::default()
+    };
+    let p = run(&case(busy(mi300x(8), &[0, 1], 100), eight)).unwrap();
+    assert_eq!(p.plan.launches[0].gpus.len(), 8);
+    let why = p.plan.reasons.join("\n");
+    assert!(
+        why.contains("warning: only 6 free GPU(s) for 8: busy GPU(s) taken")
+            && why.contains("the engine may run out of memory"),
+        "{why}"
+    );
+    // Nothing busy: no note.
+    let p = run(&case(busy(mi300x(8), &[], 0), Want::default())).unwrap();
+    assert!(!p.plan.reasons.join("\n").contains("busy"));
+}
