@@ -55,6 +55,9 @@ pub fn decide(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
     }
     reasons.push(format!("{}: {}", input.model, input.facts.describe()));
     match want.gpu_count {
+        Some(n) if want.precision.is_none() => reasons.push(format!(
+            "{n} GPU(s) asked for; preferred precision {pref_precision} (a tie-breaker, rule 5)"
+        )),
         Some(n) => reasons.push(format!("{n} GPU(s) asked for")),
         None => match want.precision {
             Some(p) => reasons.push(format!(

@@ -685,3 +685,26 @@ fn busy_gpus_are_skipped_when_enough_are_free() {
     let p = run(&case(busy(mi300x(8), &[], 0), Want::default())).unwrap();
     assert!(!p.plan.reasons.join("\n").contains("busy"));
 }
+
+/// With the GPU count given, the precision preference the later reasons refer to is stated.
+#[test]
+fn asked_count_still_states_the_precision_preference() {
+    let c = Case {
+        what: "count asked",
+        model: "Qwen/Qwen3-32B",
+        config: None,
+        topology: mi300x(8),
+        want: Want {
+            gpu_count: Some(4),
+            ..Default::default()
+        },
+        recipes: catalogue(),
+        expect: Err(""),
+    };
+    let why = run(&c).unwrap().plan.reasons.join("\n");
+    assert!(
+        why.contains("4 GPU(s) asked for; preferred precision bf16 (a tie-breaker, rule 5)"),
+        "{why}"
+    );
+    assert!(!why.contains("not the preferred"), "{why}");
+}

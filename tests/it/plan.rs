@@ -756,3 +756,33 @@ fn plan_uses_the_given_else_the_installed_engine_version() {
     let p = plan_with(&[("AIM_VLLM_COMMAND", "/bin/true")]);
     assert!(reasons(&p).contains("the newest pinned table"), "{p}");
 }
+
+/// GPUs with much VRAM in use by someone else (over 10 %) are skipped when enough are free:
+/// the fixture with 100 GiB in use on GPU 0's card.
+#[test]
+fn busy_gpus_are_skipped_in_the_plan() {
+    let hf = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(project_root().join(MI300X).join("."))
+        .arg(root.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let used = root
+        .path()
+        .join("sys/bus/pci/drivers/amdgpu/0000:05:00.0/mem_info_vram_used");
+    std::fs::write(&used, format!("{}\n", 100u64 << 30)).unwrap();
+    let v = json(&run(
+        cmd(root.path().to_str().unwrap(), hf.path()),
+        &["plan", "Qwen/Qwen3-32B", "--format", "json"],
+    ));
+    assert_eq!(v["recipe"]["id"], "vllm-mi300x-bf16-tp1-latency");
+    assert_eq!(v["gpus"]["selected"], serde_json::json!([1]));
+    let reasons = v["reasons"].to_string();
+    assert!(
+        reasons.contains("busy GPU(s) skipped") && reasons.contains("0 (100 GiB in use)"),
+        "{reasons}"
+    );
+}
