@@ -89,7 +89,7 @@ impl Selecting<'_> {
     }
 }
 
-fn request(model: Option<&str>, want: &Want, pc: u32, pp: Option<Precision>) -> Request {
+pub(super) fn request(model: Option<&str>, want: &Want, pc: u32, pp: Option<Precision>) -> Request {
     Request {
         model: model.map(str::to_string),
         gpu_count: want.gpu_count,

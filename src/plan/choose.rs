@@ -1,9 +1,9 @@
 //! The decision: the chosen launch, the fallback chain and the reasons, or why nothing fits
 //! and what would.
 
-use super::assess::{Selecting, count_verdicts, verdict_rows};
+use super::assess::{Selecting, count_verdicts, request, verdict_rows};
 use super::generate::{OnGpus, generate};
-use super::gpus::{min_vram, pick_gpus, usable_gpus};
+use super::gpus::{min_vram, pick_free_first, usable_gpus};
 use super::{
     LaunchSource, NoFit, NoGpu, Plan, PlanError, PlanInput, Planned, RecipeVerdict, Suggestion,
     Want,
@@ -55,10 +55,18 @@ pub fn decide(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
     }
     reasons.push(format!("{}: {}", input.model, input.facts.describe()));
     match want.gpu_count {
-        Some(n) => reasons.push(format!("{n} GPU(s) asked for")),
-        None => reasons.push(format!(
-            "preferred {pref_count} GPU(s) in {pref_precision}: {pref_why}"
+        Some(n) if want.precision.is_none() => reasons.push(format!(
+            "{n} GPU(s) asked for; preferred precision {pref_precision} (a tie-breaker, rule 5)"
         )),
+        Some(n) => reasons.push(format!("{n} GPU(s) asked for")),
+        None => match want.precision {
+            Some(p) => reasons.push(format!(
+                "preferred {pref_count} GPU(s) (a tie-breaker, rule 6); {p} asked for: {pref_why}"
+            )),
+            None => reasons.push(format!(
+                "preferred {pref_count} GPU(s) in {pref_precision} (tie-breakers, rules 5 and 6): {pref_why}"
+            )),
+        },
     }
 
     let sel = selecting(input, &on).select(want, (pref_count, Some(pref_precision)));
@@ -67,7 +75,7 @@ pub fn decide(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
     let sources = if let Some(id) = &want.recipe {
         vec![asked_recipe(input, &on, &sel, id, &mut reasons)?]
     } else if !sel.ranked.is_empty() {
-        ranked(input, &sel, pref_count, &mut reasons)
+        ranked(input, &sel, preferred, &mut reasons)
     } else {
         vec![generated(input, &on, preferred, &verdicts, &mut reasons)?]
     };
@@ -204,12 +212,19 @@ fn asked_recipe(
 }
 
 /// The compatible recipes in rank order: the first is chosen, the rest are the fallbacks.
+/// Each reason names the rank rule (`select::Rule`) that decided.
 fn ranked(
     input: &PlanInput<'_>,
     sel: &Selection,
-    pref_count: u32,
+    preferred: (u32, Precision),
     reasons: &mut Vec<String>,
 ) -> Vec<LaunchSource> {
+    let req = request(
+        Some(input.model),
+        input.want,
+        preferred.0,
+        Some(preferred.1),
+    );
     let r = &input.recipes[sel.ranked[0]];
     let m = &r.recipe.metadata;
     let mut why = format!(
@@ -222,19 +237,38 @@ fn ranked(
         m.precision,
         m.metric
     );
-    if input.want.gpu_count.is_none() {
-        if m.gpu_count == pref_count {
-            why.push_str(&format!("; its GPU count is the preferred {pref_count}"));
-        } else {
-            why.push_str(&format!(
-                "; no compatible recipe uses the preferred {pref_count} GPU(s), this is the closest"
-            ));
-        }
-    }
     if !r.origin.builtin {
         why.push_str(&format!("; from {} (--recipes-dir)", r.path.display()));
     }
+    match sel.ranked.get(1) {
+        Some(&j) => {
+            let other = &input.recipes[j];
+            let rule = select::deciding_rule(r, other, &req);
+            why.push_str(&format!("; ranks before {} by {rule}", other.id));
+        }
+        None => why.push_str("; the only compatible recipe"),
+    }
     reasons.push(why);
+    if input.want.precision.is_none() && m.precision != preferred.1 {
+        reasons.push(differs(
+            input,
+            sel,
+            &req,
+            "precision",
+            preferred.1.to_string(),
+            |o| o.precision == preferred.1,
+        ));
+    }
+    if input.want.gpu_count.is_none() && m.gpu_count != preferred.0 {
+        reasons.push(differs(
+            input,
+            sel,
+            &req,
+            "GPU count",
+            format!("{} GPU(s)", preferred.0),
+            |o| o.gpu_count == preferred.0,
+        ));
+    }
     let sources: Vec<LaunchSource> = sel
         .ranked
         .iter()
@@ -242,11 +276,49 @@ fn ranked(
         .collect();
     if sources.len() > 1 {
         reasons.push(format!(
-            "{} more compatible recipe(s) form the fallback chain",
+            "{} more compatible recipe(s) form the fallback chain, in the same rank order; \
+             after an out-of-memory failure the ones with more memory per replica (more GPUs, \
+             lower precision) go first",
             sources.len() - 1
         ));
     }
     sources
+}
+
+/// Why the chosen recipe's `what` (precision, GPU count) is not the preferred `wanted`: the
+/// best compatible recipe that has it and the rule by which it ranks lower, or that none has it.
+fn differs(
+    input: &PlanInput<'_>,
+    sel: &Selection,
+    req: &select::Request,
+    what: &str,
+    wanted: String,
+    has: impl Fn(&crate::recipe::Metadata) -> bool,
+) -> String {
+    let chosen = &input.recipes[sel.ranked[0]];
+    let m = &chosen.recipe.metadata;
+    let got = if what == "precision" {
+        m.precision.to_string()
+    } else {
+        format!("{} GPU(s)", m.gpu_count)
+    };
+    let best = sel
+        .ranked
+        .iter()
+        .map(|&i| &input.recipes[i])
+        .find(|o| has(&o.recipe.metadata));
+    match best {
+        Some(o) => format!(
+            "{what}: {got}, not the preferred {wanted}: {} has {wanted} but ranks lower by {} \
+             (the preference only breaks ties after it)",
+            o.id,
+            select::deciding_rule(chosen, o, req)
+        ),
+        None => format!(
+            "{what}: {got}, not the preferred {wanted}: no compatible recipe for {} here has {wanted}",
+            input.model
+        ),
+    }
 }
 
 /// No recipe fits: generated defaults, or why even those do not fit and what would.
@@ -300,7 +372,7 @@ fn build_launch(
     src: &LaunchSource,
 ) -> Result<(Launch, Vec<String>), PlanError> {
     let m = &src.recipe.metadata;
-    let gpus = pick_gpus(&on.usable, &input.topology.xgmi, m.gpu_count as usize);
+    let (gpus, busy) = pick_free_first(&on.usable, input.topology, m.gpu_count as usize);
     let ordinals: Vec<u32> = gpus.iter().map(|g| g.index).collect();
     let launcher = match m.engine {
         Engine::Vllm => input.launchers.vllm.as_deref(),
@@ -321,11 +393,12 @@ fn build_launch(
         launcher,
         engine_version: input.launchers.versions.get(m.engine),
     };
-    let (cmd, notes) =
+    let (cmd, mut notes) =
         engine::build_command_with_notes(&ci).map_err(|source| PlanError::Command {
             recipe: src.id.clone(),
             source,
         })?;
+    notes.extend(busy);
     let launch = Launch {
         recipe_id: src.id.clone(),
         engine: m.engine,

@@ -55,3 +55,69 @@ pub fn pick_gpus<'a>(usable: &[&'a Gpu], xgmi: &[(u32, u32)], n: usize) -> Vec<&
 pub(super) fn min_vram(usable: &[&Gpu]) -> Option<u64> {
     usable.iter().map(|g| g.vram_bytes).filter(|v| *v > 0).min()
 }
+
+/// A card with more than this share (percent) of its VRAM already in use is busy.
+pub const BUSY_VRAM_PERCENT: u64 = 10;
+
+/// Whether `g`'s card already has more than `BUSY_VRAM_PERCENT` of its VRAM in use (by
+/// another process, a leftover engine). `vram_used_bytes` is card-wide, so it is compared
+/// with the VRAM of every GPU of that card in `all` (the partitions of one card share it).
+/// Unknown use is not busy.
+pub fn is_busy(g: &Gpu, all: &[Gpu]) -> bool {
+    let Some(used) = g.vram_used_bytes else {
+        return false;
+    };
+    let card: u64 = all
+        .iter()
+        .filter(|o| o.physical_index == g.physical_index && o.pci == g.pci)
+        .map(|o| o.vram_bytes)
+        .sum::<u64>()
+        .max(g.vram_bytes);
+    card > 0 && u128::from(used) * 100 > u128::from(card) * u128::from(BUSY_VRAM_PERCENT)
+}
+
+/// `n` GPUs for one launch: free ones when enough are free (busy ones skipped), else the free
+/// ones and then busy ones. The note says which busy GPUs were skipped or taken.
+pub(super) fn pick_free_first<'a>(
+    usable: &[&'a Gpu],
+    t: &Topology,
+    n: usize,
+) -> (Vec<&'a Gpu>, Option<String>) {
+    let (busy, free): (Vec<&Gpu>, Vec<&Gpu>) =
+        usable.iter().copied().partition(|g| is_busy(g, &t.gpus));
+    if busy.is_empty() {
+        return (pick_gpus(usable, &t.xgmi, n), None);
+    }
+    let words = |gs: &[&Gpu]| {
+        gs.iter()
+            .map(|g| {
+                let used = g.vram_used_bytes.unwrap_or(0) as f64 / (1u64 << 30) as f64;
+                format!("{} ({used:.0} GiB in use)", g.index)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if free.len() >= n {
+        let mut got = pick_gpus(&free, &t.xgmi, n);
+        got.sort_by_key(|g| g.index);
+        let note = format!(
+            "busy GPU(s) skipped, more than {BUSY_VRAM_PERCENT} % of their VRAM already in use: {}; \
+             {} free GPU(s) are enough",
+            words(&busy),
+            free.len()
+        );
+        return (got, Some(note));
+    }
+    let mut order = free.clone();
+    order.extend(busy.iter().copied());
+    let mut got: Vec<&Gpu> = order.into_iter().take(n).collect();
+    got.sort_by_key(|g| g.index);
+    let taken: Vec<&Gpu> = got.iter().copied().filter(|g| busy.contains(g)).collect();
+    let note = format!(
+        "warning: only {} free GPU(s) for {n}: busy GPU(s) taken, more than {BUSY_VRAM_PERCENT} % \
+         of their VRAM already in use: {}; the engine may run out of memory",
+        free.len(),
+        words(&taken)
+    );
+    (got, Some(note))
+}

@@ -765,10 +765,11 @@ mod tests {
         };
         let p = plan_on(&t, &global(), &select("Qwen/Qwen3-32B"), 8100).unwrap();
         let l = &p.plan.launches[0];
-        assert_eq!(l.recipe_id, "vllm-mi300x-bf16-tp2-latency");
+        // The optimized 1-GPU recipe ranks first (type before GPU count), on the first free GPU.
+        assert_eq!(l.recipe_id, "vllm-mi300x-bf16-tp1-latency");
         assert_eq!(
             l.gpus.iter().map(|g| g.ordinal).collect::<Vec<_>>(),
-            vec![5, 6]
+            vec![5]
         );
         assert_eq!(l.engine_port, 8101);
         assert!(p.plan.launches.iter().all(|l| l.gpu_count <= 2));

@@ -154,20 +154,21 @@ fn run(c: &Case) -> Result<Planned, PlanError> {
 fn planning_table() {
     let cases = vec![
         Case {
-            what: "Qwen3-32B on 8 MI300X: 4 GPUs bf16 vLLM, the rest as fallbacks",
+            what: "Qwen3-32B on 8 MI300X: the optimized 1-GPU recipe beats the unoptimized one \
+                   on the preferred 4 (type before GPU count), the rest as fallbacks",
             model: "Qwen/Qwen3-32B",
             config: None,
             topology: mi300x(8),
             want: Want::default(),
             recipes: catalogue(),
             expect: Ok((
-                "vllm-mi300x-bf16-tp4-latency",
+                "vllm-mi300x-bf16-tp1-latency",
                 vec![
+                    "vllm-mi300x-bf16-tp4-latency",
                     "general/vllm-mi300x-bf16-tp2-latency",
-                    "vllm-mi300x-bf16-tp1-latency",
                     "general/vllm-mi300x-bf16-tp8-latency",
                 ],
-                vec![0, 1, 2, 3],
+                vec![0],
             )),
         },
         Case {
@@ -241,7 +242,7 @@ fn planning_table() {
                 ..Default::default()
             },
             recipes: catalogue(),
-            expect: Err("what would fit: recipe vllm-mi300x-bf16-tp4-latency"),
+            expect: Err("what would fit: recipe vllm-mi300x-bf16-tp1-latency"),
         },
         Case {
             what: "no GPU",
@@ -492,13 +493,13 @@ fn errors_are_data_rendered_by_display() {
     };
     assert_eq!(
         (id.as_str(), *gpu_count),
-        ("vllm-mi300x-bf16-tp4-latency", 4)
+        ("vllm-mi300x-bf16-tp1-latency", 1)
     );
     assert_eq!(
         e.to_string(),
         "16 GPUs were asked for but only 8 MI300X GPU(s) are usable; what would fit: recipe \
-         vllm-mi300x-bf16-tp4-latency (4 GPU(s), bf16, vllm, latency): \
-         `aim-engine plan Qwen/Qwen3-32B 4 --precision bf16 --backend vllm`"
+         vllm-mi300x-bf16-tp1-latency (1 GPU(s), bf16, vllm, latency): \
+         `aim-engine plan Qwen/Qwen3-32B 1 --precision bf16 --backend vllm`"
     );
 
     let e = run(&case(Topology::default(), Want::default())).unwrap_err();
@@ -530,4 +531,180 @@ fn errors_are_data_rendered_by_display() {
         close.contains(&"vllm-mi300x-bf16-tp1-latency".to_string()),
         "{close:?}"
     );
+}
+
+/// The "Why" text names the rule that decided, and never states a preference the choice
+/// contradicts without saying why (a user's recipe, fp8 chosen while bf16 is preferred).
+#[test]
+fn reasons_name_the_deciding_rule() {
+    let r1 = Some("deepseek-ai/DeepSeek-R1");
+    let cat = vec![
+        recipe(
+            "general/vllm-mi300x-bf16-tp8-latency",
+            None,
+            "engine: vllm, gpu: MI300X, gpu_count: 8, precision: bf16, metric: latency, type: general",
+            1,
+        ),
+        recipe(
+            "vllm-mi300x-fp8-tp8-latency",
+            r1,
+            "engine: vllm, gpu: MI300X, gpu_count: 8, precision: fp8, metric: latency, type: optimized",
+            1,
+        ),
+    ];
+    let c = Case {
+        what: "DeepSeek-R1",
+        model: "deepseek-ai/DeepSeek-R1",
+        config: None,
+        topology: mi300x(8),
+        want: Want::default(),
+        recipes: cat,
+        expect: Err(""),
+    };
+    let p = run(&c).unwrap();
+    assert_eq!(p.sources[0].id, "vllm-mi300x-fp8-tp8-latency");
+    assert_eq!(p.preferred_precision, Precision::Bf16);
+    let why = p.plan.reasons.join("\n");
+    assert!(
+        why.contains(
+            "ranks before general/vllm-mi300x-bf16-tp8-latency by rule 3, type: optimized"
+        ),
+        "{why}"
+    );
+    assert!(
+        why.contains(
+            "precision: fp8, not the preferred bf16: general/vllm-mi300x-bf16-tp8-latency has \
+             bf16 but ranks lower by rule 3"
+        ),
+        "{why}"
+    );
+    // Only fp8 recipes: the reason says none has the preferred precision.
+    let only = Case {
+        recipes: c.recipes[1..].to_vec(),
+        ..c
+    };
+    let why = run(&only).unwrap().plan.reasons.join("\n");
+    assert!(why.contains("the only compatible recipe"), "{why}");
+    assert!(
+        why.contains(
+            "precision: fp8, not the preferred bf16: no compatible recipe for \
+             deepseek-ai/DeepSeek-R1 here has bf16"
+        ),
+        "{why}"
+    );
+
+    // A recipe from the user's folder (priority 0) beats the built-in optimized one.
+    let mut cat = catalogue();
+    cat.push(recipe(
+        "my-qwen",
+        Some("Qwen/Qwen3-32B"),
+        "engine: vllm, gpu: MI300X, gpu_count: 2, precision: bf16, metric: latency, type: unoptimized",
+        0,
+    ));
+    let c = Case {
+        what: "user folder",
+        model: "Qwen/Qwen3-32B",
+        config: None,
+        topology: mi300x(8),
+        want: Want::default(),
+        recipes: cat,
+        expect: Err(""),
+    };
+    let p = run(&c).unwrap();
+    assert_eq!(p.sources[0].id, "my-qwen");
+    let why = p.plan.reasons.join("\n");
+    assert!(
+        why.contains(
+            "(--recipes-dir); ranks before vllm-mi300x-bf16-tp1-latency by rule 2, the user's \
+             recipe folders"
+        ),
+        "{why}"
+    );
+    assert!(
+        why.contains("GPU count: 2 GPU(s), not the preferred 4 GPU(s): vllm-mi300x-bf16-tp4-latency has 4 GPU(s) but ranks lower by rule 2"),
+        "{why}"
+    );
+}
+
+/// GPUs whose card already has more than 10 % of its VRAM in use are skipped when enough
+/// free ones exist, else taken with a warning.
+#[test]
+fn busy_gpus_are_skipped_when_enough_are_free() {
+    let busy = |mut t: Topology, which: &[u32], gib: u64| {
+        for g in &mut t.gpus {
+            g.vram_used_bytes = Some(if which.contains(&g.index) {
+                gib << 30
+            } else {
+                284 << 20 // the fixture's idle value: not busy
+            });
+        }
+        t
+    };
+    // 20 GiB of 192 is over 10 %; 19 GiB is not.
+    let t = busy(mi300x(2), &[0], 20);
+    assert!(crate::plan::gpus::is_busy(&t.gpus[0], &t.gpus));
+    assert!(!crate::plan::gpus::is_busy(&t.gpus[1], &t.gpus));
+    let t = busy(mi300x(1), &[0], 19);
+    assert!(!crate::plan::gpus::is_busy(&t.gpus[0], &t.gpus));
+
+    let case = |topology: Topology, want: Want| Case {
+        what: "busy",
+        model: "Qwen/Qwen3-32B",
+        config: None,
+        topology,
+        want,
+        recipes: catalogue(),
+        expect: Err(""),
+    };
+    // GPUs 0 and 1 busy: the 1-GPU recipe runs on GPU 2, the 4-GPU fallback on 2..5.
+    let p = run(&case(busy(mi300x(8), &[0, 1], 100), Want::default())).unwrap();
+    let ords =
+        |i: usize| -> Vec<u32> { p.plan.launches[i].gpus.iter().map(|g| g.ordinal).collect() };
+    assert_eq!(p.sources[0].id, "vllm-mi300x-bf16-tp1-latency");
+    assert_eq!(ords(0), vec![2]);
+    assert_eq!(ords(1), vec![2, 3, 4, 5]);
+    let why = p.plan.reasons.join("\n");
+    assert!(
+        why.contains("busy GPU(s) skipped, more than 10 % of their VRAM already in use: 0 (100 GiB in use), 1 (100 GiB in use); 6 free GPU(s) are enough"),
+        "{why}"
+    );
+    // 8 GPUs asked, 2 busy: all 8 taken, with a warning.
+    let eight = Want {
+        gpu_count: Some(8),
+        ..Default::default()
+    };
+    let p = run(&case(busy(mi300x(8), &[0, 1], 100), eight)).unwrap();
+    assert_eq!(p.plan.launches[0].gpus.len(), 8);
+    let why = p.plan.reasons.join("\n");
+    assert!(
+        why.contains("warning: only 6 free GPU(s) for 8: busy GPU(s) taken")
+            && why.contains("the engine may run out of memory"),
+        "{why}"
+    );
+    // Nothing busy: no note.
+    let p = run(&case(busy(mi300x(8), &[], 0), Want::default())).unwrap();
+    assert!(!p.plan.reasons.join("\n").contains("busy"));
+}
+
+/// With the GPU count given, the precision preference the later reasons refer to is stated.
+#[test]
+fn asked_count_still_states_the_precision_preference() {
+    let c = Case {
+        what: "count asked",
+        model: "Qwen/Qwen3-32B",
+        config: None,
+        topology: mi300x(8),
+        want: Want {
+            gpu_count: Some(4),
+            ..Default::default()
+        },
+        recipes: catalogue(),
+        expect: Err(""),
+    };
+    let why = run(&c).unwrap().plan.reasons.join("\n");
+    assert!(
+        why.contains("4 GPU(s) asked for; preferred precision bf16 (a tie-breaker, rule 5)"),
+        "{why}"
+    );
+    assert!(!why.contains("not the preferred"), "{why}");
 }

@@ -1,11 +1,15 @@
 //! Recipe selection (pure): every recipe gets a verdict for this request on this host; the
 //! compatible ones are ranked, the first wins and the rest form the fallback chain.
 //!
-//! Filter: shadowed id, model, engine, metric, precision, GPU product/gfx, GPU count (a recipe
-//! may use fewer GPUs than usable, never more; an explicit GPU_COUNT must match), manual-only.
-//! Rank: closeness to the preferred GPU count, search-path priority, type (optimized, then
-//! preview, unoptimized, general), preferred precision, then latency before throughput and
-//! vLLM before SGLang when the user left those open, then the id (so the order is total).
+//! Filter (constraints, never ranks): shadowed id, model, engine, metric, precision, GPU
+//! product/gfx, GPU count (a recipe may use fewer GPUs than usable, never more; an explicit
+//! GPU_COUNT must match), manual-only, and the caller's fit check of model-agnostic recipes.
+//! Rank ([`Rule`], in this order; the first key that differs decides): rule 1 is the
+//! explicit `--recipe` (handled by the planner), then 2 the user's recipe folders before the
+//! built-in one (search-path priority), 3 type (optimized, preview, unoptimized, general),
+//! 4 metric (latency before throughput when the user left it open), 5 precision (the
+//! preferred one, then 16-bit, fp8, 4/8-bit, fp32), 6 GPU count (closest to the preferred
+//! count, on a tie more GPUs), 7 vLLM before SGLang, 8 the id (so the order is total).
 
 use super::LoadedRecipe;
 use crate::types::{Engine, Metric, Precision, RecipeType};
@@ -284,23 +288,105 @@ pub fn select(
         .filter(|a| a.verdict == Verdict::Compatible)
         .map(|a| a.index)
         .collect();
+    ranked.sort_by(|&a, &b| rank_key(&recipes[a], req).cmp(&rank_key(&recipes[b], req)));
+    Selection { ranked, assessed }
+}
+
+/// One rule of the rank order, numbered as README's "Recipes" section numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rule {
+    /// 1: `--recipe` / AIM_PROFILE_ID (the planner's, not a sort key).
+    Explicit,
+    /// 2: the user's recipe folders (`--recipes-dir`, in the order given) before the built-in.
+    Folder,
+    /// 3: optimized, preview, unoptimized, general.
+    Type,
+    /// 4: latency before throughput when the metric is open.
+    Metric,
+    /// 5: the preferred precision, then 16-bit, fp8, 4/8-bit, fp32.
+    Precision,
+    /// 6: the GPU count closest to the preferred one, on a tie more GPUs.
+    GpuCount,
+    /// 7: vLLM before SGLang when the engine is open.
+    Engine,
+    /// 8: the id, so the order is total.
+    Id,
+}
+
+impl Rule {
+    pub fn number(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// The rule in a few words, for the plan's reasons.
+    pub fn words(self) -> &'static str {
+        match self {
+            Rule::Explicit => "asked for by --recipe",
+            Rule::Folder => "the user's recipe folders before the built-in ones",
+            Rule::Type => "type: optimized, then preview, unoptimized, general",
+            Rule::Metric => "metric: latency before throughput",
+            Rule::Precision => "precision: the preferred one first",
+            Rule::GpuCount => "GPU count: closest to the preferred count",
+            Rule::Engine => "engine: vLLM before SGLang",
+            Rule::Id => "id order",
+        }
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rule {}, {}", self.number(), self.words())
+    }
+}
+
+/// The sort key of a compatible recipe: one field per [`Rule`] from 2 on, in order.
+type RankKey = (
+    usize,
+    u8,
+    bool,
+    u8,
+    (u32, std::cmp::Reverse<u32>),
+    bool,
+    String,
+);
+
+fn rank_key(r: &LoadedRecipe, req: &Request) -> RankKey {
+    let m = &r.recipe.metadata;
     let preferred = req.gpu_count.unwrap_or(req.preferred_gpu_count);
-    ranked.sort_by_key(|&i| {
-        let r = &recipes[i];
-        let m = &r.recipe.metadata;
+    (
+        r.origin.priority,
+        type_rank(m.kind),
+        m.metric != Metric::Latency,
+        precision_rank(m.precision, req.precision.or(req.preferred_precision)),
+        // On a tie in distance, more GPUs (more memory headroom) first.
         (
             m.gpu_count.abs_diff(preferred),
-            // On a tie in distance, more GPUs (more memory headroom) first.
             std::cmp::Reverse(m.gpu_count),
-            r.origin.priority,
-            type_rank(m.kind),
-            precision_rank(m.precision, req.precision.or(req.preferred_precision)),
-            m.metric != Metric::Latency,
-            m.engine != Engine::Vllm,
-            r.id.clone(),
-        )
-    });
-    Selection { ranked, assessed }
+        ),
+        m.engine != Engine::Vllm,
+        r.id.clone(),
+    )
+}
+
+/// The rule by which `winner` ranks before `other` (both compatible with `req`): the first
+/// key that differs. `Rule::Id` when only the ids differ.
+pub fn deciding_rule(winner: &LoadedRecipe, other: &LoadedRecipe, req: &Request) -> Rule {
+    let (a, b) = (rank_key(winner, req), rank_key(other, req));
+    if a.0 != b.0 {
+        Rule::Folder
+    } else if a.1 != b.1 {
+        Rule::Type
+    } else if a.2 != b.2 {
+        Rule::Metric
+    } else if a.3 != b.3 {
+        Rule::Precision
+    } else if a.4 != b.4 {
+        Rule::GpuCount
+    } else if a.5 != b.5 {
+        Rule::Engine
+    } else {
+        Rule::Id
+    }
 }
 
 /// Recipe ids similar to `wanted`, for "unknown recipe" errors: shared prefix or substring,
@@ -589,17 +675,111 @@ mod tests {
         assert_eq!(
             ids,
             vec![
-                // distance 0: optimized latency, optimized throughput, preview (sglang), general
+                // type first (rule 3): optimized, then within it latency (rule 4), the
+                // preferred bf16 (rule 5), then the GPU count closest to 4 (rule 6)
                 "vllm-mi300x-bf16-tp4-latency",
-                "vllm-mi300x-bf16-tp4-throughput",
-                "sglang-mi300x-bf16-tp4-latency",
-                "general/vllm-mi300x-bf16-tp4-latency",
-                // then by distance from 4: 2 GPUs (2 away), 1 GPU (3 away), 8 GPUs (4 away)
                 "vllm-mi300x-bf16-tp2-latency",
                 "vllm-mi300x-bf16-tp1-latency",
                 "vllm-mi300x-fp16-tp1-latency",
+                "vllm-mi300x-bf16-tp4-throughput",
+                // then preview, unoptimized, general, whatever their GPU count
+                "sglang-mi300x-bf16-tp4-latency",
                 "vllm-mi300x-bf16-tp8-latency",
+                "general/vllm-mi300x-bf16-tp4-latency",
             ]
+        );
+    }
+
+    /// Each row: a small catalogue, the preferred GPU count, the expected order and the rule
+    /// by which the first ranks before the second.
+    #[test]
+    fn rank_rules_table() {
+        let q = "Qwen/Qwen3-32B";
+        type Row = (
+            &'static str,
+            Vec<LoadedRecipe>,
+            u32,
+            Vec<&'static str>,
+            Rule,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "type before GPU count: optimized on 1 GPU beats unoptimized on the preferred 4",
+                vec![
+                    r(&format!("u4 {q} vllm MI300X 4 bf16 latency unoptimized"), 1),
+                    r(&format!("o1 {q} vllm MI300X 1 bf16 latency optimized"), 1),
+                ],
+                4,
+                vec!["o1", "u4"],
+                Rule::Type,
+            ),
+            (
+                "the user's folder before type: a user's general recipe beats a built-in optimized",
+                vec![
+                    r(&format!("o4 {q} vllm MI300X 4 bf16 latency optimized"), 1),
+                    r("mine - vllm MI300X 8 bf16 latency general", 0),
+                ],
+                4,
+                vec!["mine", "o4"],
+                Rule::Folder,
+            ),
+            (
+                "metric before precision and GPU count",
+                vec![
+                    r(
+                        &format!("t4 {q} vllm MI300X 4 bf16 throughput optimized"),
+                        1,
+                    ),
+                    r(&format!("l1 {q} vllm MI300X 1 fp8 latency optimized"), 1),
+                ],
+                4,
+                vec!["l1", "t4"],
+                Rule::Metric,
+            ),
+            (
+                "precision before GPU count",
+                vec![
+                    r(&format!("f4 {q} vllm MI300X 4 fp8 latency optimized"), 1),
+                    r(&format!("b1 {q} vllm MI300X 1 bf16 latency optimized"), 1),
+                ],
+                4,
+                vec!["b1", "f4"],
+                Rule::Precision,
+            ),
+            (
+                "GPU count closeness, then more GPUs on a tie",
+                vec![
+                    r(&format!("a2 {q} vllm MI300X 2 bf16 latency optimized"), 1),
+                    r(&format!("a8 {q} vllm MI300X 8 bf16 latency optimized"), 1),
+                    r(&format!("a4 {q} vllm MI300X 4 bf16 latency optimized"), 1),
+                    r(&format!("a6 {q} vllm MI300X 6 bf16 latency optimized"), 1),
+                ],
+                4,
+                vec!["a4", "a6", "a2", "a8"],
+                Rule::GpuCount,
+            ),
+            (
+                "engine last but the id",
+                vec![
+                    r(&format!("s4 {q} sglang MI300X 4 bf16 latency optimized"), 1),
+                    r(&format!("v4 {q} vllm MI300X 4 bf16 latency optimized"), 1),
+                ],
+                4,
+                vec!["v4", "s4"],
+                Rule::Engine,
+            ),
+        ];
+        for (what, cat, pref, order, rule) in rows {
+            let s = select(&cat, &req(None, pref), &host(8, "MI300X"), None);
+            let ids: Vec<&str> = s.ranked.iter().map(|&i| cat[i].id.as_str()).collect();
+            assert_eq!(ids, order, "{what}");
+            let got = deciding_rule(&cat[s.ranked[0]], &cat[s.ranked[1]], &req(None, pref));
+            assert_eq!(got, rule, "{what}");
+        }
+        assert_eq!(Rule::Type.number(), 3);
+        assert_eq!(
+            Rule::Folder.to_string(),
+            "rule 2, the user's recipe folders before the built-in ones"
         );
     }
 

@@ -7,6 +7,7 @@
 use super::backoff::{Backoff, RestartBudget};
 use crate::engine::FailureClass;
 use crate::status::Phase;
+use crate::types::Precision;
 use std::time::Duration;
 
 /// What happened, as far as the phase is concerned.
@@ -140,6 +141,28 @@ pub struct PolicyConfig {
     pub max_port_retries: u32,
 }
 
+/// The memory one replica of a launch has for the model, relative to its weights: GPUs x 16
+/// / bits per weight (1 GPU in bf16 = 2, 4 GPUs in bf16 = 8, 1 GPU in fp8 = 4). Only
+/// launches on the same GPUs (one plan) are compared.
+pub fn memory_per_replica(gpu_count: u32, precision: Precision) -> u32 {
+    let bits = match precision {
+        Precision::Fp32 => 32,
+        Precision::Bf16 | Precision::Fp16 => 16,
+        Precision::Fp8 | Precision::Int8 => 8,
+        Precision::Fp4 | Precision::Int4 => 4,
+    };
+    gpu_count * 32 / bits
+}
+
+/// The launches still to try after an out-of-memory failure of one with `failed` memory per
+/// replica: those with more memory first, then the rest, each part in its rank order.
+pub fn roomier_first(pending: &[usize], memory: &[u32], failed: u32) -> Vec<usize> {
+    let more = |i: &usize| memory.get(*i).copied().unwrap_or(0) > failed;
+    let (mut first, rest): (Vec<usize>, Vec<usize>) = pending.iter().partition(|i| more(i));
+    first.extend(rest);
+    first
+}
+
 /// The policy and its memory of the current launch.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -148,6 +171,10 @@ pub struct Policy {
     launchers: Vec<String>,
     /// The HIP ordinals of every launch's GPUs (empty: not known).
     gpus: Vec<Vec<u32>>,
+    /// `memory_per_replica` of every launch (all 0 when unknown: no reordering).
+    memory: Vec<u32>,
+    /// The launches not tried yet, in the order they will be.
+    pending: Vec<usize>,
     index: usize,
     max_len_retried: bool,
     port_retries: u32,
@@ -156,10 +183,19 @@ pub struct Policy {
 
 impl Policy {
     pub fn new(cfg: PolicyConfig, launchers: Vec<String>) -> Self {
+        let memory = vec![0; launchers.len()];
+        Policy::with_memory(cfg, launchers, memory)
+    }
+
+    /// As `new`, with each launch's `memory_per_replica`, so that an out-of-memory failure
+    /// moves to a launch with more memory first.
+    pub fn with_memory(cfg: PolicyConfig, launchers: Vec<String>, memory: Vec<u32>) -> Self {
         Policy {
             cfg,
+            pending: (1..launchers.len()).collect(),
             launchers,
             gpus: Vec::new(),
+            memory,
             index: 0,
             max_len_retried: false,
             port_retries: 0,
@@ -186,11 +222,12 @@ impl Policy {
         match failure {
             Failure::LauncherMissing => {
                 let missing = self.launchers.get(self.index).cloned();
-                let next = (self.index + 1..self.launchers.len())
-                    .find(|&i| Some(&self.launchers[i]) != missing.as_ref());
-                return match next {
-                    Some(i) => self.move_to(i),
-                    None => Decision::LauncherMissing,
+                let launchers = &self.launchers;
+                self.pending
+                    .retain(|&i| Some(&launchers[i]) != missing.as_ref());
+                return match self.pending.is_empty() {
+                    false => self.next(),
+                    true => Decision::LauncherMissing,
                 };
             }
             Failure::Exited {
@@ -202,10 +239,12 @@ impl Policy {
             // later launch that does not use it may run; else the run ends (the node needs
             // an operator, and a restart loop would hide that).
             Failure::GpuFault { ordinal } => {
-                let avoids = |i: &usize| self.gpus.get(*i).is_some_and(|g| !g.contains(&ordinal));
-                return match (self.index + 1..self.launchers.len()).find(avoids) {
-                    Some(i) => self.move_to(i),
-                    None => Decision::GpuFault,
+                let gpus = &self.gpus;
+                self.pending
+                    .retain(|i| gpus.get(*i).is_some_and(|g| !g.contains(&ordinal)));
+                return match self.pending.is_empty() {
+                    false => self.next(),
+                    true => Decision::GpuFault,
                 };
             }
             _ => {}
@@ -235,8 +274,17 @@ impl Policy {
                     self.next()
                 }
             }
+            // Out of memory: more memory per replica first, not the same GPUs again.
             Failure::Exited {
-                class: C::Oom | C::KvCache | C::TpInvalid | C::DtypeOrQuant | C::BadArgs,
+                class: C::Oom | C::KvCache,
+                ..
+            } => {
+                let failed = self.memory.get(self.index).copied().unwrap_or(0);
+                self.pending = roomier_first(&self.pending, &self.memory, failed);
+                self.next()
+            }
+            Failure::Exited {
+                class: C::TpInvalid | C::DtypeOrQuant | C::BadArgs,
                 ..
             }
             | Failure::StartupTimeout => self.next(),
@@ -259,10 +307,11 @@ impl Policy {
     }
 
     fn next(&mut self) -> Decision {
-        if self.index + 1 < self.launchers.len() {
-            self.move_to(self.index + 1)
-        } else {
+        if self.pending.is_empty() {
             Decision::GiveUp
+        } else {
+            let i = self.pending.remove(0);
+            self.move_to(i)
         }
     }
 
@@ -573,6 +622,68 @@ mod tests {
         }
         assert_eq!(Failure::GpuFault { ordinal: 3 }.class_str(), "gpu_fault");
         assert_eq!(Decision::GpuFault.action_str(), "stop_gpu_fault");
+    }
+
+    /// After an out-of-memory failure the chain moves to more memory per replica first.
+    /// Each row: the launches (GPUs, precision) in rank order, the failures, the launches
+    /// moved to.
+    #[test]
+    fn oom_moves_to_more_memory_first() {
+        use FailureClass as C;
+        use Precision as P;
+        type Row<'a> = (&'a str, Vec<(u32, P)>, Vec<Failure>, Vec<Decision>);
+        let next = |index| Decision::NextLaunch { index };
+        let rows: Vec<Row> = vec![
+            (
+                "oom on 1 GPU skips the same-GPU throughput recipe for 4 GPUs, then 8",
+                vec![
+                    (1, P::Bf16),
+                    (1, P::Bf16),
+                    (4, P::Bf16),
+                    (2, P::Fp8),
+                    (8, P::Bf16),
+                ],
+                vec![
+                    exited(C::Oom),
+                    exited(C::Oom),
+                    exited(C::Oom),
+                    exited(C::Oom),
+                    exited(C::Oom),
+                ],
+                // 0 (2) -> 2 (8) -> 4 (16) -> none roomier: 3 (8), 1 (2) in rank order.
+                vec![next(2), next(4), next(3), next(1), Decision::GiveUp],
+            ),
+            (
+                "kv_cache too; lower precision on the same GPUs counts as more memory",
+                vec![(1, P::Bf16), (1, P::Bf16), (1, P::Fp8)],
+                vec![exited(C::KvCache), exited(C::Unknown)],
+                vec![next(2), ms(100)],
+            ),
+            (
+                "other classes keep the rank order",
+                vec![(1, P::Bf16), (1, P::Bf16), (4, P::Bf16)],
+                vec![exited(C::TpInvalid), exited(C::Oom)],
+                vec![next(1), next(2)],
+            ),
+        ];
+        for (what, shapes, failures, want) in rows {
+            let launchers = vec!["vllm".to_string(); shapes.len()];
+            let memory = shapes
+                .iter()
+                .map(|&(n, p)| memory_per_replica(n, p))
+                .collect();
+            let mut p = Policy::with_memory(cfg(), launchers, memory);
+            let got: Vec<Decision> = failures
+                .iter()
+                .map(|f| p.on_failure(*f, false, Duration::ZERO))
+                .collect();
+            assert_eq!(got, want, "{what}");
+        }
+        assert_eq!(memory_per_replica(1, P::Bf16), 2);
+        assert_eq!(memory_per_replica(4, P::Bf16), 8);
+        assert_eq!(memory_per_replica(1, P::Fp4), 8);
+        assert_eq!(memory_per_replica(2, P::Fp32), 2);
+        assert_eq!(roomier_first(&[1, 2, 3], &[2, 2, 8, 4], 2), vec![2, 3, 1]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! waits (backoff, VRAM release) while still handling signals.
 
 use super::attempt::AttemptEnd;
-use super::machine::{Decision, Event, Failure, Policy, transition};
+use super::machine::{Decision, Event, Failure, Policy, memory_per_replica, transition};
 use super::probe::Prober;
 use super::reaper::Reaper;
 use super::run::{
@@ -223,7 +223,11 @@ impl Supervisor {
             .iter()
             .map(|l| l.gpus.iter().map(|g| g.ordinal).collect())
             .collect();
-        let mut policy = Policy::new(self.cfg.policy, launchers).with_gpus(gpus);
+        let memory = launches
+            .iter()
+            .map(|l| memory_per_replica(l.gpu_count, l.precision))
+            .collect();
+        let mut policy = Policy::with_memory(self.cfg.policy, launchers, memory).with_gpus(gpus);
         let mut versions: HashMap<String, Option<String>> = HashMap::new();
         let mut first = true;
         let mut delay = Duration::ZERO;

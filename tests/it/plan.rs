@@ -58,19 +58,22 @@ fn plan_json_qwen3_32b_on_8_mi300x() {
     );
     assert_eq!(v["model"], "Qwen/Qwen3-32B");
     assert_eq!(v["gpus"]["usable"], 8);
-    assert_eq!(v["gpus"]["selected"], serde_json::json!([0, 1, 2, 3]));
+    // The AMD-sourced optimized 1-GPU recipe beats the unoptimized one on the preferred 4
+    // GPUs: type (rule 3) ranks before GPU count (rule 6).
+    assert_eq!(v["gpus"]["selected"], serde_json::json!([0]));
     assert_eq!(v["gpus"]["gfx"], "gfx942");
     let r = &v["recipe"];
-    assert_eq!(r["id"], "vllm-mi300x-bf16-tp4-latency");
+    assert_eq!(r["id"], "vllm-mi300x-bf16-tp1-latency");
+    assert_eq!(r["type"], "optimized");
     assert_eq!(r["engine"], "vllm");
-    assert_eq!(r["gpu_count"], 4);
+    assert_eq!(r["gpu_count"], 1);
     assert_eq!(r["precision"], "bf16");
     assert_eq!(r["metric"], "latency");
     assert!(
         r["path"]
             .as_str()
             .unwrap()
-            .ends_with("recipes/Qwen/Qwen3-32B/vllm-mi300x-bf16-tp4-latency.yaml")
+            .ends_with("recipes/Qwen/Qwen3-32B/vllm-mi300x-bf16-tp1-latency.yaml")
     );
     for k in [
         "id",
@@ -89,11 +92,12 @@ fn plan_json_qwen3_32b_on_8_mi300x() {
         .iter()
         .map(|f| f.as_str().unwrap())
         .collect();
-    assert!(
-        fallbacks.contains(&"vllm-mi300x-bf16-tp1-latency"),
+    assert_eq!(
+        fallbacks.first(),
+        Some(&"vllm-mi300x-bf16-tp4-latency"),
         "{fallbacks:?}"
     );
-    assert!(!fallbacks.contains(&"vllm-mi300x-bf16-tp4-latency"));
+    assert!(!fallbacks.contains(&"vllm-mi300x-bf16-tp1-latency"));
     assert!(
         !fallbacks.iter().any(|f| f.contains("mi355x")),
         "other GPUs never fall back: {fallbacks:?}"
@@ -127,8 +131,9 @@ fn plan_text_explains_the_choice() {
     let t = stdout(&o);
     for words in [
         "Plan for Qwen/Qwen3-32B",
-        "Recipe:  vllm-mi300x-bf16-tp4-latency",
-        "its GPU count is the preferred 4",
+        "Recipe:  vllm-mi300x-bf16-tp1-latency",
+        "ranks before vllm-mi300x-bf16-tp4-latency by rule 3, type: optimized",
+        "GPU count: 1 GPU(s), not the preferred 4 GPU(s)",
         "Fallbacks, in order",
         "Command (engine on 127.0.0.1:8001)",
     ] {
@@ -188,7 +193,7 @@ fn no_fit_exit_code_and_message() {
                 "16 GPUs were asked for",
                 "8 MI300X",
                 "what would fit",
-                "vllm-mi300x-bf16-tp4-latency",
+                "vllm-mi300x-bf16-tp1-latency",
             ],
         ),
         (
@@ -292,6 +297,32 @@ fn recipes_dir_overrides_and_bad_files_name_line_and_column() {
             .any(|a| a == "4096")
     );
 
+    // A recipe of the user's with a new id wins over the built-in optimized one though it is
+    // unoptimized and on 2 GPUs: the user's folders rank first (rule 2).
+    let other = tempfile::tempdir().unwrap();
+    write(
+        other.path(),
+        "Qwen/Qwen3-32B/my-qwen.yaml",
+        "aim_id: Qwen/Qwen3-32B\nmodel_id: Qwen/Qwen3-32B\nmetadata:\n  engine: vllm\n  gpu: MI300X\n  gpu_count: 2\n  precision: bf16\n  metric: latency\n  type: unoptimized\n",
+    );
+    let v = json(&run(
+        cmd(MI300X, hf.path()),
+        &[
+            "--recipes-dir",
+            other.path().to_str().unwrap(),
+            "plan",
+            "Qwen/Qwen3-32B",
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(v["recipe"]["id"], "my-qwen", "{}", v["reasons"]);
+    let reasons = v["reasons"].to_string();
+    assert!(
+        reasons.contains("by rule 2, the user's recipe folders before the built-in ones"),
+        "{reasons}"
+    );
+
     // A typo in a key: exit 64 with file:line:column.
     let bad = write(
         mine.path(),
@@ -320,7 +351,7 @@ fn user_args_of_one_engine_drop_the_other_engines_fallbacks() {
         "--engine-args",
         r#"{"max-model-len": 8192}"#,
     ]);
-    assert_eq!(v["recipe"]["id"], "vllm-mi300x-bf16-tp4-latency");
+    assert_eq!(v["recipe"]["id"], "vllm-mi300x-bf16-tp1-latency");
     let fallbacks: Vec<&str> = v["fallbacks"]
         .as_array()
         .unwrap()
@@ -357,7 +388,7 @@ fn dry_run_has_the_aim_operator_shape() {
     let items = v.as_array().unwrap();
     assert_eq!(items.len(), 1);
     let it = &items[0];
-    assert_eq!(it["filename"], "vllm-mi300x-bf16-tp4-latency.yaml");
+    assert_eq!(it["filename"], "vllm-mi300x-bf16-tp1-latency.yaml");
     let keys: Vec<&str> = it["profile"]
         .as_object()
         .unwrap()
@@ -366,8 +397,9 @@ fn dry_run_has_the_aim_operator_shape() {
         .collect();
     assert_eq!(keys, ["model", "metadata", "engine_args", "env_vars"]);
     assert_eq!(it["profile"]["model"], "Qwen/Qwen3-32B");
-    assert_eq!(it["profile"]["metadata"]["gpu_count"], 4);
-    assert_eq!(it["profile"]["metadata"]["type"], "unoptimized");
+    // The optimized 1-GPU recipe wins (type before GPU count).
+    assert_eq!(it["profile"]["metadata"]["gpu_count"], 1);
+    assert_eq!(it["profile"]["metadata"]["type"], "optimized");
     assert_eq!(
         it["profile"]["engine_args"]["max-model-len"], 8192,
         "user args merged over the recipe"
@@ -530,9 +562,13 @@ fn catalogue_choices_on_8_mi300x() {
             "vllm-mi300x-fp4-tp1-latency",
             1,
         ),
+        // Both optimized bf16: latency (rule 4) before the GPU count closest to 8 (rule 6).
+        (&["Qwen/Qwen3-235B-A22B"], "vllm-mi300x-bf16-tp4-latency", 4),
+        // The optimized 1-GPU recipe, not the unoptimized one on the preferred 4.
+        (&["Qwen/Qwen3-32B"], "vllm-mi300x-bf16-tp1-latency", 1),
         (
-            &["Qwen/Qwen3-235B-A22B"],
-            "vllm-mi300x-bf16-tp8-throughput",
+            &["meta-llama/Llama-3.1-70B-Instruct"],
+            "vllm-mi300x-fp16-tp8-latency",
             8,
         ),
         (
@@ -753,7 +789,7 @@ fn aim_id_selects_the_folder_and_aim_model_id_the_checkpoint() {
     let c = || cmd(MI300X, hf.path()).env("AIM_ID", "Qwen/Qwen3-32B");
     let v = json(&run(c(), &["plan", "--format", "json"]));
     assert_eq!(v["model"], "Qwen/Qwen3-32B");
-    assert_eq!(v["recipe"]["id"], "vllm-mi300x-bf16-tp4-latency");
+    assert_eq!(v["recipe"]["id"], "vllm-mi300x-bf16-tp1-latency");
     let argv = argv_of(&v);
     assert_eq!(served_names(&argv), ["Qwen/Qwen3-32B"]);
     // Override the checkpoint: AIM_ID's recipes, MODEL's weights, both names.
@@ -761,7 +797,7 @@ fn aim_id_selects_the_folder_and_aim_model_id_the_checkpoint() {
         c().env("AIM_MODEL_ID", "acme/Qwen3-32B-FT"),
         &["plan", "--format", "json"],
     ));
-    assert_eq!(v["recipe"]["id"], "vllm-mi300x-bf16-tp4-latency");
+    assert_eq!(v["recipe"]["id"], "vllm-mi300x-bf16-tp1-latency");
     let argv = argv_of(&v);
     assert_eq!(
         argv[1..3],
@@ -1100,5 +1136,35 @@ fn aim_log_level_root_is_read() {
             ("AIM_LOG_LEVEL", "WARNING")
         ])
         .contains(warning)
+    );
+}
+
+/// GPUs with much VRAM in use by someone else (over 10 %) are skipped when enough are free:
+/// the fixture with 100 GiB in use on GPU 0's card.
+#[test]
+fn busy_gpus_are_skipped_in_the_plan() {
+    let hf = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(project_root().join(MI300X).join("."))
+        .arg(root.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let used = root
+        .path()
+        .join("sys/bus/pci/drivers/amdgpu/0000:05:00.0/mem_info_vram_used");
+    std::fs::write(&used, format!("{}\n", 100u64 << 30)).unwrap();
+    let v = json(&run(
+        cmd(root.path().to_str().unwrap(), hf.path()),
+        &["plan", "Qwen/Qwen3-32B", "--format", "json"],
+    ));
+    assert_eq!(v["recipe"]["id"], "vllm-mi300x-bf16-tp1-latency");
+    assert_eq!(v["gpus"]["selected"], serde_json::json!([1]));
+    let reasons = v["reasons"].to_string();
+    assert!(
+        reasons.contains("busy GPU(s) skipped") && reasons.contains("0 (100 GiB in use)"),
+        "{reasons}"
     );
 }

@@ -1280,7 +1280,7 @@ fn serve_with_only_aim_id() {
         sup.stderr()
     );
     let st = status(&sup);
-    assert_eq!(st["recipe"]["id"], "vllm-mi300x-bf16-tp4-latency", "{st}");
+    assert_eq!(st["recipe"]["id"], "vllm-mi300x-bf16-tp1-latency", "{st}");
     let (code, body) = http_get(sup.port, "/v1/models").expect("GET /v1/models");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("Qwen/Qwen3-32B"), "{body}");
