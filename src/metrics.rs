@@ -223,98 +223,8 @@ impl Metrics {
             gpus: GpuMetrics::default(),
         };
         m.gpus.register(&mut registry);
-        registry.register(
-            "download_bytes_done",
-            "Bytes of the model in the cache so far (serve --download)",
-            m.download_bytes_done.clone(),
-        );
-        registry.register(
-            "download_bytes_total",
-            "Bytes of the model's files to have in the cache (serve --download)",
-            m.download_bytes_total.clone(),
-        );
-        registry.register(
-            "download_rate_bytes_per_second",
-            "Download rate over the last seconds (serve --download)",
-            m.download_rate_bytes_per_second.clone(),
-        );
-        registry.register(
-            "phase",
-            "Current supervisor phase (1 for the current one)",
-            m.phase.clone(),
-        );
-        registry.register(
-            "ready",
-            "1 when the engine serves and is healthy",
-            m.ready.clone(),
-        );
-        registry.register(
-            "restarts",
-            "Engine restarts by failure class",
-            m.restarts.clone(),
-        );
-        registry.register(
-            "engine_starts",
-            "Engine processes started",
-            m.engine_starts.clone(),
-        );
-        registry.register(
-            "startup_duration_seconds",
-            "Seconds from the last engine spawn to ready",
-            m.startup_duration_seconds.clone(),
-        );
-        registry.register(
-            "liveness_failures",
-            "Failed liveness probes after ready",
-            m.liveness_failures.clone(),
-        );
-        registry.register(
-            "hangs",
-            "Hung engines found, by the signal that showed the hang",
-            m.hangs.clone(),
-        );
-        registry.register(
-            "last_progress_age_seconds",
-            "Seconds since the engine last showed progress (0 while idle)",
-            m.last_progress_age_seconds.clone(),
-        );
-        registry.register(
-            "proxied_requests",
-            "Requests forwarded to the engine, by response status class",
-            m.proxied_requests.clone(),
-        );
-        registry.register(
-            "inflight_requests",
-            "Requests being forwarded now",
-            m.inflight_requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from request to the end of the forwarded response",
-            m.request_duration_seconds.clone(),
-        );
-        registry.register(
-            "streamed_bytes",
-            "Response body bytes forwarded to clients",
-            m.streamed_bytes.clone(),
-        );
-        registry.register(
-            "responses_cut",
-            "Forwarded responses cut short by the engine, a deadline or an abort (the client sees \
-             them cut)",
-            m.responses_cut.clone(),
-        );
-        registry.register(
-            "request_timeouts",
-            "Forwarded requests ended by a deadline: first_byte (no response in time) or gap \
-             (the response paused too long)",
-            m.request_timeouts.clone(),
-        );
-        registry.register(
-            "requests_aborted",
-            "Forwarded requests ended at once because the hung engine was being restarted",
-            m.requests_aborted.clone(),
-        );
+        m.register_supervisor(&mut registry);
+        m.register_rest(&mut registry);
         for kind in [TIMEOUT_FIRST_BYTE, TIMEOUT_GAP] {
             m.request_timeouts
                 .get_or_create(&TimeoutKindLabel {
@@ -330,6 +240,106 @@ impl Metrics {
                 .set(0);
         }
         Metrics { registry, ..m }
+    }
+
+    /// Registers the supervisor's series.
+    fn register_supervisor(&self, registry: &mut Registry) {
+        registry.register(
+            "download_bytes_done",
+            "Bytes of the model in the cache so far (serve --download)",
+            self.download_bytes_done.clone(),
+        );
+        registry.register(
+            "download_bytes_total",
+            "Bytes of the model's files to have in the cache (serve --download)",
+            self.download_bytes_total.clone(),
+        );
+        registry.register(
+            "download_rate_bytes_per_second",
+            "Download rate over the last seconds (serve --download)",
+            self.download_rate_bytes_per_second.clone(),
+        );
+        registry.register(
+            "phase",
+            "Current supervisor phase (1 for the current one)",
+            self.phase.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when the engine serves and is healthy",
+            self.ready.clone(),
+        );
+        registry.register(
+            "restarts",
+            "Engine restarts by failure class",
+            self.restarts.clone(),
+        );
+        registry.register(
+            "engine_starts",
+            "Engine processes started",
+            self.engine_starts.clone(),
+        );
+        registry.register(
+            "startup_duration_seconds",
+            "Seconds from the last engine spawn to ready",
+            self.startup_duration_seconds.clone(),
+        );
+        registry.register(
+            "liveness_failures",
+            "Failed liveness probes after ready",
+            self.liveness_failures.clone(),
+        );
+    }
+
+    /// Registers the proxy's, the download's and the GPUs' series.
+    fn register_rest(&self, registry: &mut Registry) {
+        registry.register(
+            "hangs",
+            "Hung engines found, by the signal that showed the hang",
+            self.hangs.clone(),
+        );
+        registry.register(
+            "last_progress_age_seconds",
+            "Seconds since the engine last showed progress (0 while idle)",
+            self.last_progress_age_seconds.clone(),
+        );
+        registry.register(
+            "proxied_requests",
+            "Requests forwarded to the engine, by response status class",
+            self.proxied_requests.clone(),
+        );
+        registry.register(
+            "inflight_requests",
+            "Requests being forwarded now",
+            self.inflight_requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to the end of the forwarded response",
+            self.request_duration_seconds.clone(),
+        );
+        registry.register(
+            "streamed_bytes",
+            "Response body bytes forwarded to clients",
+            self.streamed_bytes.clone(),
+        );
+        registry.register(
+            "responses_cut",
+            "Forwarded responses cut short by the engine, a deadline or an abort (the client sees \
+             them cut)",
+            self.responses_cut.clone(),
+        );
+        registry.register(
+            "request_timeouts",
+            "Forwarded requests ended by a deadline: first_byte (no response in time) or gap \
+             (the response paused too long)",
+            self.request_timeouts.clone(),
+        );
+        registry.register(
+            "requests_aborted",
+            "Forwarded requests ended at once because the hung engine was being restarted",
+            self.requests_aborted.clone(),
+        );
     }
 
     /// Marks `phase` as the current one.
