@@ -533,6 +533,16 @@ mod tests {
             "Qwen/Qwen3-235B-A22B",
             "deepseek-ai/DeepSeek-R1",
             "openai/gpt-oss-120b",
+            "meta-llama/Llama-3.3-70B-Instruct",
+            "meta-llama/Llama-3.2-1B-Instruct",
+            "meta-llama/Llama-3.2-3B-Instruct",
+            "meta-llama/Llama-3.1-405B-Instruct",
+            "mistralai/Mistral-Small-3.2-24B-Instruct-2506",
+            "mistralai/Mixtral-8x7B-Instruct-v0.1",
+            "mistralai/Mixtral-8x22B-Instruct-v0.1",
+            "openai/gpt-oss-20b",
+            "CohereLabs/command-a-reasoning-08-2025",
+            "deepseek-ai/DeepSeek-R1-0528",
         ] {
             assert!(models.contains(want), "no recipe for {want}");
         }

@@ -6,7 +6,7 @@
 #
 #   tests/real-engine/check-recipes.sh        # uses target/debug/aim-engine (builds it)
 #
-# The MI325X and MI355X hosts are the MI300X fixture tree with the product's PCI device id,
+# The MI325X, MI355X and MI250X hosts are the MI300X fixture tree with the product's PCI device id,
 # gfx target and VRAM written in (the planner reads exactly these files).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,7 +23,12 @@ import os, re, shutil, sys
 tmp = sys.argv[1]
 src = "tests/fixtures/sysfs/mi300x-8gpu-spx"
 # product: (PCI device id, KFD gfx_target_version, VRAM bytes per GPU)
-products = {"mi325x": (0x74A5, 90402, 256 << 30), "mi355x": (0x75A3, 90500, 288 << 30)}
+# MI250X: each of the 8 usable GPUs is one GCD (gfx90a) with 64 GiB, as the planner sees it.
+products = {
+    "mi325x": (0x74A5, 90402, 256 << 30),
+    "mi355x": (0x75A3, 90500, 288 << 30),
+    "mi250x": (0x7408, 90010, 64 << 30),
+}
 old_vram = "206141652992"
 for name, (dev, gfx, vram) in products.items():
     dst = os.path.join(tmp, name)
