@@ -229,3 +229,35 @@ fn idle_probe_misses_are_hung() {
     run.signal(libc::SIGTERM);
     assert_eq!(run.exit_code(Duration::from_secs(15)), 0);
 }
+
+/// A load that stops moving (no log line, no CPU time) is a hang long before the startup
+/// timeout: found after the startup stall window and restarted.
+#[test]
+fn a_load_that_stops_moving_is_a_startup_stall() {
+    let mut run = start(
+        // The fake sleeps through its "load": no output, no CPU.
+        &[("FAKE_LOAD_SECS", "60")],
+        &[
+            "--startup-stall-window",
+            "2s",
+            "--startup-timeout",
+            "10m",
+            "--liveness-interval",
+            "30s",
+        ],
+    );
+    let port = run.port;
+    let t = Instant::now();
+    let restarted = wait_for(Duration::from_secs(30), || {
+        status(port)["restarts"].as_u64().unwrap_or(0) >= 1
+    });
+    let took = t.elapsed();
+    assert!(restarted, "no restart: {}", run.report());
+    let st = status(port);
+    assert_eq!(st["last_hang"]["signal"], "startup_stall", "{st}");
+    assert_eq!(st["failures"][0]["class"], "hung", "{st}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    eprintln!("startup stall: restart counted {took:?} after start (window 2 s)");
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.exit_code(Duration::from_secs(15)), 0);
+}
