@@ -4,7 +4,7 @@
 #   sudo bench/all.sh 2>&1 | tee bench-$(date +%F).md
 # Needs root (the init bench makes PID namespaces). Builds what it runs (release and bench
 # profiles). Takes about 15 minutes on 2 cores. Env: the knobs of each script (DUR, N_TTFB,
-# RATE, RUNS, CODES, ...).
+# RATE, RUNS, CODES, ROUNDS, PSS_RUNS, ...). Installs nginx and wrk from Debian when missing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -39,6 +39,9 @@ AIM_BIN=$bin sh bench/supervise_figures.sh
 echo
 echo "## Public port"
 bash bench/http/run.sh
+echo
+echo "## Public port vs nginx, same zero-cost engine"
+BUILD=0 bash bench/http/nginx.sh
 echo
 echo "## Init duties vs tini and dumb-init"
 AIM_BIN=$bin bash bench/init/run.sh
