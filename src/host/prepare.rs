@@ -190,20 +190,7 @@ mod tests {
     fn select() -> Request {
         Request {
             model: Some("Qwen/Qwen3-8B".into()),
-            gpu_count: None,
-            precision: Choice::Auto,
-            backend: Choice::Auto,
-            metric: Choice::Auto,
-            recipe: None,
-            gpu_model: None,
-            engine_args: None,
-            engine_port: None,
-            revision: None,
-            size_from_hub: false,
-            aim_id: None,
-            no_general_fallback: false,
-            engine_flags: Vec::new(),
-            served_name: None,
+            ..Request::default()
         }
     }
 

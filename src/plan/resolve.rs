@@ -677,20 +677,7 @@ mod tests {
     fn select(model: &str) -> Request {
         Request {
             model: Some(model.into()),
-            gpu_count: None,
-            precision: crate::types::Choice::Auto,
-            backend: crate::types::Choice::Auto,
-            metric: crate::types::Choice::Auto,
-            recipe: None,
-            gpu_model: None,
-            engine_args: None,
-            engine_port: None,
-            revision: None,
-            size_from_hub: false,
-            aim_id: None,
-            no_general_fallback: false,
-            engine_flags: Vec::new(),
-            served_name: None,
+            ..Request::default()
         }
     }
 
