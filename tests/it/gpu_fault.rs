@@ -2,21 +2,12 @@
 //! launch's GPU readings in /metrics, then an uncorrectable RAS count that rises while the
 //! engine serves ends the run with class gpu_fault and a message naming the GPU.
 
-use crate::support::{AimEngine, free_port, project_root, wait_for};
-use std::io::{Read, Write};
+use crate::support::{AimEngine, free_port, project_root, request, wait_for};
 use std::path::Path;
 use std::time::Duration;
 
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).ok()?;
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
+    request(port, "GET", path, "")
 }
 
 /// A writable copy of the committed fixture tree (symlinks kept).

@@ -2,26 +2,9 @@
 //! the freeze window; a slow but steady engine and a long prefill are left alone. The windows
 //! are scaled down (seconds, not minutes); the rules are the same as with the defaults.
 
-use crate::support::{AimEngine, Running, free_port, wait_for};
+use crate::support::{AimEngine, Running, free_port, request, wait_for};
 use serde_json::{Value, json};
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-
-/// A GET or POST on the public port: (status, body).
-fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
-}
 
 fn status(port: u16) -> Value {
     let (_, body) = request(port, "GET", "/status", "").unwrap_or_default();
@@ -49,6 +32,16 @@ fn start(env: &[(&str, &str)], args: &[&str]) -> Running {
         aim = aim.env(k, v);
     }
     aim.spawn()
+}
+
+/// Waits up to `limit` for the first restart; the status then (the test fails without one).
+fn wait_restart(run: &mut Running, limit: Duration) -> Value {
+    let port = run.port;
+    let restarted = wait_for(limit, || {
+        status(port)["restarts"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(restarted, "no restart: {}", run.report());
+    status(port)
 }
 
 fn wait_ready(run: &mut Running, limit: Duration) {
@@ -83,12 +76,8 @@ fn a_frozen_engine_is_found_and_restarted() {
     unsafe {
         libc::kill(pid, libc::SIGSTOP);
     }
-    let restarted = wait_for(Duration::from_secs(20), || {
-        status(port)["restarts"].as_u64().unwrap_or(0) >= 1
-    });
+    let st = wait_restart(&mut run, Duration::from_secs(20));
     let took = stopped_at.elapsed();
-    assert!(restarted, "no restart: {}", run.report());
-    let st = status(port);
     assert_eq!(st["last_hang"]["signal"], "frozen", "{st}");
     let detail = st["last_hang"]["detail"].as_str().unwrap_or_default();
     assert!(detail.contains(&format!("engine process {pid}")), "{st}");
@@ -185,11 +174,7 @@ fn work_without_progress_is_hung_and_its_request_ends() {
     assert!(took >= Duration::from_secs(2), "{took:?}");
     assert!(took < Duration::from_secs(8), "{took:?}");
     eprintln!("no progress: the request ended after {took:?} (stall window 2 s)");
-    let restarted = wait_for(Duration::from_secs(20), || {
-        status(port)["restarts"].as_u64().unwrap_or(0) >= 1
-    });
-    assert!(restarted, "no restart: {}", run.report());
-    let st = status(port);
+    let st = wait_restart(&mut run, Duration::from_secs(20));
     assert_eq!(st["last_hang"]["signal"], "no_progress", "{st}");
     run.signal(libc::SIGTERM);
     assert_eq!(run.exit_code(Duration::from_secs(15)), 0);
@@ -217,12 +202,7 @@ fn idle_probe_misses_are_hung() {
         ],
     );
     wait_ready(&mut run, Duration::from_secs(30));
-    let port = run.port;
-    let restarted = wait_for(Duration::from_secs(20), || {
-        status(port)["restarts"].as_u64().unwrap_or(0) >= 1
-    });
-    assert!(restarted, "no restart: {}", run.report());
-    let st = status(port);
+    let st = wait_restart(&mut run, Duration::from_secs(20));
     assert_eq!(st["last_hang"]["signal"], "probe_misses", "{st}");
     let detail = st["last_hang"]["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("idle probes (1-token completions)"), "{st}");
@@ -246,14 +226,9 @@ fn a_load_that_stops_moving_is_a_startup_stall() {
             "30s",
         ],
     );
-    let port = run.port;
     let t = Instant::now();
-    let restarted = wait_for(Duration::from_secs(30), || {
-        status(port)["restarts"].as_u64().unwrap_or(0) >= 1
-    });
+    let st = wait_restart(&mut run, Duration::from_secs(30));
     let took = t.elapsed();
-    assert!(restarted, "no restart: {}", run.report());
-    let st = status(port);
     assert_eq!(st["last_hang"]["signal"], "startup_stall", "{st}");
     assert_eq!(st["failures"][0]["class"], "hung", "{st}");
     assert!(took < Duration::from_secs(15), "{took:?}");
