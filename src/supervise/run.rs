@@ -290,6 +290,22 @@ async fn download_phase(o: &ServeOptions, sup: &mut Supervisor, log_every: Durat
             return BeforePlan::Failed(e);
         }
     };
+    // A complete copy in the cache: no network at all, the engine reads it offline (the plan
+    // made next checks the command line, as for any run).
+    if let Some(d) = &download
+        && let Some(root) = super::fetch::cached(d)
+    {
+        tracing::info!(
+            "{} at {} is complete in the cache under {}: no download, the engine runs with HF_HUB_OFFLINE=1",
+            d.repo,
+            d.revision,
+            root.display()
+        );
+        return BeforePlan::Plan {
+            cache: Some(root),
+            hub: None,
+        };
+    }
     // A usage error (a bad engine flag, model id or recipe) stops the run before anything is
     // asked of the Hub or fetched: no download for a command line that cannot start.
     if download.is_some()
@@ -299,21 +315,6 @@ async fn download_phase(o: &ServeOptions, sup: &mut Supervisor, log_every: Durat
         let e = ExitError::from(e);
         sup.fatal(&e.message);
         return BeforePlan::Failed(e);
-    }
-    // A complete copy in the cache: no network at all, the engine reads it offline.
-    if let Some(root) = download.as_ref().and_then(super::fetch::cached) {
-        if let Some(d) = &download {
-            tracing::info!(
-                "{} at {} is complete in the cache under {}: no download, the engine runs with HF_HUB_OFFLINE=1",
-                d.repo,
-                d.revision,
-                root.display()
-            );
-        }
-        return BeforePlan::Plan {
-            cache: Some(root),
-            hub: None,
-        };
     }
     let hub = match sizing_options_for(o, download.as_ref()) {
         None => None,
