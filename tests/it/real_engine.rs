@@ -170,8 +170,11 @@ impl Serve {
             .public_port()
             .args(["--engine-port", &engine_port.to_string()])
             .args(["--backoff-initial", "0.5s", "--stop-timeout", "30s"])
-            // Liveness probes open connections to the engine; none during the abort check.
+            // Liveness probes and the hang watch's metrics reads open connections to the
+            // engine; none during the abort check (a case that needs the watch sooner passes
+            // --hang-sample-interval, which wins over the variable).
             .args(["--liveness-interval", "60s", "--vram-wait-timeout", "5s"])
+            .env("AIM_HANG_SAMPLE_INTERVAL", "60s")
             .args(extra)
             .env("AIM_VLLM_COMMAND", venv().join("bin/vllm"))
             .env("VLLM_CPU_KVCACHE_SPACE", "1")
