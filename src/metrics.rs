@@ -34,6 +34,10 @@ pub struct HangLabel {
     pub signal: String,
 }
 
+/// The `code` labels of `aim_proxied_requests_total`: the response's status class, `error`
+/// (no response came back) and `499` (the client went away during its request body).
+pub const PROXIED_CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error", "499"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusClassLabel {
     /// "2xx", "4xx", "5xx", or "error" when no response came back.
@@ -173,6 +177,9 @@ pub struct Metrics {
     /// Seconds since the engine last showed progress (0 while idle).
     pub last_progress_age_seconds: Gauge<f64, AtomicU64>,
     pub proxied_requests: Family<StatusClassLabel, Counter>,
+    /// `proxied_requests`' counter of each class in `PROXIED_CLASSES`, looked up once (a
+    /// family lookup per request is an allocation, a hash and a lock).
+    proxied_by_class: [std::sync::OnceLock<Counter>; PROXIED_CLASSES.len()],
     pub inflight_requests: Gauge,
     pub request_duration_seconds: Histogram,
     pub streamed_bytes: Counter,
@@ -211,6 +218,7 @@ impl Metrics {
             hangs: Family::default(),
             last_progress_age_seconds: Gauge::default(),
             proxied_requests: Family::default(),
+            proxied_by_class: Default::default(),
             inflight_requests: Gauge::default(),
             request_duration_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             streamed_bytes: Counter::default(),
@@ -353,6 +361,25 @@ impl Metrics {
                 .set(v);
         }
         self.ready.set(i64::from(phase == Phase::Ready));
+    }
+
+    /// Counts a forwarded request in `proxied_requests` by its `class` (one of
+    /// `PROXIED_CLASSES`; any other is looked up in the family each time).
+    pub fn proxied(&self, class: &str) {
+        match PROXIED_CLASSES.iter().position(|c| *c == class) {
+            Some(i) => self.proxied_by_class[i]
+                .get_or_init(|| self.proxied_counter(class))
+                .inc(),
+            None => self.proxied_counter(class).inc(),
+        };
+    }
+
+    fn proxied_counter(&self, class: &str) -> Counter {
+        self.proxied_requests
+            .get_or_create(&StatusClassLabel {
+                code: class.to_string(),
+            })
+            .clone()
     }
 
     /// Counts a request ended by a proxy deadline of `kind` (`TIMEOUT_FIRST_BYTE`, `TIMEOUT_GAP`).

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -69,6 +70,10 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Removes hop-by-hop headers, including every header named in Connection.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names, no lookups.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -84,10 +89,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets Host and the X-Forwarded-* headers for a request coming from `peer`.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, engine_port: u16) {
-    if let Some(host) = headers.remove(header::HOST) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+/// Sets Host (`host`, the engine's address) and the X-Forwarded-* headers for a request
+/// coming from `peer`.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: HeaderValue) {
+    if let Some(client_host) = headers.insert(header::HOST, host) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), client_host);
     }
     let xff = HeaderName::from_static("x-forwarded-for");
     let ip = peer.ip().to_string();
@@ -102,9 +108,27 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, engine_port: u16
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("http"),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!("127.0.0.1:{engine_port}")) {
-        headers.insert(header::HOST, v);
+}
+
+/// The engine's loopback address on `port`, as a URI authority and as a Host value; built
+/// once per port and thread, not per request.
+pub fn engine_address(port: u16) -> (Authority, HeaderValue) {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u16, Authority, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
     }
+    LAST.with_borrow_mut(|last| match last {
+        Some((p, authority, host)) if *p == port => (authority.clone(), host.clone()),
+        _ => {
+            let text = format!("127.0.0.1:{port}");
+            let authority = Authority::from_maybe_shared(Bytes::from(text.clone()))
+                .expect("127.0.0.1:<u16> is an authority");
+            let host = HeaderValue::from_maybe_shared(Bytes::from(text))
+                .expect("127.0.0.1:<u16> is a header value");
+            *last = Some((port, authority.clone(), host.clone()));
+            (authority, host)
+        }
+    })
 }
 
 /// The status class label of `proxied_requests`.
@@ -140,13 +164,7 @@ pub fn refusal(phase: Phase, stopping: bool) -> Option<(&'static str, &'static s
 }
 
 fn count(shared: &Shared, class: &str) {
-    shared
-        .metrics
-        .proxied_requests
-        .get_or_create(&crate::metrics::StatusClassLabel {
-            code: class.to_string(),
-        })
-        .inc();
+    shared.metrics.proxied(class);
 }
 
 /// Forwards `req` to the engine with `target` (its path and query in normal form, see
@@ -154,7 +172,7 @@ fn count(shared: &Shared, class: &str) {
 pub async fn forward(
     ctx: &Arc<Ctx>,
     req: Request<Incoming>,
-    target: &str,
+    target: String,
     peer: SocketAddr,
 ) -> Response<Body> {
     if let Some(refusal) = refused(ctx) {
@@ -179,7 +197,9 @@ pub async fn forward(
         }
     };
     let abort = shared.abort_signal();
-    match wait_head(ctx, request, &abort, &sent).await {
+    // One wait for the signal, from the request through to the end of the response body.
+    let mut thrown = Box::pin(abort.thrown());
+    match wait_head(ctx, request, thrown.as_mut(), &sent).await {
         Head::Answer(answer) => {
             let got = Got {
                 tracker,
@@ -188,6 +208,7 @@ pub async fn forward(
                 sent,
                 fault,
                 abort,
+                thrown,
             };
             relay(ctx, answer, got)
         }
@@ -248,21 +269,22 @@ struct Upstream {
 fn upstream_request(
     ctx: &Ctx,
     req: Request<Incoming>,
-    target: &str,
+    target: String,
     peer: SocketAddr,
     port: u16,
 ) -> Result<Upstream, hyper::http::Error> {
     let (mut parts, body) = req.into_parts();
     // Built from parts, never by pasting strings: the target cannot change the authority.
+    let (authority, host) = engine_address(port);
     let uri = Uri::builder()
         .scheme("http")
-        .authority(format!("127.0.0.1:{port}"))
-        .path_and_query(target)
+        .authority(authority)
+        .path_and_query(PathAndQuery::from_maybe_shared(Bytes::from(target))?)
         .build();
     parts.uri = uri?;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    set_forwarded(&mut parts.headers, peer, port);
+    set_forwarded(&mut parts.headers, peer, host);
     let fault = Arc::new(AtomicU8::new(FAULT_NONE));
     let sent: BodyEnd = Arc::new(OnceLock::new());
     if hyper::body::Body::is_end_stream(&body) {
@@ -289,6 +311,7 @@ struct Got {
     sent: BodyEnd,
     fault: Arc<AtomicU8>,
     abort: AbortSignal,
+    thrown: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 /// The engine's answer (or its failure) passed on: its body watched by the deadlines and the
@@ -306,6 +329,7 @@ fn relay(
         sent,
         fault,
         abort,
+        thrown,
     } = got;
     match answer {
         Ok(resp) => {
@@ -321,7 +345,7 @@ fn relay(
                 ctx.limits.stream_gap(),
             );
             let sse = is_chunked_event_stream(&parts.headers);
-            let body = Tracked::new(body, tracker, peer, sse, clock, abort);
+            let body = Tracked::new(body, tracker, peer, sse, clock, (abort, thrown));
             Response::from_parts(parts, body.boxed_unsync())
         }
         Err(_) if fault.load(Ordering::Relaxed) == FAULT_STALLED => {
@@ -372,27 +396,28 @@ enum Head {
 }
 
 /// Sends `upstream` and waits for the engine's response head, at most the first-byte deadline
-/// from the end of the request body, and no longer than until `abort` is thrown. Returning
+/// from the end of the request body, and no longer than until `thrown` resolves. Returning
 /// early drops the request future, which closes its connection to the engine.
 async fn wait_head(
     ctx: &Ctx,
     upstream: Request<Body>,
-    abort: &AbortSignal,
+    mut thrown: Pin<&mut WaitForCancellationFutureOwned>,
     sent: &BodyEnd,
 ) -> Head {
     let request = ctx.client.request(upstream);
     tokio::pin!(request);
-    let thrown = abort.thrown();
-    tokio::pin!(thrown);
     let limit = ctx.limits.first_byte();
-    let now = tokio::time::Instant::now();
-    let first = sent.get().copied().unwrap_or(now) + limit.unwrap_or_default();
+    let from = sent
+        .get()
+        .copied()
+        .unwrap_or_else(tokio::time::Instant::now);
+    let first = from + limit.unwrap_or_default();
     let timer = tokio::time::sleep_until(first);
     tokio::pin!(timer);
     loop {
         tokio::select! {
             biased;
-            _ = &mut thrown => return Head::Aborted,
+            _ = thrown.as_mut() => return Head::Aborted,
             answer = &mut request => return Head::Answer(answer),
             _ = &mut timer, if limit.is_some() => {
                 let limit = limit.unwrap_or_default();
@@ -466,11 +491,21 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("api.example:8000"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        set_forwarded(&mut h, "192.0.2.7:5555".parse().expect("addr"), 41234);
+        set_forwarded(
+            &mut h,
+            "192.0.2.7:5555".parse().expect("addr"),
+            engine_address(41234).1,
+        );
         assert_eq!(h[header::HOST], "127.0.0.1:41234");
         assert_eq!(h["x-forwarded-host"], "api.example:8000");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(engine_address(41234).0.as_str(), "127.0.0.1:41234");
+        assert_eq!(
+            engine_address(8000).1,
+            "127.0.0.1:8000",
+            "a new port, a new address"
+        );
     }
 
     #[test]

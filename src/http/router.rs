@@ -66,7 +66,7 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> 
                     "invalid_api_key",
                 );
             }
-            proxy::forward(&ctx, req, &normal.forward, peer).await
+            proxy::forward(&ctx, req, normal.forward, peer).await
         }
     }
 }

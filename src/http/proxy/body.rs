@@ -278,7 +278,7 @@ impl Tracked {
         peer: SocketAddr,
         sse: bool,
         clock: BodyClock,
-        abort: AbortSignal,
+        (abort, thrown): (AbortSignal, Pin<Box<WaitForCancellationFutureOwned>>),
     ) -> Self {
         Tracked {
             inner: Some(inner),
@@ -288,7 +288,7 @@ impl Tracked {
             cut: Cut::None,
             clock,
             timer: None,
-            thrown: Box::pin(abort.thrown()),
+            thrown,
             abort,
         }
     }
