@@ -11,10 +11,10 @@
 //!
 //! `flush` waits (bounded) for the queues to be written out, for the last lines before exit.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Messages each queue holds by default (`--log-buffer`).
@@ -67,26 +67,72 @@ struct Counts {
 
 /// One descriptor's bounded queue and its writer thread.
 pub struct Sink {
-    tx: SyncSender<Vec<u8>>,
+    queue: Arc<Queue>,
     counts: Arc<Counts>,
+}
+
+/// A bounded queue that takes memory as it fills, not up front (a `sync_channel` of 4,096
+/// slots is 128 KiB per descriptor, touched at start).
+struct Queue {
+    items: Mutex<VecDeque<Vec<u8>>>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+impl Queue {
+    fn new(capacity: usize) -> Queue {
+        Queue {
+            items: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            capacity,
+        }
+    }
+
+    /// Adds `msg` unless the queue is full; never blocks on the writer.
+    fn try_push(&self, msg: Vec<u8>) -> bool {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        if items.len() >= self.capacity {
+            return false;
+        }
+        items.push_back(msg);
+        drop(items);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next message, waiting for one.
+    fn pop(&self) -> Vec<u8> {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(msg) = items.pop_front() {
+                // After a burst, give the backlog's room back.
+                if items.is_empty() && items.capacity() > 64 {
+                    items.shrink_to(16);
+                }
+                return msg;
+            }
+            items = self.ready.wait(items).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 impl Sink {
     fn start(fd: Fd, capacity: usize) -> Sink {
-        let (tx, rx) = sync_channel(capacity);
+        let queue = Arc::new(Queue::new(capacity));
+        let rx = queue.clone();
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
         let started = crate::supervise::signals::with_all_blocked(|| {
             std::thread::Builder::new()
                 .name("log-writer".into())
                 .stack_size(64 * 1024)
-                .spawn(move || write_out(fd, rx, &c))
+                .spawn(move || write_out(fd, &rx, &c))
         });
         if started.is_err() {
             // No thread: every message is dropped (and counted) rather than written inline.
             counts.closed.store(true, Ordering::Relaxed);
         }
-        Sink { tx, counts }
+        Sink { queue, counts }
     }
 
     /// Queues `bytes` for writing; drops them (counted) when the queue is full or the reader
@@ -101,12 +147,9 @@ impl Sink {
         }
         // Counted before the send so that `done` never overtakes `queued`.
         self.counts.queued.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(bytes) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counts.queued.fetch_sub(1, Ordering::Relaxed);
-                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if !self.queue.try_push(bytes) {
+            self.counts.queued.fetch_sub(1, Ordering::Relaxed);
+            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -126,9 +169,10 @@ impl Sink {
 
 /// The writer thread: writes each message to `fd`; after drops, says how many were lost; after
 /// a write error, discards everything.
-fn write_out(fd: Fd, rx: Receiver<Vec<u8>>, counts: &Counts) {
+fn write_out(fd: Fd, queue: &Queue, counts: &Counts) -> ! {
     let mut reported = 0u64;
-    while let Ok(msg) = rx.recv() {
+    loop {
+        let msg = queue.pop();
         if !counts.closed.load(Ordering::Relaxed) {
             let dropped = counts.dropped.load(Ordering::Relaxed);
             let mut ok = true;
@@ -242,9 +286,8 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts_and_never_blocks() {
         // A sink whose writer never runs: capacity 2, the third message is dropped.
-        let (tx, _rx) = sync_channel(2);
         let sink = Sink {
-            tx,
+            queue: Arc::new(Queue::new(2)),
             counts: Arc::new(Counts::default()),
         };
         let t = Instant::now();
@@ -257,5 +300,30 @@ mod tests {
         sink.counts.closed.store(true, Ordering::Relaxed);
         sink.send(b"x".to_vec());
         assert_eq!(sink.dropped(), 4);
+    }
+
+    #[test]
+    fn the_queue_hands_messages_over_in_order_and_gives_room_back() {
+        let q = Arc::new(Queue::new(1000));
+        for i in 0..200u32 {
+            assert!(q.try_push(i.to_le_bytes().to_vec()));
+        }
+        let reader = {
+            let q = q.clone();
+            std::thread::spawn(move || (0..201).map(|_| q.pop()).collect::<Vec<_>>())
+        };
+        // The reader drains 200 and then waits for the 201st.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(q.try_push(b"last".to_vec()));
+        let got = reader.join().expect("reader");
+        assert_eq!(got[0], 0u32.to_le_bytes());
+        assert_eq!(got[199], 199u32.to_le_bytes());
+        assert_eq!(got[200], b"last");
+        let items = q.items.lock().expect("lock");
+        assert!(
+            items.is_empty() && items.capacity() <= 64,
+            "{}",
+            items.capacity()
+        );
     }
 }
