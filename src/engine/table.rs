@@ -226,9 +226,16 @@ impl Table {
     }
 }
 
-fn all() -> &'static [Table] {
-    static TABLES_PARSED: OnceLock<Vec<Table>> = OnceLock::new();
-    TABLES_PARSED.get_or_init(|| {
+/// The tables of `engine`, oldest first, parsed on its first use: a supervisor of vLLM never
+/// holds SGLang's (a table is some 100 KiB of heap).
+fn parsed(engine: Engine) -> &'static [Table] {
+    static VLLM: OnceLock<Vec<Table>> = OnceLock::new();
+    static SGLANG: OnceLock<Vec<Table>> = OnceLock::new();
+    let cell = match engine {
+        Engine::Vllm => &VLLM,
+        Engine::Sglang => &SGLANG,
+    };
+    cell.get_or_init(|| {
         let mut tables: Vec<Table> = TABLES
             .iter()
             .map(|text| {
@@ -237,15 +244,16 @@ fn all() -> &'static [Table] {
                 Table::from_raw(raw)
                     .unwrap_or_else(|e| panic!("embedded engine flag table is invalid: {e}"))
             })
+            .filter(|t| t.engine == engine)
             .collect();
-        tables.sort_by_key(|t| (t.engine, t.parsed));
+        tables.sort_by_key(|t| t.parsed);
         tables
     })
 }
 
 /// The tables of one engine, oldest first. Never empty for a supported engine.
 pub fn of(engine: Engine) -> impl Iterator<Item = &'static Table> {
-    all().iter().filter(move |t| t.engine == engine)
+    parsed(engine).iter()
 }
 
 /// The table of the newest pinned version.
