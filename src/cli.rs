@@ -66,8 +66,8 @@ pub struct GlobalArgs {
         global = true
     )]
     pub log_format: LogFormat,
-    /// Log filter (tracing env-filter syntax), e.g. `info` or `aim_engine=debug`; AIM's
-    /// Python level names (DEBUG, INFO, WARNING, ERROR, CRITICAL) work too. Default: the
+    /// Log filter: a level or `target=level` directives, e.g. `info` or
+    /// `aim_engine=debug,hyper=warn`; AIM's Python level names (DEBUG, INFO, WARNING, ERROR, CRITICAL) work too. Default: the
     /// value of AIM_LOG_LEVEL_ROOT, else `info`.
     #[arg(long = "log-level", env = "AIM_LOG_LEVEL", global = true)]
     pub log_level: Option<String>,
@@ -500,8 +500,8 @@ impl GlobalArgs {
 }
 
 /// One level word in Python's spelling (AIM's `AIM_LOG_LEVEL=CRITICAL`, `WARNING`) as the
-/// tracing level it means; anything else (`aim_engine=debug`, `warn`) is an env-filter
-/// directive and stays as it is. Python's CRITICAL has no tracing level: `error` is the
+/// tracing level it means; anything else (`aim_engine=debug`, `warn`) is a directive and
+/// stays as it is. Python's CRITICAL has no tracing level: `error` is the
 /// closest that still shows a failure.
 pub fn log_directive(text: &str) -> String {
     match text.trim().to_ascii_uppercase().as_str() {

@@ -16,6 +16,7 @@ pub mod host;
 pub mod http;
 pub mod launch;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod notify;

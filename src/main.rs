@@ -6,6 +6,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    aim_engine::memory::one_arena();
     let model_in_env = ["AIM_MODEL_ID", "AIM_ID"]
         .iter()
         .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
@@ -62,21 +63,27 @@ fn prints_only(cli: &cli::Cli) -> bool {
 }
 
 fn init_logging(g: &cli::GlobalArgs) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(g.log_filter()).unwrap_or_else(|_| EnvFilter::new("info"));
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    // `Targets`, not `EnvFilter`: the same `target=level` directives without span and field
+    // filters, and without the regex engine they need (a smaller, leaner binary).
+    let filter: Targets = g
+        .log_filter()
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
     logging::set_capacity(g.log_buffer);
     // Bounded and non-blocking (`logging`); tracing's own complaint about a failed write would
     // go to stderr with eprintln! and panic there.
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .log_internal_errors(false)
         .with_ansi(logging::colour(
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
             std::env::var_os("NO_COLOR").as_deref(),
         ))
         .with_writer(logging::TracingWriter);
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     match g.log_format {
-        cli::LogFormat::Json => builder.json().init(),
-        cli::LogFormat::Text => builder.with_target(false).init(),
+        cli::LogFormat::Json => builder.json().finish().with(filter).init(),
+        cli::LogFormat::Text => builder.with_target(false).finish().with(filter).init(),
     }
 }

@@ -240,6 +240,8 @@ impl Supervisor {
         self.shared.metrics.engine_starts.inc();
         self.update(|s| s.engine_pid = Some(pid));
         self.event(Event::Spawned, &format!("engine pid {pid}"));
+        // Planning and spawning are behind us: their code and heap can go.
+        crate::memory::release_startup();
         self.notifier
             .extend_timeout(self.cfg.progress_interval.saturating_mul(3));
         RunningEngine {
@@ -429,6 +431,8 @@ impl Supervisor {
                     self.ready_once = true;
                     self.notifier.ready();
                 }
+                // So can the readiness checks'.
+                crate::memory::release_startup();
                 a.timers.liveness = Instant::now() + self.liveness_interval();
             }
         }
