@@ -18,6 +18,7 @@
 mod argv;
 mod classify;
 mod flags;
+pub mod multinode;
 mod table;
 mod trailing;
 mod version;
@@ -148,6 +149,9 @@ pub struct CommandInput<'a> {
     /// version rules are applied (with notes). `None`: the newest table, no rules (the
     /// supervisor applies them after its version probe).
     pub engine_version: Option<&'a str>,
+    /// This node's place in a multi-node group: its multi-node flags are added
+    /// (`multinode::args`). None on one node.
+    pub group: Option<&'a crate::group::Group>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
