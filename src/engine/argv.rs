@@ -379,6 +379,13 @@ fn build_ungated(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError
         argv.extend(input.served_aliases.iter().cloned());
     }
     if let Some(group) = input.group {
+        super::multinode::check_split(engine, group.nnodes, |name| {
+            merged.get(name).and_then(|(_, v)| match v {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            })
+        })?;
         argv.extend(super::multinode::args(engine, group));
     }
     for (name, (logical, value)) in &merged {

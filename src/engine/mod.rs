@@ -205,6 +205,21 @@ pub enum CommandError {
         origin: &'static str,
         why: Box<flags::ValueError>,
     },
+    /// A launch over several nodes whose parallel sizes do not span them: each node runs
+    /// tensor parallel over its own GPUs, so the sizes that cross nodes must multiply to the
+    /// node count, or the engine would split the world over the nodes otherwise.
+    #[error(
+        "{engine} over {nodes} nodes: {spans} spans {got} node(s), not {nodes}; set `{first}: {nodes}` in the recipe's engine args (tensor parallel stays inside a node)"
+    )]
+    NodeSplit {
+        engine: Engine,
+        nodes: u32,
+        /// The sizes as given, `pipeline-parallel-size 1 x data-parallel-size 1`.
+        spans: String,
+        got: u64,
+        /// The size to set.
+        first: &'static str,
+    },
     #[error("no model to serve: the model id/path is empty")]
     EmptyModel,
     #[error("tensor parallel size 0 is invalid; it must be at least 1")]

@@ -13,6 +13,7 @@
 //! These flags are the system's (the group facts decide them): the same keys in a recipe's
 //! or the user's args are dropped, like `--port`.
 
+use super::CommandError;
 use crate::group::{Group, Role};
 use crate::types::Engine;
 
@@ -28,6 +29,44 @@ pub fn flag_names(engine: Engine) -> &'static [&'static str] {
         ],
         Engine::Sglang => &["nnodes", "node-rank", "dist-init-addr"],
     }
+}
+
+/// The parallel sizes that cross nodes (tensor parallel stays inside one): vLLM's pipeline
+/// and data parallel, SGLang's pipeline parallel (its data parallel lives inside tensor
+/// parallel).
+pub fn spanning(engine: Engine) -> &'static [&'static str] {
+    match engine {
+        Engine::Vllm => &["pipeline-parallel-size", "data-parallel-size"],
+        Engine::Sglang => &["pp-size"],
+    }
+}
+
+/// Checks that the sizes crossing nodes (`size` answers a logical flag's value, None when
+/// unset: 1) multiply to the group's node count.
+pub fn check_split(
+    engine: Engine,
+    nnodes: u32,
+    size: impl Fn(&str) -> Option<u64>,
+) -> Result<(), CommandError> {
+    let names = spanning(engine);
+    let sizes: Vec<u64> = names.iter().map(|n| size(n).unwrap_or(1)).collect();
+    let got = sizes.iter().fold(1u64, |a, b| a.saturating_mul(*b));
+    if got == u64::from(nnodes) {
+        return Ok(());
+    }
+    let spans = names
+        .iter()
+        .zip(&sizes)
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect::<Vec<_>>()
+        .join(" x ");
+    Err(CommandError::NodeSplit {
+        engine,
+        nodes: nnodes,
+        spans,
+        got,
+        first: names[0],
+    })
 }
 
 /// `host:port` for a rendezvous address; an IPv6 literal gets its brackets.
@@ -218,6 +257,70 @@ mod tests {
                         .contains("`master-addr: elsewhere` replaced by the system value `lead`")),
                 "{notes:?}"
             );
+        }
+    }
+
+    /// (engine, nodes, sizes given, accepted or the words of the error)
+    #[test]
+    fn split_over_nodes_table() {
+        type Row = (
+            Engine,
+            u32,
+            &'static [(&'static str, u64)],
+            Result<(), &'static str>,
+        );
+        let rows: &[Row] = &[
+            (Engine::Vllm, 2, &[("pipeline-parallel-size", 2)], Ok(())),
+            (Engine::Vllm, 2, &[("data-parallel-size", 2)], Ok(())),
+            (
+                Engine::Vllm,
+                4,
+                &[("pipeline-parallel-size", 2), ("data-parallel-size", 2)],
+                Ok(()),
+            ),
+            (
+                Engine::Vllm,
+                2,
+                &[],
+                Err(
+                    "pipeline-parallel-size 1 x data-parallel-size 1 spans 1 node(s), not 2; set `pipeline-parallel-size: 2`",
+                ),
+            ),
+            (
+                Engine::Vllm,
+                2,
+                &[("pipeline-parallel-size", 4)],
+                Err("spans 4 node(s)"),
+            ),
+            (Engine::Sglang, 2, &[("pp-size", 2)], Ok(())),
+            (
+                Engine::Sglang,
+                2,
+                &[("dp-size", 2)],
+                Err("set `pp-size: 2`"),
+            ),
+        ];
+        for (engine, nodes, given, want) in rows {
+            let got = check_split(*engine, *nodes, |n| {
+                given.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
+            });
+            match (got, want) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err(words)) => assert!(e.to_string().contains(words), "{e}"),
+                (got, _) => panic!("{engine} {nodes} {given:?}: {got:?}"),
+            }
+        }
+        for engine in [Engine::Vllm, Engine::Sglang] {
+            let t = table::newest(engine);
+            for name in spanning(engine) {
+                assert!(
+                    matches!(
+                        crate::engine::flags::resolve(t, name),
+                        crate::engine::flags::Resolved::Known { opt: Some(_), .. }
+                    ),
+                    "{engine} has no --{name}"
+                );
+            }
         }
     }
 }

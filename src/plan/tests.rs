@@ -730,6 +730,12 @@ fn multi_node_planning_table() {
             1,
         ),
     ];
+    let mut recipes = recipes;
+    // The nodes are spanned by pipeline parallel (engine::multinode::check_split).
+    recipes[1]
+        .recipe
+        .engine_args
+        .insert("pipeline-parallel-size".into(), serde_json::json!(2));
     let group = |rank| Group {
         nnodes: 2,
         rank,
