@@ -337,7 +337,12 @@ fn recipes_text(rows: &[RecipeVerdict], model: Option<&str>, t: &Topology) -> St
             r.id,
             r.engine.as_str(),
             r.gpu,
-            r.gpu_count,
+            // GPUs per node, `x<nodes>` for a recipe over several nodes.
+            if r.nodes > 1 {
+                format!("{}x{}", r.gpu_count, r.nodes)
+            } else {
+                r.gpu_count.to_string()
+            },
             r.precision.as_str(),
             r.metric.as_str(),
             r.kind.as_str(),

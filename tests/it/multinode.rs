@@ -114,3 +114,36 @@ fn serve_as_worker_is_refused() {
         out.report()
     );
 }
+
+/// `recipes` shows a 2-node recipe's GPUs as `8x2` and, outside a group, why it is not used;
+/// in a group of 2 it is the compatible one and the one-node recipes are not.
+#[test]
+fn recipes_show_the_node_count() {
+    let hf = tempfile::tempdir().unwrap();
+    let row = |out: &crate::support::Finished| {
+        out.stdout()
+            .lines()
+            .find(|l| l.starts_with(TWO_NODES))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no {TWO_NODES} row: {}", out.report()))
+    };
+    let alone = cmd(hf.path()).args(["recipes", LLAMA_405B]).output();
+    let line = row(alone.expect_code(0));
+    assert!(
+        line.contains(" 8x2 ") && line.contains("multi_node"),
+        "{line}"
+    );
+    let grouped = cmd(hf.path())
+        .args(["recipes", LLAMA_405B, "--nnodes", "2", "--node-rank", "0"])
+        .args(["--leader-addr", "10.0.0.1"])
+        .output();
+    let line = row(grouped.expect_code(0));
+    assert!(line.contains("compatible"), "{line}");
+    assert!(
+        grouped
+            .stdout()
+            .contains("node_count_mismatch (spans 1 node(s), this group has 2)"),
+        "{}",
+        grouped.report()
+    );
+}
