@@ -215,6 +215,20 @@ pub struct SelectArgs {
         value_name = "NAME"
     )]
     pub served_model_name: Option<String>,
+    /// Nodes in the multi-node group this node is part of (default: LeaderWorkerSet's
+    /// LWS_GROUP_SIZE; none: one node). Giving it asks for a recipe that spans that many.
+    #[arg(long, env = "AIM_NNODES", value_name = "N")]
+    pub nnodes: Option<String>,
+    /// This node's index in its group, 0 on the leader (default: LWS_WORKER_INDEX).
+    #[arg(long = "node-rank", env = "AIM_NODE_RANK", value_name = "RANK")]
+    pub node_rank: Option<String>,
+    /// The group leader's host name or IP address, as the other nodes reach it (default:
+    /// LWS_LEADER_ADDRESS).
+    #[arg(long = "leader-addr", env = "AIM_LEADER_ADDR", value_name = "HOST")]
+    pub leader_addr: Option<String>,
+    /// The engines' rendezvous port on the leader (default 29501).
+    #[arg(long = "dist-port", env = "AIM_DIST_PORT", value_name = "PORT")]
+    pub dist_port: Option<String>,
     /// Engine flags as the engine takes them, after `--`: `-- --max-model-len 8192
     /// --enforce-eager`. Checked like --engine-args, and they win over it.
     #[arg(last = true, value_name = "ENGINE_FLAGS", allow_hyphen_values = true)]
@@ -567,7 +581,34 @@ impl From<&SelectArgs> for crate::plan::Request {
             no_general_fallback: !s.allow_general_fallback,
             engine_flags: s.engine_flags.clone(),
             served_name: s.served_model_name.clone(),
+            // Resolved by `SelectArgs::group`, which can fail.
+            group: None,
         }
+    }
+}
+
+impl SelectArgs {
+    /// The group facts: our flags (their AIM_* variables) first, then LeaderWorkerSet's
+    /// variables from the environment.
+    pub fn group(&self) -> Result<Option<crate::group::Group>, crate::group::GroupError> {
+        use crate::group as g;
+        let env = |name: &str| -> Option<String> {
+            match name {
+                g::AIM_NNODES => self.nnodes.clone(),
+                g::AIM_NODE_RANK => self.node_rank.clone(),
+                g::AIM_LEADER_ADDR => self.leader_addr.clone(),
+                g::AIM_DIST_PORT => self.dist_port.clone(),
+                other => std::env::var(other).ok(),
+            }
+        };
+        g::from_env(&env)
+    }
+
+    /// The library's form of the selection flags, with the group facts.
+    pub fn request(&self) -> Result<crate::plan::Request, crate::group::GroupError> {
+        let mut r = crate::plan::Request::from(self);
+        r.group = self.group()?;
+        Ok(r)
     }
 }
 

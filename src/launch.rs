@@ -27,7 +27,16 @@ pub struct Launch {
     pub recipe_id: String,
     pub engine: Engine,
     pub precision: Precision,
+    /// GPUs on this node (the engine's tensor-parallel size).
     pub gpu_count: u32,
+    /// Nodes the launch spans (1: this node alone). With more, `group` is this node's place.
+    pub nodes: u32,
+    /// This node's role in its group; None on one node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::group::Role>,
+    /// The group facts the multi-node flags were made from; None on one node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<crate::group::Group>,
     pub gpus: Vec<SelectedGpu>,
     /// The model name clients use (`--served-model-name`); validation asks for it.
     pub served_model_name: String,

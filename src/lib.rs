@@ -12,6 +12,7 @@ pub mod download;
 pub mod engine;
 pub mod exit;
 pub mod gpu;
+pub mod group;
 pub mod host;
 pub mod http;
 pub mod launch;

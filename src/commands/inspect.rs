@@ -14,6 +14,11 @@ fn exit_error(e: ResolveError) -> anyhow::Error {
     ExitError::from(e).into()
 }
 
+/// Bad group facts (AIM_NNODES, LWS_*) are a usage error.
+pub(crate) fn group_error(e: crate::group::GroupError) -> anyhow::Error {
+    ExitError::new(exit::USAGE, e.to_string()).into()
+}
+
 /// Detects the GPUs and plans on all of them, for the engine version of `--engine-version`
 /// (else the installed engine's, else the newest pinned table), and says which; warns of
 /// `VLLM_*` / `SGLANG_*` variables in our own environment (passed through to the engine)
@@ -29,7 +34,7 @@ fn planned(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<Planned> {
         _ => EngineVersions::default(),
     };
     let sources = plan::Sources::from(g);
-    let request = plan::Request::from(&a.select);
+    let request = a.select.request().map_err(group_error)?;
     let topology = resolve::detect(&sources).map_err(exit_error)?;
     let mut versions = given.or_newest();
     let mut p =
@@ -95,14 +100,43 @@ pub fn plan_json(p: &Planned) -> Value {
             "path": s.path.as_ref().map(|p| p.display().to_string()),
             "engine": m.engine,
             "gpu_count": m.gpu_count,
+            "nodes": m.nodes,
             "precision": m.precision,
             "metric": m.metric,
             "type": m.kind,
         },
+        "node": node_json(l),
         "reasons": p.plan.reasons,
         "fallbacks": p.sources[1..].iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
         "command": { "argv": l.argv, "env": l.env },
     })
+}
+
+/// This node's part of the launch: the nodes it spans, the GPUs on each, and (in a group) the
+/// role, rank and leader; what `plan` says of a one-node launch is `nodes: 1`, `role: null`.
+fn node_json(l: &crate::launch::Launch) -> Value {
+    json!({
+        "nodes": l.nodes,
+        "gpus_per_node": l.gpu_count,
+        "role": l.role,
+        "rank": l.group.as_ref().map(|g| g.rank),
+        "leader_addr": l.group.as_ref().map(|g| g.leader_addr.clone()),
+        "dist_port": l.group.as_ref().map(|g| g.dist_port),
+    })
+}
+
+/// The text line of this node's place in a group, if it is in one.
+fn node_line(l: &crate::launch::Launch) -> Option<String> {
+    let g = l.group.as_ref()?;
+    Some(format!(
+        "  Node:    {} {} of {} ({} GPU(s) on each), leader {}:{}; this node's command below",
+        g.role().as_str(),
+        g.rank,
+        g.nnodes,
+        l.gpu_count,
+        g.leader_addr,
+        g.dist_port
+    ))
 }
 
 /// Quotes a word for a POSIX shell when it needs it (display only; nothing runs a shell).
@@ -142,6 +176,9 @@ fn plan_text(p: &Planned) -> String {
     );
     if let Some(path) = &s.path {
         let _ = writeln!(o, "           {}", path.display());
+    }
+    if let Some(line) = node_line(l) {
+        let _ = writeln!(o, "{line}");
     }
     let _ = writeln!(o, "Why:");
     for r in &p.plan.reasons {
@@ -238,11 +275,17 @@ fn dry_run_json(p: &Planned, select: &SelectArgs) -> anyhow::Result<Value> {
     if s.checkpoint != p.plan.model {
         profile["quantized_model"] = json!(s.checkpoint);
     }
-    Ok(json!([{
+    let mut entry = json!({
         "filename": filename,
         "profile": profile,
         "models": [{ "name": s.checkpoint, "source": source, "size_gb": size_gb }],
-    }]))
+    });
+    // A launch over several nodes: this node's part (AIM's one-node documents stay as they are).
+    let l = &p.plan.launches[0];
+    if l.nodes > 1 {
+        entry["node"] = node_json(l);
+    }
+    Ok(json!([entry]))
 }
 
 /// `aim-engine recipes [MODEL]`: every recipe with its verdict on this host.
@@ -250,8 +293,12 @@ pub fn recipes(g: &GlobalArgs, a: &PlanArgs) -> anyhow::Result<u8> {
     // A host without GPUs still gets the list (everything is then gpu_mismatch).
     let sources = plan::Sources::from(g);
     let topology = resolve::detect(&sources).unwrap_or_default();
-    let (rows, model) =
-        resolve::verdicts_on(&topology, &sources, &(&a.select).into()).map_err(exit_error)?;
+    let (rows, model) = resolve::verdicts_on(
+        &topology,
+        &sources,
+        &a.select.request().map_err(group_error)?,
+    )
+    .map_err(exit_error)?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => print!("{}", recipes_text(&rows, model.as_deref(), &topology)),
@@ -290,7 +337,12 @@ fn recipes_text(rows: &[RecipeVerdict], model: Option<&str>, t: &Topology) -> St
             r.id,
             r.engine.as_str(),
             r.gpu,
-            r.gpu_count,
+            // GPUs per node, `x<nodes>` for a recipe over several nodes.
+            if r.nodes > 1 {
+                format!("{}x{}", r.gpu_count, r.nodes)
+            } else {
+                r.gpu_count.to_string()
+            },
             r.precision.as_str(),
             r.metric.as_str(),
             r.kind.as_str(),

@@ -5,18 +5,32 @@ use crate::cli::{GlobalArgs, ServeArgs};
 use crate::supervise::run::{ServeError, ServeOptions};
 
 pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
-    crate::supervise::run::serve(options(g, a)).map_err(|e| match e {
+    crate::supervise::run::serve(options(g, a)?).map_err(|e| match e {
         ServeError::Setup(e) => e.into(),
         ServeError::Exit(e) => e.into(),
     })
 }
 
 /// The library's form of `serve`'s flags.
-fn options(g: &GlobalArgs, a: ServeArgs) -> ServeOptions {
+fn options(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ServeOptions> {
     let limits = limits(&a);
-    ServeOptions {
+    let request = a.select.request().map_err(super::inspect::group_error)?;
+    // A worker's engine runs headless (no API to probe): the supervision of a worker (its own
+    // health, the leader waiting for every rank) is not built yet, so refuse rather than time
+    // out on a probe that can never pass.
+    if let Some(g) = request.group.as_ref().filter(|g| g.rank > 0) {
+        return Err(crate::exit::ExitError::new(
+            crate::exit::USAGE,
+            format!(
+                "this node is worker {} of a group of {}: serving as a group worker is not supported yet (the leader's side is); `aim-engine plan` shows this node's command",
+                g.rank, g.nnodes
+            ),
+        )
+        .into());
+    }
+    Ok(ServeOptions {
         sources: g.into(),
-        request: (&a.select).into(),
+        request,
         port: a.port,
         host: a.host,
         api_key: a.api_key,
@@ -44,7 +58,7 @@ fn options(g: &GlobalArgs, a: ServeArgs) -> ServeOptions {
         backoff_max: a.backoff_max,
         vram_wait_timeout: a.vram_wait_timeout,
         skip_test_inference: a.skip_test_inference,
-    }
+    })
 }
 
 /// The public port's limits `serve` was given.

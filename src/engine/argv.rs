@@ -87,6 +87,12 @@ fn system_flags(engine: Engine) -> &'static [&'static str] {
     }
 }
 
+/// Whether the system sets this logical flag itself: the system flags and the multi-node
+/// ones (the group facts decide those).
+fn is_system(engine: Engine, name: &str) -> bool {
+    system_flags(engine).contains(&name) || super::multinode::flag_names(engine).contains(&name)
+}
+
 /// The table the input is checked against: its version's, else the newest.
 fn table_of(input: &CommandInput<'_>) -> &'static Table {
     match input.engine_version {
@@ -104,7 +110,6 @@ fn merge(
 ) -> Result<IndexMap<String, (Logical, Value)>, CommandError> {
     let engine = table.engine;
     let mut merged: IndexMap<String, (Logical, Value)> = IndexMap::new();
-    let system = system_flags(engine);
     for (source, args) in [("recipe", recipe), ("user", user)] {
         for (key, value) in args {
             let (logical, opt) = match flags::resolve(table, key) {
@@ -130,7 +135,7 @@ fn merge(
             };
             // System flags are dropped whatever their value (with a note), so not checked.
             if let Some(opt) = opt
-                && !system.contains(&logical.name.as_str())
+                && !is_system(engine, &logical.name)
                 && let Err(why) = flags::check_value(opt, value)
             {
                 return Err(CommandError::BadValue {
@@ -267,6 +272,10 @@ fn system_value(name: &str, input: &CommandInput<'_>) -> String {
         "port" => input.port.to_string(),
         "served-model-name" => served_name(input).to_string(),
         "tensor-parallel-size" | "tp-size" => input.tensor_parallel.to_string(),
+        other if super::multinode::flag_names(input.engine).contains(&other) => {
+            super::multinode::system_value(other, input.group)
+                .unwrap_or_else(|| "(one node: left out)".to_string())
+        }
         // model / model-path
         _ => input.model.to_string(),
     }
@@ -281,7 +290,6 @@ pub fn build_with_notes(
     let (command, mut gate_notes) = build_gated(input)?;
     let engine = input.engine;
     let table = table_of(input);
-    let system = system_flags(engine);
     let mut notes = Vec::new();
     for (origin, args) in [("recipe", input.recipe_args), ("user", input.user_args)] {
         for (key, value) in args {
@@ -296,7 +304,7 @@ pub fn build_with_notes(
             let Some(logical) = flags::logical_in(table, key) else {
                 continue;
             };
-            if !system.contains(&logical.name.as_str()) {
+            if !is_system(engine, &logical.name) {
                 continue;
             }
             let given = match value {
@@ -370,9 +378,18 @@ fn build_ungated(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError
     if engine == Engine::Vllm {
         argv.extend(input.served_aliases.iter().cloned());
     }
-    let system = system_flags(engine);
+    if let Some(group) = input.group {
+        super::multinode::check_split(engine, group.nnodes, |name| {
+            merged.get(name).and_then(|(_, v)| match v {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            })
+        })?;
+        argv.extend(super::multinode::args(engine, group));
+    }
     for (name, (logical, value)) in &merged {
-        if system.contains(&name.as_str()) {
+        if is_system(engine, name) {
             continue;
         }
         render(&mut argv, logical, value);
@@ -448,6 +465,7 @@ mod tests {
                 ordinals: &self.ordinals,
                 launcher: self.launcher,
                 engine_version: None,
+                group: None,
             })
         }
     }
@@ -612,6 +630,7 @@ mod tests {
             ordinals: &[0, 1],
             launcher: None,
             engine_version: None,
+            group: None,
         })
         .expect("builds");
         assert!(command.argv.contains(&"8001".to_string()));
@@ -753,6 +772,7 @@ mod tests {
             ordinals: &[0],
             launcher: None,
             engine_version: None,
+            group: None,
         };
         let got = build_command(&input).expect("builds");
         assert_eq!(
@@ -790,6 +810,7 @@ mod tests {
                 ordinals: &[0],
                 launcher: None,
                 engine_version: None,
+                group: None,
             };
             assert_eq!(build_command(&input).expect("builds").argv, words(want));
         }
@@ -887,6 +908,7 @@ mod tests {
             ordinals: &[],
             launcher: None,
             engine_version: None,
+            group: None,
         };
         assert_eq!(build_command(&base), Err(CommandError::EmptyModel));
         let zero = CommandInput {

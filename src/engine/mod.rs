@@ -18,6 +18,7 @@
 mod argv;
 mod classify;
 mod flags;
+pub mod multinode;
 mod table;
 mod trailing;
 mod version;
@@ -148,6 +149,9 @@ pub struct CommandInput<'a> {
     /// version rules are applied (with notes). `None`: the newest table, no rules (the
     /// supervisor applies them after its version probe).
     pub engine_version: Option<&'a str>,
+    /// This node's place in a multi-node group: its multi-node flags are added
+    /// (`multinode::args`). None on one node.
+    pub group: Option<&'a crate::group::Group>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -200,6 +204,21 @@ pub enum CommandError {
         flag: String,
         origin: &'static str,
         why: Box<flags::ValueError>,
+    },
+    /// A launch over several nodes whose parallel sizes do not span them: each node runs
+    /// tensor parallel over its own GPUs, so the sizes that cross nodes must multiply to the
+    /// node count, or the engine would split the world over the nodes otherwise.
+    #[error(
+        "{engine} over {nodes} nodes: {spans} spans {got} node(s), not {nodes}; set `{first}: {nodes}` in the recipe's engine args (tensor parallel stays inside a node)"
+    )]
+    NodeSplit {
+        engine: Engine,
+        nodes: u32,
+        /// The sizes as given, `pipeline-parallel-size 1 x data-parallel-size 1`.
+        spans: String,
+        got: u64,
+        /// The size to set.
+        first: &'static str,
     },
     #[error("no model to serve: the model id/path is empty")]
     EmptyModel,

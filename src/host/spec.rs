@@ -428,6 +428,9 @@ pub(crate) mod tests {
             engine: Engine::Vllm,
             precision: Precision::Bf16,
             gpu_count: 2,
+            nodes: 1,
+            role: None,
+            group: None,
             gpus: vec![SelectedGpu {
                 ordinal: 0,
                 product: "MI300X".into(),

@@ -7,7 +7,7 @@ use crate::types::Precision;
 use serde_json::Value;
 
 mod memory;
-pub use memory::{Fit, OVERHEAD_BYTES, fit, max_context_that_fits, preferred};
+pub use memory::{Fit, OVERHEAD_BYTES, beyond_one_node, fit, max_context_that_fits, preferred};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 

@@ -24,6 +24,7 @@ pub(super) fn verdict_rows(recipes: &[LoadedRecipe], assessed: &[Assessed]) -> V
                 engine: m.engine,
                 gpu: m.gpu.clone(),
                 gpu_count: m.gpu_count,
+                nodes: m.nodes,
                 precision: m.precision,
                 metric: m.metric,
                 kind: m.kind,
@@ -79,7 +80,10 @@ impl Selecting<'_> {
     /// them open; model-agnostic recipes are checked against the model's size.
     pub fn select(&self, want: &Want, preferred: (u32, Option<Precision>)) -> Selection {
         let (pc, pp) = preferred;
-        let req = request(self.model, want, pc, pp);
+        let mut req = request(self.model, want, pc, pp);
+        req.beyond_one_node = self
+            .facts
+            .is_some_and(|f| config::beyond_one_node(f, self.usable.len() as u32, self.vram));
         let hardware = hardware_of(self.usable, want);
         let check = |r: &LoadedRecipe| {
             self.facts
@@ -99,6 +103,8 @@ pub(super) fn request(model: Option<&str>, want: &Want, pc: u32, pp: Option<Prec
         recipe: want.recipe.clone(),
         preferred_gpu_count: pc,
         preferred_precision: pp,
+        nodes: want.group.as_ref().map(|g| g.nnodes),
+        beyond_one_node: false,
     }
 }
 

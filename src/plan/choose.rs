@@ -126,6 +126,14 @@ fn build_launches(
                 ));
                 continue;
             }
+            // So does one that spans nodes when this process is in no group.
+            Err(PlanError::NeedsGroup { nodes, .. }) if i > 0 => {
+                reasons.push(format!(
+                    "fallback {} left out: it spans {nodes} nodes and this node is in no group",
+                    s.id
+                ));
+                continue;
+            }
             Err(e) => return Err(e),
         };
         // The chosen launch's notes (what the plan will change or warn about); the fallbacks'
@@ -372,6 +380,14 @@ fn build_launch(
     src: &LaunchSource,
 ) -> Result<(Launch, Vec<String>), PlanError> {
     let m = &src.recipe.metadata;
+    let group = input.want.group.as_ref().filter(|_| m.nodes > 1);
+    if m.nodes > 1 && group.is_none() {
+        return Err(PlanError::NeedsGroup {
+            recipe: src.id.clone(),
+            nodes: m.nodes,
+            total: m.total_gpus(),
+        });
+    }
     let (gpus, busy) = pick_free_first(&on.usable, input.topology, m.gpu_count as usize);
     let ordinals: Vec<u32> = gpus.iter().map(|g| g.index).collect();
     let launcher = match m.engine {
@@ -392,6 +408,7 @@ fn build_launch(
         ordinals: &ordinals,
         launcher,
         engine_version: input.launchers.versions.get(m.engine),
+        group,
     };
     let (cmd, mut notes) =
         engine::build_command_with_notes(&ci).map_err(|source| PlanError::Command {
@@ -404,6 +421,9 @@ fn build_launch(
         engine: m.engine,
         precision: m.precision,
         gpu_count: m.gpu_count,
+        nodes: m.nodes,
+        role: group.map(crate::group::Group::role),
+        group: group.cloned(),
         gpus: gpus
             .iter()
             .map(|g| SelectedGpu {

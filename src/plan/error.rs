@@ -30,6 +30,15 @@ pub enum PlanError {
         /// Recipe ids close to `id`.
         close: Vec<String>,
     },
+    /// The chosen recipe spans several nodes and this process is in no group.
+    #[error(
+        "recipe {recipe} spans {nodes} nodes ({total} GPUs; the model does not fit one node): run it as a group of {nodes}, one aim-engine per node, each told its place: AIM_NNODES={nodes}, AIM_NODE_RANK (0 on the leader) and AIM_LEADER_ADDR (or as a LeaderWorkerSet of size {nodes}, whose variables say the same; see deploy/kubernetes)"
+    )]
+    NeedsGroup {
+        recipe: String,
+        nodes: u32,
+        total: u32,
+    },
     /// The engine command could not be built (bad user args).
     #[error("recipe {recipe}: cannot build the engine command: {source}")]
     Command {

@@ -93,6 +93,7 @@ pub(super) fn generate(
         engine,
         gpu: on.product.clone(),
         gpu_count: tp,
+        nodes: 1,
         precision,
         metric: want.metric.unwrap_or(Metric::Latency),
         kind: RecipeType::General,

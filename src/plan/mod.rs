@@ -70,6 +70,9 @@ pub struct Want {
     pub recipe: Option<String>,
     /// `--gpu-model`: match recipes as if the GPUs were this product.
     pub gpu_model: Option<String>,
+    /// The group this node is part of (`group::Group`), None for one node: only recipes that
+    /// span its node count are compatible, and the launch is this node's rank of it.
+    pub group: Option<crate::group::Group>,
 }
 
 /// Launcher words per engine (AIM_VLLM_COMMAND / AIM_SGLANG_COMMAND), read by the caller.
@@ -107,7 +110,10 @@ pub struct RecipeVerdict {
     pub model: Option<String>,
     pub engine: Engine,
     pub gpu: String,
+    /// GPUs on each node.
     pub gpu_count: u32,
+    /// Nodes the recipe spans.
+    pub nodes: u32,
     pub precision: Precision,
     pub metric: Metric,
     #[serde(rename = "type")]

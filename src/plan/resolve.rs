@@ -69,6 +69,8 @@ pub struct Request {
     pub engine_flags: Vec<String>,
     /// AIM_CUSTOM_MODEL_NAME / `--served-model-name`: the name clients use.
     pub served_name: Option<String>,
+    /// The multi-node group this node is in (`group::from_env`), None for one node.
+    pub group: Option<crate::group::Group>,
 }
 
 /// Why no plan could be made for a request on this machine.
@@ -140,7 +142,9 @@ impl ResolveError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ResolveError::Gpus { source, .. } => source.exit_code(),
-            ResolveError::Plan(PlanError::NoGpu(_) | PlanError::NoFit { .. }) => exit::NO_FIT,
+            ResolveError::Plan(
+                PlanError::NoGpu(_) | PlanError::NoFit { .. } | PlanError::NeedsGroup { .. },
+            ) => exit::NO_FIT,
             ResolveError::Plan(PlanError::UnknownRecipe { .. } | PlanError::Command { .. })
             | ResolveError::NoModel
             | ResolveError::ModelId(_)
@@ -601,6 +605,7 @@ fn want_of(s: &Request) -> Want {
             .gpu_model
             .clone()
             .filter(|m| !m.trim().is_empty() && !m.eq_ignore_ascii_case("none")),
+        group: s.group.clone(),
     }
 }
 

@@ -708,3 +708,161 @@ fn asked_count_still_states_the_precision_preference() {
     );
     assert!(!why.contains("not the preferred"), "{why}");
 }
+
+/// Multi-node planning: in a group the recipe of its node count wins and the command is this
+/// node's; outside one a model too big for the node picks it and planning says to start a
+/// group; a model that fits never gets it.
+#[test]
+fn multi_node_planning_table() {
+    use crate::group::{Group, Role, Source};
+    let q = Some("Qwen/Qwen3-32B");
+    let recipes = vec![
+        recipe(
+            "vllm-mi300x-bf16-tp8-latency",
+            q,
+            "engine: vllm, gpu: MI300X, gpu_count: 8, precision: bf16, metric: latency, type: optimized",
+            1,
+        ),
+        recipe(
+            "vllm-mi300x-bf16-tp8-nodes2-latency",
+            q,
+            "engine: vllm, gpu: MI300X, gpu_count: 8, nodes: 2, precision: bf16, metric: latency, type: unoptimized",
+            1,
+        ),
+    ];
+    let mut recipes = recipes;
+    // The nodes are spanned by pipeline parallel (engine::multinode::check_split).
+    recipes[1]
+        .recipe
+        .engine_args
+        .insert("pipeline-parallel-size".into(), serde_json::json!(2));
+    let group = |rank| Group {
+        nnodes: 2,
+        rank,
+        leader_addr: "lead".into(),
+        dist_port: 29501,
+        source: Source::Aim,
+    };
+    let plan = |want: Want, topology: Topology| {
+        run(&Case {
+            what: "",
+            model: "Qwen/Qwen3-32B",
+            config: None,
+            topology,
+            want,
+            recipes: recipes.clone(),
+            expect: Err(""),
+        })
+    };
+    // (what, group rank, GPUs of the node, GiB each, chosen id, role, argv words)
+    type Row = (
+        &'static str,
+        Option<u32>,
+        u32,
+        u64,
+        Result<&'static str, ()>,
+        Option<Role>,
+        &'static str,
+    );
+    let rows: &[Row] = &[
+        (
+            "fits one node",
+            None,
+            8,
+            192,
+            Ok("vllm-mi300x-bf16-tp8-latency"),
+            None,
+            "--tensor-parallel-size 8 --served-model-name",
+        ),
+        (
+            "leader",
+            Some(0),
+            8,
+            192,
+            Ok("vllm-mi300x-bf16-tp8-nodes2-latency"),
+            Some(Role::Leader),
+            "--nnodes 2 --node-rank 0 --master-addr lead --master-port 29501",
+        ),
+        (
+            "worker",
+            Some(1),
+            8,
+            192,
+            Ok("vllm-mi300x-bf16-tp8-nodes2-latency"),
+            Some(Role::Worker),
+            "--node-rank 1 --master-addr lead --master-port 29501 --headless",
+        ),
+        // ~64 GB of weights over 8 GPUs of 8 GiB (48 GiB usable): too big for the node. The
+        // one-node recipe still ranks first (the size from the name is rough); the 2-node
+        // one leaves the chain, as nothing here says where the other node is.
+        (
+            "beyond one node, no group",
+            None,
+            8,
+            8,
+            Ok("vllm-mi300x-bf16-tp8-latency"),
+            None,
+            "--tensor-parallel-size 8",
+        ),
+    ];
+    for (what, rank, n, gib, want, role, words) in rows {
+        let topology = Topology {
+            gpus: (0..*n)
+                .map(|i| gpu(i, "MI300X", "gfx942", *gib, 0))
+                .collect(),
+            ..Default::default()
+        };
+        let got = plan(
+            Want {
+                group: rank.map(group),
+                ..Default::default()
+            },
+            topology,
+        );
+        match (got, want) {
+            (Ok(p), Ok(id)) => {
+                let l = &p.plan.launches[0];
+                assert_eq!(l.recipe_id, *id, "{what}");
+                assert_eq!(l.role, *role, "{what}");
+                assert_eq!(l.nodes, if role.is_some() { 2 } else { 1 }, "{what}");
+                assert!(l.argv.join(" ").contains(words), "{what}: {:?}", l.argv);
+                // A launch in a group never falls back to one that does not span it.
+                assert!(p.plan.launches.iter().all(|x| x.nodes == l.nodes), "{what}");
+            }
+            (got, _) => panic!("{what}: {got:?}"),
+        }
+    }
+    // Only the 2-node recipe, no group: a model too big for the node is told to start one; a
+    // model that fits gets the generated one-node defaults instead.
+    let only_two = vec![recipes[1].clone()];
+    for (gib, want) in [(8u64, Err("AIM_NNODES=2")), (192, Ok("generated/"))] {
+        let got = run(&Case {
+            what: "",
+            model: "Qwen/Qwen3-32B",
+            config: None,
+            topology: Topology {
+                gpus: (0..8).map(|i| gpu(i, "MI300X", "gfx942", gib, 0)).collect(),
+                ..Default::default()
+            },
+            want: Want::default(),
+            recipes: only_two.clone(),
+            expect: Err(""),
+        });
+        match (got, want) {
+            (
+                Err(
+                    e @ PlanError::NeedsGroup {
+                        nodes: 2,
+                        total: 16,
+                        ..
+                    },
+                ),
+                Err(words),
+            ) => {
+                assert!(e.to_string().contains(words), "{e}");
+            }
+            (Ok(p), Ok(prefix)) => assert!(p.plan.launches[0].recipe_id.starts_with(prefix)),
+            (got, _) => panic!("{gib} GiB: {got:?}"),
+        }
+    }
+}

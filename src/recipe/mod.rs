@@ -23,13 +23,36 @@ pub struct Metadata {
     pub engine: Engine,
     /// Product family the args were tuned on (`MI300X`), or a gfx target (`gfx942`).
     pub gpu: String,
+    /// GPUs on each node (the whole launch on one node).
     pub gpu_count: u32,
+    /// How many nodes the launch spans (1 when absent, as in AMD AIM's profiles); a recipe
+    /// of more than one runs as a group: one engine process per node, `gpu_count` GPUs each.
+    #[serde(default = "one_node", skip_serializing_if = "is_one_node")]
+    pub nodes: u32,
     pub precision: Precision,
     pub metric: Metric,
     #[serde(rename = "type")]
     pub kind: RecipeType,
     #[serde(default)]
     pub manual_selection_only: bool,
+}
+
+fn one_node() -> u32 {
+    1
+}
+
+fn is_one_node(n: &u32) -> bool {
+    *n == 1
+}
+
+/// The most nodes a recipe may span (LeaderWorkerSet groups of 2 to 8 nodes are the use).
+pub const MAX_NODES: u32 = 64;
+
+impl Metadata {
+    /// GPUs of the whole launch, over all its nodes.
+    pub fn total_gpus(&self) -> u32 {
+        self.gpu_count.saturating_mul(self.nodes)
+    }
 }
 
 /// One recipe file. Unknown keys anywhere except inside `engine_args` are errors.
@@ -117,11 +140,14 @@ pub fn parse(text: &str, path: &std::path::Path) -> Result<Recipe, RecipeError> 
             message: strip_location(&e.to_string()),
         }
     })?;
-    check(&recipe).map_err(|message| RecipeError {
-        path: path.to_path_buf(),
-        line: None,
-        column: None,
-        message,
+    check(&recipe).map_err(|(key, message)| {
+        let at = key.and_then(|k| key_position(text, k));
+        RecipeError {
+            path: path.to_path_buf(),
+            line: at.map(|(l, _)| l),
+            column: at.map(|(_, c)| c),
+            message,
+        }
     })?;
     Ok(recipe)
 }
@@ -135,17 +161,59 @@ fn strip_location(msg: &str) -> String {
     }
 }
 
+/// Line and column (1-based) of the value of the first `key:` in a recipe's text, block
+/// (`key: v`) or flow (`{key: v}`) style; None when the text does not spell it plainly.
+fn key_position(text: &str, key: &str) -> Option<(u64, u64)> {
+    let pattern = format!("{key}:");
+    text.lines().enumerate().find_map(|(i, line)| {
+        let at = line.match_indices(&pattern).find(|(at, _)| {
+            let before = line[..*at].chars().next_back();
+            before.is_none_or(|c| c == ' ' || c == '{' || c == ',')
+        })?;
+        let value = at.0 + pattern.len();
+        let skip = line[value..].len() - line[value..].trim_start().len();
+        Some((i as u64 + 1, (value + skip) as u64 + 1))
+    })
+}
+
+/// A failed field check: the key it is about (to point at its line), and the message.
+type CheckError = (Option<&'static str>, String);
+
 /// Checks serde cannot express: values the schema allows but no engine could use.
-fn check(r: &Recipe) -> Result<(), String> {
-    if r.metadata.gpu_count == 0 || r.metadata.gpu_count > 64 {
-        return Err(format!(
-            "metadata.gpu_count must be between 1 and 64, not {}",
-            r.metadata.gpu_count
+fn check(r: &Recipe) -> Result<(), CheckError> {
+    check_metadata(&r.metadata)?;
+    check_args(r).map_err(|m| (None, m))
+}
+
+fn check_metadata(m: &Metadata) -> Result<(), CheckError> {
+    if m.gpu_count == 0 || m.gpu_count > 64 {
+        return Err((
+            Some("gpu_count"),
+            format!(
+                "metadata.gpu_count must be between 1 and 64, not {}",
+                m.gpu_count
+            ),
         ));
     }
-    if r.metadata.gpu.trim().is_empty() {
-        return Err("metadata.gpu must name a GPU (e.g. MI300X) or a gfx target".into());
+    if m.nodes == 0 || m.nodes > MAX_NODES {
+        return Err((
+            Some("nodes"),
+            format!(
+                "metadata.nodes must be between 1 and {MAX_NODES} (the nodes the launch spans; leave it out for one), not {}",
+                m.nodes
+            ),
+        ));
     }
+    if m.gpu.trim().is_empty() {
+        return Err((
+            Some("gpu"),
+            "metadata.gpu must name a GPU (e.g. MI300X) or a gfx target".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_args(r: &Recipe) -> Result<(), String> {
     for key in r.engine_args.keys() {
         let k = key.trim_start_matches('-');
         if k.is_empty() || k.contains(char::is_whitespace) {
@@ -174,10 +242,16 @@ fn check(r: &Recipe) -> Result<(), String> {
     Ok(())
 }
 
-/// The canonical file stem of a recipe: `<engine>-<gpu>-<precision>-tp<N>-<metric>`.
+/// The canonical file stem of a recipe: `<engine>-<gpu>-<precision>-tp<N>-<metric>`, with
+/// `-nodes<K>` after the GPU count for a recipe that spans K > 1 nodes.
 pub fn canonical_stem(m: &Metadata) -> String {
+    let nodes = if m.nodes > 1 {
+        format!("-nodes{}", m.nodes)
+    } else {
+        String::new()
+    };
     format!(
-        "{}-{}-{}-tp{}-{}",
+        "{}-{}-{}-tp{}{nodes}-{}",
         m.engine,
         m.gpu.to_ascii_lowercase(),
         m.precision,
@@ -395,5 +469,53 @@ metadata: {engine: sglang, gpu: MI355X, gpu_count: 8, precision: fp8, metric: th
     fn canonical_stems() {
         let r = parse(AIM_QWEN, Path::new("q.yaml")).unwrap();
         assert_eq!(canonical_stem(&r.metadata), "vllm-mi300x-fp16-tp1-latency");
+        let two = parse(
+            &AIM_QWEN.replace("  gpu_count: 1\n", "  gpu_count: 8\n  nodes: 2\n"),
+            Path::new("q.yaml"),
+        )
+        .unwrap();
+        assert_eq!(
+            canonical_stem(&two.metadata),
+            "vllm-mi300x-fp16-tp8-nodes2-latency"
+        );
+    }
+
+    /// `metadata.nodes`: absent is one node (AIM profiles have none), a count is kept, and a
+    /// bad value is an error at its line and column.
+    #[test]
+    fn nodes_field() {
+        let one = parse(AIM_QWEN, Path::new("q.yaml")).unwrap();
+        assert_eq!((one.metadata.nodes, one.metadata.total_gpus()), (1, 1));
+        let block = |n: &str| {
+            AIM_QWEN.replace(
+                "  gpu_count: 1\n",
+                &format!("  gpu_count: 8\n  nodes: {n}\n"),
+            )
+        };
+        let two = parse(&block("2"), Path::new("q.yaml")).unwrap();
+        assert_eq!((two.metadata.nodes, two.metadata.total_gpus()), (2, 16));
+        // (text, line, column, words)
+        let flow = "metadata: {engine: vllm, gpu: MI300X, gpu_count: 8, nodes: 0, precision: bf16, metric: latency, type: general}\n";
+        let cases: &[(String, u64, u64, &str)] = &[
+            (block("0"), 7, 10, "between 1 and 64"),
+            (block("65"), 7, 10, "not 65"),
+            (block("two"), 7, 10, ""),
+            (block("-1"), 7, 10, ""),
+            (flow.to_string(), 1, 60, "metadata.nodes"),
+        ];
+        for (text, line, col, words) in cases {
+            let err = parse(text, Path::new("r/n.yaml")).unwrap_err();
+            assert_eq!(
+                (err.line, err.column),
+                (Some(*line), Some(*col)),
+                "{text}: {err}"
+            );
+            assert!(err.to_string().contains(words), "{err}");
+        }
+        // Written back only when it is not one, so AIM profiles round-trip unchanged.
+        let yaml = serde_json::to_value(&one.metadata).unwrap();
+        assert!(yaml.get("nodes").is_none());
+        let yaml = serde_json::to_value(&two.metadata).unwrap();
+        assert_eq!(yaml["nodes"], 2);
     }
 }

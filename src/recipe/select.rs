@@ -3,7 +3,10 @@
 //!
 //! Filter (constraints, never ranks): shadowed id, model, engine, metric, precision, GPU
 //! product/gfx, GPU count (a recipe may use fewer GPUs than usable, never more; an explicit
-//! GPU_COUNT must match), manual-only, and the caller's fit check of model-agnostic recipes.
+//! GPU_COUNT must match), node count, manual-only, and the caller's fit check of
+//! model-agnostic recipes. Node count: in a group of N nodes (`Request::nodes`) only recipes
+//! that span exactly N are compatible; outside one, a recipe that spans several nodes is
+//! considered only when the model does not fit one node (`Request::beyond_one_node`).
 //! Rank ([`Rule`], in this order; the first key that differs decides): rule 1 is the
 //! explicit `--recipe` (handled by the planner), then 2 the user's recipe folders before the
 //! built-in one (search-path priority), 3 type (optimized, preview, unoptimized, general),
@@ -31,6 +34,12 @@ pub struct Request {
     pub preferred_gpu_count: u32,
     /// Precision to prefer when the user gave none.
     pub preferred_precision: Option<Precision>,
+    /// The node count of the group this node is in (AIM_NNODES, LeaderWorkerSet's group
+    /// size); None outside a group. Asking for nodes is asking for a multi-node recipe.
+    pub nodes: Option<u32>,
+    /// The model's weights do not fit this node's GPUs: multi-node recipes are considered
+    /// even when no group was given (the plan then says which group to start).
+    pub beyond_one_node: bool,
 }
 
 /// The GPUs as selection sees them: how many one engine may span, their product and gfx.
@@ -56,6 +65,10 @@ pub enum Verdict {
     GpuMismatch,
     TooManyGpus,
     GpuCountMismatch,
+    /// Spans another number of nodes than the group has.
+    NodeCountMismatch,
+    /// Spans several nodes, and the model fits one and no group was given.
+    MultiNode,
     ManualOnly,
     /// General or generated: the tensor-parallel size does not divide the model.
     TpInvalid,
@@ -75,6 +88,8 @@ impl Verdict {
             Verdict::GpuMismatch => "gpu_mismatch",
             Verdict::TooManyGpus => "too_many_gpus",
             Verdict::GpuCountMismatch => "gpu_count_mismatch",
+            Verdict::NodeCountMismatch => "node_count_mismatch",
+            Verdict::MultiNode => "multi_node",
             Verdict::ManualOnly => "manual_only",
             Verdict::TpInvalid => "tp_invalid",
             Verdict::DoesNotFit => "does_not_fit",
@@ -225,6 +240,9 @@ fn assess(
         );
     }
     let picked = req.recipe.as_deref() == Some(r.id.as_str());
+    if let Some(v) = node_verdict(m.nodes, req, picked) {
+        return v;
+    }
     if m.manual_selection_only && !picked {
         return (
             Verdict::ManualOnly,
@@ -238,6 +256,25 @@ fn assess(
         return v;
     }
     (Verdict::Compatible, String::new())
+}
+
+/// The node-count filter: in a group only its own count; outside one a multi-node recipe
+/// only when the model does not fit one node or the recipe was asked for by id.
+fn node_verdict(nodes: u32, req: &Request, picked: bool) -> Option<(Verdict, String)> {
+    match req.nodes {
+        Some(n) if n != nodes => Some((
+            Verdict::NodeCountMismatch,
+            format!("spans {nodes} node(s), this group has {n}"),
+        )),
+        Some(_) => None,
+        None if nodes > 1 && !req.beyond_one_node && !picked => Some((
+            Verdict::MultiNode,
+            format!(
+                "spans {nodes} nodes: used when the model does not fit one node, or in a group of {nodes} (AIM_NNODES, LeaderWorkerSet)"
+            ),
+        )),
+        None => None,
+    }
 }
 
 fn type_rank(t: RecipeType) -> u8 {
@@ -430,7 +467,8 @@ mod tests {
     use crate::recipe::{Metadata, Origin, Recipe};
     use std::path::PathBuf;
 
-    /// A recipe from a compact spec: "id model engine gpu count precision metric type [manual]".
+    /// A recipe from a compact spec: "id model engine gpu count precision metric type [manual]";
+    /// a count of `8x2` is 8 GPUs on each of 2 nodes.
     fn r(spec: &str, priority: usize) -> LoadedRecipe {
         let f: Vec<&str> = spec.split_whitespace().collect();
         let model = (f[1] != "-").then(|| f[1].to_string());
@@ -447,7 +485,8 @@ mod tests {
                 metadata: Metadata {
                     engine: f[2].parse().unwrap(),
                     gpu: f[3].to_string(),
-                    gpu_count: f[4].parse().unwrap(),
+                    gpu_count: f[4].split('x').next().unwrap().parse().unwrap(),
+                    nodes: f[4].split('x').nth(1).map_or(1, |n| n.parse().unwrap()),
                     precision: f[5].parse().unwrap(),
                     metric: f[6].parse().unwrap(),
                     kind: f[7].parse().unwrap(),
@@ -848,6 +887,125 @@ mod tests {
         assert!(
             close_ids("tp4", ids.iter().copied())
                 .contains(&"vllm-mi300x-bf16-tp4-latency".to_string())
+        );
+    }
+
+    /// The node-count rule: (what, group nodes, beyond one node, asked by id, expected
+    /// verdict of the 2-node recipe, of the 1-node one, winner).
+    #[test]
+    fn node_count_rule_table() {
+        let q = "Qwen/Qwen3-32B";
+        let recipes = vec![
+            r(&format!("one {q} vllm MI300X 8 bf16 latency optimized"), 1),
+            r(
+                &format!("two {q} vllm MI300X 8x2 bf16 latency optimized"),
+                1,
+            ),
+        ];
+        type Row = (
+            &'static str,
+            Option<u32>,
+            bool,
+            bool,
+            Verdict,
+            Verdict,
+            Option<&'static str>,
+        );
+        let c = Verdict::Compatible;
+        let rows: &[Row] = &[
+            (
+                "no group, fits one node",
+                None,
+                false,
+                false,
+                Verdict::MultiNode,
+                c,
+                Some("one"),
+            ),
+            (
+                "no group, beyond one node",
+                None,
+                true,
+                false,
+                c,
+                c,
+                Some("one"),
+            ),
+            (
+                "no group, asked by id",
+                None,
+                false,
+                true,
+                c,
+                c,
+                Some("two"),
+            ),
+            (
+                "group of 2",
+                Some(2),
+                false,
+                false,
+                c,
+                Verdict::NodeCountMismatch,
+                Some("two"),
+            ),
+            (
+                "group of 2, fits one",
+                Some(2),
+                true,
+                false,
+                c,
+                Verdict::NodeCountMismatch,
+                Some("two"),
+            ),
+            (
+                "group of 3",
+                Some(3),
+                false,
+                false,
+                Verdict::NodeCountMismatch,
+                Verdict::NodeCountMismatch,
+                None,
+            ),
+            (
+                "group of 1 is one node",
+                Some(1),
+                false,
+                false,
+                Verdict::NodeCountMismatch,
+                c,
+                Some("one"),
+            ),
+        ];
+        for (what, nodes, beyond, by_id, two, one, winner) in rows {
+            let mut want = req(None, 8);
+            want.nodes = *nodes;
+            want.beyond_one_node = *beyond;
+            if *by_id {
+                want.recipe = Some("two".into());
+            }
+            let s = select(&recipes, &want, &host(8, "MI300X"), None);
+            let verdict = |i: usize| s.assessed[i].verdict;
+            assert_eq!(
+                (verdict(1), verdict(0)),
+                (*two, *one),
+                "{what}: {:?}",
+                s.assessed
+            );
+            let first = s.ranked.first().map(|&i| recipes[i].id.as_str());
+            let first = if *by_id {
+                want.recipe.as_deref().filter(|_| verdict(1) == c)
+            } else {
+                first
+            };
+            assert_eq!(first, *winner, "{what}");
+        }
+        // The detail names the way to use the recipe.
+        let s = select(&recipes, &req(None, 8), &host(8, "MI300X"), None);
+        assert!(
+            s.assessed[1].detail.contains("AIM_NNODES"),
+            "{:?}",
+            s.assessed[1]
         );
     }
 }

@@ -14,6 +14,7 @@ mod hang;
 mod host;
 mod http;
 mod logpath;
+mod multinode;
 mod notify;
 mod plan;
 mod props;

@@ -54,7 +54,20 @@ fn plan_json_qwen3_32b_on_8_mi300x() {
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["model", "gpus", "recipe", "reasons", "fallbacks", "command"]
+        [
+            "model",
+            "gpus",
+            "recipe",
+            "node",
+            "reasons",
+            "fallbacks",
+            "command"
+        ]
+    );
+    // One node: no role, no group facts.
+    assert_eq!(
+        v["node"],
+        serde_json::json!({"nodes": 1, "gpus_per_node": 1, "role": null, "rank": null, "leader_addr": null, "dist_port": null})
     );
     assert_eq!(v["model"], "Qwen/Qwen3-32B");
     assert_eq!(v["gpus"]["usable"], 8);
@@ -80,6 +93,7 @@ fn plan_json_qwen3_32b_on_8_mi300x() {
         "path",
         "engine",
         "gpu_count",
+        "nodes",
         "precision",
         "metric",
         "type",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every built-in recipe, planned by aim-engine for the pinned engine versions on a host of its
 # GPU model, then parsed by the real engine's parser and turned into the engine's config
-# object (tests/real-engine/check_recipes.py). A recipe that would stop the engine at start
+# object (tests/real-engine/check_recipes.py). A multi-node recipe is planned for its leader
+# and its last worker (`<id>@rank<R>`), each with its own multi-node flags. A recipe that would stop the engine at start
 # fails this script; .ci/run runs it.
 #
 #   tests/real-engine/check-recipes.sh        # uses target/debug/aim-engine (builds it)
@@ -65,19 +66,31 @@ for f in $(find recipes -name '*.yaml' | sort); do
     else
         model=$dir
     fi
-    if ! HF_HUB_CACHE="$tmp/empty-cache" AIM_LOG_LEVEL=warn "$bin" plan --root "$tmp/$gpu" \
-        --builtin-recipes recipes "$model" --recipe "$id" --format json >"$tmp/plan.json" 2>"$tmp/err"; then
-        echo "FAIL  $engine $id: aim-engine plan: $(tail -1 "$tmp/err")"
-        fail=1
-        continue
-    fi
-    python3 -c '
+    # A recipe over K nodes (`-nodes<K>` in its name) is planned once per role: the leader
+    # (rank 0) and the last worker, as a group of K with a leader at 10.0.0.1.
+    nodes=$(echo "$id" | sed -n 's/.*-nodes\([0-9]*\)-.*/\1/p')
+    ranks=${nodes:+0 $((nodes - 1))}
+    for rank in ${ranks:--}; do
+        group=() label=$id
+        if [ "$rank" != - ]; then
+            group=(--nnodes "$nodes" --node-rank "$rank" --leader-addr 10.0.0.1)
+            label="$id@rank$rank"
+        fi
+        if ! HF_HUB_CACHE="$tmp/empty-cache" AIM_LOG_LEVEL=warn "$bin" plan --root "$tmp/$gpu" \
+            --builtin-recipes recipes "$model" --recipe "$id" "${group[@]}" --format json \
+            >"$tmp/plan.json" 2>"$tmp/err"; then
+            echo "FAIL  $engine $label: aim-engine plan: $(tail -1 "$tmp/err")"
+            fail=1
+            continue
+        fi
+        python3 -c '
 import json, sys
 plan, path, recipe = sys.argv[1:4]
 cmds = json.load(open(path))
 cmds.append({"recipe": recipe, "argv": json.load(open(plan))["command"]["argv"]})
 json.dump(cmds, open(path, "w"))
-' "$tmp/plan.json" "$tmp/$engine.json" "$id"
+' "$tmp/plan.json" "$tmp/$engine.json" "$label"
+    done
 done
 "$vllm/bin/python" tests/real-engine/check_recipes.py vllm "$tmp/vllm.json" 2> >(grep -v "Triton is installed" >&2) || fail=1
 "$sglang/bin/python" tests/real-engine/check_recipes.py sglang "$tmp/sglang.json" || fail=1

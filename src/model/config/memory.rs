@@ -73,6 +73,19 @@ pub fn preferred(
     (count, precision, why)
 }
 
+/// Whether the model's weights cannot fit one node: more than three quarters of the VRAM
+/// of all `usable` GPUs (the same quarter left for KV cache and graphs as [`preferred`]).
+/// False when the weights' size or the VRAM is unknown: only what is known to be too big
+/// for one node makes multi-node recipes eligible without a group.
+pub fn beyond_one_node(facts: &ModelFacts, usable: u32, vram_per_gpu: Option<u64>) -> bool {
+    match (facts.weight_bytes, vram_per_gpu) {
+        (Some(w), Some(vram)) if vram > 0 && usable > 0 => {
+            w as f64 > vram as f64 * f64::from(usable) * 0.75
+        }
+        _ => false,
+    }
+}
+
 /// Memory estimate for one launch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fit {

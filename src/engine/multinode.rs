@@ -1,0 +1,326 @@
+//! The engines' multi-node flags for one node of a group (pure).
+//!
+//! Both pinned engines form the group themselves, without Ray; the names are the ones their
+//! parsers take (`tables/<engine>-<version>.json`):
+//! - vLLM (mp executor): `--nnodes N --node-rank R --master-addr LEADER --master-port P` on
+//!   every node, and `--headless` on the workers (rank > 0): they run the model's share
+//!   without an API server. The world (tensor x pipeline x data parallel) must divide into
+//!   the nodes; the recipes keep tensor parallel inside a node and span nodes with pipeline
+//!   parallel.
+//! - SGLang: `--nnodes N --node-rank R --dist-init-addr LEADER:P`; its ranks above 0 serve
+//!   no HTTP API either.
+//!
+//! These flags are the system's (the group facts decide them): the same keys in a recipe's
+//! or the user's args are dropped, like `--port`.
+
+use super::CommandError;
+use crate::group::{Group, Role};
+use crate::types::Engine;
+
+/// Logical flag names this module sets, per engine.
+pub fn flag_names(engine: Engine) -> &'static [&'static str] {
+    match engine {
+        Engine::Vllm => &[
+            "nnodes",
+            "node-rank",
+            "master-addr",
+            "master-port",
+            "headless",
+        ],
+        Engine::Sglang => &["nnodes", "node-rank", "dist-init-addr"],
+    }
+}
+
+/// The parallel sizes that cross nodes (tensor parallel stays inside one): vLLM's pipeline
+/// and data parallel, SGLang's pipeline parallel (its data parallel lives inside tensor
+/// parallel).
+pub fn spanning(engine: Engine) -> &'static [&'static str] {
+    match engine {
+        Engine::Vllm => &["pipeline-parallel-size", "data-parallel-size"],
+        Engine::Sglang => &["pp-size"],
+    }
+}
+
+/// Checks that the sizes crossing nodes (`size` answers a logical flag's value, None when
+/// unset: 1) multiply to the group's node count.
+pub fn check_split(
+    engine: Engine,
+    nnodes: u32,
+    size: impl Fn(&str) -> Option<u64>,
+) -> Result<(), CommandError> {
+    let names = spanning(engine);
+    let sizes: Vec<u64> = names.iter().map(|n| size(n).unwrap_or(1)).collect();
+    let got = sizes.iter().fold(1u64, |a, b| a.saturating_mul(*b));
+    if got == u64::from(nnodes) {
+        return Ok(());
+    }
+    let spans = names
+        .iter()
+        .zip(&sizes)
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect::<Vec<_>>()
+        .join(" x ");
+    Err(CommandError::NodeSplit {
+        engine,
+        nodes: nnodes,
+        spans,
+        got,
+        first: names[0],
+    })
+}
+
+/// `host:port` for a rendezvous address; an IPv6 literal gets its brackets.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The argv words for this node of `group`.
+pub fn args(engine: Engine, group: &Group) -> Vec<String> {
+    let mut out = vec![
+        "--nnodes".to_string(),
+        group.nnodes.to_string(),
+        "--node-rank".to_string(),
+        group.rank.to_string(),
+    ];
+    match engine {
+        Engine::Vllm => {
+            out.extend([
+                "--master-addr".to_string(),
+                group.leader_addr.clone(),
+                "--master-port".to_string(),
+                group.dist_port.to_string(),
+            ]);
+            if group.role() == Role::Worker {
+                out.push("--headless".to_string());
+            }
+        }
+        Engine::Sglang => out.extend([
+            "--dist-init-addr".to_string(),
+            host_port(&group.leader_addr, group.dist_port),
+        ]),
+    }
+    out
+}
+
+/// The value the system gives a multi-node flag, for `plan`'s notes.
+pub fn system_value(name: &str, group: Option<&Group>) -> Option<String> {
+    let g = group?;
+    Some(match name {
+        "nnodes" => g.nnodes.to_string(),
+        "node-rank" => g.rank.to_string(),
+        "master-addr" => g.leader_addr.clone(),
+        "master-port" => g.dist_port.to_string(),
+        "headless" => (g.role() == Role::Worker).to_string(),
+        "dist-init-addr" => host_port(&g.leader_addr, g.dist_port),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::table;
+    use crate::group::Source;
+
+    fn group(nnodes: u32, rank: u32, leader: &str) -> Group {
+        Group {
+            nnodes,
+            rank,
+            leader_addr: leader.into(),
+            dist_port: 29501,
+            source: Source::Aim,
+        }
+    }
+
+    /// (engine, group, argv words)
+    #[test]
+    fn multinode_args_table() {
+        let rows: &[(Engine, Group, &str)] = &[
+            (
+                Engine::Vllm,
+                group(2, 0, "lead"),
+                "--nnodes 2 --node-rank 0 --master-addr lead --master-port 29501",
+            ),
+            (
+                Engine::Vllm,
+                group(4, 3, "10.0.0.1"),
+                "--nnodes 4 --node-rank 3 --master-addr 10.0.0.1 --master-port 29501 --headless",
+            ),
+            (
+                Engine::Sglang,
+                group(2, 0, "lead"),
+                "--nnodes 2 --node-rank 0 --dist-init-addr lead:29501",
+            ),
+            (
+                Engine::Sglang,
+                group(2, 1, "fd00::1"),
+                "--nnodes 2 --node-rank 1 --dist-init-addr [fd00::1]:29501",
+            ),
+        ];
+        for (engine, g, want) in rows {
+            assert_eq!(
+                args(*engine, g).join(" "),
+                *want,
+                "{engine} rank {}",
+                g.rank
+            );
+        }
+    }
+
+    /// Every flag this module writes is one the pinned engine's parser takes.
+    #[test]
+    fn flags_exist_in_the_tables() {
+        for engine in [Engine::Vllm, Engine::Sglang] {
+            let t = table::newest(engine);
+            for name in flag_names(engine) {
+                assert!(
+                    matches!(
+                        crate::engine::flags::resolve(t, name),
+                        crate::engine::flags::Resolved::Known { opt: Some(_), .. }
+                    ),
+                    "{engine} {} has no --{name}",
+                    t.version
+                );
+                assert!(system_value(name, Some(&group(2, 1, "h"))).is_some());
+            }
+            for word in args(engine, &group(2, 1, "h")) {
+                if let Some(flag) = word.strip_prefix("--") {
+                    assert!(flag_names(engine).contains(&flag), "{flag}");
+                }
+            }
+        }
+    }
+
+    /// The whole command of each role: the multi-node flags after the system ones, and a
+    /// recipe's or user's own multi-node keys dropped (with a note), never duplicated.
+    #[test]
+    fn command_per_role() {
+        use crate::engine::{CommandInput, build_command_with_notes};
+        use indexmap::IndexMap;
+        use serde_json::json;
+        let recipe: IndexMap<String, serde_json::Value> = [
+            ("pipeline-parallel-size".to_string(), json!(2)),
+            ("nnodes".to_string(), json!(3)),
+        ]
+        .into_iter()
+        .collect();
+        let user: IndexMap<String, serde_json::Value> =
+            [("master-addr".to_string(), json!("elsewhere"))]
+                .into_iter()
+                .collect();
+        let env = IndexMap::new();
+        let rows: &[(Engine, u32, &str)] = &[
+            (
+                Engine::Vllm,
+                0,
+                "vllm serve m --host 127.0.0.1 --port 9 --tensor-parallel-size 8 --served-model-name m --nnodes 2 --node-rank 0 --master-addr lead --master-port 29501 --pipeline-parallel-size 2",
+            ),
+            (
+                Engine::Vllm,
+                1,
+                "vllm serve m --host 127.0.0.1 --port 9 --tensor-parallel-size 8 --served-model-name m --nnodes 2 --node-rank 1 --master-addr lead --master-port 29501 --headless --pipeline-parallel-size 2",
+            ),
+        ];
+        for (engine, rank, want) in rows {
+            let g = group(2, *rank, "lead");
+            let input = CommandInput {
+                engine: *engine,
+                model: "m",
+                served_model_name: "m",
+                served_aliases: &[],
+                port: 9,
+                tensor_parallel: 8,
+                recipe_args: &recipe,
+                user_args: &user,
+                recipe_env: &env,
+                ordinals: &[],
+                launcher: None,
+                engine_version: None,
+                group: Some(&g),
+            };
+            let (cmd, notes) = build_command_with_notes(&input).expect("builds");
+            assert_eq!(cmd.argv.join(" "), *want);
+            assert!(
+                notes
+                    .iter()
+                    .any(|n| n.contains("`nnodes: 3` replaced by the system value `2`")),
+                "{notes:?}"
+            );
+            assert!(
+                notes
+                    .iter()
+                    .any(|n| n
+                        .contains("`master-addr: elsewhere` replaced by the system value `lead`")),
+                "{notes:?}"
+            );
+        }
+    }
+
+    /// (engine, nodes, sizes given, accepted or the words of the error)
+    #[test]
+    fn split_over_nodes_table() {
+        type Row = (
+            Engine,
+            u32,
+            &'static [(&'static str, u64)],
+            Result<(), &'static str>,
+        );
+        let rows: &[Row] = &[
+            (Engine::Vllm, 2, &[("pipeline-parallel-size", 2)], Ok(())),
+            (Engine::Vllm, 2, &[("data-parallel-size", 2)], Ok(())),
+            (
+                Engine::Vllm,
+                4,
+                &[("pipeline-parallel-size", 2), ("data-parallel-size", 2)],
+                Ok(()),
+            ),
+            (
+                Engine::Vllm,
+                2,
+                &[],
+                Err(
+                    "pipeline-parallel-size 1 x data-parallel-size 1 spans 1 node(s), not 2; set `pipeline-parallel-size: 2`",
+                ),
+            ),
+            (
+                Engine::Vllm,
+                2,
+                &[("pipeline-parallel-size", 4)],
+                Err("spans 4 node(s)"),
+            ),
+            (Engine::Sglang, 2, &[("pp-size", 2)], Ok(())),
+            (
+                Engine::Sglang,
+                2,
+                &[("dp-size", 2)],
+                Err("set `pp-size: 2`"),
+            ),
+        ];
+        for (engine, nodes, given, want) in rows {
+            let got = check_split(*engine, *nodes, |n| {
+                given.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
+            });
+            match (got, want) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err(words)) => assert!(e.to_string().contains(words), "{e}"),
+                (got, _) => panic!("{engine} {nodes} {given:?}: {got:?}"),
+            }
+        }
+        for engine in [Engine::Vllm, Engine::Sglang] {
+            let t = table::newest(engine);
+            for name in spanning(engine) {
+                assert!(
+                    matches!(
+                        crate::engine::flags::resolve(t, name),
+                        crate::engine::flags::Resolved::Known { opt: Some(_), .. }
+                    ),
+                    "{engine} has no --{name}"
+                );
+            }
+        }
+    }
+}
