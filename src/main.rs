@@ -73,7 +73,9 @@ fn init_logging(g: &cli::GlobalArgs) {
     logging::set_capacity(g.log_buffer);
     // Bounded and non-blocking (`logging`); tracing's own complaint about a failed write would
     // go to stderr with eprintln! and panic there.
+    // The fmt builder filters at INFO on its own: let everything through it, `filter` decides.
     let builder = tracing_subscriber::fmt()
+        .with_max_level(LevelFilter::TRACE)
         .log_internal_errors(false)
         .with_ansi(logging::colour(
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
