@@ -229,6 +229,9 @@ pub async fn kill_tree(reaper: &Reaper, pgid: Option<i32>, limit: Duration) -> u
         // 1 ms up to 20 ms, then every 5 ms.
         let waited = start.elapsed();
         if waited < Duration::from_millis(2) {
+            // sched_yield too: the dying process may be queued on our CPU, and a loop that
+            // only yields to tokio would keep it from running until our time slice ends.
+            std::thread::yield_now();
             tokio::task::yield_now().await;
         } else if waited < Duration::from_millis(20) {
             tokio::time::sleep(Duration::from_millis(1)).await;
