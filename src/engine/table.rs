@@ -239,12 +239,14 @@ fn parsed(engine: Engine) -> &'static [Table] {
         let mut tables: Vec<Table> = TABLES
             .iter()
             .map(|text| {
-                let raw: RawTable = serde_json::from_str(text)
-                    .unwrap_or_else(|e| panic!("embedded engine flag table is invalid: {e}"));
+                serde_json::from_str::<RawTable>(text)
+                    .unwrap_or_else(|e| panic!("embedded engine flag table is invalid: {e}"))
+            })
+            .filter(|raw| raw.engine == engine)
+            .map(|raw| {
                 Table::from_raw(raw)
                     .unwrap_or_else(|e| panic!("embedded engine flag table is invalid: {e}"))
             })
-            .filter(|t| t.engine == engine)
             .collect();
         tables.sort_by_key(|t| t.parsed);
         tables
