@@ -31,18 +31,7 @@ fn rising_uncorrectable_errors_end_the_run_as_gpu_fault() {
     let root = fixture_copy(tmp.path());
     let mut run = AimEngine::new()
         .root(&root)
-        .arg("aim-test/Tiny-7B")
-        .public_port()
-        .args(["--engine-port", &free_port().to_string()])
-        .fake_engine()
-        .offline_hf()
-        .args(["--stop-timeout", "2s", "--backoff-initial", "0.2s"])
-        .args([
-            "--hang-sample-interval",
-            "0.2s",
-            "--vram-wait-timeout",
-            "1s",
-        ])
+        .quick_watched_fake()
         .env("FAKE_LOAD_SECS", "0.3")
         .spawn();
     let port = run.port;

@@ -2,7 +2,7 @@
 //! the freeze window; a slow but steady engine and a long prefill are left alone. The windows
 //! are scaled down (seconds, not minutes); the rules are the same as with the defaults.
 
-use crate::support::{AimEngine, Running, free_port, request, wait_for};
+use crate::support::{AimEngine, Running, request, wait_for};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -15,18 +15,7 @@ fn status(port: u16) -> Value {
 fn start(env: &[(&str, &str)], args: &[&str]) -> Running {
     let mut aim = AimEngine::new()
         .fixture("mi300x-8gpu-spx")
-        .arg("aim-test/Tiny-7B")
-        .public_port()
-        .args(["--engine-port", &free_port().to_string()])
-        .fake_engine()
-        .offline_hf()
-        .args(["--stop-timeout", "2s", "--backoff-initial", "0.2s"])
-        .args([
-            "--hang-sample-interval",
-            "0.2s",
-            "--vram-wait-timeout",
-            "1s",
-        ])
+        .quick_watched_fake()
         .args(args);
     for (k, v) in env {
         aim = aim.env(k, v);

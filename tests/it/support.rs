@@ -246,6 +246,24 @@ impl AimEngine {
         self.env("HF_HOME", hf).env("HF_HUB_OFFLINE", "1")
     }
 
+    /// `serve aim-test/Tiny-7B` on the fake engine with a public port, a free engine port, an
+    /// offline cache and short stop, backoff, hang-sample (0.2 s) and VRAM-wait times: the
+    /// setup of the hang and GPU-fault tests (the tree comes from `fixture` or `root`).
+    pub fn quick_watched_fake(self) -> Self {
+        self.arg("aim-test/Tiny-7B")
+            .public_port()
+            .args(["--engine-port", &free_port().to_string()])
+            .fake_engine()
+            .offline_hf()
+            .args(["--stop-timeout", "2s", "--backoff-initial", "0.2s"])
+            .args([
+                "--hang-sample-interval",
+                "0.2s",
+                "--vram-wait-timeout",
+                "1s",
+            ])
+    }
+
     /// The fake engine (tests/fake-engine) as both engines' launcher.
     pub fn fake_engine(self) -> Self {
         let fake = fake_engine();
