@@ -1,7 +1,7 @@
 //! Giving back the memory that only start-up used, so the long-lived supervisor is small.
 //!
 //! Start-up (the command line, sysfs, the recipe catalogue and its YAML parser, the flag
-//! tables, the plan) runs once, but it leaves two kinds of pages behind:
+//! tables, the plan) runs once, but it leaves pages behind, and glibc adds some of its own:
 //!
 //! - **Code.** The kernel maps a binary's code in 64 KiB runs around each page fault
 //!   ("fault-around"), so a start-up that touches code all over a 6 MiB text keeps most of it
@@ -13,12 +13,11 @@
 //!   data, never relocated read-only data (`MADV_DONTNEED` would undo its relocations).
 //! - **Heap.** glibc keeps freed chunks in its arenas; `malloc_trim(0)` returns their whole
 //!   pages to the kernel.
-//!
 //! - **Arenas.** glibc gives each thread that allocates an arena of its own; `one_arena`
-//!   (called first thing in `main`, before any thread starts) keeps the supervisor's few threads (the runtime, the log
-//!   writers, the engine's log copiers) on one, which they share without contention (the
-//!   runtime is single-threaded, the others mostly sleep; `download`'s worker threads wait
-//!   on the network).
+//!   (called first thing in `main`, before any thread starts) keeps the supervisor's few
+//!   threads (the runtime, the log writers, the engine's log copiers) on one, which they
+//!   share without contention (the runtime is single-threaded, the others mostly sleep;
+//!   `download`'s worker threads wait on the network).
 //!
 //! `release_startup` is called when an engine has been spawned and when it is ready
 //! (`supervise::attempt`). The parsing is pure (`text_ranges`); the rest is system calls.
