@@ -255,6 +255,12 @@ fn err(mode: Mode, msg: &str) -> ArgError {
     ArgError(format!("{}\n{}: error: {}", usage(mode), prog(mode), msg))
 }
 
+/// An argparse-style error (`usage: ...` and `<prog>: error: msg`) for checks made after
+/// parsing (the multi-node group flags).
+pub fn arg_error(mode: Mode, msg: &str) -> ArgError {
+    err(mode, msg)
+}
+
 /// Decides the mode from argv (without argv\[0\]) and strips the mode prefix:
 /// `serve ...` → vLLM; `-m sglang.launch_server ...` or any `--model-path` → SGLang;
 /// `-m vllm.entrypoints.openai.api_server ...` → vLLM.

@@ -22,6 +22,7 @@ macro_rules! olog {
 }
 
 mod args;
+mod group;
 mod procs;
 mod server;
 
@@ -115,6 +116,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let group = match group::parse(&parsed) {
+        Ok(g) => g,
+        Err(e) => {
+            elog!("{}", e.0);
+            std::process::exit(2);
+        }
+    };
     // Count this start and apply its FAKE_START_<n> overrides while still single-threaded
     // (changing the environment is only sound before other threads exist).
     let start_no = procs::count_start();
@@ -134,7 +142,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = rt.block_on(server::run(parsed, start_no));
+    let code = rt.block_on(server::run(parsed, start_no, group));
     std::process::exit(code);
 }
 

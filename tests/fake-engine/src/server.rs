@@ -23,6 +23,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::args::{Args, Mode};
+use crate::group::{self, Group};
 use crate::procs::{self, log, log_sglang};
 use crate::{env, env_flag, env_num, env_secs, fake_version};
 
@@ -54,6 +55,12 @@ struct State {
     /// FAKE_STREAM_STALL_AFTER: a stream stops after this many tokens and never ends.
     stall_after: Option<u64>,
     access_log: bool,
+    /// Group leader: a node rank's connection closed (the next completion fails).
+    group_broken: Arc<AtomicBool>,
+    /// The first lost node's address, for the gloo error text.
+    group_lost_peer: Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    /// The group death is under way (one exit only).
+    group_dying: AtomicBool,
 }
 
 impl State {
@@ -70,27 +77,69 @@ fn engine_log(msg: &str) {
     log("EngineCore_0", "INFO", "gpu_model_runner.py:2602", msg);
 }
 
+/// vLLM's `non-default args: {...}` line.
+fn non_default_args(args: &Args) -> String {
+    let non_default: Vec<String> = args
+        .given
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                "'{}': {:?}",
+                n.trim_start_matches('-').replace('-', "_"),
+                v.join(" ")
+            )
+        })
+        .collect();
+    format!(
+        "non-default args: {{'model_tag': '{}', {}}}",
+        args.model,
+        non_default.join(", ")
+    )
+}
+
+/// A group worker's (node rank > 0) start-up lines: no API server.
+fn log_startup_worker(args: &Args, version: &str, g: &Group) {
+    let mode = args.mode;
+    match mode {
+        Mode::Vllm => {
+            group::info(mode, g, &format!("vLLM version {version}"));
+            group::info(mode, g, &non_default_args(args));
+            group::info(
+                mode,
+                g,
+                &format!(
+                    "Launching headless node rank {} of {} (no API server), tensor_parallel_size={}",
+                    g.rank, g.nnodes, args.tp
+                ),
+            );
+        }
+        Mode::Sglang => {
+            log_sglang(&format!(
+                "server_args=ServerArgs(model_path='{}', tp_size={}, nnodes={}, node_rank={}, dist_init_addr='{}')",
+                args.model,
+                args.tp,
+                g.nnodes,
+                g.rank,
+                g.endpoint()
+            ));
+            group::info(
+                mode,
+                g,
+                &format!(
+                    "node rank {} of {}: no HTTP server on this node",
+                    g.rank, g.nnodes
+                ),
+            );
+        }
+    }
+}
+
 /// Logs the progress lines a real engine prints before it listens.
 fn log_startup(args: &Args, version: &str) {
     match args.mode {
         Mode::Vllm => {
             vllm_log(&format!("vLLM API server version {version}"));
-            let non_default: Vec<String> = args
-                .given
-                .iter()
-                .map(|(n, v)| {
-                    format!(
-                        "'{}': {:?}",
-                        n.trim_start_matches('-').replace('-', "_"),
-                        v.join(" ")
-                    )
-                })
-                .collect();
-            vllm_log(&format!(
-                "non-default args: {{'model_tag': '{}', {}}}",
-                args.model,
-                non_default.join(", ")
-            ));
+            vllm_log(&non_default_args(args));
             log(
                 "APIServer",
                 "INFO",
@@ -291,6 +340,41 @@ fn fail(text: &str, code: i32) -> i32 {
 /// server logs `EngineDeadError`, shuts uvicorn down cleanly and exits **0** (vLLM 0.32.0,
 /// measured by a SIGKILL of `VLLM::EngineCore`).
 fn engine_dead(st: &State) -> ! {
+    engine_dead_with(st, 0)
+}
+
+/// A group leader whose node rank went away, at its next completion: gloo's error, then the
+/// engine death of `engine_dead`, but exit **1**.
+fn group_dead(st: &State) -> ! {
+    let peer = st
+        .group_lost_peer
+        .lock()
+        .ok()
+        .and_then(|p| *p)
+        .map(|p| format!("[{}]:{}", p.ip(), p.port()))
+        .unwrap_or_else(|| "unknown".to_string());
+    log_err(
+        "EngineCore_0",
+        "ERROR",
+        "core.py:710",
+        &format!(
+            "RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer {peer}"
+        ),
+    );
+    engine_dead_with(st, 1)
+}
+
+/// A vLLM-format log line on stderr.
+fn log_err(tag: &str, level: &str, file: &str, msg: &str) {
+    elog!(
+        "({tag} pid={}) {level} {} [{file}] {msg}",
+        std::process::id(),
+        procs::timestamp()
+    );
+}
+
+/// `engine_dead` with the exit code given.
+fn engine_dead_with(st: &State, code: i32) -> ! {
     log(
         "APIServer",
         "WARNING",
@@ -328,7 +412,7 @@ fn engine_dead(st: &State) -> ! {
         std::process::id(),
         std::process::id()
     );
-    std::process::exit(0);
+    std::process::exit(code);
 }
 
 /// Dies the way FAKE_CRASH_* says: engine death with exit 0, a signal, or an exit code.
@@ -378,7 +462,7 @@ fn signal_number(s: &str) -> Option<i32> {
 }
 
 /// The whole engine run; returns the process exit code.
-pub async fn run(args: Args, start_no: u64) -> i32 {
+pub async fn run(args: Args, start_no: u64, group: Option<Group>) -> i32 {
     let version = fake_version(args.mode);
     procs::write_state("main.pid", &format!("{}\n", std::process::id()));
     let ignore_term = env_flag("FAKE_IGNORE_TERM");
@@ -392,7 +476,11 @@ pub async fn run(args: Args, start_no: u64) -> i32 {
         signal(SignalKind::terminate()).ok()
     };
     let mut int = signal(SignalKind::interrupt()).ok();
-    log_startup(&args, &version);
+    let worker_of = group.clone().filter(|g| !g.is_leader());
+    match &worker_of {
+        Some(g) => log_startup_worker(&args, &version, g),
+        None => log_startup(&args, &version),
+    }
     let workers = procs::spawn_workers();
     let orphans = procs::spawn_orphans();
     let holders: Vec<i32> = workers.iter().chain(orphans.iter()).copied().collect();
@@ -422,6 +510,9 @@ pub async fn run(args: Args, start_no: u64) -> i32 {
             .given
             .iter()
             .any(|(n, _)| n == "--disable-uvicorn-access-log"),
+        group_broken: Arc::new(AtomicBool::new(false)),
+        group_lost_peer: Arc::new(std::sync::Mutex::new(None)),
+        group_dying: AtomicBool::new(false),
         args,
     });
 
@@ -449,6 +540,22 @@ pub async fn run(args: Args, start_no: u64) -> i32 {
         return fail(&text, env_num("FAKE_FAIL_EXIT_CODE", 1));
     }
 
+    // A group worker (node rank > 0): no HTTP server at all; join the leader and hold on.
+    if let Some(g) = &worker_of {
+        let lost = tokio::select! {
+            code = group::work(g, st.args.mode, load) => Some(code),
+            _ = recv(&mut term) => None,
+            _ = recv(&mut int) => None,
+        };
+        if let Some(code) = lost {
+            procs::stop_workers(&workers, Duration::from_secs(2));
+            return code;
+        }
+        tokio::time::sleep(env_secs("FAKE_SHUTDOWN_SECS", 0.0)).await;
+        procs::stop_workers(&workers, Duration::from_secs(2));
+        return env_num("FAKE_EXIT_CODE_ON_TERM", 0);
+    }
+
     let Some(ip) = host_ip(&st.args.host) else {
         return fail(
             &format!(
@@ -468,19 +575,45 @@ pub async fn run(args: Args, start_no: u64) -> i32 {
             );
         }
     };
+    // A group leader: the rendezvous port is taken before loading.
+    let mode = st.args.mode;
+    let mut rendezvous = match group.as_ref().filter(|g| g.is_leader()) {
+        Some(g) => match group::bind(g).await {
+            Ok(l) => Some((g.clone(), l)),
+            Err(text) => {
+                procs::stop_workers(&workers, Duration::from_secs(2));
+                return fail(&text, 1);
+            }
+        },
+        None => None,
+    };
     let listener = match st.args.mode {
         Mode::Vllm => {
-            // vLLM: the port is bound but connections are refused until the engine is loaded.
+            // vLLM: the port is bound but connections are refused until the group formed and
+            // the engine is loaded.
+            let st2 = st.clone();
+            let rendezvous = rendezvous.take();
             let loaded = tokio::select! {
-                _ = tokio::time::sleep(load) => true,
-                _ = recv(&mut term) => false,
-                _ = recv(&mut int) => false,
+                formed = async move {
+                    form_group(rendezvous, mode, &st2).await?;
+                    tokio::time::sleep(load).await;
+                    Ok::<(), ()>(())
+                } => Some(formed),
+                _ = recv(&mut term) => None,
+                _ = recv(&mut int) => None,
             };
-            if !loaded {
-                // vLLM's handler raises KeyboardInterrupt("terminated") during init.
-                elog!("KeyboardInterrupt: terminated");
-                procs::stop_workers(&workers, Duration::from_secs(2));
-                return 1;
+            match loaded {
+                None => {
+                    // vLLM's handler raises KeyboardInterrupt("terminated") during init.
+                    elog!("KeyboardInterrupt: terminated");
+                    procs::stop_workers(&workers, Duration::from_secs(2));
+                    return 1;
+                }
+                Some(Err(())) => {
+                    procs::stop_workers(&workers, Duration::from_secs(2));
+                    return 1;
+                }
+                Some(Ok(())) => {}
             }
             log_loaded(&st.args, load);
             st.ready.store(true, Ordering::SeqCst);
@@ -492,7 +625,13 @@ pub async fn run(args: Args, start_no: u64) -> i32 {
         Mode::Sglang => match listen_on(bound) {
             Ok(l) => {
                 let st2 = st.clone();
+                let rendezvous = rendezvous.take();
+                let workers2 = workers.clone();
                 tokio::spawn(async move {
+                    if form_group(rendezvous, mode, &st2).await.is_err() {
+                        procs::stop_workers(&workers2, Duration::from_secs(2));
+                        std::process::exit(1);
+                    }
                     tokio::time::sleep(load).await;
                     log_loaded(&st2.args, load);
                     st2.ready.store(true, Ordering::SeqCst);
@@ -554,8 +693,28 @@ pub async fn run(args: Args, start_no: u64) -> i32 {
     env_num("FAKE_EXIT_CODE_ON_TERM", 0)
 }
 
+/// A group leader's wait for the other node ranks, then the watch on their connections;
+/// `Ok` at once without a group. `Err`: the group never formed (logged).
+async fn form_group(
+    rendezvous: Option<(Group, TcpListener)>,
+    mode: Mode,
+    st: &Arc<State>,
+) -> Result<(), ()> {
+    if let Some((g, l)) = rendezvous {
+        let members = group::gather(&g, mode, l).await?;
+        group::watch(
+            &g,
+            mode,
+            members,
+            st.group_broken.clone(),
+            st.group_lost_peer.clone(),
+        );
+    }
+    Ok(())
+}
+
 /// Python's OSError text: `Address already in use`, without Rust's ` (os error 98)` suffix.
-fn strip_os_error(e: &std::io::Error) -> String {
+pub(crate) fn strip_os_error(e: &std::io::Error) -> String {
     let s = e.to_string();
     match s.rfind(" (os error") {
         Some(i) => s[..i].to_string(),
@@ -849,6 +1008,21 @@ async fn completion(req: Request<Incoming>, st: &Arc<State>, chat: bool) -> Resp
             );
         }
     };
+    if st.group_broken.load(Ordering::SeqCst) {
+        // A node rank is gone: this request is where the engine hits the broken collective.
+        if !st.group_dying.swap(true, Ordering::SeqCst) {
+            let st2 = st.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                group_dead(&st2);
+            });
+        }
+        return error_json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "EngineDeadError",
+            "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+        );
+    }
     let body: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => {
