@@ -308,7 +308,7 @@ pub async fn gather(g: &Group, mode: Mode, listener: TcpListener) -> Result<Vec<
                 );
                 elog!(
                     "torch.distributed.DistStoreError: Timed out after {} seconds waiting for clients. {}/{} clients joined.",
-                    timeout.as_secs(),
+                    timeout.as_secs_f64(),
                     members.len() + 1,
                     g.nnodes
                 );
