@@ -274,6 +274,20 @@ pub struct ServeArgs {
     /// Deadline for an attempt to become ready.
     #[arg(long = "startup-timeout", env = "AIM_STARTUP_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
     pub startup_timeout: Duration,
+    /// A group's leader's public port, where the workers report (default: --port).
+    #[arg(long = "leader-port", env = "AIM_LEADER_PORT", value_name = "PORT")]
+    pub leader_port: Option<u16>,
+    /// How often a group's worker reports to its leader.
+    #[arg(long = "group-interval", env = "AIM_GROUP_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub group_interval: Duration,
+    /// A group node not heard from this long (a worker by its leader, the leader by a
+    /// worker) is lost, and the group restarts as one.
+    #[arg(long = "group-loss-timeout", env = "AIM_GROUP_LOSS_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub group_loss_timeout: Duration,
+    /// How long a group's node waits, from its engine's start, for every other node to be
+    /// heard from; the message names the ranks that did not come.
+    #[arg(long = "group-join-timeout", env = "AIM_GROUP_JOIN_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub group_join_timeout: Duration,
     /// How often a loading engine's progress (phase, time so far, its last log line) is logged.
     #[arg(long = "progress-interval", env = "AIM_PROGRESS_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub progress_interval: Duration,

@@ -21,6 +21,9 @@ pub const NO_SPACE: u8 = 73;
 pub const DOWNLOAD_FAILED: u8 = 75;
 /// The engine kept failing: every restart and every fallback recipe was used up.
 pub const GAVE_UP: u8 = 70;
+/// A multi-node group lost a node (or never formed): this node ended so that its launcher
+/// (LeaderWorkerSet, Compose, systemd) starts the group again.
+pub const GROUP_LOST: u8 = 76;
 /// The engine's launcher exists but cannot be executed (permissions, bad interpreter).
 pub const ENGINE_NOT_EXECUTABLE: u8 = 126;
 /// The engine's launcher was not found (AIM_VLLM_COMMAND / AIM_SGLANG_COMMAND / PATH).

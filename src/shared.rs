@@ -23,6 +23,8 @@ pub struct Shared {
     /// The switch `abort_inflight` throws; each forwarded request holds the one current when it
     /// started.
     abort: Mutex<AbortSignal>,
+    /// This node's multi-node group, None on one node (`with_group`).
+    pub group: Option<crate::group::live::Live>,
 }
 
 impl Shared {
@@ -39,13 +41,26 @@ impl Shared {
             stopping: CancellationToken::new(),
             inflight: InFlight::default(),
             abort: Mutex::new(AbortSignal::default()),
+            group: None,
         }
+    }
+
+    /// The same, as a node of `group`.
+    pub fn with_group(mut self, group: Option<crate::group::live::Live>) -> Self {
+        self.group = group;
+        self
+    }
+
+    /// Seconds on the supervisor's clock (the group's times are offsets on it).
+    pub fn now(&self) -> std::time::Duration {
+        self.started.elapsed()
     }
 
     /// A copy of the status with uptime filled in.
     pub fn snapshot(&self) -> Status {
         let mut s = self.status.borrow().clone();
         s.uptime_s = self.started.elapsed().as_secs_f64();
+        s.group = self.group.as_ref().map(|g| g.status(self.now()));
         s
     }
 

@@ -149,6 +149,9 @@ pub struct Status {
     /// The last hang found (kept after the restart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_hang: Option<HangStatus>,
+    /// This node's multi-node group (absent on one node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<crate::group::live::GroupStatus>,
 }
 
 impl Status {
@@ -171,6 +174,7 @@ impl Status {
             download: None,
             progress: None,
             last_hang: None,
+            group: None,
         }
     }
 

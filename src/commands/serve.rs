@@ -15,19 +15,6 @@ pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<u8> {
 fn options(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ServeOptions> {
     let limits = limits(&a);
     let request = a.select.request().map_err(super::inspect::group_error)?;
-    // A worker's engine runs headless (no API to probe): the supervision of a worker (its own
-    // health, the leader waiting for every rank) is not built yet, so refuse rather than time
-    // out on a probe that can never pass.
-    if let Some(g) = request.group.as_ref().filter(|g| g.rank > 0) {
-        return Err(crate::exit::ExitError::new(
-            crate::exit::USAGE,
-            format!(
-                "this node is worker {} of a group of {}: serving as a group worker is not supported yet (the leader's side is); `aim-engine plan` shows this node's command",
-                g.rank, g.nnodes
-            ),
-        )
-        .into());
-    }
     Ok(ServeOptions {
         sources: g.into(),
         request,
@@ -58,6 +45,12 @@ fn options(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ServeOptions> {
         backoff_max: a.backoff_max,
         vram_wait_timeout: a.vram_wait_timeout,
         skip_test_inference: a.skip_test_inference,
+        leader_port: a.leader_port,
+        group_timing: crate::group::roster::Timing {
+            interval: a.group_interval,
+            loss_timeout: a.group_loss_timeout,
+            join_timeout: a.group_join_timeout,
+        },
     })
 }
 

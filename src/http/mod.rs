@@ -35,6 +35,7 @@
 //! call are not touched.
 
 pub mod auth;
+pub mod group;
 pub mod health;
 pub mod limits;
 pub mod local;

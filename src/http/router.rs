@@ -4,7 +4,7 @@
 
 use super::health::{self, Probe};
 use super::target::{self, Target};
-use super::{Body, Ctx, auth, proxy, reply, scrape};
+use super::{Body, Ctx, auth, group, proxy, reply, scrape};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -17,6 +17,8 @@ pub enum Route {
     Health(Probe),
     Status,
     Metrics,
+    /// A worker's report to the group's leader.
+    GroupReport,
     Forward,
 }
 
@@ -27,6 +29,7 @@ pub fn route(path: &str) -> Route {
         "/health/live" | "/v1/health/live" => Route::Health(Probe::Live),
         "/status" => Route::Status,
         "/metrics" => Route::Metrics,
+        crate::group::roster::REPORT_PATH => Route::GroupReport,
         _ => Route::Forward,
     }
 }
@@ -39,7 +42,8 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> 
         Err(e) => return bad_target(e),
     };
     let route = route(&normal.path);
-    if route != Route::Forward && !matches!(*req.method(), Method::GET | Method::HEAD) {
+    let own_get = !matches!(route, Route::Forward | Route::GroupReport);
+    if own_get && !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut r = reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
             &format!("{} only answers GET and HEAD", normal.path),
@@ -54,9 +58,9 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> 
         Route::Health(probe) => health::answer(&ctx.shared, probe),
         Route::Status => health::status(&ctx.shared),
         Route::Metrics => scrape::answer(&ctx).await,
-        Route::Forward => {
+        Route::GroupReport | Route::Forward => {
             if let Some(key) = &ctx.api_key
-                && auth::protected(&normal.path)
+                && (auth::protected(&normal.path) || route == Route::GroupReport)
                 && !key.accepts(req.headers())
             {
                 return reply::error(
@@ -65,6 +69,17 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> 
                     "invalid_request_error",
                     "invalid_api_key",
                 );
+            }
+            if route == Route::GroupReport {
+                return group::report(&ctx, req).await;
+            }
+            if let Some(live) = ctx
+                .shared
+                .group
+                .as_ref()
+                .filter(|g| g.role() == crate::group::Role::Worker)
+            {
+                return group::worker_refusal(live);
             }
             proxy::forward(&ctx, req, normal.forward, peer).await
         }
@@ -125,6 +140,7 @@ mod tests {
             ("/v1/health/live", Route::Health(Probe::Live)),
             ("/status", Route::Status),
             ("/metrics", Route::Metrics),
+            ("/group/report", Route::GroupReport),
             ("/v1/completions", Route::Forward),
             ("/v1/models", Route::Forward),
             ("/version", Route::Forward),

@@ -7,6 +7,7 @@
 //! sleeps until the earliest armed one.
 
 mod gpu;
+mod group;
 mod watch;
 
 use super::logs::{self, SharedRing, Sink};
@@ -87,6 +88,8 @@ enum Timer {
     Liveness,
     /// Time for the next progress sample (the hang watch).
     Sample,
+    /// Time to judge the multi-node group (`attempt::group`).
+    Group,
 }
 
 /// Every timer of an attempt as a deadline. A timer fires only while it is armed (see
@@ -97,6 +100,7 @@ struct Timers {
     progress: Instant,
     liveness: Instant,
     sample: Instant,
+    group: Instant,
 }
 
 /// What woke the attempt.
@@ -136,6 +140,11 @@ struct Attempt {
     /// probe in flight is one.
     last_idle_probe: Option<Instant>,
     live_is_idle_probe: bool,
+    /// A group node: how often the group is judged.
+    group_every: Option<Duration>,
+    /// A group's worker: its headless engine has no API, so no readiness, liveness or
+    /// hang probes; it is ready when the leader serves (`attempt::group`).
+    worker: bool,
 }
 
 impl Attempt {
@@ -149,21 +158,25 @@ impl Attempt {
     fn next_timer(&self) -> Option<(Instant, Timer)> {
         let t = &self.timers;
         let sample = self.sampling.is_none().then_some((t.sample, Timer::Sample));
+        let group = self.group_every.map(|_| (t.group, Timer::Group));
+        let probes = !self.worker;
         let armed = if self.ready() {
             [
                 None,
                 None,
                 None,
-                self.live.is_none().then_some((t.liveness, Timer::Liveness)),
+                (probes && self.live.is_none()).then_some((t.liveness, Timer::Liveness)),
                 sample,
+                group,
             ]
         } else {
             [
                 Some((t.startup, Timer::Startup)),
-                self.readiness.is_none().then_some((t.poll, Timer::Poll)),
+                (probes && self.readiness.is_none()).then_some((t.poll, Timer::Poll)),
                 Some((t.progress, Timer::Progress)),
                 None,
                 sample,
+                group,
             ]
         };
         armed.into_iter().flatten().min_by_key(|(at, _)| *at)
@@ -197,6 +210,7 @@ impl Supervisor {
                 progress: now + self.cfg.progress_interval,
                 liveness: now,
                 sample: now + self.cfg.hang_sample_interval,
+                group: now,
             },
             readiness: None,
             live: None,
@@ -209,6 +223,16 @@ impl Supervisor {
             gpu_baseline,
             last_idle_probe: None,
             live_is_idle_probe: false,
+            group_every: self.shared.group.as_ref().map(|g| {
+                g.timing
+                    .interval
+                    .clamp(Duration::from_millis(50), Duration::from_secs(5))
+            }),
+            worker: self
+                .shared
+                .group
+                .as_ref()
+                .is_some_and(|g| g.role() == crate::group::Role::Worker),
         };
         let baseline = a.gpu_baseline.clone();
         self.on_gpus(&a, &baseline);
@@ -283,8 +307,10 @@ impl Supervisor {
             },
             Wake::Timer(Timer::Startup) => {
                 let msg = format!(
-                    "not ready within {:?} (last check: {})",
-                    self.cfg.startup_timeout, a.last_detail
+                    "not ready within {:?} (last check: {}){}",
+                    self.cfg.startup_timeout,
+                    a.last_detail,
+                    self.group_wait_detail()
                 );
                 tracing::warn!("{msg}");
                 self.event(Event::AttemptFailed, "startup deadline");
@@ -313,6 +339,11 @@ impl Supervisor {
                 a.timers.liveness = Instant::now() + self.liveness_interval();
                 self.start_liveness_probe(a);
                 None
+            }
+            Wake::Timer(Timer::Group) => {
+                let every = a.group_every.unwrap_or(Duration::from_secs(1));
+                a.timers.group = Instant::now() + every;
+                self.on_group(a).await
             }
             Wake::Timer(Timer::Sample) => {
                 a.timers.sample = Instant::now() + self.cfg.hang_sample_interval;
@@ -397,6 +428,14 @@ impl Supervisor {
     }
 
     fn on_readiness(&mut self, a: &mut Attempt, r: Readiness) {
+        // A group's leader serves only once every node runs its engine.
+        if let Readiness::Ready = r
+            && let Some(wait) = self.group_not_complete()
+        {
+            self.event(Event::Healthy, "validating");
+            a.last_detail = wait;
+            return;
+        }
         let line = a.eng.last_line();
         if line.is_some() {
             self.shared.status.send_if_modified(|s| {

@@ -76,6 +76,8 @@ pub enum Failure {
     /// GPU `ordinal` of the launch failed (`supervise::gpu_fault`: uncorrectable errors rose,
     /// a reset, the GPU gone).
     GpuFault { ordinal: u32 },
+    /// This node's multi-node group lost a node, or never formed (`group::roster`).
+    GroupLost,
 }
 
 impl Failure {
@@ -88,6 +90,7 @@ impl Failure {
             Failure::LauncherMissing => "launcher_missing",
             Failure::UserArgRejected => "bad_args",
             Failure::GpuFault { .. } => "gpu_fault",
+            Failure::GroupLost => "group_lost",
         }
     }
 }
@@ -113,6 +116,9 @@ pub enum Decision {
     UserArgRejected,
     /// A GPU failed and no later launch avoids it: end with GAVE_UP, saying what to check.
     GpuFault,
+    /// A node of a multi-node group failed: the engines cannot re-join a running group, so no
+    /// node restarts on its own; end with GROUP_LOST and let the launcher start the group.
+    EndGroup,
 }
 
 impl Decision {
@@ -128,6 +134,7 @@ impl Decision {
             Decision::GiveUp => "give_up",
             Decision::UserArgRejected => "stop_user_args",
             Decision::GpuFault => "stop_gpu_fault",
+            Decision::EndGroup => "end_group",
         }
     }
 }
@@ -179,6 +186,8 @@ pub struct Policy {
     max_len_retried: bool,
     port_retries: u32,
     budget: RestartBudget,
+    /// A node of a multi-node group (`in_group`).
+    group: bool,
 }
 
 impl Policy {
@@ -200,7 +209,18 @@ impl Policy {
             max_len_retried: false,
             port_retries: 0,
             budget: RestartBudget::new(cfg.restart_budget, cfg.restart_window),
+            group: false,
         }
+    }
+
+    /// The policy of a node of a multi-node group: the failures no other node's restart can
+    /// help (the model unavailable, the user's flags, a missing launcher, a failed GPU) end
+    /// the run as on one node; every other failure ends it with `Decision::EndGroup`, never a
+    /// restart or a fallback of this node alone (the other nodes would still run the old
+    /// recipe, and the engines cannot re-join a running group).
+    pub fn in_group(mut self) -> Self {
+        self.group = true;
+        self
     }
 
     /// Tells the policy each launch's GPUs (HIP ordinals), for `Failure::GpuFault`.
@@ -219,6 +239,18 @@ impl Policy {
     /// `now`: time since the supervisor started.
     pub fn on_failure(&mut self, failure: Failure, was_ready: bool, now: Duration) -> Decision {
         use FailureClass as C;
+        if self.group {
+            return match failure {
+                Failure::Exited {
+                    class: C::ModelNotFound | C::Gated | C::Offline,
+                    ..
+                } => Decision::ModelUnavailable,
+                Failure::UserArgRejected => Decision::UserArgRejected,
+                Failure::LauncherMissing => Decision::LauncherMissing,
+                Failure::GpuFault { .. } => Decision::GpuFault,
+                _ => Decision::EndGroup,
+            };
+        }
         match failure {
             Failure::LauncherMissing => {
                 let missing = self.launchers.get(self.index).cloned();
@@ -294,6 +326,8 @@ impl Policy {
             Failure::LauncherMissing => self.next(),
             Failure::UserArgRejected => Decision::UserArgRejected,
             Failure::GpuFault { .. } => Decision::GpuFault,
+            // Only a group node has a group to lose (handled above).
+            Failure::GroupLost => Decision::EndGroup,
         }
     }
 
@@ -622,6 +656,61 @@ mod tests {
         }
         assert_eq!(Failure::GpuFault { ordinal: 3 }.class_str(), "gpu_fault");
         assert_eq!(Decision::GpuFault.action_str(), "stop_gpu_fault");
+    }
+
+    /// A node of a group: each failure, ready or not, and what it decides (never a restart or
+    /// a fallback of this node alone, even with fallbacks left and the budget unused).
+    #[test]
+    fn a_group_node_never_restarts_alone() {
+        use FailureClass as C;
+        let cases: Vec<(Failure, bool, Decision)> = vec![
+            (Failure::GroupLost, true, Decision::EndGroup),
+            (Failure::GroupLost, false, Decision::EndGroup),
+            (exited(C::Unknown), true, Decision::EndGroup),
+            (exited(C::EngineDied), true, Decision::EndGroup),
+            (exited(C::Oom), false, Decision::EndGroup),
+            (exited(C::PortInUse), false, Decision::EndGroup),
+            (
+                Failure::Exited {
+                    class: C::MaxModelLen,
+                    suggested_max_model_len: Some(4096),
+                },
+                false,
+                Decision::EndGroup,
+            ),
+            (Failure::Hung, true, Decision::EndGroup),
+            (Failure::StartupTimeout, false, Decision::EndGroup),
+            (exited(C::ModelNotFound), false, Decision::ModelUnavailable),
+            (exited(C::Gated), true, Decision::ModelUnavailable),
+            (Failure::UserArgRejected, false, Decision::UserArgRejected),
+            (Failure::LauncherMissing, false, Decision::LauncherMissing),
+            (Failure::GpuFault { ordinal: 0 }, true, Decision::GpuFault),
+        ];
+        for (failure, ready, want) in cases {
+            let mut p = Policy::new(cfg(), vec!["vllm".to_string(); 3]).in_group();
+            assert_eq!(
+                p.on_failure(failure, ready, Duration::ZERO),
+                want,
+                "{failure:?} ready={ready}"
+            );
+            // One node alone restarts or falls back on the same failure.
+            let mut alone = Policy::new(cfg(), vec!["vllm".to_string(); 3]);
+            if want == Decision::EndGroup && failure != Failure::GroupLost {
+                let d = alone.on_failure(failure, ready, Duration::ZERO);
+                assert!(
+                    matches!(
+                        d,
+                        Decision::Restart { .. }
+                            | Decision::NextLaunch { .. }
+                            | Decision::NewPort
+                            | Decision::RetryMaxModelLen { .. }
+                    ),
+                    "{failure:?} alone: {d:?}"
+                );
+            }
+        }
+        assert_eq!(Failure::GroupLost.class_str(), "group_lost");
+        assert_eq!(Decision::EndGroup.action_str(), "end_group");
     }
 
     /// After an out-of-memory failure the chain moves to more memory per replica first.

@@ -19,6 +19,7 @@ mod attempt;
 pub mod backoff;
 mod fetch;
 pub mod gpu_fault;
+pub mod group;
 pub mod logs;
 pub mod machine;
 pub mod probe;

@@ -69,6 +69,10 @@ pub struct ServeOptions {
     pub backoff_max: Duration,
     pub vram_wait_timeout: Duration,
     pub skip_test_inference: bool,
+    /// A group's leader's public port (None: `port`).
+    pub leader_port: Option<u16>,
+    /// A group's timings (`group::roster`).
+    pub group_timing: crate::group::roster::Timing,
 }
 
 /// Timings and switches of the loop (from `ServeOptions`).
@@ -174,7 +178,19 @@ async fn serve_async(o: ServeOptions) -> Result<u8, ServeError> {
         .request
         .engine_port
         .unwrap_or_else(|| o.port.saturating_add(1));
-    let shared = Arc::new(Shared::new(&model, engine_port));
+    let live = o.request.group.clone().map(|g| {
+        let leader_port = o.leader_port.unwrap_or(o.port);
+        crate::group::live::Live::new(g, o.group_timing, leader_port)
+    });
+    let shared = Arc::new(Shared::new(&model, engine_port).with_group(live));
+    let reporter = shared
+        .group
+        .as_ref()
+        .filter(|g| g.role() == crate::group::Role::Worker)
+        .map(|g| super::group::Reporter::new(g, o.api_key.clone()));
+    if let Some(r) = &reporter {
+        r.clone().spawn(shared.clone());
+    }
     let notifier = Arc::new(Notifier::from_env());
     spawn_watchdog_pings(&notifier);
     let public = tokio::spawn(crate::http::serve_public_with(
@@ -220,6 +236,11 @@ async fn serve_async(o: ServeOptions) -> Result<u8, ServeError> {
             Err(ExitError::from(e))
         }
     };
+    // A worker's last word to its leader: it failed or was stopped (the leader need not wait
+    // for the silence to know).
+    if let Some(r) = &reporter {
+        r.report_once(&shared, Duration::from_secs(2)).await;
+    }
     // The port drains (if not already) and closes before we exit.
     shared.stopping.cancel();
     let _ = tokio::time::timeout(o.stop_timeout.max(Duration::from_secs(1)), public).await;

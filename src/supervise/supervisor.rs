@@ -228,6 +228,9 @@ impl Supervisor {
             .map(|l| memory_per_replica(l.gpu_count, l.precision))
             .collect();
         let mut policy = Policy::with_memory(self.cfg.policy, launchers, memory).with_gpus(gpus);
+        if self.shared.group.is_some() {
+            policy = policy.in_group();
+        }
         let mut versions: HashMap<String, Option<String>> = HashMap::new();
         let mut first = true;
         let mut delay = Duration::ZERO;
@@ -338,6 +341,17 @@ impl Supervisor {
                 tracing::error!("{exit_desc}");
                 self.fatal(exit_desc);
                 return Err(ExitError::new(exit::GAVE_UP, exit_desc.to_string()));
+            }
+            Decision::EndGroup => {
+                let msg = format!(
+                    "{exit_desc}; a group restarts as one: this node ends with {} so that its \
+                     launcher starts every node of the group again (under LeaderWorkerSet \
+                     RecreateGroupOnPodRestart recreates the group)",
+                    exit::GROUP_LOST
+                );
+                tracing::error!("{msg}");
+                self.fatal(&msg);
+                return Err(ExitError::new(exit::GROUP_LOST, msg));
             }
             Decision::GiveUp => {
                 let msg = give_up_summary(&self.shared.status.borrow());

@@ -1,7 +1,8 @@
 //! Multi-node groups at the command line: the group facts from LeaderWorkerSet's variables
 //! and ours, each role's command, and the errors that name the variable or the group to start.
 
-use crate::support::{AimEngine, project_root};
+use crate::support::{AimEngine, Running, free_port, project_root, request, wait_for};
+use std::time::Duration;
 
 const MI300X: &str = "tests/fixtures/sysfs/mi300x-8gpu-spx";
 const LLAMA_405B: &str = "meta-llama/Llama-3.1-405B-Instruct";
@@ -96,25 +97,6 @@ fn group_errors_name_the_variable() {
     }
 }
 
-/// `serve` as a worker refuses with the reason, before it plans or starts anything.
-#[test]
-fn serve_as_worker_is_refused() {
-    let hf = tempfile::tempdir().unwrap();
-    let out = cmd(hf.path())
-        .fake_engine()
-        .env("AIM_NNODES", "2")
-        .env("AIM_NODE_RANK", "1")
-        .env("AIM_LEADER_ADDR", "127.0.0.1")
-        .args(["serve", LLAMA_405B])
-        .output();
-    out.expect_code(64);
-    assert!(
-        out.stderr().contains("worker 1 of a group of 2"),
-        "{}",
-        out.report()
-    );
-}
-
 /// `recipes` shows a 2-node recipe's GPUs as `8x2` and, outside a group, why it is not used;
 /// in a group of 2 it is the compatible one and the one-node recipes are not.
 #[test]
@@ -145,5 +127,217 @@ fn recipes_show_the_node_count() {
             .contains("node_count_mismatch (spans 1 node(s), this group has 2)"),
         "{}",
         grouped.report()
+    );
+}
+
+/// One node of a 2-node group on loopback, serving with the fake engine (which forms the group
+/// at the rendezvous port like the real engines), with short group timings.
+fn node(hf: &std::path::Path, rank: u32, ports: &Ports) -> AimEngine {
+    let own = if rank == 0 {
+        ports.leader
+    } else {
+        ports.worker
+    };
+    cmd(hf)
+        .fake_engine()
+        .env("AIM_LOG_LEVEL", "info")
+        .env("AIM_NNODES", "2")
+        .env("AIM_NODE_RANK", rank.to_string())
+        .env("AIM_LEADER_ADDR", "127.0.0.1")
+        .env("AIM_DIST_PORT", ports.dist.to_string())
+        .env("FAKE_LOAD_SECS", "0.2")
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["serve", LLAMA_405B, "--host", "127.0.0.1"])
+        .args([
+            "--port",
+            &own.to_string(),
+            "--leader-port",
+            &ports.leader.to_string(),
+        ])
+        .args(["--engine-port", &free_port().to_string()])
+        .args(["--group-interval", "0.2s", "--group-loss-timeout", "2s"])
+        .args(["--stop-timeout", "2s", "--liveness-interval", "60s"])
+}
+
+struct Ports {
+    leader: u16,
+    worker: u16,
+    dist: u16,
+}
+
+fn ports() -> Ports {
+    Ports {
+        leader: free_port(),
+        worker: free_port(),
+        dist: free_port(),
+    }
+}
+
+fn status_of(port: u16) -> serde_json::Value {
+    request(port, "GET", "/status", "")
+        .and_then(|(_, b)| serde_json::from_str(&b).ok())
+        .unwrap_or_default()
+}
+
+fn ready(port: u16) -> bool {
+    matches!(request(port, "GET", "/health/ready", ""), Some((200, _)))
+}
+
+/// Starts the leader, checks it waits for rank 1, starts the worker, and waits until the
+/// group serves.
+fn form(hf: &std::path::Path, p: &Ports) -> (Running, Running) {
+    let mut leader = node(hf, 0, p).spawn();
+    let waiting = wait_for(Duration::from_secs(20), || {
+        status_of(p.leader)["group"]["state"]
+            .as_str()
+            .is_some_and(|s| s.contains("not heard from node rank 1"))
+    });
+    assert!(
+        waiting,
+        "the leader never said it waits for rank 1\n{}",
+        leader.report()
+    );
+    assert!(
+        !ready(p.leader),
+        "ready without its worker\n{}",
+        leader.report()
+    );
+    let mut worker = node(hf, 1, p).spawn();
+    let serving = wait_for(Duration::from_secs(30), || {
+        ready(p.leader) && ready(p.worker)
+    });
+    assert!(
+        serving,
+        "the group did not serve\nLEADER {}\nWORKER {}",
+        leader.report(),
+        worker.report()
+    );
+    (leader, worker)
+}
+
+/// Two aim-engines form a 2-node group: the leader is ready only once its worker runs, the
+/// API is the leader's alone, and each says its part in `/status`. When the worker's
+/// aim-engine is killed, the leader hears nothing more from it and ends with GROUP_LOST
+/// (76), naming the rank, so that its launcher restarts the group as one.
+#[test]
+fn a_group_serves_from_its_leader_and_ends_when_a_worker_is_lost() {
+    let hf = tempfile::tempdir().unwrap();
+    let p = ports();
+    let (mut leader, mut worker) = form(hf.path(), &p);
+    let chat = r#"{"model":"meta-llama/Llama-3.1-405B-Instruct","messages":[{"role":"user","content":"hi"}],"max_tokens":3}"#;
+    let (code, body) =
+        request(p.leader, "POST", "/v1/chat/completions", chat).expect("leader answers");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) =
+        request(p.worker, "POST", "/v1/chat/completions", chat).expect("worker answers");
+    assert_eq!(code, 421, "{body}");
+    assert!(
+        body.contains(&format!("the leader at 127.0.0.1:{}", p.leader)),
+        "{body}"
+    );
+
+    let ls = status_of(p.leader);
+    assert_eq!(ls["group"]["role"], "leader", "{ls}");
+    assert_eq!(ls["group"]["members"][0]["rank"], 1, "{ls}");
+    assert_eq!(ls["group"]["members"][0]["state"], "running", "{ls}");
+    let ws = status_of(p.worker);
+    assert_eq!(ws["group"]["role"], "worker", "{ws}");
+    assert!(
+        ws["group"]["state"]
+            .as_str()
+            .unwrap_or("")
+            .contains("serves"),
+        "{ws}"
+    );
+    assert!(
+        worker.stdout().contains("--headless") || worker.stderr().contains("--headless"),
+        "the worker's engine runs headless\n{}",
+        worker.report()
+    );
+
+    worker.signal(libc::SIGKILL);
+    leader.expect_exit(76, Duration::from_secs(20));
+    let err = leader.stderr() + &leader.stdout();
+    assert!(
+        err.contains("node rank 1 has not reported for"),
+        "{}",
+        leader.report()
+    );
+}
+
+/// A worker's engine that dies ends the worker with 76 and, from its last report, the
+/// leader at once (not after the loss timeout), naming the rank and the failure.
+#[test]
+fn a_worker_whose_engine_dies_ends_the_group() {
+    let hf = tempfile::tempdir().unwrap();
+    let p = ports();
+    let mut leader = node(hf.path(), 0, &p).spawn();
+    let mut worker = node(hf.path(), 1, &p)
+        .env("FAKE_CRASH_AFTER_SECS", "3")
+        .spawn();
+    assert!(
+        wait_for(Duration::from_secs(30), || ready(p.leader)),
+        "{}",
+        leader.report()
+    );
+    worker.expect_exit(76, Duration::from_secs(20));
+    // The leader learns it from the worker's last report, well within the loss timeout of
+    // the worker's silence.
+    leader.expect_exit(76, Duration::from_secs(10));
+    let said = leader.stderr() + &leader.stdout();
+    assert!(
+        said.contains("node rank 1 lost its engine"),
+        "{}",
+        leader.report()
+    );
+}
+
+/// A node alone: the leader names the rank that never reported, the worker the leader that
+/// never answered; both end with 76 after the join timeout.
+#[test]
+fn a_node_alone_names_what_did_not_come() {
+    let hf = tempfile::tempdir().unwrap();
+    let p = ports();
+    let mut leader = node(hf.path(), 0, &p)
+        .args(["--group-join-timeout", "1s"])
+        .spawn();
+    leader.expect_exit(76, Duration::from_secs(20));
+    let said = leader.stderr() + &leader.stdout();
+    assert!(
+        said.contains("node rank 1 did not report to the leader within 1s"),
+        "{}",
+        leader.report()
+    );
+    let mut worker = node(hf.path(), 1, &p)
+        .args(["--group-join-timeout", "1s"])
+        .spawn();
+    worker.expect_exit(76, Duration::from_secs(20));
+    let said = worker.stderr() + &worker.stdout();
+    assert!(
+        said.contains(&format!(
+            "the leader at 127.0.0.1:{} did not answer within",
+            p.leader
+        )),
+        "{}",
+        worker.report()
+    );
+}
+
+/// A leader asked to stop ends with its engine's status; its worker loses the group and
+/// ends with 76.
+#[test]
+fn a_stopped_leader_ends_its_workers() {
+    let hf = tempfile::tempdir().unwrap();
+    let p = ports();
+    let (mut leader, mut worker) = form(hf.path(), &p);
+    leader.signal(libc::SIGTERM);
+    let code = leader.exit_code(Duration::from_secs(20));
+    assert_ne!(code, 76, "{}", leader.report());
+    worker.expect_exit(76, Duration::from_secs(20));
+    let said = worker.stderr() + &worker.stdout();
+    assert!(
+        said.contains("the leader at 127.0.0.1"),
+        "{}",
+        worker.report()
     );
 }

@@ -46,7 +46,8 @@ impl Supervisor {
         let root = self.cfg.root.clone();
         let minors: Vec<u32> = a.launch.gpus.iter().map(|g| g.render_minor).collect();
         let spawned = a.eng.spawned;
-        let ready = a.ready();
+        // A group worker's headless engine has no metrics to ask.
+        let ready = a.ready() && !a.worker;
         // A frozen engine does not answer: the wait for its metrics must not hold up the next
         // look at its processes for long.
         let timeout = self
@@ -88,7 +89,13 @@ impl Supervisor {
         let at = s.at;
         let inflight = s.inflight;
         let stopped_pids: Vec<i32> = s.stopped.iter().map(|(p, _)| *p).collect();
-        let hang = a.watch.observe(s, &self.cfg.hang, !a.ready());
+        // A group worker waits on the leader, not on its own progress: the group's watch
+        // judges it (`attempt::group`), the hang rules do not.
+        let hang = if a.worker {
+            None
+        } else {
+            a.watch.observe(s, &self.cfg.hang, !a.ready())
+        };
         let age = a.watch.progress_age(at).as_secs_f64();
         self.shared.metrics.last_progress_age_seconds.set(age);
         self.update(|st| {

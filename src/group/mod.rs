@@ -14,7 +14,10 @@
 //! names the variable and the fix. Rank 0 is the leader: it serves the public port and the
 //! API; the others are workers that run the engine headless.
 
-use serde::Serialize;
+pub mod live;
+pub mod roster;
+
+use serde::{Deserialize, Serialize};
 
 pub const AIM_NNODES: &str = "AIM_NNODES";
 pub const AIM_NODE_RANK: &str = "AIM_NODE_RANK";
@@ -31,7 +34,7 @@ pub const DEFAULT_DIST_PORT: u16 = 29501;
 /// The most nodes a group may have (as many as a recipe may span).
 pub const MAX_NODES: u32 = crate::recipe::MAX_NODES;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Rank 0: the engine's API server and aim-engine's public port.
