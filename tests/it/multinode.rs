@@ -341,3 +341,91 @@ fn a_stopped_leader_ends_its_workers() {
         worker.report()
     );
 }
+
+/// The LeaderWorkerSet manifest stays what the README promises: a group of the 2-node
+/// recipe's size, recreated as one, every pod running `aim-engine serve` (the image's
+/// entrypoint, no command override) with its recipe's GPUs per node, the probes on both
+/// roles, the rendezvous port declared where the group facts say, and the Service on the
+/// leader only.
+#[test]
+fn the_leaderworkerset_manifest_matches_the_recipe_and_the_probes() {
+    let text =
+        std::fs::read_to_string(project_root().join("deploy/kubernetes/aim-engine-multinode.yaml"))
+            .expect("manifest");
+    let docs: Vec<serde_json::Value> = text
+        .split("\n---\n")
+        .map(|d| serde_saphyr::from_str(d).unwrap_or_else(|e| panic!("YAML: {e}")))
+        .collect();
+    let lws = docs
+        .iter()
+        .find(|d| d["kind"] == "LeaderWorkerSet")
+        .expect("a LeaderWorkerSet");
+    let svc = docs
+        .iter()
+        .find(|d| d["kind"] == "Service")
+        .expect("a Service");
+    let recipe = std::fs::read_to_string(
+        project_root()
+            .join("recipes")
+            .join(LLAMA_405B)
+            .join(format!("{TWO_NODES}.yaml")),
+    )
+    .expect("recipe");
+    let recipe: serde_json::Value = serde_saphyr::from_str(&recipe).expect("recipe YAML");
+    let t = &lws["spec"]["leaderWorkerTemplate"];
+    assert_eq!(
+        t["size"], recipe["metadata"]["nodes"],
+        "group size = the recipe's nodes"
+    );
+    assert_eq!(t["restartPolicy"], "RecreateGroupOnPodRestart");
+    let gpus = recipe["metadata"]["gpu_count"].as_u64().expect("gpu_count");
+    for role in ["leaderTemplate", "workerTemplate"] {
+        let c = &t[role]["spec"]["containers"][0];
+        assert!(
+            c.get("command").is_none(),
+            "{role}: the image's entrypoint runs serve"
+        );
+        assert_eq!(c["args"][0], LLAMA_405B, "{role}");
+        let limit = &c["resources"]["limits"]["amd.com/gpu"];
+        assert_eq!(
+            limit.as_u64(),
+            Some(gpus),
+            "{role}: GPUs per pod = the recipe's gpu_count"
+        );
+        for (probe, path) in [
+            ("readinessProbe", "/health/ready"),
+            ("livenessProbe", "/health/live"),
+            ("startupProbe", "/health/live"),
+        ] {
+            assert_eq!(c[probe]["httpGet"]["path"], path, "{role} {probe}");
+        }
+        let env = |name: &str| {
+            c["env"]
+                .as_array()
+                .and_then(|e| e.iter().find(|v| v["name"] == name))
+                .map(|v| v["value"].clone())
+        };
+        let port = env("AIM_PORT").expect("AIM_PORT");
+        let declared: Vec<String> = c["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| p["containerPort"].to_string())
+            .collect();
+        assert!(
+            declared.contains(&port.as_str().unwrap_or("").to_string()),
+            "{role}: {declared:?}"
+        );
+        if role == "leaderTemplate" {
+            let dist = env("AIM_DIST_PORT").expect("AIM_DIST_PORT");
+            assert!(
+                declared.contains(&dist.as_str().unwrap_or("").to_string()),
+                "dist port: {declared:?}"
+            );
+        }
+    }
+    assert_eq!(
+        svc["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"],
+        "0"
+    );
+}

@@ -1015,3 +1015,118 @@ fn serves_a_model_it_downloaded_with_the_engine_offline() {
     let code = wait_exit(&mut sv.run.child, Duration::from_secs(60));
     assert_eq!(code.and_then(|c| c.code()), Some(0), "{}", sv.logs());
 }
+
+/// A 2-node group on loopback: two aim-engines, each with its own vLLM (pipeline parallel 2
+/// over the mp executor, the worker `--headless`), from a 2-node recipe in a recipe folder of
+/// the test's own. The leader waits for rank 1, the group serves through the leader only,
+/// and when the worker's aim-engine is killed (its engine goes with it) the leader ends with
+/// GROUP_LOST (76), naming the rank, so that its launcher restarts the group.
+#[test]
+#[ignore = "real engine: tests/real-engine/run.sh runs it (-- --ignored)"]
+fn a_two_node_group_serves_from_its_leader_and_ends_as_one() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let folder = models().folder.clone();
+    let model = folder.to_str().expect("utf-8 path");
+    let recipes = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(recipes.path().join("general")).expect("mkdir");
+    std::fs::write(
+        recipes
+            .path()
+            .join("general/vllm-mi300x-bf16-tp1-pp2-nodes2.yaml"),
+        "metadata:\n  engine: vllm\n  gpu: MI300X\n  gpu_count: 1\n  nodes: 2\n  \
+         manual_selection_only: false\n  metric: latency\n  precision: bf16\n  type: general\n\
+         engine_args:\n  dtype: bfloat16\n  distributed-executor-backend: mp\n  \
+         pipeline-parallel-size: 2\n  max-model-len: 512\n",
+    )
+    .expect("write recipe");
+    let dist = free_port().to_string();
+    let rec = recipes.path().to_str().expect("utf-8 path").to_string();
+    let group = |rank: &'static str| -> Vec<String> {
+        [
+            "--nnodes",
+            "2",
+            "--node-rank",
+            rank,
+            "--leader-addr",
+            "127.0.0.1",
+            "--dist-port",
+            &dist,
+            "--recipes-dir",
+            &rec,
+            "--group-interval",
+            "0.5s",
+            "--group-loss-timeout",
+            "10s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let started = Instant::now();
+    let leader_args = group("0");
+    let leader_args: Vec<&str> = leader_args.iter().map(String::as_str).collect();
+    let mut leader = Serve::start(model, &leader_args, &[]);
+    let waiting = wait_for(Duration::from_secs(60), || {
+        leader
+            .get("/status")
+            .map(|a| json_of(&a))
+            .and_then(|s| s["group"]["state"].as_str().map(str::to_string))
+            .is_some_and(|s| s.contains("not heard from node rank 1"))
+    });
+    assert!(
+        waiting,
+        "the leader never said it waits for rank 1\n{}",
+        leader.logs()
+    );
+    assert!(leader.get("/health/ready").is_some_and(|a| a.status == 503));
+
+    let mut worker_args = group("1");
+    worker_args.extend(["--leader-port".to_string(), leader.port.to_string()]);
+    let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();
+    let worker = Serve::start(model, &worker_args, &[]);
+    let st = leader.wait_ready(0);
+    let ready_after = started.elapsed();
+    assert_eq!(st["group"]["members"][0]["state"], "running", "{st}");
+    assert!(
+        worker.logs().contains("--headless"),
+        "the worker's engine runs headless\n{}",
+        worker.logs()
+    );
+    let served = st["recipe"]["id"].as_str().unwrap_or_default().to_string();
+    assert!(served.ends_with("nodes2"), "{st}");
+    let body = json!({"model": model, "prompt": "Hello", "max_tokens": 4});
+    let a = leader.post("/v1/completions", &body);
+    assert_eq!(a.status, 200, "{}\n{}", a.head, a.body);
+    assert!(json_of(&a)["choices"][0]["text"].is_string(), "{}", a.body);
+    let worker_ready = wait_for(Duration::from_secs(10), || {
+        worker.get("/health/ready").is_some_and(|a| a.status == 200)
+    });
+    assert!(
+        worker_ready,
+        "the worker is not ready with its leader\n{}",
+        worker.logs()
+    );
+    let refused = worker.post("/v1/completions", &body);
+    assert_eq!(refused.status, 421, "{}", refused.body);
+    assert!(
+        refused.body.contains("served by the leader"),
+        "{}",
+        refused.body
+    );
+
+    worker.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    let code = wait_exit(&mut leader.run.child, Duration::from_secs(90)).and_then(|s| s.code());
+    let ended_after = killed.elapsed();
+    assert_eq!(code, Some(76), "{}", leader.logs());
+    assert!(
+        leader.logs().contains("node rank 1"),
+        "the leader does not name the lost rank\n{}",
+        leader.logs()
+    );
+    eprintln!(
+        "2-node group: ready after {:.1}s (both engines), leader ended {:.1}s after the worker was killed",
+        ready_after.as_secs_f64(),
+        ended_after.as_secs_f64()
+    );
+}
