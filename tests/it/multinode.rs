@@ -133,6 +133,10 @@ fn recipes_show_the_node_count() {
 /// One node of a 2-node group on loopback, serving with the fake engine (which forms the group
 /// at the rendezvous port like the real engines), with short group timings.
 fn node(hf: &std::path::Path, rank: u32, ports: &Ports) -> AimEngine {
+    node_of(LLAMA_405B, hf, rank, ports)
+}
+
+fn node_of(model: &str, hf: &std::path::Path, rank: u32, ports: &Ports) -> AimEngine {
     let own = if rank == 0 {
         ports.leader
     } else {
@@ -147,7 +151,7 @@ fn node(hf: &std::path::Path, rank: u32, ports: &Ports) -> AimEngine {
         .env("AIM_DIST_PORT", ports.dist.to_string())
         .env("FAKE_LOAD_SECS", "0.2")
         .env("HF_HUB_OFFLINE", "1")
-        .args(["serve", LLAMA_405B, "--host", "127.0.0.1"])
+        .args(["serve", model, "--host", "127.0.0.1"])
         .args([
             "--port",
             &own.to_string(),
@@ -427,5 +431,90 @@ fn the_leaderworkerset_manifest_matches_the_recipe_and_the_probes() {
     assert_eq!(
         svc["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"],
         "0"
+    );
+}
+
+/// SGLang's group (`--dist-init-addr`; its leader listens at once and answers 503 until the
+/// group formed) is served the same way.
+#[test]
+fn an_sglang_group_serves_from_its_leader() {
+    let hf = tempfile::tempdir().unwrap();
+    let p = ports();
+    let r1 = "deepseek-ai/DeepSeek-R1";
+    let mut leader = node_of(r1, hf.path(), 0, &p).spawn();
+    let mut worker = node_of(r1, hf.path(), 1, &p).spawn();
+    let serving = wait_for(Duration::from_secs(30), || {
+        ready(p.leader) && ready(p.worker)
+    });
+    assert!(
+        serving,
+        "LEADER {}\nWORKER {}",
+        leader.report(),
+        worker.report()
+    );
+    let st = status_of(p.leader);
+    assert_eq!(st["recipe"]["engine"], "sglang", "{st}");
+    assert_eq!(st["group"]["members"][0]["state"], "running", "{st}");
+    let chat = r#"{"model":"deepseek-ai/DeepSeek-R1","messages":[{"role":"user","content":"hi"}],"max_tokens":3}"#;
+    let (code, body) = request(p.leader, "POST", "/v1/chat/completions", chat).expect("answer");
+    assert_eq!(code, 200, "{body}");
+    let line = format!("--dist-init-addr 127.0.0.1:{}", p.dist);
+    assert!(worker.stderr().contains(&line), "{}", worker.report());
+}
+
+/// A loading leader whose engine sits silent at the rendezvous is waiting for its group, not
+/// hung: the startup-stall rule does not fire while a worker is missing.
+#[test]
+fn a_leader_waiting_for_its_group_is_not_hung() {
+    let hf = tempfile::tempdir().unwrap();
+    let p = ports();
+    let mut leader = node(hf.path(), 0, &p)
+        .args([
+            "--startup-stall-window",
+            "1s",
+            "--hang-sample-interval",
+            "0.2s",
+        ])
+        .spawn();
+    std::thread::sleep(Duration::from_secs(3));
+    let st = status_of(p.leader);
+    assert_eq!(
+        st["failures"],
+        serde_json::json!([]),
+        "{st}\n{}",
+        leader.report()
+    );
+    let mut worker = node(hf.path(), 1, &p).spawn();
+    let serving = wait_for(Duration::from_secs(30), || ready(p.leader));
+    assert!(
+        serving,
+        "LEADER {}\nWORKER {}",
+        leader.report(),
+        worker.report()
+    );
+    assert_eq!(status_of(p.leader)["restarts"], 0);
+}
+
+/// A worker whose leader port is a plain one-node aim-engine (no group) is refused there and
+/// ends with 76, saying so, rather than waiting for the join timeout.
+#[test]
+fn a_worker_refused_by_its_leader_ends_saying_why() {
+    let hf = tempfile::tempdir().unwrap();
+    let alone = AimEngine::new()
+        .fixture("mi300x-8gpu-spx")
+        .quick_watched_fake()
+        .spawn();
+    let p = Ports {
+        leader: alone.port,
+        worker: free_port(),
+        dist: free_port(),
+    };
+    let mut worker = node(hf.path(), 1, &p).spawn();
+    worker.expect_exit(76, Duration::from_secs(20));
+    let said = worker.stderr() + &worker.stdout();
+    assert!(
+        said.contains("refused this node: it is not a group's leader"),
+        "{}",
+        worker.report()
     );
 }

@@ -89,9 +89,11 @@ impl Supervisor {
         let at = s.at;
         let inflight = s.inflight;
         let stopped_pids: Vec<i32> = s.stopped.iter().map(|(p, _)| *p).collect();
-        // A group worker waits on the leader, not on its own progress: the group's watch
-        // judges it (`attempt::group`), the hang rules do not.
-        let hang = if a.worker {
+        // A group worker waits on the leader, and a loading leader on its workers (its engine
+        // sits silent at the rendezvous while a worker downloads): the group's watch judges
+        // them (`attempt::group`, with its join timeout), the hang rules do not.
+        let waits_on_group = !a.ready() && self.group_not_complete().is_some();
+        let hang = if a.worker || waits_on_group {
             None
         } else {
             a.watch.observe(s, &self.cfg.hang, !a.ready())
