@@ -105,7 +105,15 @@ impl Live {
             });
         };
         let mut roster = lock(roster);
-        roster.report(r, now)?;
+        if roster.report(r, now, &self.instance)? == super::roster::Heard::Stale {
+            // The worker learns from the instance that its leader restarted.
+            return Ok(Ack {
+                instance: self.instance.clone(),
+                group: GroupState::Forming,
+                ready: false,
+                detail: None,
+            });
+        }
         // The join timeout is the supervisor's to judge: here only losses count.
         let verdict = roster.check(now, now, &self.timing);
         let group = if stopping {

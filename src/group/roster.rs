@@ -70,6 +70,19 @@ pub struct Report {
     pub state: MemberState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The leader instance this worker joined, once it did: a report joined to another one
+    /// is from an earlier group, answered but not counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<String>,
+}
+
+/// Whether the leader counted a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    Counted,
+    /// From a worker of an earlier group (joined to another leader instance): its answer
+    /// tells it so, the roster does not change.
+    Stale,
 }
 
 /// The group's state, as the leader sees it.
@@ -239,8 +252,8 @@ impl Roster {
         self.nnodes
     }
 
-    /// Takes a worker's report heard at `now`.
-    pub fn report(&mut self, r: &Report, now: Duration) -> Result<(), ReportError> {
+    /// Takes a worker's report heard at `now` by the leader instance `own`.
+    pub fn report(&mut self, r: &Report, now: Duration, own: &str) -> Result<Heard, ReportError> {
         if r.nnodes != self.nnodes {
             return Err(ReportError::NodeCount {
                 rank: r.rank,
@@ -253,6 +266,9 @@ impl Roster {
                 rank: r.rank,
                 nnodes: self.nnodes,
             });
+        }
+        if r.joined.as_deref().is_some_and(|j| j != own) {
+            return Ok(Heard::Stale);
         }
         let restarted = self
             .members
@@ -277,7 +293,7 @@ impl Roster {
         if let Some(cause) = cause {
             self.lose(r.rank, cause);
         }
-        Ok(())
+        Ok(Heard::Counted)
     }
 
     fn lose(&mut self, rank: u32, cause: LossCause) {
@@ -358,7 +374,9 @@ pub enum LinkVerdict {
 /// A worker's view of its leader.
 #[derive(Debug, Clone, Default)]
 pub struct Link {
-    leader_instance: Option<String>,
+    /// The leader instance this worker joined (its first answer of a forming or complete
+    /// group).
+    joined: Option<String>,
     last_ok: Option<Duration>,
     serving: bool,
     /// The last failure to reach the leader, for the messages.
@@ -368,24 +386,36 @@ pub struct Link {
 }
 
 impl Link {
-    /// The leader answered at `now`.
+    /// The leader answered at `now`. A leader other than the one joined means it restarted;
+    /// a lost or stopping group before this worker ever joined is an earlier group's end
+    /// (that leader is going away): waited out, not a loss.
     pub fn on_ack(&mut self, ack: &Ack, now: Duration) {
-        if self
-            .leader_instance
-            .as_ref()
-            .is_some_and(|i| *i != ack.instance)
-        {
-            self.lose(LinkLost::LeaderRestarted);
-        }
-        self.leader_instance = Some(ack.instance.clone());
-        self.last_ok = Some(now);
-        self.last_error = None;
-        self.serving = ack.ready && ack.group == GroupState::Complete;
+        let same = match &self.joined {
+            Some(j) if *j != ack.instance => {
+                self.lose(LinkLost::LeaderRestarted);
+                return;
+            }
+            Some(_) => true,
+            None => false,
+        };
         match ack.group {
-            GroupState::Lost => self.lose(LinkLost::GroupLost(ack.detail.clone())),
-            GroupState::Stopping => self.lose(LinkLost::LeaderStopping),
-            GroupState::Forming | GroupState::Complete => {}
+            GroupState::Forming | GroupState::Complete => {
+                self.joined = Some(ack.instance.clone());
+                self.last_ok = Some(now);
+                self.last_error = None;
+                self.serving = ack.ready && ack.group == GroupState::Complete;
+            }
+            GroupState::Lost if same => self.lose(LinkLost::GroupLost(ack.detail.clone())),
+            GroupState::Stopping if same => self.lose(LinkLost::LeaderStopping),
+            GroupState::Lost | GroupState::Stopping => {
+                self.last_error = Some("the leader is ending an earlier group".into());
+            }
         }
+    }
+
+    /// The leader instance this worker joined, for its reports.
+    pub fn joined(&self) -> Option<String> {
+        self.joined.clone()
     }
 
     /// The leader refused the report (a configuration error on one side).

@@ -164,7 +164,7 @@ pub async fn serve_public_with(
             let ctx = ctx.clone();
             let service = service_fn(move |req| {
                 let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(router::handle_reserved(&ctx, req)) }
+                async move { Ok::<_, Infallible>(router::handle_reserved(&ctx, req).await) }
             });
             let conn = graceful.watch(reserved.serve_connection(TokioIo::new(stream), service));
             tokio::spawn(async move {

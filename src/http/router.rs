@@ -86,9 +86,10 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> 
     }
 }
 
-/// Answers a request on a reserved connection (the caps were reached): health and `/status`
-/// as usual, anything else 503 `over_capacity`.
-pub fn handle_reserved(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+/// Answers a request on a reserved connection (the caps were reached): health, `/status` and
+/// a group worker's report as usual (a flood of clients must not cut a group apart), anything
+/// else 503 `over_capacity`.
+pub async fn handle_reserved(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     let route = match target::parse(req.method(), req.uri()) {
         Ok(Target::Origin(n)) => route(&n.path),
         Ok(Target::ServerOptions) => return server_options(),
@@ -98,6 +99,14 @@ pub fn handle_reserved(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     match route {
         Route::Health(probe) if read_only => health::answer(&ctx.shared, probe),
         Route::Status if read_only => health::status(&ctx.shared),
+        Route::GroupReport
+            if ctx
+                .api_key
+                .as_ref()
+                .is_none_or(|key| key.accepts(req.headers())) =>
+        {
+            group::report(ctx, req).await
+        }
         _ => reply::unavailable(
             "too many connections to the public port",
             "over_capacity",

@@ -69,7 +69,9 @@ impl Reporter {
             return;
         };
         let (state, detail) = state_of(shared);
+        let joined = link.lock().unwrap_or_else(|p| p.into_inner()).joined();
         let report = Report {
+            joined,
             rank: live.group.rank,
             nnodes: live.group.nnodes,
             instance: live.instance.clone(),

@@ -19,6 +19,7 @@ fn report(rank: u32, instance: &str, state: MemberState) -> Report {
         instance: instance.into(),
         state,
         detail: (state == MemberState::Failed).then(|| "exit 1".into()),
+        joined: None,
     }
 }
 
@@ -140,7 +141,7 @@ fn the_leader_judges_its_group() {
     for (what, script, at, want) in rows {
         let mut r = Roster::new(3);
         for (t, rank, inst, state) in script {
-            r.report(&report(rank, inst, state), s(t))
+            r.report(&report(rank, inst, state), s(t), "L")
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
         }
         assert_eq!(r.check(s(at), s(0), &T), want, "{what}");
@@ -152,14 +153,39 @@ fn a_loss_is_final() {
     let mut r = Roster::new(2);
     let mut rep = report(1, "a", Running);
     rep.nnodes = 2;
-    r.report(&rep, s(1)).expect("report");
+    r.report(&rep, s(1), "L").expect("report");
     assert_eq!(r.check(s(2), s(0), &T), Verdict::Complete);
     // Silent: lost at 12 s.
     let v = r.check(s(12), s(0), &T);
     assert!(matches!(v, Verdict::Lost(_)), "{v:?}");
     // It reports again (same instance): still lost.
-    r.report(&rep, s(13)).expect("report");
+    r.report(&rep, s(13), "L").expect("report");
     assert_eq!(r.check(s(13), s(0), &T), v);
+}
+
+/// A worker still joined to an earlier leader instance (this leader restarted) is answered
+/// but not counted: its last word of failure does not end the new group.
+#[test]
+fn reports_of_an_earlier_group_are_not_counted() {
+    let mut r = Roster::new(2);
+    let mut old = report(1, "a", Running);
+    old.nnodes = 2;
+    old.joined = Some("L1".into());
+    assert_eq!(r.report(&old, s(1), "L2"), Ok(Heard::Stale));
+    old.state = Failed;
+    assert_eq!(r.report(&old, s(2), "L2"), Ok(Heard::Stale));
+    let forming = Verdict::Forming {
+        missing: vec![1],
+        starting: vec![],
+    };
+    assert_eq!(r.check(s(3), s(0), &T), forming);
+    // Joined to this leader, or not joined yet: counted.
+    let mut new = report(1, "b", Running);
+    new.nnodes = 2;
+    assert_eq!(r.report(&new, s(4), "L2"), Ok(Heard::Counted));
+    new.joined = Some("L2".into());
+    assert_eq!(r.report(&new, s(5), "L2"), Ok(Heard::Counted));
+    assert_eq!(r.check(s(6), s(0), &T), Verdict::Complete);
 }
 
 #[test]
@@ -167,11 +193,11 @@ fn the_leader_refuses_reports_from_another_group() {
     let mut r = Roster::new(3);
     let mut other = report(1, "a", Running);
     other.nnodes = 2;
-    let e = r.report(&other, s(1)).expect_err("node count");
+    let e = r.report(&other, s(1), "L").expect_err("node count");
     assert!(e.to_string().contains("AIM_NNODES"), "{e}");
     for rank in [0, 3, 9] {
         let e = r
-            .report(&report(rank, "x", Running), s(1))
+            .report(&report(rank, "x", Running), s(1), "L")
             .expect_err("rank");
         assert!(e.to_string().contains(&format!("node rank {rank}")), "{e}");
     }
@@ -195,7 +221,7 @@ fn ack(instance: &str, group: GroupState, ready: bool) -> Ack {
 }
 
 /// What a worker hears from its leader.
-enum Heard {
+enum Answer {
     Ack(Ack),
     Error,
     Refused,
@@ -206,19 +232,19 @@ enum Heard {
 #[test]
 fn a_worker_judges_its_link() {
     use GroupState::{Complete, Forming, Lost as GLost, Stopping as GStopping};
-    let a = |at, inst, g, ready| (at, Heard::Ack(ack(inst, g, ready)));
-    type Row = (&'static str, Vec<(u64, Heard)>, u64, LinkVerdict);
+    let a = |at, inst, g, ready| (at, Answer::Ack(ack(inst, g, ready)));
+    type Row = (&'static str, Vec<(u64, Answer)>, u64, LinkVerdict);
     let rows: Vec<Row> = vec![
         ("nothing heard", vec![], 5, LinkVerdict::Waiting),
         (
             "only errors, within the join timeout",
-            vec![(1, Heard::Error), (2, Heard::Error)],
+            vec![(1, Answer::Error), (2, Answer::Error)],
             30,
             LinkVerdict::Waiting,
         ),
         (
             "never answered within the join timeout",
-            vec![(1, Heard::Error), (59, Heard::Error)],
+            vec![(1, Answer::Error), (59, Answer::Error)],
             60,
             LinkVerdict::NeverAnswered { waited: s(60) },
         ),
@@ -244,15 +270,15 @@ fn a_worker_judges_its_link() {
             "errors after joining, within the loss timeout",
             vec![
                 a(1, "L", Complete, true),
-                (5, Heard::Error),
-                (9, Heard::Error),
+                (5, Answer::Error),
+                (9, Answer::Error),
             ],
             11,
             LinkVerdict::Joined { serving: true },
         ),
         (
             "silent past the loss timeout",
-            vec![a(1, "L", Complete, true), (5, Heard::Error)],
+            vec![a(1, "L", Complete, true), (5, Answer::Error)],
             12,
             LinkVerdict::Lost(LinkLost::Silent(s(11))),
         ),
@@ -278,24 +304,52 @@ fn a_worker_judges_its_link() {
         ),
         (
             "refused",
-            vec![(1, Heard::Refused)],
+            vec![(1, Answer::Refused)],
             2,
             LinkVerdict::Lost(LinkLost::Refused("no".into())),
         ),
         (
             "the first loss stands",
-            vec![a(1, "L", GStopping, false), a(2, "L2", Forming, false)],
-            3,
+            vec![
+                a(1, "L", Forming, false),
+                a(2, "L", GStopping, false),
+                a(3, "L2", Forming, false),
+            ],
+            4,
             LinkVerdict::Lost(LinkLost::LeaderStopping),
+        ),
+        (
+            "a lost group before joining is an earlier group's end: waited out",
+            vec![a(1, "L", GLost, false), a(2, "L", GStopping, false)],
+            3,
+            LinkVerdict::Waiting,
+        ),
+        (
+            "then the restarted leader's group is joined",
+            vec![a(1, "L", GLost, false), a(3, "L2", Forming, false)],
+            4,
+            LinkVerdict::Joined { serving: false },
+        ),
+        (
+            "an earlier group's end does not stop the join timeout",
+            vec![a(1, "L", GLost, false), a(59, "L", GLost, false)],
+            60,
+            LinkVerdict::NeverAnswered { waited: s(60) },
+        ),
+        (
+            "another leader instance answering in a lost state, after joining",
+            vec![a(1, "L", Complete, true), a(3, "L2", GLost, false)],
+            4,
+            LinkVerdict::Lost(LinkLost::LeaderRestarted),
         ),
     ];
     for (what, script, at, want) in rows {
         let mut l = Link::default();
         for (t, heard) in script {
             match heard {
-                Heard::Ack(a) => l.on_ack(&a, s(t)),
-                Heard::Error => l.on_error("connection refused".into()),
-                Heard::Refused => l.on_refused("no".into()),
+                Answer::Ack(a) => l.on_ack(&a, s(t)),
+                Answer::Error => l.on_error("connection refused".into()),
+                Answer::Refused => l.on_refused("no".into()),
             }
         }
         assert_eq!(l.check(s(at), s(0), &T), want, "{what}");
