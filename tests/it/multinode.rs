@@ -434,6 +434,91 @@ fn the_leaderworkerset_manifest_matches_the_recipe_and_the_probes() {
     );
 }
 
+/// The two-host examples (systemd's environment files and Compose's two services) give each
+/// host its role: every variable they set is one `serve` reads, and `plan` under each host's
+/// settings shows the rank, the leader and the 2-node recipe.
+#[test]
+fn the_two_host_examples_give_each_host_its_role() {
+    let help = AimEngine::new().args(["serve", "--help"]).output();
+    let help = help.expect_code(0).stdout();
+    let compose = std::fs::read_to_string(project_root().join("deploy/multinode/compose.yaml"))
+        .expect("compose file");
+    let compose: serde_json::Value =
+        serde_saphyr::from_str(&compose).unwrap_or_else(|e| panic!("compose YAML: {e}"));
+    let mut hosts: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for (file, rank) in [("multinode-leader.env", "0"), ("multinode-worker.env", "1")] {
+        let path = project_root().join("deploy/systemd").join(file);
+        let text = std::fs::read_to_string(&path).expect("env file");
+        let vars = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("{file}: {l}"));
+                (k.to_string(), v.to_string())
+            })
+            .collect::<Vec<_>>();
+        assert!(
+            vars.contains(&("AIM_NODE_RANK".into(), rank.into())),
+            "{file}: {vars:?}"
+        );
+        hosts.push((file.to_string(), vars));
+    }
+    for (service, rank) in [("leader", "0"), ("worker", "1")] {
+        let env = compose["services"][service]["environment"]
+            .as_array()
+            .unwrap_or_else(|| panic!("compose {service}: no environment"));
+        let vars = env
+            .iter()
+            .filter_map(|e| e.as_str()?.split_once('='))
+            // Compose's own defaults stand in for the host's exports.
+            .map(|(k, v)| {
+                let v = match v.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+                    Some(x) if x.starts_with("AIM_LEADER_ADDR") => "10.0.0.1".to_string(),
+                    Some(x) => x
+                        .split_once(":-")
+                        .map(|(_, d)| d.to_string())
+                        .unwrap_or_default(),
+                    None => v.to_string(),
+                };
+                (k.to_string(), v)
+            })
+            .collect::<Vec<_>>();
+        assert!(
+            vars.contains(&("AIM_NODE_RANK".into(), rank.into())),
+            "compose {service}: {vars:?}"
+        );
+        hosts.push((format!("compose {service}"), vars));
+    }
+    let hf = tempfile::tempdir().unwrap();
+    for (host, vars) in &hosts {
+        let rank = &vars
+            .iter()
+            .find(|(k, _)| k == "AIM_NODE_RANK")
+            .expect("rank")
+            .1;
+        for (k, _) in vars.iter().filter(|(k, _)| k.starts_with("AIM_")) {
+            assert!(
+                help.contains(&format!("[env: {k}=")),
+                "{host}: `serve` reads no {k}"
+            );
+        }
+        let mut plan = cmd(hf.path());
+        for (k, v) in vars.iter().filter(|(k, _)| k != "AIM_MODEL_ID") {
+            plan = plan.env(k, v);
+        }
+        let out = plan.args(["plan", LLAMA_405B, "--format", "json"]).output();
+        let v = out.expect_code(0).json();
+        assert_eq!(v["recipe"]["id"], TWO_NODES, "{host}: {}", out.report());
+        assert_eq!(v["node"]["rank"].to_string(), *rank, "{host}");
+        assert_eq!(
+            v["node"]["role"],
+            if rank == "0" { "leader" } else { "worker" },
+            "{host}"
+        );
+        assert_eq!(v["node"]["leader_addr"], "10.0.0.1", "{host}");
+    }
+}
+
 /// SGLang's group (`--dist-init-addr`; its leader listens at once and answers 503 until the
 /// group formed) is served the same way.
 #[test]
