@@ -265,13 +265,18 @@ fn served_name<'a>(input: &CommandInput<'a>) -> &'a str {
     }
 }
 
-/// The value the system uses for a system flag, for notes.
-fn system_value(name: &str, input: &CommandInput<'_>) -> String {
+/// The value the system uses for a system flag, for notes (`argv`: the command built).
+fn system_value(name: &str, input: &CommandInput<'_>, argv: &[String]) -> String {
     match name {
         "host" => "127.0.0.1".to_string(),
         "port" => input.port.to_string(),
         "served-model-name" => served_name(input).to_string(),
-        "tensor-parallel-size" | "tp-size" => input.tensor_parallel.to_string(),
+        // The GPUs of this node, or a recipe's size spanning the group's nodes.
+        "tensor-parallel-size" | "tp-size" => argv
+            .iter()
+            .position(|w| w == tp_flag(input.engine))
+            .and_then(|i| argv.get(i + 1).cloned())
+            .unwrap_or_else(|| input.tensor_parallel.to_string()),
         other if super::multinode::flag_names(input.engine).contains(&other) => {
             super::multinode::system_value(other, input.group)
                 .unwrap_or_else(|| "(one node: left out)".to_string())
@@ -311,13 +316,24 @@ pub fn build_with_notes(
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let used = system_value(&logical.name, input);
+            let used = system_value(&logical.name, input, &command.argv);
             if given != used {
                 notes.push(format!(
                     "{origin} arg `{key}: {given}` replaced by the system value `{used}`"
                 ));
             }
         }
+    }
+    let tp = system_value(tp_name(engine), input, &command.argv);
+    if let (Some(group), Ok(tp)) = (input.group, tp.parse::<u32>())
+        && tp > input.tensor_parallel
+    {
+        notes.push(format!(
+            "tensor parallel {tp} spans {} of the group's {} nodes ({} GPUs each)",
+            tp / input.tensor_parallel.max(1),
+            group.nnodes,
+            input.tensor_parallel
+        ));
     }
     notes.append(&mut gate_notes);
     notes.extend(env_notes(
@@ -353,6 +369,18 @@ fn build_ungated(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError
         return Err(CommandError::ZeroTensorParallel);
     }
     let merged = merge(table_of(input), input.recipe_args, input.user_args)?;
+    let tensor_parallel = match input.group {
+        Some(group) => {
+            super::multinode::check_split(engine, group.nnodes, input.tensor_parallel, |name| {
+                merged.get(name).and_then(|(_, v)| match v {
+                    Value::Number(n) => n.as_u64(),
+                    Value::String(s) => s.trim().parse().ok(),
+                    _ => None,
+                })
+            })?
+        }
+        None => input.tensor_parallel,
+    };
 
     let mut argv = launcher_words(engine, input.launcher);
     match engine {
@@ -371,7 +399,7 @@ fn build_ungated(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError
         "--port".to_string(),
         input.port.to_string(),
         tp_flag(engine).to_string(),
-        input.tensor_parallel.to_string(),
+        tensor_parallel.to_string(),
         "--served-model-name".to_string(),
         served_name(input).to_string(),
     ]);
@@ -379,13 +407,6 @@ fn build_ungated(input: &CommandInput<'_>) -> Result<EngineCommand, CommandError
         argv.extend(input.served_aliases.iter().cloned());
     }
     if let Some(group) = input.group {
-        super::multinode::check_split(engine, group.nnodes, |name| {
-            merged.get(name).and_then(|(_, v)| match v {
-                Value::Number(n) => n.as_u64(),
-                Value::String(s) => s.trim().parse().ok(),
-                _ => None,
-            })
-        })?;
         argv.extend(super::multinode::args(engine, group));
     }
     for (name, (logical, value)) in &merged {

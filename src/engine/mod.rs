@@ -206,10 +206,11 @@ pub enum CommandError {
         why: Box<flags::ValueError>,
     },
     /// A launch over several nodes whose parallel sizes do not span them: each node runs
-    /// tensor parallel over its own GPUs, so the sizes that cross nodes must multiply to the
-    /// node count, or the engine would split the world over the nodes otherwise.
+    /// tensor parallel over its own GPUs (or over several nodes, when the recipe sets it to a
+    /// multiple of the GPUs per node), and the sizes that cross nodes must make up the rest of
+    /// the node count, or the engine would split the world over the nodes otherwise.
     #[error(
-        "{engine} over {nodes} nodes: {spans} spans {got} node(s), not {nodes}; set `{first}: {nodes}` in the recipe's engine args (tensor parallel stays inside a node)"
+        "{engine} over {nodes} nodes: {spans} spans {got} node(s), not {nodes}; set `{first}: {want}` in the recipe's engine args, or `{tp}: {all}` to span the nodes with tensor parallel"
     )]
     NodeSplit {
         engine: Engine,
@@ -219,6 +220,11 @@ pub enum CommandError {
         got: u64,
         /// The size to set.
         first: &'static str,
+        /// Its value that would span the nodes, with tensor parallel as given.
+        want: u64,
+        /// The tensor-parallel flag and the size that spans every GPU of the group.
+        tp: &'static str,
+        all: u64,
     },
     #[error("no model to serve: the model id/path is empty")]
     EmptyModel,

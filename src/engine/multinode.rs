@@ -5,8 +5,9 @@
 //! - vLLM (mp executor): `--nnodes N --node-rank R --master-addr LEADER --master-port P` on
 //!   every node, and `--headless` on the workers (rank > 0): they run the model's share
 //!   without an API server. The world (tensor x pipeline x data parallel) must divide into
-//!   the nodes; the recipes keep tensor parallel inside a node and span nodes with pipeline
-//!   parallel.
+//!   the nodes: tensor parallel runs inside each node, or over several when a recipe sets it
+//!   to a multiple of the GPUs per node, and pipeline (and data) parallel span the rest
+//!   ([`check_split`]).
 //! - SGLang: `--nnodes N --node-rank R --dist-init-addr LEADER:P`; its ranks above 0 serve
 //!   no HTTP API either.
 //!
@@ -31,9 +32,8 @@ pub fn flag_names(engine: Engine) -> &'static [&'static str] {
     }
 }
 
-/// The parallel sizes that cross nodes (tensor parallel stays inside one): vLLM's pipeline
-/// and data parallel, SGLang's pipeline parallel (its data parallel lives inside tensor
-/// parallel).
+/// The parallel sizes that cross nodes besides tensor parallel: vLLM's pipeline and data
+/// parallel, SGLang's pipeline parallel (its data parallel lives inside tensor parallel).
 pub fn spanning(engine: Engine) -> &'static [&'static str] {
     match engine {
         Engine::Vllm => &["pipeline-parallel-size", "data-parallel-size"],
@@ -41,31 +41,58 @@ pub fn spanning(engine: Engine) -> &'static [&'static str] {
     }
 }
 
-/// Checks that the sizes crossing nodes (`size` answers a logical flag's value, None when
-/// unset: 1) multiply to the group's node count.
+/// The logical name of the tensor-parallel size.
+fn tp_name(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Vllm => "tensor-parallel-size",
+        Engine::Sglang => "tp-size",
+    }
+}
+
+/// Checks that the parallel sizes span the group's `nnodes` nodes of `gpus` GPUs each and
+/// returns the tensor-parallel size to run (`size` answers a logical flag's merged value,
+/// None when unset). Tensor parallel runs over each node's own GPUs, or over several nodes
+/// when the args set it to a multiple of `gpus` (`tensor-parallel-size: 16` over nodes of 8,
+/// SGLang's usual 2-node launch); any other value of it is the system's, `gpus`. The nodes
+/// tensor parallel spans times the sizes that cross nodes (unset: 1) must be `nnodes`.
 pub fn check_split(
     engine: Engine,
     nnodes: u32,
+    gpus: u32,
     size: impl Fn(&str) -> Option<u64>,
-) -> Result<(), CommandError> {
+) -> Result<u32, CommandError> {
+    let gpus64 = u64::from(gpus.max(1));
+    let tp_nodes = match size(tp_name(engine)) {
+        Some(tp) if tp > gpus64 && tp % gpus64 == 0 => tp / gpus64,
+        _ => 1,
+    };
     let names = spanning(engine);
     let sizes: Vec<u64> = names.iter().map(|n| size(n).unwrap_or(1)).collect();
-    let got = sizes.iter().fold(1u64, |a, b| a.saturating_mul(*b));
+    let crossing = sizes.iter().fold(1u64, |a, b| a.saturating_mul(*b));
+    let got = crossing.saturating_mul(tp_nodes);
     if got == u64::from(nnodes) {
-        return Ok(());
+        return Ok(u32::try_from(tp_nodes * gpus64).unwrap_or(u32::MAX));
     }
-    let spans = names
-        .iter()
-        .zip(&sizes)
-        .map(|(n, v)| format!("{n} {v}"))
-        .collect::<Vec<_>>()
-        .join(" x ");
+    let mut spans: Vec<String> = Vec::new();
+    if tp_nodes > 1 {
+        spans.push(format!(
+            "{} {} ({tp_nodes} nodes of {gpus} GPUs)",
+            tp_name(engine),
+            tp_nodes * gpus64
+        ));
+    }
+    spans.extend(names.iter().zip(&sizes).map(|(n, v)| format!("{n} {v}")));
+    let others = crossing / sizes[0].max(1);
+    let rest = u64::from(nnodes) / tp_nodes.saturating_mul(others).max(1);
     Err(CommandError::NodeSplit {
         engine,
         nodes: nnodes,
-        spans,
+        spans: spans.join(" x "),
         got,
         first: names[0],
+        want: rest.max(1),
+        tp: tp_name(engine),
+        all: gpus64 * u64::from(nnodes),
     })
 }
 
@@ -260,52 +287,134 @@ mod tests {
         }
     }
 
-    /// (engine, nodes, sizes given, accepted or the words of the error)
+    /// A recipe spanning the nodes with tensor parallel: its size is run (not replaced by
+    /// this node's GPUs), and the plan says it spans the nodes.
+    #[test]
+    fn tensor_parallel_over_nodes() {
+        use crate::engine::{CommandInput, build_command_with_notes};
+        use indexmap::IndexMap;
+        use serde_json::json;
+        let env = IndexMap::new();
+        let user = IndexMap::new();
+        for (engine, key, want) in [
+            (
+                Engine::Vllm,
+                "tensor-parallel-size",
+                "vllm serve m --host 127.0.0.1 --port 9 --tensor-parallel-size 16 --served-model-name m --nnodes 2 --node-rank 1 --master-addr lead --master-port 29501 --headless",
+            ),
+            (
+                Engine::Sglang,
+                "tp-size",
+                "python3 -m sglang.launch_server --model-path m --host 127.0.0.1 --port 9 --tp-size 16 --served-model-name m --nnodes 2 --node-rank 1 --dist-init-addr lead:29501",
+            ),
+        ] {
+            let recipe: IndexMap<String, serde_json::Value> =
+                [(key.to_string(), json!(16))].into_iter().collect();
+            let g = group(2, 1, "lead");
+            let input = CommandInput {
+                engine,
+                model: "m",
+                served_model_name: "m",
+                served_aliases: &[],
+                port: 9,
+                tensor_parallel: 8,
+                recipe_args: &recipe,
+                user_args: &user,
+                recipe_env: &env,
+                ordinals: &[],
+                launcher: None,
+                engine_version: None,
+                group: Some(&g),
+            };
+            let (cmd, notes) = build_command_with_notes(&input).expect("builds");
+            assert_eq!(cmd.argv.join(" "), want);
+            assert!(
+                notes
+                    .iter()
+                    .any(|n| n == "tensor parallel 16 spans 2 of the group's 2 nodes (8 GPUs each)"),
+                "{notes:?}"
+            );
+            assert!(!notes.iter().any(|n| n.contains("replaced")), "{notes:?}");
+        }
+    }
+
+    /// (engine, nodes, sizes given, the tensor parallel run or the words of the error); 8 GPUs
+    /// per node.
     #[test]
     fn split_over_nodes_table() {
         type Row = (
             Engine,
             u32,
             &'static [(&'static str, u64)],
-            Result<(), &'static str>,
+            Result<u32, &'static str>,
         );
         let rows: &[Row] = &[
-            (Engine::Vllm, 2, &[("pipeline-parallel-size", 2)], Ok(())),
-            (Engine::Vllm, 2, &[("data-parallel-size", 2)], Ok(())),
+            (Engine::Vllm, 2, &[("pipeline-parallel-size", 2)], Ok(8)),
+            (Engine::Vllm, 2, &[("data-parallel-size", 2)], Ok(8)),
             (
                 Engine::Vllm,
                 4,
                 &[("pipeline-parallel-size", 2), ("data-parallel-size", 2)],
-                Ok(()),
+                Ok(8),
             ),
             (
                 Engine::Vllm,
                 2,
                 &[],
                 Err(
-                    "pipeline-parallel-size 1 x data-parallel-size 1 spans 1 node(s), not 2; set `pipeline-parallel-size: 2`",
+                    "pipeline-parallel-size 1 x data-parallel-size 1 spans 1 node(s), not 2; set `pipeline-parallel-size: 2` in the recipe's engine args, or `tensor-parallel-size: 16` to span the nodes with tensor parallel",
                 ),
             ),
             (
                 Engine::Vllm,
                 2,
                 &[("pipeline-parallel-size", 4)],
-                Err("spans 4 node(s)"),
+                Err("spans 4 node(s), not 2; set `pipeline-parallel-size: 2`"),
             ),
-            (Engine::Sglang, 2, &[("pp-size", 2)], Ok(())),
+            // Tensor parallel over nodes: a multiple of the GPUs per node.
+            (Engine::Vllm, 2, &[("tensor-parallel-size", 16)], Ok(16)),
+            (
+                Engine::Vllm,
+                4,
+                &[("tensor-parallel-size", 16), ("pipeline-parallel-size", 2)],
+                Ok(16),
+            ),
+            (
+                Engine::Vllm,
+                2,
+                &[("tensor-parallel-size", 16), ("pipeline-parallel-size", 2)],
+                Err(
+                    "tensor-parallel-size 16 (2 nodes of 8 GPUs) x pipeline-parallel-size 2 x data-parallel-size 1 spans 4 node(s), not 2; set `pipeline-parallel-size: 1`",
+                ),
+            ),
+            // Not a multiple: the system's size (this node's GPUs) and no span.
+            (
+                Engine::Vllm,
+                2,
+                &[("tensor-parallel-size", 12)],
+                Err("spans 1 node(s), not 2"),
+            ),
+            (
+                Engine::Vllm,
+                2,
+                &[("tensor-parallel-size", 8)],
+                Err("spans 1 node(s), not 2"),
+            ),
+            (Engine::Sglang, 2, &[("pp-size", 2)], Ok(8)),
+            (Engine::Sglang, 2, &[("tp-size", 16)], Ok(16)),
             (
                 Engine::Sglang,
                 2,
                 &[("dp-size", 2)],
-                Err("set `pp-size: 2`"),
+                Err("set `pp-size: 2` in the recipe's engine args, or `tp-size: 16`"),
             ),
         ];
         for (engine, nodes, given, want) in rows {
-            let got = check_split(*engine, *nodes, |n| {
+            let got = check_split(*engine, *nodes, 8, |n| {
                 given.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
             });
             match (got, want) {
-                (Ok(()), Ok(())) => {}
+                (Ok(tp), Ok(want)) => assert_eq!(tp, *want, "{engine} {nodes} {given:?}"),
                 (Err(e), Err(words)) => assert!(e.to_string().contains(words), "{e}"),
                 (got, _) => panic!("{engine} {nodes} {given:?}: {got:?}"),
             }
