@@ -1054,15 +1054,12 @@ fn serves_a_model_it_downloaded_with_the_engine_offline() {
     assert_eq!(code.and_then(|c| c.code()), Some(0), "{}", sv.logs());
 }
 
-/// A 2-node group on loopback: two aim-engines, each with its own vLLM (pipeline parallel 2
-/// over the mp executor, the worker `--headless`), from a 2-node recipe in a recipe folder of
-/// the test's own. The leader waits for rank 1, the group serves through the leader only,
-/// and when the worker's aim-engine is killed (its engine goes with it) the leader ends with
-/// GROUP_LOST (76), naming the rank, so that its launcher restarts the group.
-#[test]
-#[ignore = "real engine: tests/real-engine/run.sh runs it (-- --ignored)"]
-fn a_two_node_group_serves_from_its_leader_and_ends_as_one() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+/// Two aim-engines on loopback as a group of 2, each with its own vLLM (mp executor, the
+/// worker `--headless`), from a 2-node recipe (1 GPU per node, `parallel`: the engine args
+/// that span the nodes) in a recipe folder of the case's own. The leader is started first and
+/// must say it waits for rank 1 and not be ready alone; then the worker. Returns both, and
+/// when the leader started.
+fn two_node_group(parallel: &str) -> (Serve, Serve, Instant, tempfile::TempDir) {
     let folder = models().folder.clone();
     let model = folder.to_str().expect("utf-8 path");
     let recipes = tempfile::tempdir().expect("temp dir");
@@ -1070,11 +1067,13 @@ fn a_two_node_group_serves_from_its_leader_and_ends_as_one() {
     std::fs::write(
         recipes
             .path()
-            .join("general/vllm-mi300x-bf16-tp1-pp2-nodes2.yaml"),
-        "metadata:\n  engine: vllm\n  gpu: MI300X\n  gpu_count: 1\n  nodes: 2\n  \
-         manual_selection_only: false\n  metric: latency\n  precision: bf16\n  type: general\n\
-         engine_args:\n  dtype: bfloat16\n  distributed-executor-backend: mp\n  \
-         pipeline-parallel-size: 2\n  max-model-len: 512\n",
+            .join("general/vllm-mi300x-bf16-tp1-nodes2.yaml"),
+        format!(
+            "metadata:\n  engine: vllm\n  gpu: MI300X\n  gpu_count: 1\n  nodes: 2\n  \
+             manual_selection_only: false\n  metric: latency\n  precision: bf16\n  \
+             type: general\nengine_args:\n  dtype: bfloat16\n  \
+             distributed-executor-backend: mp\n  {parallel}\n  max-model-len: 512\n"
+        ),
     )
     .expect("write recipe");
     let dist = free_port().to_string();
@@ -1103,7 +1102,7 @@ fn a_two_node_group_serves_from_its_leader_and_ends_as_one() {
     let started = Instant::now();
     let leader_args = group("0");
     let leader_args: Vec<&str> = leader_args.iter().map(String::as_str).collect();
-    let mut leader = Serve::start(model, &leader_args, &[]);
+    let leader = Serve::start(model, &leader_args, &[]);
     let waiting = wait_for(Duration::from_secs(60), || {
         leader
             .get("/status")
@@ -1122,6 +1121,20 @@ fn a_two_node_group_serves_from_its_leader_and_ends_as_one() {
     worker_args.extend(["--leader-port".to_string(), leader.port.to_string()]);
     let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();
     let worker = Serve::start(model, &worker_args, &[]);
+    (leader, worker, started, recipes)
+}
+
+/// A 2-node group with pipeline parallel 2 (the built-in recipes' split; the tiny model's 2
+/// layers, one per node) serves through the leader only, and when the worker's aim-engine is
+/// killed (its engine goes with it) the leader ends with GROUP_LOST (76), naming the rank,
+/// so that its launcher restarts the group.
+#[test]
+#[ignore = "real engine: tests/real-engine/run.sh runs it (-- --ignored)"]
+fn a_two_node_group_serves_from_its_leader_and_ends_as_one() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let folder = models().folder.clone();
+    let model = folder.to_str().expect("utf-8 path");
+    let (mut leader, worker, started, _recipes) = two_node_group("pipeline-parallel-size: 2");
     let st = leader.wait_ready(0);
     let ready_after = started.elapsed();
     assert_eq!(st["group"]["members"][0]["state"], "running", "{st}");
@@ -1166,5 +1179,55 @@ fn a_two_node_group_serves_from_its_leader_and_ends_as_one() {
         "2-node group: ready after {:.1}s (both engines), leader ended {:.1}s after the worker was killed",
         ready_after.as_secs_f64(),
         ended_after.as_secs_f64()
+    );
+}
+
+/// A 2-node group with tensor parallel 2 over the two nodes (`tensor-parallel-size: 2` in a
+/// recipe of 1 GPU per node, which aim-engine runs as given): it serves through the leader,
+/// and a SIGTERM to the leader stops it and ends the worker with GROUP_LOST (76).
+#[test]
+#[ignore = "real engine: tests/real-engine/run.sh runs it (-- --ignored)"]
+fn a_two_node_tensor_parallel_group_serves_and_a_stopped_leader_ends_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let folder = models().folder.clone();
+    let model = folder.to_str().expect("utf-8 path");
+    let (mut leader, mut worker, started, _recipes) = two_node_group("tensor-parallel-size: 2");
+    let st = leader.wait_ready(0);
+    let ready_after = started.elapsed();
+    assert_eq!(st["group"]["members"][0]["state"], "running", "{st}");
+    for (node, logs) in [("leader", leader.logs()), ("worker", worker.logs())] {
+        assert!(
+            logs.contains("--tensor-parallel-size 2 "),
+            "the {node}'s engine does not run tensor parallel 2\n{logs}"
+        );
+    }
+    let body = json!({"model": model, "prompt": "Hello", "max_tokens": 4});
+    let a = leader.post("/v1/completions", &body);
+    assert_eq!(a.status, 200, "{}\n{}", a.head, a.body);
+    assert!(json_of(&a)["choices"][0]["text"].is_string(), "{}", a.body);
+
+    leader.signal(libc::SIGTERM);
+    let stopped = Instant::now();
+    let code = wait_exit(&mut worker.run.child, Duration::from_secs(60)).and_then(|s| s.code());
+    let ended_after = stopped.elapsed();
+    assert_eq!(code, Some(76), "{}", worker.logs());
+    let code = wait_exit(&mut leader.run.child, Duration::from_secs(60)).and_then(|s| s.code());
+    let leader_after = stopped.elapsed();
+    assert_eq!(code, Some(0), "{}", leader.logs());
+    assert!(
+        worker.logs().contains("the leader at 127.0.0.1"),
+        "the worker does not name its leader\n{}",
+        worker.logs()
+    );
+    let logs = worker.logs();
+    let said = logs
+        .lines()
+        .rfind(|l| l.contains("aim-engine: error"))
+        .unwrap_or("(no error line)");
+    eprintln!(
+        "2-node tensor-parallel group: ready after {:.1}s (both engines); after the leader's SIGTERM the worker ended {:.1}s ({said}), the leader {:.1}s",
+        ready_after.as_secs_f64(),
+        ended_after.as_secs_f64(),
+        leader_after.as_secs_f64()
     );
 }
