@@ -1231,3 +1231,33 @@ fn a_two_node_tensor_parallel_group_serves_and_a_stopped_leader_ends_it() {
         leader_after.as_secs_f64()
     );
 }
+
+/// A 2-node group with data parallel 2 over the two nodes (`data-parallel-size: 2`, one
+/// engine core per node; vLLM 0.32 infers each node's local size and rank from `--nnodes` /
+/// `--node-rank` and takes the DP address from `--master-addr`): it serves through the leader.
+#[test]
+#[ignore = "real engine: tests/real-engine/run.sh runs it (-- --ignored)"]
+fn a_two_node_data_parallel_group_serves() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let folder = models().folder.clone();
+    let model = folder.to_str().expect("utf-8 path");
+    let (mut leader, worker, started, _recipes) = two_node_group("data-parallel-size: 2");
+    let st = leader.wait_ready(0);
+    let ready_after = started.elapsed();
+    assert_eq!(st["group"]["members"][0]["state"], "running", "{st}");
+    for (node, logs) in [("leader", leader.logs()), ("worker", worker.logs())] {
+        assert!(
+            logs.contains("--data-parallel-size 2"),
+            "the {node}'s engine does not run data parallel 2\n{logs}"
+        );
+    }
+    for prompt in ["Hello", "Once"] {
+        let body = json!({"model": model, "prompt": prompt, "max_tokens": 4});
+        let a = leader.post("/v1/completions", &body);
+        assert_eq!(a.status, 200, "{}\n{}", a.head, a.body);
+    }
+    eprintln!(
+        "2-node data-parallel group: ready after {:.1}s (both engines)",
+        ready_after.as_secs_f64()
+    );
+}
