@@ -22,7 +22,9 @@
 //!   win: the same keys from recipe or user args are dropped, never duplicated. For TP the
 //!   plan's value wins even over an explicit user value, because the plan also chose the
 //!   GPUs (`ordinals`) to match it; a planner that wants to honour a user's TP must read it
-//!   with [`requested_tensor_parallel`] before choosing the GPUs. [`build_with_notes`]
+//!   with [`requested_tensor_parallel`] before choosing the GPUs. One exception: in a
+//!   multi-node group a TP (recipe or user) that is a multiple of this node's GPUs spans
+//!   that many nodes and is run as given (`multinode::check_split`). [`build_with_notes`]
 //!   reports every replaced value so `plan` can say so.
 //! - A blank served-model-name falls back to the model.
 //! - Env: recipe env, then HIP_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES = the ordinals.
@@ -272,9 +274,10 @@ fn system_value(name: &str, input: &CommandInput<'_>, argv: &[String]) -> String
         "port" => input.port.to_string(),
         "served-model-name" => served_name(input).to_string(),
         // The GPUs of this node, or a recipe's size spanning the group's nodes.
+        // The last one: argparse takes it, and a launcher's words come first.
         "tensor-parallel-size" | "tp-size" => argv
             .iter()
-            .position(|w| w == tp_flag(input.engine))
+            .rposition(|w| w == tp_flag(input.engine))
             .and_then(|i| argv.get(i + 1).cloned())
             .unwrap_or_else(|| input.tensor_parallel.to_string()),
         other if super::multinode::flag_names(input.engine).contains(&other) => {

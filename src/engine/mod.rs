@@ -209,22 +209,15 @@ pub enum CommandError {
     /// tensor parallel over its own GPUs (or over several nodes, when the recipe sets it to a
     /// multiple of the GPUs per node), and the sizes that cross nodes must make up the rest of
     /// the node count, or the engine would split the world over the nodes otherwise.
-    #[error(
-        "{engine} over {nodes} nodes: {spans} spans {got} node(s), not {nodes}; set `{first}: {want}` in the recipe's engine args, or `{tp}: {all}` to span the nodes with tensor parallel"
-    )]
+    #[error("{engine} over {nodes} nodes: {spans} spans {got} node(s), not {nodes}; {fix}")]
     NodeSplit {
         engine: Engine,
         nodes: u32,
         /// The sizes as given, `pipeline-parallel-size 1 x data-parallel-size 1`.
         spans: String,
         got: u64,
-        /// The size to set.
-        first: &'static str,
-        /// Its value that would span the nodes, with tensor parallel as given.
-        want: u64,
-        /// The tensor-parallel flag and the size that spans every GPU of the group.
-        tp: &'static str,
-        all: u64,
+        /// What to set: each size that alone would span the nodes.
+        fix: String,
     },
     #[error("no model to serve: the model id/path is empty")]
     EmptyModel,

@@ -49,50 +49,90 @@ fn tp_name(engine: Engine) -> &'static str {
     }
 }
 
+/// The tensor-parallel size a node of `gpus` GPUs runs in a group, for an args' `requested`
+/// size: a multiple of `gpus` spans that many nodes (`tensor-parallel-size: 16` over nodes
+/// of 8, SGLang's usual 2-node launch) and is run as given; anything else is the system's,
+/// `gpus` (inside the node).
+pub fn group_tensor_parallel(gpus: u32, requested: Option<u64>) -> u32 {
+    let g = u64::from(gpus.max(1));
+    match requested {
+        Some(tp) if tp > g && tp.is_multiple_of(g) => u32::try_from(tp).unwrap_or(gpus),
+        _ => gpus,
+    }
+}
+
 /// Checks that the parallel sizes span the group's `nnodes` nodes of `gpus` GPUs each and
-/// returns the tensor-parallel size to run (`size` answers a logical flag's merged value,
-/// None when unset). Tensor parallel runs over each node's own GPUs, or over several nodes
-/// when the args set it to a multiple of `gpus` (`tensor-parallel-size: 16` over nodes of 8,
-/// SGLang's usual 2-node launch); any other value of it is the system's, `gpus`. The nodes
-/// tensor parallel spans times the sizes that cross nodes (unset: 1) must be `nnodes`.
+/// returns the tensor-parallel size to run ([`group_tensor_parallel`]; `size` answers a
+/// logical flag's merged value, recipe or user, None when unset). The nodes tensor parallel
+/// spans times the sizes that cross nodes (unset: 1) must be `nnodes`; the error names each
+/// size that would make them so.
 pub fn check_split(
     engine: Engine,
     nnodes: u32,
     gpus: u32,
     size: impl Fn(&str) -> Option<u64>,
 ) -> Result<u32, CommandError> {
-    let gpus64 = u64::from(gpus.max(1));
-    let tp_nodes = match size(tp_name(engine)) {
-        Some(tp) if tp > gpus64 && tp % gpus64 == 0 => tp / gpus64,
-        _ => 1,
-    };
+    let g = u64::from(gpus.max(1));
+    let nodes = u64::from(nnodes);
+    let requested = size(tp_name(engine));
+    let tp = group_tensor_parallel(gpus, requested);
+    let tp_nodes = u64::from(tp) / g;
     let names = spanning(engine);
-    let sizes: Vec<u64> = names.iter().map(|n| size(n).unwrap_or(1)).collect();
+    let sizes: Vec<u64> = names.iter().map(|n| size(n).unwrap_or(1).max(1)).collect();
     let crossing = sizes.iter().fold(1u64, |a, b| a.saturating_mul(*b));
     let got = crossing.saturating_mul(tp_nodes);
-    if got == u64::from(nnodes) {
-        return Ok(u32::try_from(tp_nodes * gpus64).unwrap_or(u32::MAX));
+    if got == nodes {
+        return Ok(tp);
     }
     let mut spans: Vec<String> = Vec::new();
-    if tp_nodes > 1 {
-        spans.push(format!(
-            "{} {} ({tp_nodes} nodes of {gpus} GPUs)",
-            tp_name(engine),
-            tp_nodes * gpus64
-        ));
+    match requested {
+        Some(r) if tp_nodes > 1 => spans.push(format!(
+            "{} {r} ({tp_nodes} nodes of {gpus} GPUs)",
+            tp_name(engine)
+        )),
+        Some(r) if r != g => spans.push(format!(
+            "{} {r} (not a multiple of the {gpus} GPUs per node: runs as {gpus})",
+            tp_name(engine)
+        )),
+        _ => {}
     }
     spans.extend(names.iter().zip(&sizes).map(|(n, v)| format!("{n} {v}")));
-    let others = crossing / sizes[0].max(1);
-    let rest = u64::from(nnodes) / tp_nodes.saturating_mul(others).max(1);
+    // Each fix changes one size and keeps the others.
+    let mut fixes: Vec<String> = Vec::new();
+    let others = crossing / sizes[0];
+    let without_first = tp_nodes.saturating_mul(others);
+    if nodes.is_multiple_of(without_first) {
+        fixes.push(format!("`{}: {}`", names[0], nodes / without_first));
+    }
+    if nodes.is_multiple_of(crossing) {
+        let span = nodes / crossing;
+        fixes.push(if span == 1 {
+            format!(
+                "`{}: {gpus}` (tensor parallel inside each node)",
+                tp_name(engine)
+            )
+        } else {
+            format!(
+                "`{}: {}` to span {span} nodes with tensor parallel",
+                tp_name(engine),
+                g * span
+            )
+        });
+    }
+    let fix = if fixes.is_empty() {
+        format!("lower them so that they multiply to {nnodes}")
+    } else {
+        format!(
+            "set {} in the engine args (the recipe's, or --engine-args)",
+            fixes.join(", or ")
+        )
+    };
     Err(CommandError::NodeSplit {
         engine,
         nodes: nnodes,
         spans: spans.join(" x "),
         got,
-        first: names[0],
-        want: rest.max(1),
-        tp: tp_name(engine),
-        all: gpus64 * u64::from(nnodes),
+        fix,
     })
 }
 
@@ -362,14 +402,21 @@ mod tests {
                 2,
                 &[],
                 Err(
-                    "pipeline-parallel-size 1 x data-parallel-size 1 spans 1 node(s), not 2; set `pipeline-parallel-size: 2` in the recipe's engine args, or `tensor-parallel-size: 16` to span the nodes with tensor parallel",
+                    "pipeline-parallel-size 1 x data-parallel-size 1 spans 1 node(s), not 2; set `pipeline-parallel-size: 2`, or `tensor-parallel-size: 16` to span 2 nodes with tensor parallel in the engine args (the recipe's, or --engine-args)",
                 ),
             ),
             (
                 Engine::Vllm,
                 2,
                 &[("pipeline-parallel-size", 4)],
-                Err("spans 4 node(s), not 2; set `pipeline-parallel-size: 2`"),
+                Err("spans 4 node(s), not 2; set `pipeline-parallel-size: 2` in the engine args"),
+            ),
+            // No one size fixes it.
+            (
+                Engine::Vllm,
+                3,
+                &[("data-parallel-size", 2)],
+                Err("spans 2 node(s), not 3; lower them so that they multiply to 3"),
             ),
             // Tensor parallel over nodes: a multiple of the GPUs per node.
             (Engine::Vllm, 2, &[("tensor-parallel-size", 16)], Ok(16)),
@@ -384,7 +431,7 @@ mod tests {
                 2,
                 &[("tensor-parallel-size", 16), ("pipeline-parallel-size", 2)],
                 Err(
-                    "tensor-parallel-size 16 (2 nodes of 8 GPUs) x pipeline-parallel-size 2 x data-parallel-size 1 spans 4 node(s), not 2; set `pipeline-parallel-size: 1`",
+                    "tensor-parallel-size 16 (2 nodes of 8 GPUs) x pipeline-parallel-size 2 x data-parallel-size 1 spans 4 node(s), not 2; set `pipeline-parallel-size: 1`, or `tensor-parallel-size: 8` (tensor parallel inside each node) in",
                 ),
             ),
             // Not a multiple: the system's size (this node's GPUs) and no span.
@@ -392,7 +439,9 @@ mod tests {
                 Engine::Vllm,
                 2,
                 &[("tensor-parallel-size", 12)],
-                Err("spans 1 node(s), not 2"),
+                Err(
+                    "tensor-parallel-size 12 (not a multiple of the 8 GPUs per node: runs as 8) x pipeline-parallel-size 1 x data-parallel-size 1 spans 1 node(s), not 2",
+                ),
             ),
             (
                 Engine::Vllm,
@@ -406,7 +455,7 @@ mod tests {
                 Engine::Sglang,
                 2,
                 &[("dp-size", 2)],
-                Err("set `pp-size: 2` in the recipe's engine args, or `tp-size: 16`"),
+                Err("set `pp-size: 2`, or `tp-size: 16` to span 2 nodes with tensor parallel"),
             ),
         ];
         for (engine, nodes, given, want) in rows {

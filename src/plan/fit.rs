@@ -52,12 +52,21 @@ pub(super) fn general_check(
     r: &Recipe,
     vram: Option<u64>,
 ) -> Option<(Verdict, String)> {
-    let tp = r.metadata.gpu_count;
+    // Over several nodes: the tensor parallel the group runs (a recipe's multiple of the GPUs
+    // per node spans nodes), and the weights and KV cache spread over every GPU of it.
+    let m = &r.metadata;
+    let tp = if m.nodes > 1 {
+        let requested = crate::engine::requested_tensor_parallel(m.engine, &r.engine_args);
+        crate::engine::multinode::group_tensor_parallel(m.gpu_count, requested.map(u64::from))
+    } else {
+        m.gpu_count
+    };
     if let Some(cfg) = facts.config.as_ref()
         && let Err(e) = cfg.tp_check(tp)
     {
         return Some((Verdict::TpInvalid, e.to_string()));
     }
+    let world = m.total_gpus().max(tp);
     let vram = vram?;
     facts.weight_bytes?;
     let util = arg_f64(
@@ -66,7 +75,7 @@ pub(super) fn general_check(
     )
     .unwrap_or(0.9);
     let ctx = context_for(&r.engine_args, facts);
-    match config::fit(facts, tp, vram, ctx, util, kv_bytes(&r.engine_args)) {
+    match config::fit(facts, world, vram, ctx, util, kv_bytes(&r.engine_args)) {
         Ok(_) => None,
         Err(f) => Some((Verdict::DoesNotFit, f.describe())),
     }

@@ -458,6 +458,52 @@ fn general_recipes_are_checked_against_the_model() {
     assert_eq!(v("vllm-mi300x-bf16-tp4-latency"), Verdict::ModelMismatch);
 }
 
+/// A general recipe over 2 nodes: the tensor parallel the group runs (its own multiple of
+/// the GPUs per node, else the GPUs per node) is checked against the heads, and the memory
+/// over every GPU of the group, not one node's.
+#[test]
+fn general_multi_node_recipes_are_checked_over_the_group() {
+    let gib = 1u64 << 30;
+    // 12 heads: TP 4 splits them, TP 8 does not.
+    let cfg = QWEN3_32B.replace("\"num_attention_heads\":64", "\"num_attention_heads\":12");
+    // 1,200 GiB of weights: 300 GiB per GPU over 4, 150 over 8 (192 GiB GPUs).
+    let index = format!("{{\"metadata\":{{\"total_size\":{}}}}}", 1200 * gib);
+    let f = facts("org/Big", Some(&cfg), Some(&index));
+    let general = |nodes: u32, tp: Option<u64>| {
+        let mut r = recipe(
+            "general/x",
+            None,
+            &format!(
+                "engine: vllm, gpu: MI300X, gpu_count: 4, nodes: {nodes}, precision: bf16, \
+                 metric: latency, type: general"
+            ),
+            1,
+        );
+        if let Some(tp) = tp {
+            r.recipe
+                .engine_args
+                .insert("tensor-parallel-size".into(), serde_json::json!(tp));
+        }
+        super::fit::general_check(&f, &r.recipe, Some(192 * gib))
+    };
+    // One node of 4: too big.
+    let one = general(1, None);
+    assert!(
+        matches!(one, Some((Verdict::DoesNotFit, _))),
+        "one node: {one:?}"
+    );
+    // Two nodes of 4 (pipeline parallel across): fits over the 8 GPUs.
+    assert_eq!(general(2, None), None);
+    // Tensor parallel 8 over the two nodes: the heads do not split.
+    let tp8 = general(2, Some(8));
+    assert!(
+        matches!(&tp8, Some((Verdict::TpInvalid, why)) if why.contains("8")),
+        "tp 8 over 2 nodes: {tp8:?}"
+    );
+    // A TP that is not a multiple of the GPUs per node runs as 4: valid.
+    assert_eq!(general(2, Some(6)), None);
+}
+
 fn case(topology: Topology, want: Want) -> Case {
     Case {
         what: "errors",

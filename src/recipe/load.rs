@@ -499,11 +499,14 @@ mod tests {
                     r.path.display()
                 ),
             }
+            // TP is the GPUs per node; over several nodes it may span some of them.
             if let Some(tp) = r.recipe.engine_args.get("tensor-parallel-size") {
-                assert_eq!(
-                    tp.as_u64(),
-                    Some(u64::from(m.gpu_count)),
-                    "{}",
+                let tp = tp.as_u64().unwrap_or(0);
+                let g = u64::from(m.gpu_count);
+                assert!(
+                    tp == g
+                        || (m.nodes > 1 && tp.is_multiple_of(g) && tp <= g * u64::from(m.nodes)),
+                    "{}: tensor-parallel-size {tp} with {g} GPUs per node",
                     r.path.display()
                 );
             }

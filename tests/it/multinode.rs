@@ -505,6 +505,10 @@ fn the_two_host_examples_give_each_host_its_role() {
             .find(|(k, _)| k == "AIM_NODE_RANK")
             .expect("rank")
             .1;
+        // Compose passes the model as the command (from the host's export).
+        if let Some((_, model)) = vars.iter().find(|(k, _)| k == "AIM_MODEL_ID") {
+            assert_eq!(model, LLAMA_405B, "{host}: the model planned below");
+        }
         for (k, _) in vars.iter().filter(|(k, _)| k.starts_with("AIM_")) {
             assert!(
                 help.contains(&format!("[env: {k}=")),

@@ -192,8 +192,13 @@ impl Serve {
     }
 
     /// Our log and the engine's output copied into it (both streams).
+    /// Everything aim-engine and its engine wrote so far.
+    fn all_logs(&self) -> String {
+        format!("{}{}", self.run.stdout(), self.run.stderr())
+    }
+
     fn logs(&self) -> String {
-        let all = format!("{}{}", self.run.stdout(), self.run.stderr());
+        let all = self.all_logs();
         // Only the last lines: a failure message stays readable.
         let lines: Vec<&str> = all.lines().collect();
         lines[lines.len().saturating_sub(80)..].join("\n")
@@ -1139,7 +1144,7 @@ fn a_two_node_group_serves_from_its_leader_and_ends_as_one() {
     let ready_after = started.elapsed();
     assert_eq!(st["group"]["members"][0]["state"], "running", "{st}");
     assert!(
-        worker.logs().contains("--headless"),
+        worker.all_logs().contains("--headless"),
         "the worker's engine runs headless\n{}",
         worker.logs()
     );
@@ -1195,7 +1200,7 @@ fn a_two_node_tensor_parallel_group_serves_and_a_stopped_leader_ends_it() {
     let st = leader.wait_ready(0);
     let ready_after = started.elapsed();
     assert_eq!(st["group"]["members"][0]["state"], "running", "{st}");
-    for (node, logs) in [("leader", leader.logs()), ("worker", worker.logs())] {
+    for (node, logs) in [("leader", leader.all_logs()), ("worker", worker.all_logs())] {
         assert!(
             logs.contains("--tensor-parallel-size 2 "),
             "the {node}'s engine does not run tensor parallel 2\n{logs}"
@@ -1214,9 +1219,10 @@ fn a_two_node_tensor_parallel_group_serves_and_a_stopped_leader_ends_it() {
     let code = wait_exit(&mut leader.run.child, Duration::from_secs(60)).and_then(|s| s.code());
     let leader_after = stopped.elapsed();
     assert_eq!(code, Some(0), "{}", leader.logs());
+    let line = format!("error: the leader at 127.0.0.1:{} is stopping", leader.port);
     assert!(
-        worker.logs().contains("the leader at 127.0.0.1"),
-        "the worker does not name its leader\n{}",
+        worker.all_logs().contains(&line),
+        "the worker does not say its leader stopped\n{}",
         worker.logs()
     );
     let logs = worker.logs();
@@ -1245,7 +1251,7 @@ fn a_two_node_data_parallel_group_serves() {
     let st = leader.wait_ready(0);
     let ready_after = started.elapsed();
     assert_eq!(st["group"]["members"][0]["state"], "running", "{st}");
-    for (node, logs) in [("leader", leader.logs()), ("worker", worker.logs())] {
+    for (node, logs) in [("leader", leader.all_logs()), ("worker", worker.all_logs())] {
         assert!(
             logs.contains("--data-parallel-size 2"),
             "the {node}'s engine does not run data parallel 2\n{logs}"
