@@ -262,11 +262,36 @@ mod tests {
         }
     }
 
+    /// The command and notes of node `g` (8 GPUs) for model `m` on port 9.
+    fn command_of(
+        engine: Engine,
+        g: &Group,
+        recipe: &indexmap::IndexMap<String, serde_json::Value>,
+        user: &indexmap::IndexMap<String, serde_json::Value>,
+    ) -> (crate::engine::EngineCommand, Vec<String>) {
+        let env = indexmap::IndexMap::new();
+        let input = crate::engine::CommandInput {
+            engine,
+            model: "m",
+            served_model_name: "m",
+            served_aliases: &[],
+            port: 9,
+            tensor_parallel: 8,
+            recipe_args: recipe,
+            user_args: user,
+            recipe_env: &env,
+            ordinals: &[],
+            launcher: None,
+            engine_version: None,
+            group: Some(g),
+        };
+        crate::engine::build_command_with_notes(&input).expect("builds")
+    }
+
     /// The whole command of each role: the multi-node flags after the system ones, and a
     /// recipe's or user's own multi-node keys dropped (with a note), never duplicated.
     #[test]
     fn command_per_role() {
-        use crate::engine::{CommandInput, build_command_with_notes};
         use indexmap::IndexMap;
         use serde_json::json;
         let recipe: IndexMap<String, serde_json::Value> = [
@@ -279,7 +304,6 @@ mod tests {
             [("master-addr".to_string(), json!("elsewhere"))]
                 .into_iter()
                 .collect();
-        let env = IndexMap::new();
         let rows: &[(Engine, u32, &str)] = &[
             (
                 Engine::Vllm,
@@ -293,23 +317,7 @@ mod tests {
             ),
         ];
         for (engine, rank, want) in rows {
-            let g = group(2, *rank, "lead");
-            let input = CommandInput {
-                engine: *engine,
-                model: "m",
-                served_model_name: "m",
-                served_aliases: &[],
-                port: 9,
-                tensor_parallel: 8,
-                recipe_args: &recipe,
-                user_args: &user,
-                recipe_env: &env,
-                ordinals: &[],
-                launcher: None,
-                engine_version: None,
-                group: Some(&g),
-            };
-            let (cmd, notes) = build_command_with_notes(&input).expect("builds");
+            let (cmd, notes) = command_of(*engine, &group(2, *rank, "lead"), &recipe, &user);
             assert_eq!(cmd.argv.join(" "), *want);
             assert!(
                 notes
@@ -331,10 +339,8 @@ mod tests {
     /// this node's GPUs), and the plan says it spans the nodes.
     #[test]
     fn tensor_parallel_over_nodes() {
-        use crate::engine::{CommandInput, build_command_with_notes};
         use indexmap::IndexMap;
         use serde_json::json;
-        let env = IndexMap::new();
         let user = IndexMap::new();
         for (engine, key, want) in [
             (
@@ -350,23 +356,7 @@ mod tests {
         ] {
             let recipe: IndexMap<String, serde_json::Value> =
                 [(key.to_string(), json!(16))].into_iter().collect();
-            let g = group(2, 1, "lead");
-            let input = CommandInput {
-                engine,
-                model: "m",
-                served_model_name: "m",
-                served_aliases: &[],
-                port: 9,
-                tensor_parallel: 8,
-                recipe_args: &recipe,
-                user_args: &user,
-                recipe_env: &env,
-                ordinals: &[],
-                launcher: None,
-                engine_version: None,
-                group: Some(&g),
-            };
-            let (cmd, notes) = build_command_with_notes(&input).expect("builds");
+            let (cmd, notes) = command_of(engine, &group(2, 1, "lead"), &recipe, &user);
             assert_eq!(cmd.argv.join(" "), want);
             assert!(
                 notes
