@@ -68,7 +68,7 @@ fn tp_flag(engine: Engine) -> &'static str {
 }
 
 /// The logical (table) name of the TP size.
-fn tp_name(engine: Engine) -> &'static str {
+pub(super) fn tp_name(engine: Engine) -> &'static str {
     match engine {
         Engine::Vllm => "tensor-parallel-size",
         Engine::Sglang => "tp-size",
@@ -267,19 +267,25 @@ fn served_name<'a>(input: &CommandInput<'a>) -> &'a str {
     }
 }
 
-/// The value the system uses for a system flag, for notes (`argv`: the command built).
-fn system_value(name: &str, input: &CommandInput<'_>, argv: &[String]) -> String {
+/// The TP size the command runs: this node's GPUs, or in a group the args' multiple of them
+/// (`multinode::tensor_parallel_of`, the rule `check_split` applies to the merged args).
+fn tensor_parallel_run(input: &CommandInput<'_>) -> u32 {
+    let nodes = input.group.map_or(1, |g| g.nnodes);
+    super::multinode::tensor_parallel_of(
+        input.engine,
+        input.tensor_parallel,
+        nodes,
+        &[input.recipe_args, input.user_args],
+    )
+}
+
+/// The value the system uses for a system flag, for notes.
+fn system_value(name: &str, input: &CommandInput<'_>) -> String {
     match name {
         "host" => "127.0.0.1".to_string(),
         "port" => input.port.to_string(),
         "served-model-name" => served_name(input).to_string(),
-        // The GPUs of this node, or a recipe's size spanning the group's nodes.
-        // The last one: argparse takes it, and a launcher's words come first.
-        "tensor-parallel-size" | "tp-size" => argv
-            .iter()
-            .rposition(|w| w == tp_flag(input.engine))
-            .and_then(|i| argv.get(i + 1).cloned())
-            .unwrap_or_else(|| input.tensor_parallel.to_string()),
+        "tensor-parallel-size" | "tp-size" => tensor_parallel_run(input).to_string(),
         other if super::multinode::flag_names(input.engine).contains(&other) => {
             super::multinode::system_value(other, input.group)
                 .unwrap_or_else(|| "(one node: left out)".to_string())
@@ -319,7 +325,7 @@ pub fn build_with_notes(
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let used = system_value(&logical.name, input, &command.argv);
+            let used = system_value(&logical.name, input);
             if given != used {
                 notes.push(format!(
                     "{origin} arg `{key}: {given}` replaced by the system value `{used}`"
@@ -327,8 +333,8 @@ pub fn build_with_notes(
             }
         }
     }
-    let tp = system_value(tp_name(engine), input, &command.argv);
-    if let (Some(group), Ok(tp)) = (input.group, tp.parse::<u32>())
+    let tp = tensor_parallel_run(input);
+    if let Some(group) = input.group
         && tp > input.tensor_parallel
     {
         notes.push(format!(

@@ -15,6 +15,7 @@
 //! or the user's args are dropped, like `--port`.
 
 use super::CommandError;
+use super::argv::{requested_tensor_parallel, tp_name};
 use crate::group::{Group, Role};
 use crate::types::Engine;
 
@@ -41,24 +42,34 @@ pub fn spanning(engine: Engine) -> &'static [&'static str] {
     }
 }
 
-/// The logical name of the tensor-parallel size.
-fn tp_name(engine: Engine) -> &'static str {
-    match engine {
-        Engine::Vllm => "tensor-parallel-size",
-        Engine::Sglang => "tp-size",
-    }
-}
-
 /// The tensor-parallel size a node of `gpus` GPUs runs in a group, for an args' `requested`
 /// size: a multiple of `gpus` spans that many nodes (`tensor-parallel-size: 16` over nodes
 /// of 8, SGLang's usual 2-node launch) and is run as given; anything else is the system's,
 /// `gpus` (inside the node).
-pub fn group_tensor_parallel(gpus: u32, requested: Option<u64>) -> u32 {
+fn group_tensor_parallel(gpus: u32, requested: Option<u64>) -> u32 {
     let g = u64::from(gpus.max(1));
     match requested {
         Some(tp) if tp > g && tp.is_multiple_of(g) => u32::try_from(tp).unwrap_or(gpus),
         _ => gpus,
     }
+}
+
+/// The TP size a node of `gpus` GPUs in a group of `nnodes` runs for `args` (in merge order,
+/// recipe then user: the last that names a TP wins); `gpus` on one node.
+pub fn tensor_parallel_of(
+    engine: Engine,
+    gpus: u32,
+    nnodes: u32,
+    args: &[&indexmap::IndexMap<String, serde_json::Value>],
+) -> u32 {
+    if nnodes <= 1 {
+        return gpus;
+    }
+    let requested = args
+        .iter()
+        .rev()
+        .find_map(|a| requested_tensor_parallel(engine, a));
+    group_tensor_parallel(gpus, requested.map(u64::from))
 }
 
 /// Checks that the parallel sizes span the group's `nnodes` nodes of `gpus` GPUs each and

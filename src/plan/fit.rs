@@ -55,12 +55,12 @@ pub(super) fn general_check(
     // Over several nodes: the tensor parallel the group runs (a recipe's multiple of the GPUs
     // per node spans nodes), and the weights and KV cache spread over every GPU of it.
     let m = &r.metadata;
-    let tp = if m.nodes > 1 {
-        let requested = crate::engine::requested_tensor_parallel(m.engine, &r.engine_args);
-        crate::engine::multinode::group_tensor_parallel(m.gpu_count, requested.map(u64::from))
-    } else {
-        m.gpu_count
-    };
+    let tp = crate::engine::multinode::tensor_parallel_of(
+        m.engine,
+        m.gpu_count,
+        m.nodes,
+        &[&r.engine_args],
+    );
     if let Some(cfg) = facts.config.as_ref()
         && let Err(e) = cfg.tp_check(tp)
     {
