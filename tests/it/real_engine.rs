@@ -1187,6 +1187,26 @@ fn a_two_node_group_serves_from_its_leader_and_ends_as_one() {
     );
 }
 
+/// [`two_node_group`] until the leader is ready with rank 1 running, both engines' command
+/// lines holding `flag` (they run `what`). Returns both, the time to ready, the recipes.
+fn serving_group(
+    parallel: &str,
+    flag: &str,
+    what: &str,
+) -> (Serve, Serve, Duration, tempfile::TempDir) {
+    let (mut leader, worker, started, recipes) = two_node_group(parallel);
+    let st = leader.wait_ready(0);
+    let ready_after = started.elapsed();
+    assert_eq!(st["group"]["members"][0]["state"], "running", "{st}");
+    for (node, logs) in [("leader", leader.all_logs()), ("worker", worker.all_logs())] {
+        assert!(
+            logs.contains(flag),
+            "the {node}'s engine does not run {what}\n{logs}"
+        );
+    }
+    (leader, worker, ready_after, recipes)
+}
+
 /// A 2-node group with tensor parallel 2 over the two nodes (`tensor-parallel-size: 2` in a
 /// recipe of 1 GPU per node, which aim-engine runs as given): it serves through the leader,
 /// and a SIGTERM to the leader stops it and ends the worker with GROUP_LOST (76).
@@ -1196,16 +1216,11 @@ fn a_two_node_tensor_parallel_group_serves_and_a_stopped_leader_ends_it() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let folder = models().folder.clone();
     let model = folder.to_str().expect("utf-8 path");
-    let (mut leader, mut worker, started, _recipes) = two_node_group("tensor-parallel-size: 2");
-    let st = leader.wait_ready(0);
-    let ready_after = started.elapsed();
-    assert_eq!(st["group"]["members"][0]["state"], "running", "{st}");
-    for (node, logs) in [("leader", leader.all_logs()), ("worker", worker.all_logs())] {
-        assert!(
-            logs.contains("--tensor-parallel-size 2 "),
-            "the {node}'s engine does not run tensor parallel 2\n{logs}"
-        );
-    }
+    let (mut leader, mut worker, ready_after, _recipes) = serving_group(
+        "tensor-parallel-size: 2",
+        "--tensor-parallel-size 2 ",
+        "tensor parallel 2",
+    );
     let body = json!({"model": model, "prompt": "Hello", "max_tokens": 4});
     let a = leader.post("/v1/completions", &body);
     assert_eq!(a.status, 200, "{}\n{}", a.head, a.body);
@@ -1247,16 +1262,11 @@ fn a_two_node_data_parallel_group_serves() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let folder = models().folder.clone();
     let model = folder.to_str().expect("utf-8 path");
-    let (mut leader, worker, started, _recipes) = two_node_group("data-parallel-size: 2");
-    let st = leader.wait_ready(0);
-    let ready_after = started.elapsed();
-    assert_eq!(st["group"]["members"][0]["state"], "running", "{st}");
-    for (node, logs) in [("leader", leader.all_logs()), ("worker", worker.all_logs())] {
-        assert!(
-            logs.contains("--data-parallel-size 2"),
-            "the {node}'s engine does not run data parallel 2\n{logs}"
-        );
-    }
+    let (leader, _worker, ready_after, _recipes) = serving_group(
+        "data-parallel-size: 2",
+        "--data-parallel-size 2",
+        "data parallel 2",
+    );
     for prompt in ["Hello", "Once"] {
         let body = json!({"model": model, "prompt": prompt, "max_tokens": 4});
         let a = leader.post("/v1/completions", &body);
