@@ -29,10 +29,12 @@ impl ApiKey {
 
     /// Whether `headers` carry the key. Compared in constant time (the length may leak).
     pub fn accepts(&self, headers: &HeaderMap) -> bool {
-        let Some(given) = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| bearer(v.as_bytes()))
-        else {
+        self.accepts_value(headers.get(AUTHORIZATION).map(|v| v.as_bytes()))
+    }
+
+    /// Whether an Authorization value (None: no such header) carries the key.
+    pub fn accepts_value(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(given) = authorization.and_then(bearer) else {
             return false;
         };
         bool::from(given.ct_eq(&self.0))

@@ -1,7 +1,9 @@
 //! The public port: health, readiness, status, metrics, and the engine's API forwarded
 //! unbuffered.
 //!
-//! Layout: `router` picks the answer for a path; `health` answers from the supervisor's status
+//! Layout: every connection starts in `fast`, the fast lane, which forwards plain API requests
+//! itself (its own HTTP/1.1 and engine pool) and hands everything else, with the bytes it read,
+//! to hyper for the rest of the connection. On hyper's side `router` picks the answer for a path; `health` answers from the supervisor's status
 //! (never from the engine); `scrape` (/metrics) assembles our text and the engine's; `proxy` forwards the
 //! rest; `target` puts the request target in the one normal form that routing, the key check and
 //! the proxy share; `auth` checks the optional API key; `limits` holds the protection knobs; `reply` builds
@@ -18,7 +20,8 @@
 //!    engine, and then sets the phase to `Stopped` (or `Failed`).
 //! 3. `serve_public` sees "stopping cancelled AND phase Stopped/Failed", stops accepting, lets
 //!    open connections finish their current exchange (idle keep-alive ones are closed at once),
-//!    waits at most `PublicConfig::drain_grace` for that, and returns `Ok(())`.
+//!    waits at most `PublicConfig::drain_grace` for that, and returns `Ok(())`. The fast lane
+//!    does the same: it closes idle connections at once and the others after their exchange.
 //!
 //! A supervisor that gives up (`Failed`) without a stop request keeps the port serving: `/status`
 //! explains the failure and `/health/live` says 503 until the supervisor cancels `stopping`.
@@ -35,6 +38,7 @@
 //! call are not touched.
 
 pub mod auth;
+pub mod fast;
 pub mod group;
 pub mod health;
 pub mod limits;
@@ -79,6 +83,8 @@ pub struct Ctx {
     pub shared: Arc<Shared>,
     pub api_key: Option<auth::ApiKey>,
     pub client: proxy::Client,
+    /// The fast lane's connections to the engine.
+    pub fast_pool: fast::Pool,
     pub limits: Limits,
 }
 
@@ -106,6 +112,7 @@ pub async fn serve_public_with(
         shared: shared.clone(),
         api_key: cfg.api_key.as_deref().and_then(auth::ApiKey::new),
         client: proxy::client(),
+        fast_pool: fast::Pool::default(),
         limits: limits.clone(),
     });
     limits::fit_fd_limit(cfg.max_connections, limits.health_connections);
@@ -114,6 +121,8 @@ pub async fn serve_public_with(
     let peers = limits::PeerCounts::default();
     let reserved_peers = limits::PeerCounts::default();
     let graceful = GracefulShutdown::new();
+    // Tells the fast lane's idle connections to close (hyper's get `graceful`'s signal).
+    let drain = tokio_util::sync::CancellationToken::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -121,6 +130,7 @@ pub async fn serve_public_with(
         .max_buf_size(limits.max_buf_size())
         .max_header_size(limits.max_header_bytes)
         .keep_alive(true);
+    let builder = Arc::new(builder);
     // Reserved connections: one request, a short head timeout, health and /status only.
     let mut reserved = http1::Builder::new();
     reserved
@@ -173,20 +183,15 @@ pub async fn serve_public_with(
             });
             continue;
         };
-        let ctx = ctx.clone();
-        let service = service_fn(move |req| {
-            let ctx = ctx.clone();
-            async move { Ok::<_, Infallible>(router::handle(ctx, req, peer).await) }
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(error = %err, %peer, "public port: connection ended with an error");
-            }
-            drop(held);
-        });
+        let lane = Lane {
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            drain: drain.clone(),
+        };
+        tokio::spawn(serve_connection(ctx.clone(), stream, peer, lane, held));
     }
     drop(listener);
+    drain.cancel();
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(cfg.drain_grace) => {
@@ -194,6 +199,38 @@ pub async fn serve_public_with(
         }
     }
     Ok(())
+}
+
+/// What a connection's task needs besides the request context.
+struct Lane {
+    builder: Arc<http1::Builder>,
+    /// Held until the task ends: `graceful.shutdown()` waits for the lane's connections too.
+    watcher: hyper_util::server::graceful::Watcher,
+    /// Cancelled when the drain begins: the lane closes its idle connections.
+    drain: tokio_util::sync::CancellationToken,
+}
+
+/// Serves one public connection: the fast lane first, then hyper for whatever the lane hands
+/// over, to the end of the connection. `held` is its slot under the caps.
+async fn serve_connection<H>(
+    ctx: Arc<Ctx>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    lane: Lane,
+    held: H,
+) {
+    if let fast::End::Handoff(stream, read) = fast::serve(&ctx, stream, peer, &lane.drain).await {
+        let service = service_fn(move |req| {
+            let ctx = ctx.clone();
+            async move { Ok::<_, Infallible>(router::handle(ctx, req, peer).await) }
+        });
+        let io = TokioIo::new(fast::Rewind::new(read, stream));
+        let conn = lane.builder.serve_connection(io, service);
+        if let Err(err) = lane.watcher.watch(conn).await {
+            tracing::debug!(error = %err, %peer, "public port: connection ended with an error");
+        }
+    }
+    drop(held);
 }
 
 /// Resolves when the supervisor is done: a stop was asked and the phase is terminal.

@@ -1,4 +1,6 @@
-//! Forwards everything that is not ours to the engine on its loopback port, streaming both
+//! Forwards everything that is not ours to the engine on its loopback port, for the requests
+//! the fast lane (`super::fast`) hands to hyper, and holds what both share (refusals, the
+//! answers when the engine fails, the body deadlines, the error events). It streams both
 //! ways: request and response bodies are passed frame by frame (never collected), so SSE token
 //! streams reach the client as the engine writes them. When the client goes away hyper drops
 //! our response body, which drops the upstream response, which closes the upstream connection:
@@ -41,6 +43,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 mod body;
 use body::*;
+pub(crate) use body::{BodyClock, Expired, Tracker, abort_message, error_event, stream_cut_event};
 
 /// The pooled client to the engine (one per `serve_public`).
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
@@ -163,7 +166,7 @@ pub fn refusal(phase: Phase, stopping: bool) -> Option<(&'static str, &'static s
     }
 }
 
-fn count(shared: &Shared, class: &str) {
+pub(crate) fn count(shared: &Shared, class: &str) {
     shared.metrics.proxied(class);
 }
 
@@ -212,32 +215,71 @@ pub async fn forward(
             };
             relay(ctx, answer, got)
         }
-        Head::TimedOut(limit) => {
-            count(shared, "error");
-            shared.metrics.request_timeout(TIMEOUT_FIRST_BYTE);
-            tracing::warn!(%peer, port, ?limit, "proxy: no response from the engine in time; answered 504 and cancelled the request");
-            reply::error(
-                StatusCode::GATEWAY_TIMEOUT,
-                &Expired::FirstByte(limit).message(),
-                "timeout_error",
-                "first_byte_timeout",
-            )
-        }
-        Head::Aborted => {
-            count(shared, "error");
-            shared.metrics.requests_aborted.inc();
-            tracing::warn!(%peer, port, reason = abort.reason(), "proxy: request ended before the engine's response: the engine is being restarted");
-            reply::unavailable(
-                &abort_message(abort.reason()),
-                "engine_restarting",
-                Some(ctx.limits.retry_after_s),
-            )
-        }
+        Head::TimedOut(limit) => no_head_in_time(shared, peer, port, limit),
+        Head::Aborted => aborted_before_head(ctx, peer, port, &abort),
     }
 }
 
+/// No response head within the first-byte deadline (`limit`): counted, logged, answered 504.
+pub(crate) fn no_head_in_time(
+    shared: &Shared,
+    peer: SocketAddr,
+    port: u16,
+    limit: Duration,
+) -> Response<Body> {
+    count(shared, "error");
+    shared.metrics.request_timeout(TIMEOUT_FIRST_BYTE);
+    tracing::warn!(%peer, port, ?limit, "proxy: no response from the engine in time; answered 504 and cancelled the request");
+    reply::error(
+        StatusCode::GATEWAY_TIMEOUT,
+        &Expired::FirstByte(limit).message(),
+        "timeout_error",
+        "first_byte_timeout",
+    )
+}
+
+/// The client paused its request body for more than `limit`: counted 4xx, answered 408.
+pub(crate) fn body_stalled(shared: &Shared, limit: Duration) -> Response<Body> {
+    count(shared, "4xx");
+    reply::error(
+        StatusCode::REQUEST_TIMEOUT,
+        &format!(
+            "the request body stalled for more than {limit:?} (--body-read-timeout / \
+             AIM_BODY_READ_TIMEOUT); send it without long pauses"
+        ),
+        "invalid_request_error",
+        "body_timeout",
+    )
+}
+
+/// `Shared::abort_inflight` ended the request before the engine's head: counted, logged,
+/// answered 503 `engine_restarting`.
+pub(crate) fn aborted_before_head(
+    ctx: &Ctx,
+    peer: SocketAddr,
+    port: u16,
+    abort: &AbortSignal,
+) -> Response<Body> {
+    count(&ctx.shared, "error");
+    ctx.shared.metrics.requests_aborted.inc();
+    tracing::warn!(%peer, port, reason = abort.reason(), "proxy: request ended before the engine's response: the engine is being restarted");
+    reply::unavailable(
+        &abort_message(abort.reason()),
+        "engine_restarting",
+        Some(ctx.limits.retry_after_s),
+    )
+}
+
+/// The engine could not be reached or gave no usable head (`why`): counted, logged, answered
+/// 503 `engine_unreachable`.
+pub(crate) fn no_answer(ctx: &Ctx, port: u16, why: &str) -> Response<Body> {
+    count(&ctx.shared, "error");
+    tracing::warn!(error = %why, port, "proxy: engine did not answer");
+    engine_unreachable(why, ctx.limits.retry_after_s)
+}
+
 /// Our own 503 while the engine cannot take requests (loading, restarting, stopping, failed).
-fn refused(ctx: &Ctx) -> Option<Response<Body>> {
+pub(crate) fn refused(ctx: &Ctx) -> Option<Response<Body>> {
     let shared = &ctx.shared;
     let refused = {
         let status = shared.status.borrow();
@@ -349,18 +391,9 @@ fn relay(
             Response::from_parts(parts, body.boxed_unsync())
         }
         Err(_) if fault.load(Ordering::Relaxed) == FAULT_STALLED => {
-            count(shared, "4xx");
             let limit = ctx.limits.body_read_timeout;
             tracing::debug!(%peer, ?limit, "proxy: the client's request body stalled");
-            reply::error(
-                StatusCode::REQUEST_TIMEOUT,
-                &format!(
-                    "the request body stalled for more than {limit:?} (--body-read-timeout / \
-                     AIM_BODY_READ_TIMEOUT); send it without long pauses"
-                ),
-                "invalid_request_error",
-                "body_timeout",
-            )
+            body_stalled(shared, limit)
         }
         Err(e) if fault.load(Ordering::Relaxed) == FAULT_GONE => {
             // The client went away (or sent less than it announced): nginx's 499, nobody
@@ -374,12 +407,7 @@ fn relay(
                 "client_closed",
             )
         }
-        Err(e) => {
-            count(shared, "error");
-            let why = error_chain(&e);
-            tracing::warn!(error = %why, port, "proxy: engine did not answer");
-            engine_unreachable(&why, ctx.limits.retry_after_s)
-        }
+        Err(e) => no_answer(ctx, port, &error_chain(&e)),
     }
 }
 

@@ -7,6 +7,7 @@ mod chaos;
 mod deadlines;
 mod download;
 mod fake_engine;
+mod fast_lane;
 mod fd_limit;
 mod gpu_fault;
 mod gpus;

@@ -6,13 +6,13 @@ use super::*;
 
 /// Which deadline a response missed, with its length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Expired {
+pub(crate) enum Expired {
     FirstByte(Duration),
     Gap(Duration),
 }
 
 impl Expired {
-    pub(super) fn message(self) -> String {
+    pub(crate) fn message(self) -> String {
         match self {
             Expired::FirstByte(limit) => format!(
                 "the engine sent no response within {limit:?} (--request-first-byte-timeout / \
@@ -25,14 +25,14 @@ impl Expired {
         }
     }
 
-    pub(super) fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Expired::FirstByte(_) => "first_byte_timeout",
             Expired::Gap(_) => "stream_gap_timeout",
         }
     }
 
-    pub(super) fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             Expired::FirstByte(_) => TIMEOUT_FIRST_BYTE,
             Expired::Gap(_) => TIMEOUT_GAP,
@@ -41,7 +41,7 @@ impl Expired {
 }
 
 /// The message of a request `Shared::abort_inflight` ended.
-pub(super) fn abort_message(reason: &str) -> String {
+pub(crate) fn abort_message(reason: &str) -> String {
     format!("the engine is being restarted: {reason}; the request was ended, send it again")
 }
 
@@ -50,7 +50,7 @@ pub(super) fn abort_message(reason: &str) -> String {
 /// (from the first poll that found nothing), so a client that reads slowly (hyper stops
 /// polling while it cannot write) never makes the engine look stalled.
 #[derive(Debug, Clone)]
-pub(super) struct BodyClock {
+pub(crate) struct BodyClock {
     first_byte: Option<(tokio::time::Instant, Duration)>,
     gap: Option<Duration>,
     /// A piece has come.
@@ -60,7 +60,7 @@ pub(super) struct BodyClock {
 }
 
 impl BodyClock {
-    pub(super) fn new(
+    pub(crate) fn new(
         first_byte: Option<(tokio::time::Instant, Duration)>,
         gap: Option<Duration>,
     ) -> Self {
@@ -73,7 +73,7 @@ impl BodyClock {
     }
 
     /// The deadline armed now and what passing it means; None when none is.
-    pub(super) fn deadline(&self) -> Option<(tokio::time::Instant, Expired)> {
+    pub(crate) fn deadline(&self) -> Option<(tokio::time::Instant, Expired)> {
         if !self.begun {
             return self
                 .first_byte
@@ -84,13 +84,13 @@ impl BodyClock {
     }
 
     /// A piece of the body came.
-    pub(super) fn piece(&mut self) {
+    pub(crate) fn piece(&mut self) {
         self.begun = true;
         self.waiting = None;
     }
 
     /// The engine had nothing at this poll (at `now`).
-    pub(super) fn pending(&mut self, now: tokio::time::Instant) {
+    pub(crate) fn pending(&mut self, now: tokio::time::Instant) {
         if self.begun && self.waiting.is_none() {
             self.waiting = Some(now);
         }
@@ -220,14 +220,14 @@ pub fn error_event(message: &str, kind: &str, code: &str) -> Bytes {
 
 /// Holds the in-flight guard and the gauge for one forwarded request; dropping it (body ended,
 /// client gone, or upstream error) records the duration.
-pub(super) struct Tracker {
+pub(crate) struct Tracker {
     shared: Arc<Shared>,
     started: Instant,
     _guard: InFlightGuard,
 }
 
 impl Tracker {
-    pub(super) fn start(shared: Arc<Shared>) -> Tracker {
+    pub(crate) fn start(shared: Arc<Shared>) -> Tracker {
         let guard = shared.inflight.enter();
         shared.metrics.inflight_requests.inc();
         Tracker {
