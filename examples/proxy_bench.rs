@@ -193,7 +193,9 @@ async fn latency(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                     tokio::time::Instant::now()
                 };
                 sent += 1;
-                let req = Request::get(url.clone())
+                // Origin form (`/path`), as clients send it: the port refuses absolute form.
+                let target = url.path_and_query().map_or("/", |p| p.as_str());
+                let req = Request::get(target)
                     .header(hyper::header::HOST, authority.as_str())
                     .body(Full::new(Bytes::new()))?;
                 tx.ready().await?;
@@ -213,6 +215,14 @@ async fn latency(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         let (s, l) = t.await?.map_err(|e| e.to_string())?;
         sent += s;
         all.extend(l);
+    }
+    if (all.len() as u64) < sent {
+        // Latencies of failed answers would flatter the figures: say so instead.
+        return Err(format!(
+            "{} of {sent} requests to {url} did not succeed",
+            sent - all.len() as u64
+        )
+        .into());
     }
     all.sort_unstable();
     let q = |p: f64| {

@@ -47,13 +47,15 @@ trap 'stop_serve; rm -rf "$LOGS"' EXIT
 
 start_serve() { # token delay in ms
   FAKE_LOAD_SECS=0 FAKE_TOKEN_DELAY_MS=$1 AIM_VLLM_COMMAND="$FAKE" \
-    "$AIM" --root "$ROOT" serve "$MODEL" --port "$PX_PORT" --engine-port "$UP_PORT" \
+    "$AIM" --root "$ROOT" serve "$MODEL" --download=false --port "$PX_PORT" --engine-port "$UP_PORT" \
     >"$LOGS/serve-$1.log" 2>&1 &
   serve_pid=$!
   for _ in $(seq 300); do
     [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PX_PORT/health/ready")" == 200 ]] && break
     sleep 0.1
   done
+  [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PX_PORT/health/ready")" == 200 ]] ||
+    { echo "serve did not get ready; log tail:" >&2; tail -20 "$LOGS/serve-$1.log" >&2; exit 1; }
   engine_pid=$(pgrep -P "$serve_pid" | head -1)
 }
 
