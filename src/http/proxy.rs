@@ -58,8 +58,9 @@ pub fn client() -> Client {
         .build(connector)
 }
 
-/// Hop-by-hop headers that are never forwarded (besides those named in Connection).
-const HOP_BY_HOP: &[&str] = &[
+/// Hop-by-hop headers that are never forwarded (besides those named in Connection); the fast
+/// lane strips the same.
+pub(crate) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",

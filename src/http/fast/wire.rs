@@ -13,19 +13,7 @@ use hyper::http::uri::PathAndQuery;
 /// Most headers a request or response head may have in the lane (more: hyper takes it).
 pub const MAX_HEADERS: usize = 64;
 
-/// Hop-by-hop headers, never passed on (besides those named in Connection); the same list
-/// as `proxy::strip_hop_by_hop`.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
+use crate::http::proxy::HOP_BY_HOP;
 
 /// What the lane does with the bytes read from a client so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
