@@ -123,14 +123,7 @@ pub async fn serve_public_with(
     let graceful = GracefulShutdown::new();
     // Tells the fast lane's idle connections to close (hyper's get `graceful`'s signal).
     let drain = tokio_util::sync::CancellationToken::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_buf_size())
-        .max_header_size(limits.max_header_bytes)
-        .keep_alive(true);
-    let builder = Arc::new(builder);
+    let (builder, last) = connection_builders(&limits);
     // Reserved connections: one request, a short head timeout, health and /status only.
     let mut reserved = http1::Builder::new();
     reserved
@@ -185,6 +178,7 @@ pub async fn serve_public_with(
         };
         let lane = Lane {
             builder: builder.clone(),
+            last: last.clone(),
             watcher: graceful.watcher(),
             drain: drain.clone(),
         };
@@ -201,9 +195,27 @@ pub async fn serve_public_with(
     Ok(())
 }
 
+/// hyper's settings for the connections the lane hands over, and for one handed over once
+/// the drain has begun: hyper's graceful signal came before it and would close it unread, so
+/// it answers its one request (503 `draining` for the API) and closes.
+fn connection_builders(limits: &Limits) -> (Arc<http1::Builder>, Arc<http1::Builder>) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_buf_size())
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(true);
+    let mut last = builder.clone();
+    last.keep_alive(false);
+    (Arc::new(builder), Arc::new(last))
+}
+
 /// What a connection's task needs besides the request context.
 struct Lane {
     builder: Arc<http1::Builder>,
+    /// For a connection handed over during the drain: one request, then closed.
+    last: Arc<http1::Builder>,
     /// Held until the task ends: `graceful.shutdown()` waits for the lane's connections too.
     watcher: hyper_util::server::graceful::Watcher,
     /// Cancelled when the drain begins: the lane closes its idle connections.
@@ -225,8 +237,14 @@ async fn serve_connection<H>(
             async move { Ok::<_, Infallible>(router::handle(ctx, req, peer).await) }
         });
         let io = TokioIo::new(fast::Rewind::new(read, stream));
-        let conn = lane.builder.serve_connection(io, service);
-        if let Err(err) = lane.watcher.watch(conn).await {
+        let ended = if lane.drain.is_cancelled() {
+            // Still bounded: `graceful.shutdown()` waits for `watcher` only up to the grace.
+            lane.last.serve_connection(io, service).await
+        } else {
+            let conn = lane.builder.serve_connection(io, service);
+            lane.watcher.watch(conn).await
+        };
+        if let Err(err) = ended {
             tracing::debug!(error = %err, %peer, "public port: connection ended with an error");
         }
     }

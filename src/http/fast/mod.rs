@@ -6,9 +6,11 @@
 //! `MAX_BODY` (read whole, then sent), while the engine is ready, goes straight to the engine
 //! over the lane's own pool (`pool`); anything else (our own endpoints, a longer body, chunked
 //! or `Expect` requests, upgrades, HTTP/1.0, refusals while loading or draining, a wrong API
-//! key, anything the lane does not parse) is handed to hyper with the bytes read so far (`rewind`), and hyper
-//! serves the rest of that connection exactly as before. So every answer but a plain forward
-//! still comes from `router`.
+//! key, anything the lane does not parse) is handed to hyper with the bytes read so far
+//! (`rewind`), and hyper serves the rest of that connection exactly as before: our own
+//! endpoints and every refusal (400, 401, 421, 431, 503 while not ready) come from `router`.
+//! The lane writes only the answers of a request it took whose engine failed it (below, with
+//! `proxy`'s texts and counts) and 408 for a body that stalls.
 //!
 //! What a forwarded request gets is what `proxy` gives (its tests run through the lane): the
 //! same target normal form, key check, hop-by-hop and X-Forwarded-* headers, the first-byte and
@@ -18,7 +20,9 @@
 //! engine's body goes on as it comes: counted bodies byte for byte, chunked or unframed ones
 //! as one chunk per read. A client that leaves drops the upstream connection, so the engine
 //! sees the disconnect. A drain closes idle connections at once and the others after their
-//! current exchange.
+//! current exchange (saying `connection: close`); a head half read waits for the header
+//! timeout, as on hyper's side. A connection handed over during the drain gets one request
+//! (`router` answers 503 `draining` for the API).
 
 mod chunked;
 mod pool;
@@ -78,16 +82,17 @@ pub async fn serve(
         up_buf: Vec::new(),
         out: Vec::new(),
         host: (0, String::new()),
+        drain,
     };
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     loop {
-        let (forward, tracker) = match lane.next_request(timer.as_mut(), drain).await {
-            Next::Forward(f, tracker) => (f, tracker),
+        let (forward, taken) = match lane.next_request(timer.as_mut()).await {
+            Next::Forward(f, taken) => (f, taken),
             Next::Handoff => return End::Handoff(lane.client, lane.buf),
             Next::Closed => return End::Closed,
         };
-        let keep = lane.exchange(&forward, tracker, timer.as_mut()).await;
+        let keep = lane.exchange(&forward, taken, timer.as_mut()).await;
         if !keep || forward.close || drain.is_cancelled() {
             let _ = lane.client.shutdown().await;
             return End::Closed;
@@ -95,9 +100,16 @@ pub async fn serve(
     }
 }
 
+/// What a request holds from its head on, as on hyper's path: its place in the in-flight
+/// count, and the abort signal current when it came.
+struct Taken {
+    tracker: Tracker,
+    abort: AbortSignal,
+}
+
 enum Next {
-    /// A request to forward, its body read, counted in flight.
-    Forward(Forward, Tracker),
+    /// A request to forward, its body read.
+    Forward(Forward, Taken),
     Handoff,
     Closed,
 }
@@ -134,6 +146,8 @@ struct Lane<'a> {
     out: Vec<u8>,
     /// The engine's port and its Host value.
     host: (u16, String),
+    /// Cancelled when the port drains.
+    drain: &'a CancellationToken,
 }
 
 /// Reads into the free room of `buf` (at least `READ_ROOM`).
@@ -144,11 +158,8 @@ async fn read_into(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
 
 impl Lane<'_> {
     /// Reads until the next request's head is complete and decides what it is.
-    async fn next_request(
-        &mut self,
-        mut timer: Pin<&mut Sleep>,
-        drain: &CancellationToken,
-    ) -> Next {
+    async fn next_request(&mut self, mut timer: Pin<&mut Sleep>) -> Next {
+        let drain = self.drain;
         // hyper's header timer: from the start of the wait for a head, idle time included.
         timer
             .as_mut()
@@ -164,16 +175,23 @@ impl Lane<'_> {
                     engine_host: &self.host.1,
                     api_key: self.ctx.api_key.as_ref(),
                 };
+                let max_head = self.ctx.limits.max_header_bytes;
                 match wire::plan_request(&self.buf, &facts, &mut self.request) {
-                    Plan::Forward(f) if f.body_len <= MAX_BODY && self.admitted() => {
-                        let tracker = Tracker::start(self.ctx.shared.clone());
+                    Plan::Forward(f)
+                        if f.body_len <= MAX_BODY && f.head_len <= max_head && self.admitted() =>
+                    {
+                        let shared = &self.ctx.shared;
+                        let taken = Taken {
+                            tracker: Tracker::start(shared.clone()),
+                            abort: shared.abort_signal(),
+                        };
                         return match self.read_body(&f).await {
-                            true => Next::Forward(f, tracker),
+                            true => Next::Forward(f, taken),
                             false => Next::Closed,
                         };
                     }
                     Plan::Forward(_) | Plan::Handoff => return Next::Handoff,
-                    Plan::Partial if self.buf.len() >= self.ctx.limits.max_buf_size() => {
+                    Plan::Partial if self.buf.len() > max_head => {
                         return Next::Handoff; // hyper answers 431
                     }
                     Plan::Partial => {}
@@ -208,7 +226,7 @@ impl Lane<'_> {
                 Err(_) => {
                     tracing::debug!(peer = %self.peer, ?limit, "proxy: the client's request body stalled");
                     let answer = proxy::body_stalled(&self.ctx.shared, limit);
-                    self.reply(answer, true).await;
+                    self.reply(answer, f.head_request, true).await;
                     return false;
                 }
             }
@@ -229,12 +247,8 @@ impl Lane<'_> {
 
     /// Forwards one request and passes its answer on. Returns whether the client connection
     /// can carry another request.
-    async fn exchange(
-        &mut self,
-        f: &Forward,
-        tracker: Tracker,
-        mut timer: Pin<&mut Sleep>,
-    ) -> bool {
+    async fn exchange(&mut self, f: &Forward, taken: Taken, mut timer: Pin<&mut Sleep>) -> bool {
+        let Taken { tracker, abort } = taken;
         let ctx = self.ctx;
         let shared = &ctx.shared;
         let port = shared.engine_port();
@@ -242,7 +256,6 @@ impl Lane<'_> {
         self.request.extend_from_slice(&self.buf[f.head_len..used]);
         self.buf.drain(..used);
         let sent = Instant::now();
-        let abort = shared.abort_signal();
         let thrown = abort.thrown();
         tokio::pin!(thrown);
         let first = ctx.limits.first_byte();
@@ -270,7 +283,7 @@ impl Lane<'_> {
                     }
                 };
                 drop(tracker);
-                return self.reply(answer, f.close).await;
+                return self.reply(answer, f.head_request, f.close).await;
             }
         };
         let status = hyper::StatusCode::from_u16(answer.status);
@@ -287,8 +300,11 @@ impl Lane<'_> {
         self.relay(relay, timer, thrown).await
     }
 
-    /// Sends the request (on a pooled connection, or a new one; once more on a new one when a
-    /// pooled connection turns out closed before any answer) and reads the response head.
+    /// Sends the request on a pooled connection or a new one, and reads the response head.
+    /// When a pooled connection fails the write, or closes before any answer to a GET, HEAD
+    /// or OPTIONS, the request goes once more on a new connection; any other request that met
+    /// such a close gets 503 `engine_unreachable`, as on hyper's path (the engine may have
+    /// acted on it).
     async fn send(
         &mut self,
         port: u16,
@@ -300,16 +316,15 @@ impl Lane<'_> {
         if let Some((at, _)) = deadline {
             timer.as_mut().reset(at);
         }
-        let mut retried = false;
+        let mut pooled = self.ctx.fast_pool.take(port);
         loop {
-            let (mut up, reused) = match self.ctx.fast_pool.take(port) {
-                Some(up) => (up, true),
-                None => (connect(port).await.map_err(NoHead::Unreachable)?, false),
+            let reused = pooled.is_some();
+            let mut up = match pooled.take() {
+                Some(up) => up,
+                None => connect(port).await.map_err(NoHead::Unreachable)?,
             };
-            let may_retry = reused && !retried;
-            retried = true;
             if let Err(e) = up.write_all(&self.request).await {
-                if may_retry {
+                if reused {
                     continue;
                 }
                 return Err(NoHead::Unreachable(format!("writing the request: {e}")));
@@ -331,7 +346,7 @@ impl Lane<'_> {
                     },
                 };
                 match read {
-                    Ok(0) | Err(_) if may_retry && self.up_buf.is_empty() => break,
+                    Ok(0) | Err(_) if reused && f.resend_safe && self.up_buf.is_empty() => break,
                     Ok(0) => {
                         return Err(NoHead::Unreachable(
                             "the engine closed the connection before its response head".into(),
@@ -343,7 +358,9 @@ impl Lane<'_> {
                     Ok(_) => {}
                 }
                 loop {
-                    match wire::plan_reply(&self.up_buf, f.head_request, f.close, &mut self.out) {
+                    // A drain closes the connection after this exchange: the head says so.
+                    let close = f.close || self.drain.is_cancelled();
+                    match wire::plan_reply(&self.up_buf, f.head_request, close, &mut self.out) {
                         Reply::Partial => break,
                         Reply::Informational(n) => {
                             self.up_buf.drain(..n);
@@ -362,7 +379,8 @@ impl Lane<'_> {
     }
 
     /// Writes one of our own answers (`Response<Body>` with a complete body) to the client.
-    async fn reply(&mut self, answer: Response<Body>, close: bool) -> bool {
+    /// A HEAD request gets the head only.
+    async fn reply(&mut self, answer: Response<Body>, head_request: bool, close: bool) -> bool {
         let (parts, body) = answer.into_parts();
         let body = match body.collect().await {
             Ok(c) => c.to_bytes(),
@@ -383,7 +401,9 @@ impl Lane<'_> {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&body);
+        if !head_request {
+            out.extend_from_slice(&body);
+        }
         self.client.write_all(out).await.is_ok()
     }
 }

@@ -10,8 +10,10 @@ use crate::http::router::{self, Route};
 use crate::http::target;
 use hyper::http::uri::PathAndQuery;
 
-/// Most headers a request or response head may have in the lane (more: hyper takes it).
+/// Most headers a request head may have in the lane (more: hyper takes it).
 pub const MAX_HEADERS: usize = 64;
+/// Most headers of an engine's response head: hyper's client allows as many.
+pub const MAX_REPLY_HEADERS: usize = 100;
 
 use crate::http::proxy::HOP_BY_HOP;
 
@@ -21,7 +23,8 @@ pub enum Plan {
     /// The head is not complete yet.
     Partial,
     /// Not for the lane: hyper answers it (own endpoints, chunked or `Expect` bodies,
-    /// upgrades, HTTP/1.0, anything odd, every error answer).
+    /// upgrades, HTTP/1.0, a Connection header naming more than keep-alive or close, anything
+    /// odd; every refusal of ours).
     Handoff,
     Forward(Forward),
 }
@@ -37,6 +40,9 @@ pub struct Forward {
     pub head_request: bool,
     /// The client asked to close after this exchange.
     pub close: bool,
+    /// GET, HEAD or OPTIONS: safe to send again when a pooled connection turns out closed
+    /// before any answer (what the engine did with it cannot be known).
+    pub resend_safe: bool,
 }
 
 /// What `plan_request` needs besides the bytes.
@@ -55,8 +61,8 @@ fn is_hop(name: &str, named: &[&[u8]]) -> bool {
             .any(|n| name.as_bytes().eq_ignore_ascii_case(n))
 }
 
-/// The comma-separated tokens of every Connection header, trimmed (at most 8: more is handed
-/// off as odd).
+/// The comma-separated tokens of every Connection header, trimmed (at most 8; None for more,
+/// which is odd).
 fn connection_tokens<'h>(headers: &[httparse::Header<'h>]) -> Option<Vec<&'h [u8]>> {
     let mut tokens = Vec::new();
     for h in headers
@@ -121,8 +127,12 @@ pub fn plan_request(buf: &[u8], facts: &Facts<'_>, out: &mut Vec<u8>) -> Plan {
     let Some(tokens) = connection_tokens(headers) else {
         return Plan::Handoff;
     };
+    // A Connection header naming anything but these (`upgrade`, or a header such as
+    // Content-Length or Host that would then be dropped) is hyper's.
+    let plain =
+        |t: &&[u8]| t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close");
     let odd = method == "CONNECT"
-        || tokens.iter().any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+        || !tokens.iter().all(plain)
         || ["transfer-encoding", "upgrade", "expect"]
             .iter()
             .any(|n| header(headers, n).is_some())
@@ -164,7 +174,7 @@ pub fn plan_request(buf: &[u8], facts: &Facts<'_>, out: &mut Vec<u8>) -> Plan {
     let client_host = header(headers, "host");
     for h in headers {
         let n = h.name;
-        if is_hop(n, &tokens)
+        if is_hop(n, &[])
             || n.eq_ignore_ascii_case("host")
             || n.eq_ignore_ascii_case("x-forwarded-for")
             || n.eq_ignore_ascii_case("x-forwarded-proto")
@@ -178,7 +188,10 @@ pub fn plan_request(buf: &[u8], facts: &Facts<'_>, out: &mut Vec<u8>) -> Plan {
         push_header(out, b"x-forwarded-host", host);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    match header(headers, "x-forwarded-for").map(<[u8]>::trim_ascii) {
+    // A chain that is not visible ASCII is dropped, as hyper's path drops one that is not text.
+    let chain = header(headers, "x-forwarded-for")
+        .filter(|v| v.iter().all(|b| (0x20..0x7f).contains(b) || *b == b'\t'));
+    match chain.map(<[u8]>::trim_ascii) {
         Some(prev) if !prev.is_empty() => {
             out.extend_from_slice(prev);
             out.extend_from_slice(b", ");
@@ -192,6 +205,7 @@ pub fn plan_request(buf: &[u8], facts: &Facts<'_>, out: &mut Vec<u8>) -> Plan {
         body_len: usize::try_from(body_len).unwrap_or(usize::MAX),
         head_request: method == "HEAD",
         close: tokens.iter().any(|t| t.eq_ignore_ascii_case(b"close")),
+        resend_safe: matches!(method, "GET" | "HEAD" | "OPTIONS"),
     })
 }
 
@@ -236,7 +250,7 @@ pub enum Reply {
 /// writes the client's head to `out`: hop-by-hop headers gone, chunked framing when the body is
 /// not counted, `connection: close` when the client asked for it.
 pub fn plan_reply(buf: &[u8], head_request: bool, close: bool, out: &mut Vec<u8>) -> Reply {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_REPLY_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
@@ -257,19 +271,22 @@ pub fn plan_reply(buf: &[u8], head_request: bool, close: bool, out: &mut Vec<u8>
     let Some(tokens) = connection_tokens(headers) else {
         return Reply::Bad("the engine's Connection header is too long");
     };
-    let te = header(headers, "transfer-encoding");
+    // The last coding of the last Transfer-Encoding decides (RFC 9112 §6.3): chunked, or a
+    // body that runs until the engine closes.
+    let te = headers
+        .iter()
+        .rev()
+        .find(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        .map(|h| h.value);
     let framing = if head_request || status == 204 || status == 304 {
         Framing::Empty
     } else if let Some(te) = te {
-        if count(headers, "transfer-encoding") > 1
-            || !te
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        {
-            return Reply::Bad("the engine's transfer coding is not chunked");
+        let last = te.rsplit(|&b| b == b',').next().unwrap_or_default();
+        if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
         }
-        Framing::Chunked
     } else if let Some(v) = header(headers, "content-length") {
         let all: Vec<Option<u64>> = headers
             .iter()
@@ -301,14 +318,18 @@ pub fn plan_reply(buf: &[u8], head_request: bool, close: bool, out: &mut Vec<u8>
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // Content-Length is always ours: the framing the client gets is the one read here, even
+    // when the engine's Connection header names it.
     for h in headers {
-        if is_hop(h.name, &tokens) || (rechunk && h.name.eq_ignore_ascii_case("content-length")) {
+        if is_hop(h.name, &tokens) || h.name.eq_ignore_ascii_case("content-length") {
             continue;
         }
         push_header(out, h.name.as_bytes(), h.value);
     }
     if rechunk {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else if let Some(n) = header(headers, "content-length").and_then(length) {
+        push_header(out, b"content-length", n.to_string().as_bytes());
     }
     if close {
         out.extend_from_slice(b"connection: close\r\n");

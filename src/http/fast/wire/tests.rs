@@ -87,6 +87,28 @@ fn which_requests_the_lane_takes() {
             false,
             "handoff",
         ),
+        // A Connection header naming more than keep-alive or close: a header it names would be
+        // dropped (Content-Length: the engine would read the body as the next request).
+        (
+            "POST /v1/x HTTP/1.1\r\nconnection: content-length\r\ncontent-length: 1\r\n\r\nx",
+            false,
+            "handoff",
+        ),
+        (
+            "GET /v1/x HTTP/1.1\r\nconnection: host\r\nhost: a\r\n\r\n",
+            false,
+            "handoff",
+        ),
+        (
+            "GET /v1/x HTTP/1.1\r\nconnection: x-hop\r\nx-hop: 1\r\n\r\n",
+            false,
+            "handoff",
+        ),
+        (
+            "GET /v1/x HTTP/1.1\r\nconnection: keep-alive, Close\r\n\r\n",
+            false,
+            "forward",
+        ),
         // The key: right, wrong, missing, and a path it does not cover.
         (
             "GET /v1/models HTTP/1.1\r\nauthorization: Bearer sekrit\r\n\r\n",
@@ -121,7 +143,7 @@ fn which_requests_the_lane_takes() {
 #[test]
 fn the_engine_gets_the_normal_target_and_forwarding_headers() {
     let raw = "POST //v1//chat/completions?x=1 HTTP/1.1\r\nHost: api.example:8000\r\n\
-               Connection: keep-alive, x-hop\r\nx-hop: 1\r\nkeep-alive: timeout=5\r\n\
+               Connection: keep-alive\r\nkeep-alive: timeout=5\r\n\
                te: trailers\r\nproxy-authorization: Basic x\r\nX-Forwarded-For: 10.0.0.1\r\n\
                x-forwarded-proto: https\r\nContent-Type: application/json\r\n\
                content-length: 2\r\n\r\n{}GET";
@@ -133,6 +155,7 @@ fn the_engine_gets_the_normal_target_and_forwarding_headers() {
             body_len: 2,
             head_request: false,
             close: false,
+            resend_safe: false,
         })
     );
     assert_eq!(
@@ -153,6 +176,7 @@ fn the_engine_gets_the_normal_target_and_forwarding_headers() {
             Plan::Forward(Forward {
                 head_request: true,
                 close: true,
+                resend_safe: true,
                 ..
             })
         ),
@@ -164,6 +188,15 @@ fn the_engine_gets_the_normal_target_and_forwarding_headers() {
         "{head}"
     );
     assert!(!head.to_ascii_lowercase().contains("connection"), "{head}");
+    // A chain that is not text is dropped (hyper's path cannot read it either).
+    let (_, head) = plan(
+        "GET /v1/models HTTP/1.1\r\nx-forwarded-for: 10.0.0.\u{e9}\r\n\r\n",
+        None,
+    );
+    assert!(
+        head.contains("\r\nx-forwarded-for: 192.0.2.7\r\n"),
+        "{head}"
+    );
 }
 
 fn reply(raw: &str, head_request: bool, close: bool) -> (Reply, String) {
@@ -261,6 +294,21 @@ fn what_the_engine_answer_says() {
             true,
             false,
         ),
+        // A last coding that is not chunked: the body runs until the engine closes.
+        (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            false,
+            Framing::UntilClose,
+            false,
+            false,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n",
+            false,
+            Framing::Chunked,
+            true,
+            false,
+        ),
         (
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n",
             false,
@@ -288,7 +336,6 @@ fn what_the_engine_answer_says() {
     for raw in [
         "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
         "HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
-        "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
         "HTTP/1.1 101 Switching Protocols\r\n\r\n",
         "HTTP/1.1 2000 OK\r\n\r\n",
     ] {
@@ -330,6 +377,13 @@ fn the_client_head_drops_hops_and_says_how_the_body_comes() {
         head,
         "HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\nconnection: close\r\n\r\n"
     );
+    // Content-Length is ours: an engine's Connection naming it does not take it away.
+    let (_, head) = reply(
+        "HTTP/1.1 200 OK\r\nconnection: content-length\r\ncontent-length: 2\r\n\r\nok",
+        false,
+        false,
+    );
+    assert_eq!(head, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n");
     // Chunked framing wins over a Content-Length sent with it.
     let (_, head) = reply(
         "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n",
