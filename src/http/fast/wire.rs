@@ -314,7 +314,12 @@ pub fn plan_reply(buf: &[u8], head_request: bool, close: bool, out: &mut Vec<u8>
         });
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
+    // httparse reads exactly three digits.
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]);
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -328,8 +333,9 @@ pub fn plan_reply(buf: &[u8], head_request: bool, close: bool, out: &mut Vec<u8>
     }
     if rechunk {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    } else if let Some(n) = header(headers, "content-length").and_then(length) {
-        push_header(out, b"content-length", n.to_string().as_bytes());
+    } else if let Some(v) = header(headers, "content-length") {
+        // Checked above: every Content-Length is this one number.
+        push_header(out, b"content-length", v.trim_ascii());
     }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
