@@ -3,7 +3,8 @@
 //!
 //! Layout: every connection starts in `fast`, the fast lane, which forwards plain API requests
 //! itself (its own HTTP/1.1 and engine pool) and hands everything else, with the bytes it read,
-//! to hyper for the rest of the connection. On hyper's side `router` picks the answer for a path; `health` answers from the supervisor's status
+//! to hyper for the rest of the connection. On hyper's side `router` picks the answer for a
+//! path; `health` answers from the supervisor's status
 //! (never from the engine); `scrape` (/metrics) assembles our text and the engine's; `proxy` forwards the
 //! rest; `target` puts the request target in the one normal form that routing, the key check and
 //! the proxy share; `auth` checks the optional API key; `limits` holds the protection knobs; `reply` builds
@@ -176,7 +177,7 @@ pub async fn serve_public_with(
             });
             continue;
         };
-        let lane = Lane {
+        let lane = Handover {
             builder: builder.clone(),
             last: last.clone(),
             watcher: graceful.watcher(),
@@ -212,7 +213,7 @@ fn connection_builders(limits: &Limits) -> (Arc<http1::Builder>, Arc<http1::Buil
 }
 
 /// What a connection's task needs besides the request context.
-struct Lane {
+struct Handover {
     builder: Arc<http1::Builder>,
     /// For a connection handed over during the drain: one request, then closed.
     last: Arc<http1::Builder>,
@@ -228,7 +229,7 @@ async fn serve_connection<H>(
     ctx: Arc<Ctx>,
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
-    lane: Lane,
+    lane: Handover,
     held: H,
 ) {
     if let fast::End::Handoff(stream, read) = fast::serve(&ctx, stream, peer, &lane.drain).await {

@@ -73,17 +73,20 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, peer: SocketAddr) -> 
             if route == Route::GroupReport {
                 return group::report(&ctx, req).await;
             }
-            if let Some(live) = ctx
-                .shared
-                .group
-                .as_ref()
-                .filter(|g| g.role() == crate::group::Role::Worker)
-            {
+            if let Some(live) = worker_group(&ctx) {
                 return group::worker_refusal(live);
             }
             proxy::forward(&ctx, req, normal.forward, peer).await
         }
     }
+}
+
+/// The group this node serves as a worker of (its API is refused with 421), if any.
+pub fn worker_group(ctx: &Ctx) -> Option<&crate::group::live::Live> {
+    ctx.shared
+        .group
+        .as_ref()
+        .filter(|g| g.role() == crate::group::Role::Worker)
 }
 
 /// Answers a request on a reserved connection (the caps were reached): health, `/status` and

@@ -33,7 +33,7 @@ pub use pool::Pool;
 pub use rewind::Rewind;
 
 use super::proxy::{self, BodyClock, Expired, Tracker};
-use super::{Body, Ctx};
+use super::{Body, Ctx, router};
 use crate::shared::AbortSignal;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -81,7 +81,6 @@ pub async fn serve(
         request: Vec::new(),
         up_buf: Vec::new(),
         out: Vec::new(),
-        host: (0, String::new()),
         drain,
     };
     let timer = tokio::time::sleep(Duration::ZERO);
@@ -144,8 +143,6 @@ struct Lane<'a> {
     up_buf: Vec<u8>,
     /// For the client.
     out: Vec<u8>,
-    /// The engine's port and its Host value.
-    host: (u16, String),
     /// Cancelled when the port drains.
     drain: &'a CancellationToken,
 }
@@ -166,13 +163,10 @@ impl Lane<'_> {
             .reset(Instant::now() + self.ctx.limits.header_read_timeout);
         loop {
             if !self.buf.is_empty() {
-                let port = self.ctx.shared.engine_port();
-                if self.host.0 != port {
-                    self.host = (port, format!("127.0.0.1:{port}"));
-                }
+                let (_, host) = proxy::engine_address(self.ctx.shared.engine_port());
                 let facts = Facts {
                     peer_ip: &self.peer_ip,
-                    engine_host: &self.host.1,
+                    engine_host: host.as_bytes(),
                     api_key: self.ctx.api_key.as_ref(),
                 };
                 let max_head = self.ctx.limits.max_header_bytes;
@@ -237,12 +231,7 @@ impl Lane<'_> {
     /// Whether the engine takes requests now and this node forwards them (otherwise hyper's
     /// path answers: 503 while loading or draining, 421 on a group's worker).
     fn admitted(&self) -> bool {
-        let shared = &self.ctx.shared;
-        let worker = shared
-            .group
-            .as_ref()
-            .is_some_and(|g| g.role() == crate::group::Role::Worker);
-        !worker && proxy::refused(self.ctx).is_none()
+        router::worker_group(self.ctx).is_none() && proxy::refused(self.ctx).is_none()
     }
 
     /// Forwards one request and passes its answer on. Returns whether the client connection
@@ -394,9 +383,9 @@ impl Lane<'_> {
         out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
         for (name, value) in &parts.headers {
-            wire_header(out, name.as_str().as_bytes(), value.as_bytes());
+            wire::push_header(out, name.as_str().as_bytes(), value.as_bytes());
         }
-        wire_header(out, b"content-length", body.len().to_string().as_bytes());
+        wire::push_header(out, b"content-length", body.len().to_string().as_bytes());
         if close {
             out.extend_from_slice(b"connection: close\r\n");
         }
@@ -406,13 +395,6 @@ impl Lane<'_> {
         }
         self.client.write_all(out).await.is_ok()
     }
-}
-
-fn wire_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 async fn connect(port: u16) -> Result<TcpStream, String> {

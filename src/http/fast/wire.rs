@@ -50,7 +50,7 @@ pub struct Facts<'a> {
     /// The client's IP address as text (for X-Forwarded-For).
     pub peer_ip: &'a str,
     /// The engine's address as a Host value (`127.0.0.1:PORT`).
-    pub engine_host: &'a str,
+    pub engine_host: &'a [u8],
     pub api_key: Option<&'a ApiKey>,
 }
 
@@ -102,7 +102,8 @@ fn length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Appends one header line.
+pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -170,7 +171,7 @@ pub fn plan_request(buf: &[u8], facts: &Facts<'_>, out: &mut Vec<u8>) -> Plan {
     out.push(b' ');
     out.extend_from_slice(normal.forward.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    push_header(out, b"host", facts.engine_host.as_bytes());
+    push_header(out, b"host", facts.engine_host);
     let client_host = header(headers, "host");
     for h in headers {
         let n = h.name;
@@ -288,13 +289,13 @@ pub fn plan_reply(buf: &[u8], head_request: bool, close: bool, out: &mut Vec<u8>
             Framing::UntilClose
         }
     } else if let Some(v) = header(headers, "content-length") {
-        let all: Vec<Option<u64>> = headers
+        let n = length(v);
+        let agree = headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .map(|h| length(h.value))
-            .collect();
-        match (length(v), all.iter().all(|n| *n == all[0])) {
-            (Some(n), true) => Framing::Length(n),
+            .all(|h| length(h.value) == n);
+        match n {
+            Some(n) if agree => Framing::Length(n),
             _ => return Reply::Bad("the engine's Content-Length is not one number"),
         }
     } else {

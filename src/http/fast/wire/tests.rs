@@ -3,7 +3,7 @@ use super::*;
 fn facts(key: Option<&ApiKey>) -> Facts<'_> {
     Facts {
         peer_ip: "192.0.2.7",
-        engine_host: "127.0.0.1:41234",
+        engine_host: b"127.0.0.1:41234",
         api_key: key,
     }
 }
