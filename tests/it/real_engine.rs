@@ -590,8 +590,11 @@ fn serves_streams_aborts_restarts_and_stops() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let folder = models().folder.clone();
     let engine_args = json!({"max-model-len": MAX_MODEL_LEN}).to_string();
-    // No liveness or idle probe in this case's life (the harness's 60 s could land in the
-    // abort check's window on a slow machine); the kills below are seen as exits.
+    // No connection of ours to the engine but the requests' in this case's life: no liveness
+    // or idle probe (the harness's 60 s could land in the abort check's window on a slow
+    // machine), and no hang sample (its `/metrics` request, every 5 s, waits up to 5 s for a
+    // busy engine and was once taken for the stream's connection). The kills below are seen
+    // as exits, so none of them is needed.
     let mut sv = Serve::start(
         folder.to_str().expect("utf-8 path"),
         &[
@@ -600,6 +603,8 @@ fn serves_streams_aborts_restarts_and_stops() {
             "--liveness-interval",
             "1h",
             "--idle-probe-interval",
+            "1h",
+            "--hang-sample-interval",
             "1h",
         ],
         &[],
