@@ -752,7 +752,7 @@ fn serves_streams_aborts_restarts_and_stops() {
             // The whole stream came before the client left: nothing to judge; try again.
             bursts += 1;
             assert!(
-                bursts < 5,
+                bursts < 10,
                 "vLLM sent every stream whole before the client could leave ({bursts} tries)"
             );
             let _ = settled_generation_tokens(&sv);
